@@ -1,0 +1,190 @@
+"""Dataclass configs: defaults in code, optionally a YAML file, then ``key=value`` overrides.
+
+Every command's config is a dataclass whose fields carry a ``help`` in their metadata. The order
+of precedence is defaults < YAML < CLI flags. Unknown keys and ill-typed values raise a
+:class:`ConfigError` naming the key and the file, never a traceback from deep inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied."""
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING) -> Any:  # noqa: A002
+    """A dataclass field with a help string (shown by ``rlhfkit <cmd> --help`` and in docs)."""
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: cannot read {value!r} as {annotation}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        items = [_coerce(v, item_type, key) for v in value]
+        return items if origin is list else tuple(items)
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping for {annotation.__name__}, got {value!r}")
+        return build_config(annotation, value, prefix=f"{key}.")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from exc
+        if as_float != int(as_float):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(as_float)
+    if annotation is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from exc
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if annotation is Path:
+        return Path(value)
+    return value
+
+
+def build_config(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
+    """Instantiate dataclass ``cls`` from a (possibly nested) mapping, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; "
+                          f"valid keys: {sorted(prefix + k for k in known)}")
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into ``{"a": {"b": "1"}, "c": "x"}`` (values typed later)."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} must look like key=value")
+        key, value = pair.split("=", 1)
+        parts = key.strip().split(".")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None,
+                overrides: Mapping[str, Any] | Iterable[str] | None = None) -> T:
+    """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``.
+
+    ``overrides`` is a mapping (typer options that were given) or ``key=value`` strings.
+    """
+    values: dict[str, Any] = read_yaml(path) if path else {}
+    if overrides:
+        extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+        values = _merge(values, {k: v for k, v in extra.items() if v is not None})
+    try:
+        return build_config(cls, values)
+    except ConfigError as exc:
+        where = f" (in {path})" if path else ""
+        raise ConfigError(f"{exc}{where}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML-serialisable dict of a config dataclass (paths as strings)."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+    return {k: convert(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write ``config`` as YAML (the run directory keeps the exact config it ran with)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

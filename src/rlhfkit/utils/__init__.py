@@ -1,0 +1,1 @@
+"""Shared runtime helpers: threads and seeds, atomic checkpoints, metric tracking, progress."""
