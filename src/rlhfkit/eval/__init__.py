@@ -1,0 +1,7 @@
+"""rlhfkit.eval: metrics, the over-optimization watch, per-round evaluation and the HTML report.
+
+- metrics: distinct-n, lengths, BLEU/ROUGE, win rate with CI, KL summaries, correlations.
+- overoptimization: check_overoptimization -> ok / warn / stop and the round to roll back to.
+- evaluate: evaluate_responses -> the flat ``eval/*`` metrics of one round.
+- report: build_report(run_dir) -> a self-contained HTML page (layout in run_layout.md).
+"""
