@@ -1,0 +1,376 @@
+"""Reward models: a transformer trunk with a scalar head read at the last non-pad token.
+
+``RewardModel`` also wraps any ``AutoModelForSequenceClassification`` with ``num_labels=1``.
+A saved reward model is a directory that ``AutoModel.from_pretrained`` can read as the trunk, plus
+``reward_head.safetensors`` and ``reward_config.json`` (head count, normalization mean/std, text
+encoding). ``k`` heads on one trunk, or ``k`` whole models (:class:`RewardEnsemble`), give an
+ensemble: the mean over members is the reward, their standard deviation the uncertainty.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+REWARD_CONFIG = "reward_config.json"
+REWARD_HEAD = "reward_head.safetensors"
+ENSEMBLE_CONFIG = "reward_ensemble.json"
+
+
+class RewardModelError(ValueError):
+    """A reward model that cannot be loaded or used, with the path and the reason."""
+
+
+@dataclass
+class RewardModelSettings:
+    """What ``reward_config.json`` stores next to the weights."""
+
+    architecture: str = "trunk_head"
+    num_heads: int = 1
+    mean: float = 0.0
+    std: float = 1.0
+    max_length: int = 512
+    min_prompt_tokens: int = 64
+    append_eos: bool = True
+    ordinal_thresholds: dict[str, list[float]] | None = None
+    format_version: int = 1
+
+
+def truncate_pair(prompt_ids: Sequence[int], response_ids: Sequence[int], max_length: int,
+                  eos_id: int | None, min_prompt_tokens: int = 64) -> tuple[list[int], bool]:
+    """``prompt + response (+ EOS)`` in at most ``max_length`` tokens, and whether anything was cut.
+
+    The response has priority: the prompt loses tokens from its start (keeping at least
+    ``min_prompt_tokens`` of its tail, or all of it if shorter), then the response loses tokens
+    from its end. The EOS the score is read at is always kept.
+    """
+    tail = [eos_id] if eos_id is not None else []
+    total = len(prompt_ids) + len(response_ids) + len(tail)
+    if total <= max_length:
+        return [*prompt_ids, *response_ids, *tail], False
+    budget = max_length - len(tail)
+    keep_prompt = max(budget - len(response_ids), min(len(prompt_ids), min_prompt_tokens, budget // 2))
+    keep_prompt = max(0, min(keep_prompt, len(prompt_ids)))
+    keep_response = max(0, budget - keep_prompt)
+    prompt_part = list(prompt_ids[len(prompt_ids) - keep_prompt:]) if keep_prompt else []
+    return [*prompt_part, *response_ids[:keep_response], *tail], True
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last position with mask 1 in each row, for left or right padding; (b, T) -> (b,)."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.to(positions.dtype)).argmax(dim=-1)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int,
+              device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists to the longest one: (input_ids, attention_mask), both (b, T_max)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    if device is not None:
+        ids, mask = ids.to(device), mask.to(device)
+    return ids, mask
+
+
+def use_fused_gelu(module: nn.Module) -> int:
+    """Swap transformers' Python tanh-GELU (``gelu_new``, GPT-2's default) for torch's fused kernel.
+
+    Same formula, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), in one kernel instead of eight
+    elementwise ops: about 2.7x faster forward+backward on CPU; outputs agree to ~1e-7.
+    Returns the number of modules swapped.
+    """
+    swapped = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ == "NewGELUActivation":
+                setattr(parent, name, nn.GELU(approximate="tanh"))
+                swapped += 1
+    return swapped
+
+
+def _is_sequence_classifier(model: nn.Module) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+class RewardModel(nn.Module):
+    """Trunk + linear head (``num_heads`` scalar outputs) read at the last non-pad token.
+
+    ``backbone`` is a base transformer returning ``last_hidden_state`` (e.g. ``GPT2Model``) or a
+    ``*ForSequenceClassification`` with one label, whose own pooling and head are used.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, settings: RewardModelSettings | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.settings = settings or RewardModelSettings()
+        use_fused_gelu(backbone)
+        if _is_sequence_classifier(backbone):
+            if getattr(backbone.config, "num_labels", 1) != 1:
+                raise RewardModelError(f"{type(backbone).__name__} has num_labels="
+                                       f"{backbone.config.num_labels}; a reward model needs 1")
+            self.settings.architecture = "sequence_classification"
+            self.settings.num_heads = 1
+            self.head = None
+            if backbone.config.pad_token_id is None:
+                backbone.config.pad_token_id = self.pad_id
+        else:
+            hidden = backbone.config.hidden_size
+            self.head = nn.Linear(hidden, self.settings.num_heads)
+            nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
+            nn.init.zeros_(self.head.bias)
+            param = next(backbone.parameters())
+            self.head.to(device=param.device, dtype=param.dtype)
+
+    @property
+    def num_heads(self) -> int:
+        """Number of scalar heads (ensemble members sharing the trunk)."""
+        return self.settings.num_heads
+
+    @property
+    def pad_id(self) -> int:
+        """Token id used for padding (the tokenizer's pad, else EOS, else 0)."""
+        for name in ("pad_token_id", "eos_token_id"):
+            value = getattr(self.tokenizer, name, None)
+            if value is not None:
+                return int(value)
+        return 0
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the trunk's parameters."""
+        return next(self.backbone.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Raw per-head rewards at the last non-pad token; (b, T), (b, T) -> (b, num_heads)."""
+        if self.head is None:
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        pooled = hidden[rows, last_token_index(attention_mask)]
+        return self.head(pooled)
+
+    def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Apply the stored reference statistics: ``(r - mean) / std``."""
+        return (rewards - self.settings.mean) / self.settings.std
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Reward per sequence, the mean over heads; (b, T) -> (b,) float."""
+        rewards = self.forward(input_ids, attention_mask).float().mean(dim=-1)
+        return self.normalize(rewards) if normalized else rewards
+
+    def score_with_uncertainty(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                               normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) over heads per sequence, each (b,); std is 0 for a single head."""
+        per_head = self.forward(input_ids, attention_mask).float()
+        if normalized:
+            per_head = self.normalize(per_head)
+        spread = per_head.std(dim=-1, unbiased=False) if per_head.shape[-1] > 1 else torch.zeros_like(per_head[:, 0])
+        return per_head.mean(dim=-1), spread
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of each ``prompt + response (+ EOS)`` truncated per :func:`truncate_pair`."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        prompt_ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        response_ids = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id if self.settings.append_eos else None
+        out = [truncate_pair(p, r, self.settings.max_length, eos, self.settings.min_prompt_tokens)
+               for p, r in zip(prompt_ids, response_ids)]
+        return [ids for ids, _ in out], [cut for _, cut in out]
+
+    @torch.no_grad()
+    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], normalized: bool = False,
+                    batch_size: int = 32, with_uncertainty: bool = False) -> Any:
+        """Rewards (b,) for text pairs (and the per-sample std over heads when asked)."""
+        was_training = self.training
+        self.eval()
+        sequences, _ = self.encode(prompts, responses)
+        means, stds = [], []
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            ids, mask = pad_batch([sequences[i] for i in chunk], self.pad_id, self.device)
+            mean, std = self.score_with_uncertainty(ids, mask, normalized=normalized)
+            means.append(mean.cpu())
+            stds.append(std.cpu())
+        self.train(was_training)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        mean = torch.cat(means)[inverse] if means else torch.zeros(0)
+        std = torch.cat(stds)[inverse] if stds else torch.zeros(0)
+        return (mean, std) if with_uncertainty else mean
+
+    def set_normalization(self, rewards: torch.Tensor) -> tuple[float, float]:
+        """Store mean/std of raw rewards on a reference set so ``normalized=True`` centres and scales."""
+        rewards = rewards.detach().float().flatten()
+        if rewards.numel() < 2:
+            raise ValueError("normalization needs rewards of at least 2 reference samples")
+        mean, std = float(rewards.mean()), float(rewards.std(unbiased=False))
+        self.settings.mean, self.settings.std = mean, max(std, 1e-6)
+        return self.settings.mean, self.settings.std
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write trunk (safetensors), head, tokenizer and ``reward_config.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(directory, safe_serialization=True)
+        if self.tokenizer is not None and hasattr(self.tokenizer, "save_pretrained"):
+            self.tokenizer.save_pretrained(directory)
+        if self.head is not None:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+            save_file(state, str(directory / REWARD_HEAD))
+        (directory / REWARD_CONFIG).write_text(json.dumps(asdict(self.settings), indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None) -> RewardModel:
+        """Load what :meth:`save_pretrained` wrote, or a sequence classifier with one label."""
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise RewardModelError(f"{directory} is not a model directory (no config.json)")
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        if (directory / REWARD_CONFIG).is_file():
+            raw = json.loads((directory / REWARD_CONFIG).read_text())
+            known = set(RewardModelSettings.__dataclass_fields__)
+            settings = RewardModelSettings(**{k: v for k, v in raw.items() if k in known})
+            if settings.architecture == "sequence_classification":
+                backbone = AutoModelForSequenceClassification.from_pretrained(directory, **kwargs)
+                model = cls(backbone, tokenizer, settings)
+            else:
+                backbone = AutoModel.from_pretrained(directory, **kwargs)
+                model = cls(backbone, tokenizer, settings)
+                head_state = load_file(str(directory / REWARD_HEAD))
+                model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in head_state.items()})
+        else:
+            config = AutoConfig.from_pretrained(directory)
+            architectures = getattr(config, "architectures", None) or []
+            if not any(a.endswith("ForSequenceClassification") for a in architectures):
+                raise RewardModelError(f"{directory} is neither an rlhfkit reward model ({REWARD_CONFIG} missing) "
+                                       "nor a sequence classifier with num_labels=1")
+            backbone = AutoModelForSequenceClassification.from_pretrained(directory, **kwargs)
+            model = cls(backbone, tokenizer, RewardModelSettings(append_eos=False))
+        model.eval()
+        return model.to(device) if device is not None else model
+
+    @classmethod
+    def from_trunk(cls, name_or_path: str | Path, num_heads: int = 1, max_length: int = 512,
+                   device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                   seed: int | None = None) -> RewardModel:
+        """A fresh reward model on the trunk of a pretrained (causal) LM; ``"builtin"`` works."""
+        from transformers import AutoModel
+
+        from rlhfkit.models.loading import load_tokenizer, resolve_model_path
+
+        path = resolve_model_path(str(name_or_path))
+        tokenizer = load_tokenizer(path)
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        backbone = AutoModel.from_pretrained(path, **kwargs)
+        if seed is not None:
+            torch.manual_seed(seed)
+        settings = RewardModelSettings(num_heads=num_heads, max_length=min(max_length, _context_length(backbone)))
+        model = cls(backbone, tokenizer, settings)
+        return model.to(device) if device is not None else model
+
+
+def _context_length(backbone: nn.Module) -> int:
+    config = backbone.config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
+class RewardEnsemble:
+    """``k`` reward models scored together: reward = mean over members, uncertainty = their std."""
+
+    def __init__(self, members: Sequence[RewardModel]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = list(members)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The first member's tokenizer (members are expected to share one for :meth:`score`)."""
+        return self.members[0].tokenizer
+
+    def to(self, device: torch.device | str) -> RewardEnsemble:
+        """Move every member to ``device``."""
+        for member in self.members:
+            member.to(device)
+        return self
+
+    def eval(self) -> RewardEnsemble:
+        """Put every member in eval mode."""
+        for member in self.members:
+            member.eval()
+        return self
+
+    def _stack(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool) -> torch.Tensor:
+        return torch.stack([m.score(input_ids, attention_mask, normalized=normalized) for m in self.members], dim=-1)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Mean member reward; (b, T) -> (b,)."""
+        return self._stack(input_ids, attention_mask, normalized).mean(dim=-1)
+
+    def score_with_uncertainty(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                               normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) over members, each (b,)."""
+        stacked = self._stack(input_ids, attention_mask, normalized)
+        return stacked.mean(dim=-1), stacked.std(dim=-1, unbiased=False)
+
+    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], normalized: bool = False,
+                    batch_size: int = 32, with_uncertainty: bool = False) -> Any:
+        """Mean member reward (b,) for text pairs; each member encodes with its own tokenizer."""
+        stacked = torch.stack([m.score_texts(prompts, responses, normalized=normalized, batch_size=batch_size)
+                               for m in self.members], dim=-1)
+        mean, std = stacked.mean(dim=-1), stacked.std(dim=-1, unbiased=False)
+        return (mean, std) if with_uncertainty else mean
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Members in ``member-<i>/`` plus ``reward_ensemble.json`` listing them."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        names = []
+        for index, member in enumerate(self.members):
+            member.save_pretrained(directory / f"member-{index}")
+            names.append(f"member-{index}")
+        (directory / ENSEMBLE_CONFIG).write_text(json.dumps({"members": names}, indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None) -> RewardEnsemble:
+        """Load an ensemble directory written by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        names = json.loads((directory / ENSEMBLE_CONFIG).read_text())["members"]
+        return cls([RewardModel.from_pretrained(directory / n, device=device, dtype=dtype) for n in names])
+
+
+def load_reward_model(path_or_name: str | Path, device: torch.device | str | None = None,
+                      dtype: torch.dtype | None = None) -> RewardModel | RewardEnsemble:
+    """A trained reward model (or ensemble) from a directory; clear error if it is not one."""
+    path = Path(path_or_name)
+    if not path.is_dir():
+        raise RewardModelError(f"reward model {path_or_name} is not a directory; train one with "
+                               "`rlhfkit train-rm` or pass a sequence-classification model directory")
+    if (path / ENSEMBLE_CONFIG).is_file():
+        return RewardEnsemble.from_pretrained(path, device=device, dtype=dtype)
+    return RewardModel.from_pretrained(path, device=device, dtype=dtype)

@@ -1,0 +1,103 @@
+"""Configuration of reward-model training (``rlhfkit train-rm``): defaults, YAML, ``--set`` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from rlhfkit.config import field
+
+
+@dataclass
+class RewardLossConfig:
+    """How each kind of feedback turns into a loss, and how kinds are mixed."""
+
+    use_margin: bool = field(True, help="Subtract a pair's margin inside Bradley-Terry: -log σ(r_c - r_r - m).")
+    label_smoothing: float = field(0.0, help="Bradley-Terry label smoothing ε (share of preferences assumed flipped).")
+    rating_loss: Literal["regression", "ordinal"] = field(
+        "regression", help="Ratings: squared error on normalized ratings, or a cumulative-link ordinal model.")
+    pairwise_weight: float = field(1.0, help="Mixture weight of comparisons.")
+    ranking_weight: float = field(1.0, help="Mixture weight of rankings (Plackett-Luce).")
+    rating_weight: float = field(1.0, help="Mixture weight of ratings.")
+    label_weight: float = field(1.0, help="Mixture weight of good/bad labels (BCE).")
+
+    def kind_weights(self) -> dict[str, float]:
+        """Mixture weight per record kind."""
+        return {"pairwise": self.pairwise_weight, "ranking": self.ranking_weight,
+                "rating": self.rating_weight, "label": self.label_weight}
+
+
+@dataclass
+class RewardTrainConfig:
+    """Everything ``rlhfkit train-rm`` needs; each field can be set in YAML or with ``--set``."""
+
+    model: str = field("builtin", help="Trunk: 'builtin', a local model directory, or a sequence classifier.")
+    data: list[str] = field(default_factory=list, help="Feedback files (.jsonl/.json/.csv/.parquet or HF dataset dirs).")
+    eval_data: list[str] = field(default_factory=list, help="Held-out feedback; when empty, eval_fraction of data.")
+    eval_fraction: float = field(0.1, help="Share of records held out for evaluation when eval_data is empty.")
+    output_dir: str = field("runs/reward-model", help="Checkpoints, logs, final model (model/) and reports.")
+    rating_scale: Optional[list[float]] = field(None, help="Scale [low, high] for ratings that do not declare one.")
+    max_length: int = field(512, help="Tokens per prompt+response (capped by the trunk's context length).")
+    min_prompt_tokens: int = field(64, help="Prompt tokens kept (from its end) before a long response is cut.")
+    batch_size: int = field(16, help="Records per micro-batch (a pair's two responses share one forward pass).")
+    grad_accum: int = field(1, help="Micro-batches per optimizer step.")
+    epochs: int = field(1, help="Passes over the training records.")
+    max_steps: Optional[int] = field(None, help="Optimizer steps; overrides epochs when set.")
+    lr: float = field(1e-4, help="AdamW learning rate.")
+    weight_decay: float = field(0.0, help="AdamW weight decay (not applied to biases and norms).")
+    warmup_ratio: float = field(0.05, help="Share of steps with linear learning-rate warm-up; then linear decay.")
+    max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 = off).")
+    disable_dropout: bool = field(True, help="Turn dropout off in the trunk (steadier reward training).")
+    num_heads: int = field(1, help="Scalar heads on one trunk; >1 makes a k-head ensemble.")
+    ensemble_size: int = field(1, help="Independent models trained with seeds seed..seed+k-1 (bootstrapped data).")
+    bootstrap: bool = field(True, help="With several heads/members, weight records by Poisson(1) draws per member.")
+    group_by_length: bool = field(True, help="Batch records of similar length together (less padding).")
+    seed: int = field(0, help="Seed for initialization, data order and splits.")
+    device: str = field("auto", help="cpu, cuda, cuda:N or auto.")
+    dtype: str = field("float32", help="float32, bfloat16 (autocast on CUDA) or auto.")
+    threads: Optional[int] = field(None, help="CPU threads (default: RLHFKIT_THREADS or up to 8).")
+    save_every: int = field(200, help="Optimizer steps between checkpoints (0 = only at the end).")
+    keep_checkpoints: int = field(2, help="Newest checkpoints kept.")
+    resume: bool = field(True, help="Continue from the newest checkpoint in output_dir when there is one.")
+    log_every: int = field(10, help="Optimizer steps between metric records.")
+    eval_every: int = field(0, help="Optimizer steps between evaluations (0 = only at the end).")
+    normalization_samples: int = field(512, help="Reference responses whose reward mean/std are stored with the model.")
+    bootstrap_samples: int = field(1000, help="Bootstrap resamples for the evaluation's confidence intervals.")
+    progress: bool = field(True, help="Show a rich progress bar.")
+    report_to: str = field("tensorboard", help="Metric backends: tensorboard, wandb, mlflow, none.")
+    loss: RewardLossConfig = field(default_factory=RewardLossConfig, help="Loss settings.")
+
+
+@dataclass
+class RewardEvalConfig:
+    """Settings of ``rlhfkit eval-rm``."""
+
+    model: str = field("", help="Reward model directory (from train-rm) or a sequence classifier directory.")
+    data: list[str] = field(default_factory=list, help="Held-out feedback files of any kinds.")
+    output_dir: str = field("runs/reward-eval", help="Where eval.json, reliability.png and logs go.")
+    rating_scale: Optional[list[float]] = field(None, help="Scale [low, high] for ratings that do not declare one.")
+    bootstrap_samples: int = field(1000, help="Bootstrap resamples for confidence intervals.")
+    confidence: float = field(0.95, help="Confidence level of the intervals.")
+    batch_size: int = field(32, help="Sequences per forward pass.")
+    device: str = field("auto", help="cpu, cuda, cuda:N or auto.")
+    threads: Optional[int] = field(None, help="CPU threads.")
+    seed: int = field(0, help="Seed of the bootstrap.")
+    report_to: str = field("none", help="Metric backends: tensorboard, wandb, mlflow, none.")
+
+
+@dataclass
+class RewardProbeConfig:
+    """Settings of ``rlhfkit probe-rm``."""
+
+    model: str = field("", help="Reward model directory.")
+    data: list[str] = field(default_factory=list, help="Feedback files whose good responses are probed.")
+    output_dir: str = field("runs/reward-probe", help="Where probes.json and logs go.")
+    rating_scale: Optional[list[float]] = field(None, help="Scale [low, high] for ratings that do not declare one.")
+    samples: int = field(64, help="Distinct (prompt, response) samples to probe.")
+    probes: list[str] = field(default_factory=list, help="Probe names (empty = all).")
+    suffix_length: int = field(3, help="Words of the greedy suffix search (0 = skip it).")
+    suffix_candidates: int = field(32, help="Frequent response words added to the generic suffix candidates.")
+    batch_size: int = field(64, help="Sequences per forward pass.")
+    device: str = field("auto", help="cpu, cuda, cuda:N or auto.")
+    threads: Optional[int] = field(None, help="CPU threads.")
+    report_to: str = field("none", help="Metric backends: tensorboard, wandb, mlflow, none.")

@@ -1,0 +1,203 @@
+"""``train-rm`` end to end: read and validate feedback, split, train (one model, k heads or k members),
+store normalization statistics, save the final model, evaluate, and write the reports.
+
+Output directory layout: ``checkpoints/`` (resumable), ``logs/`` (metrics.jsonl, TensorBoard),
+``model/`` (the reward model to use downstream), ``data_report.json``, ``eval.json``,
+``reliability.png``; an ensemble trains each member in ``members/member-<i>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.config import config_to_dict
+from rlhfkit.data.preference_io import FeedbackData, read_feedback_files
+from rlhfkit.data.records import FeedbackRecord, ValidationReport, require_valid, responses_of
+from rlhfkit.models.reward_model import RewardEnsemble, RewardModel
+from rlhfkit.reward.batching import assign_bootstrap_weights, encode_records
+from rlhfkit.reward.config import RewardTrainConfig
+from rlhfkit.reward.evaluation import EvalReport, evaluate_model, plot_reliability
+from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary, disable_dropout
+from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
+from rlhfkit.utils.progress import console
+from rlhfkit.utils.runtime import configure_threads, pick_device, pick_dtype, seed_everything
+from rlhfkit.utils.tracking import Tracker
+
+
+@dataclass
+class TrainOutcome:
+    """Where the trained model is and what training and evaluation measured."""
+
+    model_dir: Path
+    summaries: list[TrainSummary]
+    evaluation: EvalReport | None
+    reports: list[ValidationReport] = field(default_factory=list)
+
+
+def split_records(records: Sequence[FeedbackRecord], fraction: float, seed: int
+                  ) -> tuple[list[FeedbackRecord], list[FeedbackRecord]]:
+    """Deterministic (train, held-out) split; at least one record stays on each side when possible."""
+    if fraction <= 0 or len(records) < 2:
+        return list(records), []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    held = min(len(records) - 1, max(1, round(fraction * len(records))))
+    held_out = set(order[:held])
+    return ([r for i, r in enumerate(records) if i not in held_out],
+            [r for i, r in enumerate(records) if i in held_out])
+
+
+def build_model(config: RewardTrainConfig, seed: int, device: torch.device) -> RewardModel:
+    """A fresh reward model on ``config.model``'s trunk, or a saved reward model to keep training."""
+    path = Path(config.model)
+    if path.is_dir() and (path / "reward_config.json").is_file():
+        model = RewardModel.from_pretrained(path)
+        model.settings.max_length = config.max_length
+    elif path.is_dir() and _is_sequence_classifier_dir(path):
+        model = RewardModel.from_pretrained(path)
+    else:
+        model = RewardModel.from_trunk(config.model, num_heads=config.num_heads, max_length=config.max_length,
+                                       seed=seed)
+    model.settings.min_prompt_tokens = config.min_prompt_tokens
+    if config.disable_dropout:
+        disable_dropout(model.backbone)
+    return model.to(device)
+
+
+def _is_sequence_classifier_dir(path: Path) -> bool:
+    try:
+        architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+def load_data(config: RewardTrainConfig) -> tuple[list[FeedbackRecord], list[int], list[FeedbackRecord],
+                                                  list[ValidationReport]]:
+    """Training records with their source numbers, held-out records and the validation reports."""
+    scale = tuple(config.rating_scale) if config.rating_scale else None
+    data: FeedbackData = read_feedback_files(config.data, default_scale=scale)
+    reports = [data.report]
+    require_valid(data.records, data.report)
+    if config.eval_data:
+        held = read_feedback_files(config.eval_data, default_scale=scale)
+        reports.append(held.report)
+        return data.records, data.numbers, held.records, reports
+    numbered = list(zip(data.records, data.numbers))
+    train_pairs, held_pairs = split_records(numbered, config.eval_fraction, config.seed)
+    return [r for r, _ in train_pairs], [n for _, n in train_pairs], [r for r, _ in held_pairs], reports
+
+
+def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], limit: int, seed: int) -> None:
+    """Store mean/std of rewards over up to ``limit`` distinct reference responses in the model."""
+    pairs = sorted({(r.prompt, t) for r in records for t in responses_of(r)})
+    random.Random(seed).shuffle(pairs)
+    pairs = pairs[: max(2, limit)]
+    if len(pairs) < 2:
+        return
+    rewards = model.score_texts([p for p, _ in pairs], [t for _, t in pairs])
+    model.set_normalization(rewards)
+
+
+def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord], numbers: Sequence[int],
+              held_out: Sequence[FeedbackRecord], *, member_seed: int, bootstrap: bool,
+              on_step: StepHook | None = None) -> tuple[RewardModel, TrainSummary, ValidationReport]:
+    """Train one model (possibly with several heads) in ``config.output_dir``; returns it unsaved.
+
+    Normalization statistics come from the held-out responses, else from the training ones.
+    """
+    seed_everything(member_seed)
+    device = pick_device(config.device)
+    dtype = pick_dtype(device, config.dtype)
+    model = build_model(config, member_seed, device)
+    encoded, truncation = encode_records(train_records, model.tokenizer, max_length=model.settings.max_length,
+                                         eos_id=model.tokenizer.eos_token_id if model.settings.append_eos else None,
+                                         min_prompt_tokens=config.min_prompt_tokens,
+                                         ordinal=config.loss.rating_loss == "ordinal", numbers=numbers)
+    if truncation.problems:
+        console.print("\n".join(truncation.lines()))
+    if not encoded:
+        raise ValueError("no training records remain after truncation\n" + truncation.summary())
+    if bootstrap:
+        assign_bootstrap_weights(encoded, model.num_heads, member_seed)
+    autocast = dtype if device.type == "cuda" and dtype != torch.float32 else None
+
+    def evaluate() -> dict[str, float]:
+        report = evaluate_model(model, held_out, resamples=0, seed=member_seed)
+        return {f"eval/{name}": metric.value for name, metric in report.metrics.items()}
+
+    tracker = Tracker(Path(config.output_dir) / "logs", report_to=config.report_to, config=config_to_dict(config))
+    try:
+        trainer = RewardTrainer(model, config, encoded, tracker=tracker, device=device, autocast_dtype=autocast,
+                                evaluate=evaluate if held_out else None)
+        summary = trainer.train(on_step=on_step)
+        model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None
+    finally:
+        tracker.close()
+    fit_normalization(model, held_out or train_records, config.normalization_samples, member_seed)
+    return model, summary, truncation
+
+
+def save_model(model: RewardModel | RewardEnsemble, directory: Path) -> Path:
+    """Write the final model atomically (a crash leaves the previous one)."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+
+    return atomic_write_dir(directory, write)
+
+
+def train_reward_model(config: RewardTrainConfig, on_step: StepHook | None = None) -> TrainOutcome:
+    """Everything ``rlhfkit train-rm`` does; returns the final model directory and the metrics."""
+    if not config.data:
+        raise ValueError("no training data: pass --data FILE (repeatable) or set data in the config")
+    configure_threads(config.threads)
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    train_records, numbers, held_out, reports = load_data(config)
+    for report in reports:
+        console.print("\n".join(report.lines()))
+    summaries, truncations = [], []
+    if config.ensemble_size > 1:
+        members = []
+        for index in range(config.ensemble_size):
+            member_config = dataclasses.replace(config, output_dir=str(output / "members" / f"member-{index}"),
+                                                seed=config.seed + index)
+            model, summary, truncation = train_one(member_config, train_records, numbers, held_out,
+                                                   member_seed=member_config.seed, bootstrap=config.bootstrap,
+                                                   on_step=on_step)
+            members.append(model)
+            summaries.append(summary)
+            truncations.append(truncation)
+        final: RewardModel | RewardEnsemble = RewardEnsemble(members)
+    else:
+        final, summary, truncation = train_one(config, train_records, numbers, held_out, member_seed=config.seed,
+                                               bootstrap=config.bootstrap and config.num_heads > 1, on_step=on_step)
+        summaries.append(summary)
+        truncations.append(truncation)
+    model_dir = save_model(final, output / "model")
+    reports = reports + truncations[:1]
+    atomic_write_json(output / "data_report.json", [r.to_dict() for r in reports])
+    evaluation = None
+    if held_out:
+        evaluation = evaluate_model(final.eval(), held_out, resamples=config.bootstrap_samples, seed=config.seed)
+        write_evaluation(evaluation, output)
+        with Tracker(output / "logs", report_to=config.report_to) as tracker:
+            tracker.log(evaluation.flat(), summaries[-1].steps)
+    return TrainOutcome(model_dir, summaries, evaluation, reports)
+
+
+def write_evaluation(evaluation: EvalReport, directory: Path) -> dict[str, Any]:
+    """Write ``eval.json`` (and ``reliability.png`` when there are comparisons) into ``directory``."""
+    payload = evaluation.to_dict()
+    if evaluation.probabilities:
+        payload["reliability_plot"] = str(plot_reliability(evaluation.probabilities, directory / "reliability.png"))
+    atomic_write_json(directory / "eval.json", payload)
+    return payload

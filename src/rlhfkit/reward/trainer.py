@@ -1,0 +1,276 @@
+"""The reward-model training loop: micro-batches, gradient accumulation, checkpoints with exact resume.
+
+One optimizer step = ``grad_accum`` micro-batches; every micro-batch scores all responses of its
+records in one forward pass. Per-kind loss denominators are those of the whole step, so
+``batch_size=8, grad_accum=1`` and ``batch_size=2, grad_accum=4`` follow the same trajectory.
+The data order is a pure function of (seed, epoch), so a checkpoint needs only the step counter,
+weights, optimizer, scheduler and RNG state to continue exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlhfkit.models.reward_model import RewardModel
+from rlhfkit.reward.batching import (EncodedRecord, batches_per_epoch, collate, epoch_batches, ordinal_levels,
+                                     step_denominators)
+from rlhfkit.reward.config import RewardTrainConfig
+from rlhfkit.reward.losses import ordered_thresholds
+from rlhfkit.reward.objective import batch_objective
+from rlhfkit.utils.checkpoint import (all_finite, atomic_write_dir, capture_rng_state, latest_checkpoint, load_state,
+                                      prune_checkpoints, restore_rng_state, save_state)
+from rlhfkit.utils.progress import make_progress
+from rlhfkit.utils.tracking import Tracker
+
+StepHook = Callable[[int, dict[str, float]], None]
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class TrainSummary:
+    """What a finished (or resumed-and-finished) training run reports."""
+
+    steps: int
+    resumed_from: int = 0
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    pairs: int = 0
+
+
+def disable_dropout(module: nn.Module) -> None:
+    """Set every dropout probability to 0 (modules and the config fields HF attention reads)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Dropout):
+            sub.p = 0.0
+    config = getattr(module, "config", None)
+    for name in ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob"):
+        if config is not None and isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
+
+
+def _threshold_name(key: str) -> str:
+    return "scale_" + key.replace(".", "p").replace(":", "_").replace("-", "m")
+
+
+def _initial_thresholds(levels: int) -> torch.Tensor:
+    """Raw parameters whose cut points are evenly spaced on [-1, 1] (inverse of ordered_thresholds)."""
+    cuts = torch.linspace(-1.0, 1.0, levels - 1) if levels > 2 else torch.zeros(1)
+    steps = cuts[1:] - cuts[:-1]
+    return torch.cat([cuts[:1], torch.log(torch.expm1(steps))])
+
+
+TRAJECTORY_FIELDS = ("batch_size", "grad_accum", "epochs", "max_steps", "lr", "weight_decay", "warmup_ratio",
+                     "max_grad_norm", "seed", "group_by_length", "loss")
+
+
+def data_fingerprint(records: Sequence[EncodedRecord], config: RewardTrainConfig | None = None) -> str:
+    """Hash of the encoded training data and the settings that shape the training trajectory.
+
+    A resume with a different fingerprint is refused: it could not continue the same run.
+    """
+    digest = hashlib.sha256()
+    if config is not None:
+        digest.update(repr([getattr(config, name) for name in TRAJECTORY_FIELDS]).encode())
+    for record in records:
+        digest.update(record.kind.encode())
+        digest.update(array("d", [record.weight, record.margin, record.target, *record.head_weights]).tobytes())
+        for seq in record.sequences:
+            digest.update(array("q", seq).tobytes())
+            digest.update(b"|")
+    return digest.hexdigest()[:16]
+
+
+class RewardTrainer:
+    """Trains a :class:`RewardModel` on encoded records of any mix of kinds."""
+
+    def __init__(self, model: RewardModel, config: RewardTrainConfig, train_set: Sequence[EncodedRecord],
+                 *, tracker: Tracker | None = None, device: torch.device | str = "cpu",
+                 autocast_dtype: torch.dtype | None = None,
+                 evaluate: Callable[[], dict[str, float]] | None = None) -> None:
+        if not train_set:
+            raise ValueError("no training records")
+        self.model = model.to(device)
+        self.config = config
+        self.train_set = list(train_set)
+        self.tracker = tracker
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype
+        self.evaluate = evaluate
+        self.checkpoint_dir = Path(config.output_dir) / "checkpoints"
+        self.thresholds = nn.ParameterDict()
+        if config.loss.rating_loss == "ordinal":
+            for record in self.train_set:
+                if record.kind == "rating" and _threshold_name(record.scale_key) not in self.thresholds:
+                    low, high = (float(x) for x in record.scale_key.split(":"))
+                    raw = _initial_thresholds(ordinal_levels((low, high)))
+                    self.thresholds[_threshold_name(record.scale_key)] = nn.Parameter(raw.to(self.device))
+        self.batches_per_epoch = batches_per_epoch(len(self.train_set), config.batch_size)
+        micro_total = config.epochs * self.batches_per_epoch
+        self.total_steps = config.max_steps or math.ceil(micro_total / config.grad_accum)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.fingerprint = data_fingerprint(self.train_set, config)
+        self._epoch_cache: dict[int, list[list[int]]] = {}
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or "norm" in name.lower() or "ln_" in name else decay).append(param)
+        no_decay.extend(self.thresholds.parameters())
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def _lr_factor(self, step: int) -> float:
+        warmup = int(self.config.warmup_ratio * self.total_steps)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        remaining = max(1, self.total_steps - warmup)
+        return max(0.0, 1.0 - (step - warmup) / remaining)
+
+    def _micro_batch(self, global_index: int) -> list[EncodedRecord]:
+        epoch, position = divmod(global_index, self.batches_per_epoch)
+        if epoch not in self._epoch_cache:
+            self._epoch_cache = {epoch: epoch_batches(self.train_set, self.config.batch_size, self.config.seed,
+                                                      epoch, self.config.group_by_length)}
+        return [self.train_set[i] for i in self._epoch_cache[epoch][position]]
+
+    def _step_micro_batches(self, step: int) -> list[list[EncodedRecord]]:
+        micro_total = self.config.epochs * self.batches_per_epoch
+        start = step * self.config.grad_accum
+        stop = start + self.config.grad_accum
+        if not self.config.max_steps:
+            stop = min(stop, micro_total)
+        return [self._micro_batch(g) for g in range(start, stop)]
+
+    def ordinal_cut_points(self) -> dict[str, list[float]]:
+        """Current ordered thresholds per rating scale key (stored with the model for evaluation)."""
+        return {key: ordered_thresholds(value).detach().cpu().tolist() for key, value in self._thresholds_by_key().items()}
+
+    def _thresholds_by_key(self) -> dict[str, torch.Tensor]:
+        return {key: self.thresholds[_threshold_name(key)] for key in
+                {r.scale_key for r in self.train_set if r.kind == "rating"}
+                if _threshold_name(key) in self.thresholds}
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns its metrics."""
+        self.model.train()
+        started = time.perf_counter()
+        micro_batches = self._step_micro_batches(self.step)
+        records = [r for mb in micro_batches for r in mb]
+        denominators = step_denominators(records, self.model.num_heads)
+        thresholds = self._thresholds_by_key()
+        sums: dict[str, float] = {}
+        tokens = padded = pairs = sequences = 0
+        for micro in micro_batches:
+            batch = collate(micro, self.model.pad_id).to(self.device)
+            autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                        if self.autocast_dtype is not None else nullcontext())
+            with autocast:
+                rewards = self.model(batch.input_ids, batch.attention_mask)
+            loss, stats = batch_objective(rewards.float(), batch, self.config.loss, thresholds, denominators)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite reward-model loss at step {self.step + 1}")
+            if loss.requires_grad:
+                loss.backward()
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
+            sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss.detach())
+            tokens += int(batch.attention_mask.sum())
+            padded += batch.attention_mask.numel()
+            pairs += batch.num_pairs
+            sequences += batch.input_ids.shape[0]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        elapsed = time.perf_counter() - started
+        sums.update({"train/grad_norm": float(grad_norm), "train/lr": self.scheduler.get_last_lr()[0],
+                     "perf/pairs_per_s": pairs / elapsed, "perf/sequences_per_s": sequences / elapsed,
+                     "perf/tokens_per_s": tokens / elapsed, "perf/padding_fraction": 1.0 - tokens / max(1, padded),
+                     "time/step": elapsed, "count/pairs": float(pairs)})
+        return sums
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/checkpoint-<step>`` atomically (a loadable reward model + trainer state)."""
+        if not all_finite(self.model):
+            raise FloatingPointError(f"refusing to checkpoint non-finite weights at step {self.step}")
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": capture_rng_state(), "thresholds": {k: v.detach().cpu() for k, v in self.thresholds.items()},
+                 "fingerprint": self.fingerprint, "total_steps": self.total_steps}
+
+        def write(tmp: Path) -> None:
+            self.model.save_pretrained(tmp)
+            save_state(tmp / TRAINER_STATE, state)
+
+        target = atomic_write_dir(self.checkpoint_dir / f"checkpoint-{self.step}", write)
+        prune_checkpoints(self.checkpoint_dir, self.config.keep_checkpoints)
+        return target
+
+    def load_checkpoint(self, directory: Path) -> None:
+        """Restore weights, optimizer, scheduler, thresholds, RNG and step from ``directory``."""
+        state = load_state(directory / TRAINER_STATE)
+        if state["fingerprint"] != self.fingerprint:
+            raise ValueError(f"checkpoint {directory} was trained on different data or settings; "
+                             "use a new output_dir or --set resume=false")
+        saved = RewardModel.from_pretrained(directory)
+        self.model.load_state_dict(saved.state_dict())
+        self.model.settings.mean, self.model.settings.std = saved.settings.mean, saved.settings.std
+        for key, value in state["thresholds"].items():
+            self.thresholds[key].data.copy_(value.to(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+
+    def train(self, on_step: StepHook | None = None) -> TrainSummary:
+        """Run (or continue) training to ``total_steps``; checkpoint, log, evaluate on schedule."""
+        resumed_from = 0
+        latest = latest_checkpoint(self.checkpoint_dir) if self.config.resume else None
+        if latest is not None:
+            self.load_checkpoint(latest)
+            resumed_from = self.step
+        started = time.perf_counter()
+        metrics: dict[str, float] = {}
+        pairs = 0
+        with make_progress(disable=not self.config.progress) as progress:
+            task = progress.add_task("train-rm", total=self.total_steps, completed=self.step, info="")
+            while self.step < self.total_steps:
+                metrics = self.train_step()
+                pairs += int(metrics["count/pairs"])
+                progress.update(task, completed=self.step,
+                                info=f"loss {metrics['loss/total']:.4f}"
+                                     + (f" acc {metrics['train/pairwise_accuracy']:.2f}"
+                                        if "train/pairwise_accuracy" in metrics else ""))
+                self._after_step(metrics)
+                if on_step is not None:
+                    on_step(self.step, metrics)
+        return TrainSummary(self.step, resumed_from, metrics, time.perf_counter() - started, pairs)
+
+    def _after_step(self, metrics: dict[str, float]) -> None:
+        last = self.step == self.total_steps
+        if self.tracker is not None and (last or self.step % max(1, self.config.log_every) == 0):
+            self.tracker.log(metrics, self.step)
+        if self.evaluate is not None and self.config.eval_every and self.step % self.config.eval_every == 0 and not last:
+            results = self.evaluate()
+            if self.tracker is not None:
+                self.tracker.log(results, self.step)
+        if (self.config.save_every and self.step % self.config.save_every == 0) or last:
+            self.save_checkpoint()

@@ -1,0 +1,1 @@
+"""Tests of feedback records and readers (rlhfkit.data)."""

@@ -1,0 +1,1 @@
+"""Tests of reward models (rlhfkit.reward, rlhfkit.models.reward_model)."""
