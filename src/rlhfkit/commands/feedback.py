@@ -1,0 +1,223 @@
+"""Feedback commands: ``serve`` the annotation app, manage ``campaign``s, ``export`` preference records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rlhfkit.commands.common import fail
+
+DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (sqlite:///path or postgresql://...) or SQLite path; default $RLHFKIT_DB_URL or <state dir>/feedback.db.")]
+StateDirOption = Annotated[Optional[Path], typer.Option("--state-dir", help="Directory for the default database and the session key; default $RLHFKIT_STATE_DIR or ~/.local/share/rlhfkit.")]
+CampaignOption = Annotated[int, typer.Option("--campaign", help="Campaign id.")]
+
+campaign_app = typer.Typer(help="Create, inspect, and close annotation campaigns.", no_args_is_help=True)
+
+
+def _settings(db: Optional[str], state_dir: Optional[Path], **extra: object):  # -> FeedbackSettings
+    from rlhfkit.feedback.settings import FeedbackSettings
+
+    values: dict[str, object] = {k: v for k, v in extra.items() if v is not None}
+    if db is not None:
+        values["db_url"] = db
+    if state_dir is not None:
+        values["state_dir"] = state_dir
+    try:
+        return FeedbackSettings(**values)
+    except ValueError as exc:
+        fail(f"invalid settings: {exc}")
+
+
+def _open(db: Optional[str], state_dir: Optional[Path], *, create: bool):  # -> Store
+    from rlhfkit.feedback.store import StoreError, open_store
+
+    settings = _settings(db, state_dir)
+    if create:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return open_store(settings.database_url, create=create, busy_timeout_ms=settings.busy_timeout_ms)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def serve(db: DbOption = None, state_dir: StateDirOption = None,
+          host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless behind a TLS proxy.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          admin_token: Annotated[Optional[str], typer.Option("--admin-token", envvar="RLHFKIT_ADMIN_TOKEN", help="Install this admin token (for automation) instead of generating one.")] = None) -> None:
+    """Run the annotation web app and JSON API; prints the admin token on first run."""
+    from rlhfkit.feedback import crud
+    from rlhfkit.feedback.server.main import run_server
+
+    settings = _settings(db, state_dir, admin_token=admin_token)
+    store = _open(db, state_dir, create=True)
+    try:
+        with store.session() as session:
+            created = crud.ensure_admin_token(session, token=admin_token)
+    except crud.InvalidError as exc:
+        fail(str(exc))
+    if created:
+        typer.echo(f"Admin token (shown once, stored hashed): {created}")
+    typer.echo(f"Serving rlhfkit feedback on http://{host}:{port}  (database: {store.engine.url.render_as_string(hide_password=True)})")
+    run_server(settings, store=store, host=host, port=port)
+
+
+@campaign_app.command("create")
+def campaign_create(
+    samples: Annotated[Path, typer.Option("--samples", exists=True, dir_okay=False, help="JSONL of {prompt, response, model?, round?}.")],
+    kind: Annotated[str, typer.Option("--kind", help="pairwise | rating | ranking | binary.")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Campaign name; default the samples file name.")] = None,
+    redundancy: Annotated[int, typer.Option("--redundancy", "-k", min=1, help="Annotators per task.")] = 1,
+    scale: Annotated[str, typer.Option("--scale", help="Rating scale lo,hi.")] = "1,5",
+    rank_k: Annotated[int, typer.Option("--rank-k", min=2, help="Responses per ranking task.")] = 3,
+    gold_rate: Annotated[float, typer.Option("--gold-rate", min=0.0, max=1.0, help="Share of gold tasks mixed in.")] = 0.1,
+    critique: Annotated[bool, typer.Option("--critique/--no-critique", help="Let annotators add a free-text critique.")] = False,
+    instructions: Annotated[str, typer.Option("--instructions", help="Shown above every task.")] = "",
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name for samples that do not carry one.")] = None,
+    round_: Annotated[Optional[int], typer.Option("--round", help="Loop round for samples that do not carry one.")] = None,
+    db: DbOption = None, state_dir: StateDirOption = None,
+) -> None:
+    """Create a campaign from a samples file and build its tasks; prints its id."""
+    from rlhfkit.feedback import crud
+
+    try:
+        lo, hi = (float(v) for v in scale.split(","))
+    except ValueError:
+        fail(f"--scale: expected lo,hi numbers, got {scale!r}")
+    try:
+        specs = crud.parse_samples_jsonl(samples.read_text(encoding="utf-8"), source=str(samples))
+    except (crud.InvalidError, UnicodeDecodeError) as exc:
+        fail(str(exc))
+    specs = [replace(s, model=s.model if s.model is not None else model, round=s.round if s.round is not None else round_)
+             for s in specs]
+    store = _open(db, state_dir, create=True)
+    try:
+        with store.session() as session:
+            campaign = crud.create_campaign(session, name=name or samples.stem, kind=kind, redundancy=redundancy, scale=(lo, hi),
+                                            rank_k=rank_k, allow_critique=critique, instructions=instructions,
+                                            gold_rate=gold_rate, samples=specs)
+            summary = crud.campaign_summary(session, campaign=campaign)
+    except crud.InvalidError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    typer.echo(json.dumps(summary))
+
+
+@campaign_app.command("invite")
+def campaign_invite(campaign: CampaignOption, name: Annotated[str, typer.Option("--name", help="Annotator name.")],
+                    db: DbOption = None, state_dir: StateDirOption = None) -> None:
+    """Invite an annotator to a campaign; prints their token once (it is stored hashed)."""
+    from rlhfkit.feedback import crud
+
+    store = _open(db, state_dir, create=False)
+    try:
+        with store.session() as session:
+            crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin"))
+            annotator, token = crud.create_annotator(session, name=name, campaign_ids=[campaign])
+    except crud.CrudError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    typer.echo(json.dumps({"id": annotator.id, "name": annotator.name, "token": token}))
+
+
+@campaign_app.command("list")
+def campaign_list(db: DbOption = None, state_dir: StateDirOption = None) -> None:
+    """List every campaign with its completion."""
+    from rich.table import Table
+
+    from rlhfkit.feedback import crud, reports
+    from rlhfkit.utils.progress import console
+
+    store = _open(db, state_dir, create=False)
+    table = Table("id", "name", "kind", "status", "complete", "annotations")
+    with store.read_session() as session:
+        for c in crud.list_campaigns(session, principal=crud.Principal(role="admin")):
+            p = reports.campaign_progress(session, campaign=c)
+            table.add_row(str(c.id), c.name, c.kind, c.status, f"{p['complete']}/{p['tasks']}", str(p["annotations"]))
+    store.close()
+    console.print(table)
+
+
+@campaign_app.command("status")
+def campaign_status(campaign: CampaignOption, db: DbOption = None, state_dir: StateDirOption = None,
+                    as_json: Annotated[bool, typer.Option("--json", help="Print the progress as JSON.")] = False) -> None:
+    """Completion of a campaign and per-annotator counts and gold accuracy."""
+    from rich.table import Table
+
+    from rlhfkit.feedback import crud, reports
+    from rlhfkit.utils.progress import console
+
+    store = _open(db, state_dir, create=False)
+    try:
+        with store.read_session() as session:
+            c = crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin"))
+            progress = reports.campaign_progress(session, campaign=c)
+            name, status = c.name, c.status
+    except crud.CrudError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(progress))
+        return
+    console.print(f"[bold]{name}[/] ({status}): {progress['complete']}/{progress['tasks']} tasks complete, "
+                  f"{progress['annotations']} annotations, {progress['skips']} skips, {progress['open_assignments']} open")
+    table = Table("annotator", "answered", "skipped", "gold accuracy", "median s")
+    for a in progress["annotators"]:
+        acc = "-" if a["gold_accuracy"] is None else f"{a['gold_accuracy']:.0%} ({a['gold_correct']}/{a['gold_answered']})"
+        med = "-" if a["median_time_ms"] is None else f"{a['median_time_ms'] / 1000:.1f}"
+        table.add_row(a["name"], str(a["annotations"]), str(a["skips"]), acc, med)
+    console.print(table)
+
+
+@campaign_app.command("close")
+def campaign_close(campaign: CampaignOption, db: DbOption = None, state_dir: StateDirOption = None) -> None:
+    """Stop serving tasks and accepting answers for a campaign."""
+    from rlhfkit.feedback import crud
+
+    store = _open(db, state_dir, create=False)
+    try:
+        with store.session() as session:
+            crud.close_campaign(session, campaign=crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin")))
+    except crud.CrudError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    typer.echo(f"campaign {campaign} closed")
+
+
+def export(campaign: CampaignOption,
+           out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Output JSONL of feedback records.")],
+           aggregate: Annotated[str, typer.Option("--aggregate", help="none (one record per annotation) | majority | reliability.")] = "none",
+           db: DbOption = None, state_dir: StateDirOption = None) -> None:
+    """Write a campaign's feedback records (the format train-rm reads)."""
+    from rlhfkit.feedback import crud, reports
+
+    store = _open(db, state_dir, create=False)
+    try:
+        with store.read_session() as session:
+            c = crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin"))
+            records = reports.export_records(session, campaign=c, aggregate=aggregate)
+    except (crud.CrudError, NotImplementedError) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    typer.echo(f"wrote {len(records)} records to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``campaign`` and ``export`` to the CLI."""
+    app.command("serve")(serve)
+    app.add_typer(campaign_app, name="campaign")
+    app.command("export")(export)

@@ -1,0 +1,1 @@
+"""JSON API (Bearer tokens) and the dependencies shared with the web pages."""

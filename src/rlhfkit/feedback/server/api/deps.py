@@ -1,0 +1,148 @@
+"""Typed injectable dependencies: database session, API principals (Bearer) and web principals (cookie).
+
+The JSON API only reads ``Authorization: Bearer``; the web pages only read the signed session cookie
+and check a CSRF token on every form post. Keeping the two apart means no cookie ever authorizes an
+API call, so the API needs no CSRF protection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Optional
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Form, Header, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from rlhfkit.feedback import crud
+from rlhfkit.feedback.crud import Principal
+from rlhfkit.feedback.security import csrf_matches, new_csrf_token
+from rlhfkit.feedback.settings import FeedbackSettings
+from rlhfkit.feedback.store import Store
+
+
+def get_store(request: Request) -> Store:
+    """The app's opened store."""
+    return request.app.state.store
+
+
+async def get_settings(request: Request) -> FeedbackSettings:
+    """The app's settings."""
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session (one transaction) per request; write helpers in crud commit before returning."""
+    with get_store(request).sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[FeedbackSettings, Depends(get_settings)]
+
+
+def api_principal(request: Request, authorization: Annotated[Optional[str], Header()] = None) -> Principal:
+    """The caller of a JSON API route, from its Bearer token (401 if missing or unknown).
+
+    Looked up in a read-only transaction, so the route's write transaction (and SQLite's write lock)
+    starts only when the handler needs it.
+    """
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not authorization or not authorization.startswith("Bearer "):
+        raise HTTPException(401, "missing Authorization: Bearer <token>", headers=challenge)
+    token = authorization[len("Bearer "):].strip()
+    principal = None
+    if token:
+        with get_store(request).read_session() as session:
+            principal = crud.authenticate(session, token=token)
+    if principal is None:
+        raise HTTPException(401, "unknown or revoked token", headers=challenge)
+    return principal
+
+
+CallerDep = Annotated[Principal, Depends(api_principal)]
+
+
+async def api_admin(caller: CallerDep) -> Principal:
+    """Admin-only routes: 403 for annotators."""
+    if not caller.is_admin:
+        raise HTTPException(403, "admin token required")
+    return caller
+
+
+async def api_annotator(caller: CallerDep) -> Principal:
+    """Annotator-only routes (being served and answering tasks): 403 for the admin."""
+    if caller.is_admin:
+        raise HTTPException(403, "annotator token required")
+    return caller
+
+
+AdminDep = Annotated[Principal, Depends(api_admin)]
+CurrentAnnotator = Annotated[Principal, Depends(api_annotator)]
+
+
+# ---------------------------------------------------------------- web pages
+
+class LoginRequired(Exception):
+    """Raised by page dependencies when no valid session exists (answered with a redirect)."""
+
+
+def csrf_token_for(request: Request) -> str:
+    """The session's CSRF token, created on first use."""
+    token = request.session.get("csrf")
+    if not token:
+        token = new_csrf_token()
+        request.session["csrf"] = token
+    return token
+
+
+def web_principal(request: Request) -> Principal:
+    """The signed-in user of a page, from the session cookie; else redirect to sign-in."""
+    role = request.session.get("role")
+    if role == "admin":
+        return Principal(role="admin")
+    if role == "annotator" and isinstance(request.session.get("annotator_id"), int):
+        with get_store(request).read_session() as session:
+            principal = crud.principal_for_annotator(session, annotator_id=request.session["annotator_id"])
+        if principal is not None:
+            return principal
+    request.session.pop("role", None)
+    request.session.pop("annotator_id", None)
+    raise LoginRequired()
+
+
+WebUser = Annotated[Principal, Depends(web_principal)]
+
+
+async def web_admin(user: WebUser) -> Principal:
+    """Admin pages: 403 for a signed-in annotator."""
+    if not user.is_admin:
+        raise HTTPException(403, "this page is for the admin")
+    return user
+
+
+async def web_annotator(user: WebUser) -> Principal:
+    """Annotation pages: 403 for the admin (who is not an annotator)."""
+    if user.is_admin:
+        raise HTTPException(403, "sign in with an annotator token to answer tasks")
+    return user
+
+
+WebAdmin = Annotated[Principal, Depends(web_admin)]
+WebAnnotator = Annotated[Principal, Depends(web_annotator)]
+
+
+async def check_csrf(request: Request, csrf_token: Annotated[Optional[str], Form()] = None) -> None:
+    """Reject a form post whose CSRF token or Origin does not match this session and host (403)."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        host = request.headers.get("host", "")
+        if urlsplit(origin).netloc != host:
+            raise HTTPException(403, "cross-site form post refused (Origin mismatch)")
+    elif origin == "null":
+        raise HTTPException(403, "cross-site form post refused (opaque Origin)")
+    if not csrf_matches(request.session.get("csrf"), csrf_token):
+        raise HTTPException(403, "invalid or missing CSRF token; reload the page and try again")
+
+
+CsrfDep = Annotated[None, Depends(check_csrf)]

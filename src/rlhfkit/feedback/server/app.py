@@ -1,0 +1,137 @@
+"""FastAPI application factory: routers, signed sessions, security headers and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rlhfkit.feedback import crud
+from rlhfkit.feedback.security import load_or_create_secret_key
+from rlhfkit.feedback.server.api.deps import LoginRequired
+from rlhfkit.feedback.server.api.routes import annotators, assignments, campaigns, health, progress
+from rlhfkit.feedback.server.web import admin, annotate, pages
+from rlhfkit.feedback.server.web.render import render
+from rlhfkit.feedback.settings import FeedbackSettings
+from rlhfkit.feedback.store import DatabaseBusyError, Store, StoreError, open_store
+
+STATIC = Path(__file__).resolve().parent / "static"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                    "Referrer-Policy": "same-origin", "Cross-Origin-Opener-Policy": "same-origin"}
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding CSP and friends to every response (cheaper than BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if not static:
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _error(request: Request, status: int, detail: object, headers: Optional[dict[str, str]] = None) -> Response:
+    """JSON for the API, an HTML page for everything else."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return render(request, "error.html", status_code=status, status=status, detail=str(detail))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(crud.NotFoundError)
+    async def not_found(request: Request, exc: crud.NotFoundError) -> Response:
+        return _error(request, 404, str(exc))
+
+    @app.exception_handler(crud.ConflictError)
+    async def conflict(request: Request, exc: crud.ConflictError) -> Response:
+        return _error(request, 409, str(exc))
+
+    @app.exception_handler(crud.InvalidError)
+    async def invalid(request: Request, exc: crud.InvalidError) -> Response:
+        return _error(request, 422, str(exc))
+
+    @app.exception_handler(NotImplementedError)
+    async def not_implemented(request: Request, exc: NotImplementedError) -> Response:
+        return _error(request, 501, str(exc))
+
+    @app.exception_handler(DatabaseBusyError)
+    async def busy(request: Request, exc: DatabaseBusyError) -> Response:
+        return _error(request, 503, str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> Response:
+        return _error(request, 503, str(exc))
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error(request, exc.status_code, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]}, status_code=422)
+        fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) + f": {e['msg']}" for e in exc.errors())
+        return render(request, "error.html", status_code=422, status=422, detail=f"invalid form: {fields}")
+
+
+def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[Store] = None) -> FastAPI:
+    """Build the annotation server for ``settings`` (opening the store unless one is given)."""
+    settings = settings or FeedbackSettings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    owns_store = store is None
+    store = store or open_store(settings.database_url, busy_timeout_ms=settings.busy_timeout_ms)
+    if settings.admin_token:
+        with store.session() as session:
+            crud.ensure_admin_token(session, token=settings.admin_token)
+    secret_key = load_or_create_secret_key(settings.secret_key_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            store.close()
+
+    app = FastAPI(title="rlhfkit feedback", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.store = store
+    app.state.settings = settings
+
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SessionMiddleware, secret_key=secret_key, session_cookie="rlhfkit_session",
+                       max_age=settings.session_max_age_s, same_site="lax", https_only=settings.cookie_secure)
+    _install_error_handlers(app)
+    for module in (health, campaigns, annotators, assignments, progress):
+        app.include_router(module.router, prefix="/api/v1")
+    for module in (pages, annotate, admin):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,39 @@
+"""Settings of the annotation server, read from arguments or ``RLHFKIT_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_state_dir() -> Path:
+    """Where the server keeps its database and signing key unless told otherwise."""
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "rlhfkit"
+
+
+class FeedbackSettings(BaseSettings):
+    """Server configuration; every field can be set as ``RLHFKIT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RLHFKIT_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=default_state_dir, description="Directory for feedback.db and session.key.")
+    db_url: Optional[str] = Field(None, description="Database URL or SQLite path; default <state_dir>/feedback.db.")
+    admin_token: Optional[str] = Field(None, description="Admin token to install (stored hashed); else one is generated on first start.")
+    busy_timeout_ms: int = Field(10_000, ge=5000, description="How long SQLite writers wait for the lock.")
+    assignment_timeout_s: float = Field(1800.0, gt=0, description="An unanswered assignment stops holding its slot after this.")
+    session_max_age_s: int = Field(8 * 3600, gt=0, description="Lifetime of a signed-in browser session.")
+    cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set behind TLS).")
+
+    @property
+    def database_url(self) -> str:
+        """The configured database URL, defaulting to SQLite in the state directory."""
+        return self.db_url or f"sqlite:///{(self.state_dir / 'feedback.db').resolve()}"
+
+    @property
+    def secret_key_path(self) -> Path:
+        """The per-installation session signing key file (mode 0600)."""
+        return self.state_dir / "session.key"
