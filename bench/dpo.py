@@ -1,0 +1,84 @@
+"""DPO throughput on the fixed workload (see bench/rl_workload.py for the policy).
+
+512 preference pairs, prompt 16 + completion 48 tokens (random words, no EOS appended), batch 16
+pairs (one optimizer step each), one epoch; reference log-probs computed once before training and
+timed separately. Float32, 2 threads, OMP_WAIT_POLICY=PASSIVE.
+
+Run: python bench/dpo.py   (prints ONE JSON line)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import rl_workload as wl  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+import torch  # noqa: E402
+
+from rlhfkit.config import load_config  # noqa: E402
+from rlhfkit.rl.config import DPOConfig  # noqa: E402
+from rlhfkit.rl.dpo import DPOTrainer  # noqa: E402
+from rlhfkit.rl.preference_pairs import Pair  # noqa: E402
+from rlhfkit.utils.runtime import configure_threads  # noqa: E402
+
+PAIRS, COMPLETION_TOKENS, BATCH_PAIRS = 512, 48, 16
+
+
+def pairs(seed: int = 0) -> list[Pair]:
+    """512 pairs: a 16-word prompt and two 48-word completions each."""
+    generator = torch.Generator().manual_seed(seed)
+    prompts = wl.prompts(PAIRS, seed)
+
+    def words() -> str:
+        return " ".join(f"w{i}" for i in torch.randint(2, wl.VOCAB, (COMPLETION_TOKENS,), generator=generator).tolist())
+
+    return [Pair(prompt, words(), words()) for prompt in prompts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-fused-gelu", action="store_true", help="Keep gelu_new as 7 elementwise ops (baseline).")
+    args = parser.parse_args()
+    threads = configure_threads(args.threads)
+    load_before = wl.loadavg()
+    data = pairs()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(DPOConfig, None, [
+            f"run.output_dir={tmp}", "run.progress=false", "run.save_every=0", f"batch_size={BATCH_PAIRS}", "epochs=1",
+            "append_eos=false", f"max_response_tokens={COMPLETION_TOKENS}", "optim.lr=1e-5",
+            f"run.fused_gelu={not args.no_fused_gelu}"])
+        trainer = DPOTrainer(config, wl.bundle(critic=False), data)
+        warm = DPOTrainer(config, wl.bundle(critic=False, seed=1), data[: 2 * BATCH_PAIRS])
+        warm.precompute_reference()
+        warm.train_step()  # first-call overheads off the clock
+        del warm
+        started, cpu = time.perf_counter(), time.process_time()
+        trainer.precompute_reference()
+        reference_seconds = time.perf_counter() - started
+        train_started = time.perf_counter()
+        while trainer.step < trainer.run.steps:
+            metrics = trainer.train_step()
+            trainer.step += 1
+        train_seconds = time.perf_counter() - train_started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    print(json.dumps({
+        "bench": "dpo", "fused_gelu": not args.no_fused_gelu, "threads": threads, "pairs": PAIRS,
+        "batch_pairs": BATCH_PAIRS, "seq_len": wl.PROMPT_TOKENS + COMPLETION_TOKENS, "optimizer_steps": trainer.step,
+        "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+        "reference_seconds": round(reference_seconds, 3), "train_seconds": round(train_seconds, 3),
+        "pairs_per_s": round(PAIRS / seconds, 2), "train_pairs_per_s": round(PAIRS / train_seconds, 2),
+        "last_loss": round(metrics["loss/dpo"], 4),
+        "peak_rss_mb": round(wl.peak_rss_mb(), 1), "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""GRPO step throughput on the fixed workload (see bench/rl_workload.py for the models).
+
+Per step: 16 prompts x 4 completions, prompts of 16 tokens, exactly 32 new tokens (no early stop),
+reward model scoring, reference log-probs once (k3 KL as a loss term, beta 0.04), group-normalized
+advantages, ONE optimizer step over all 64 completions. Float32, 2 threads, OMP_WAIT_POLICY=PASSIVE.
+
+Run: python bench/grpo.py [--steps 3] [--backend cached]   (prints ONE JSON line)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import rl_workload as wl  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+
+from rlhfkit.config import load_config  # noqa: E402
+from rlhfkit.rl.config import PolicyGradientConfig  # noqa: E402
+from rlhfkit.rl.policy_gradient import PolicyGradientTrainer  # noqa: E402
+from rlhfkit.rl.rollout import make_sampler  # noqa: E402
+from rlhfkit.utils.runtime import configure_threads  # noqa: E402
+
+PROMPTS, GROUP = 16, 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="Measured steps (after one warm-up step).")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="cached", help="Rollout backend: hf, cached, cached-static.")
+    parser.add_argument("--no-fused-gelu", action="store_true", help="Keep gelu_new as 7 elementwise ops (baseline).")
+    args = parser.parse_args()
+    threads = configure_threads(args.threads)
+    load_before = wl.loadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(PolicyGradientConfig, None, wl.run_overrides(tmp, args.steps + 1) + [
+            "algo=grpo", f"num_prompts={PROMPTS}", f"group_size={GROUP}", "epochs=1", "num_minibatches=1",
+            f"generation.backend={args.backend}", f"run.fused_gelu={not args.no_fused_gelu}"])
+        trainer = PolicyGradientTrainer(config, wl.bundle(critic=False), wl.reward(fused_gelu=not args.no_fused_gelu),
+                                        wl.prompts(256), make_sampler(args.backend))
+        trainer.train_step()  # warm-up: allocator, first-call overheads
+        trainer.harness.step += 1
+        trainer.harness.timer.pop()
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.steps):
+            metrics = trainer.train_step()
+            trainer.harness.step += 1
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+        phases = wl.summarize_phases(trainer.harness.timer.pop(), args.steps)
+    completions = PROMPTS * GROUP * args.steps
+    print(json.dumps({
+        "bench": "grpo", "backend": args.backend, "fused_gelu": not args.no_fused_gelu, "threads": threads,
+        "steps": args.steps, "prompts": PROMPTS, "group": GROUP, "prompt_tokens": wl.PROMPT_TOKENS,
+        "new_tokens": wl.NEW_TOKENS, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+        "completions_per_s": round(completions / seconds, 2),
+        "generated_tokens_per_s": round(completions * wl.NEW_TOKENS / seconds, 1),
+        "seconds_per_step": phases | {"total": round(seconds / args.steps, 4)},
+        "optimizer_steps_per_step": metrics["train/updates"],
+        "peak_rss_mb": round(wl.peak_rss_mb(), 1), "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

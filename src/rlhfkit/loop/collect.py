@@ -1,0 +1,186 @@
+"""Feedback campaigns of the loop: open one per round, add annotators, collect answers through the API.
+
+Every step is safe to repeat after a kill. The campaign is found again by its name (unique per
+run and round); its tasks are created only if missing; the simulated panel's tokens are kept
+in a 0600 file so a restart continues as the same annotators (an assignment served before the
+kill is served again to its owner, an acknowledged answer is never asked again). Answers live
+in the database, so nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.feedback.annotators import Decider, make_panel, run_panel
+from rlhfkit.feedback.client import FeedbackClient
+from rlhfkit.loop.candidates import Candidate
+from rlhfkit.loop.config import FeedbackConfig
+from rlhfkit.loop.selection import Pair
+from rlhfkit.loop.server import read_secret_json, write_secret
+from rlhfkit.tasks.base import Task
+
+MEMBERS_FILE = "annotators.json"
+ProgressHook = Callable[[int, int], None]
+
+
+class CollectionError(RuntimeError):
+    """Feedback could not be collected; the message says which campaign and why."""
+
+
+def campaign_name(run_id: str, round_index: int) -> str:
+    """The campaign's name: unique per run and round, so a restart finds it instead of opening another."""
+    return f"{run_id} round {round_index}"
+
+
+def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candidate], pairs: Sequence[Pair],
+                  config: FeedbackConfig, instructions: str, round_index: int) -> int:
+    """Create (or find) the round's pairwise campaign with one task per chosen pair; returns its id.
+
+    Samples carry their candidate index in ``meta`` so tasks can be (re)built from the server's
+    sample ids; a campaign found without tasks (killed in between) gets them now.
+    """
+    found = [c for c in admin.campaigns() if c["name"] == name]
+    if found:
+        campaign_id = int(found[0]["id"])
+    else:
+        used = sorted({i for p in pairs for i in (p.a, p.b)})
+        samples = [{"prompt": candidates[i].prompt, "response": candidates[i].response, "model": f"policy-r{round_index - 1}",
+                    "round": round_index, "meta": {"candidate": i}} for i in used]
+        redundancy = 1 if config.source == "judge" else config.redundancy
+        campaign = admin.create_campaign(name, "pairwise", samples=samples, redundancy=redundancy, gold_rate=0.0,
+                                         instructions=instructions, build_tasks=False)
+        campaign_id = int(campaign["id"])
+    if not admin.tasks(campaign_id):
+        by_candidate = {int(s["meta"]["candidate"]): int(s["id"]) for s in admin.samples(campaign_id)}
+        missing = sorted({i for p in pairs for i in (p.a, p.b)} - set(by_candidate))
+        if missing:
+            raise CollectionError(f"campaign {name!r} (id {campaign_id}) lacks samples of candidates {missing[:5]}; "
+                                  "it was not created by this run")
+        admin.create_tasks(campaign_id, [{"sample_ids": [by_candidate[p.a], by_candidate[p.b]]} for p in pairs])
+    return campaign_id
+
+
+@dataclass
+class Member:
+    """An annotator account the loop drives: its decider and its own API client."""
+
+    decider: Decider
+    client: FeedbackClient
+
+
+def join_members(admin: FeedbackClient, deciders: Sequence[Decider], campaign_id: int, directory: Path) -> list[Member]:
+    """Invite each decider once per run (tokens kept in ``directory``/annotators.json) and add it to the campaign."""
+    path = directory / MEMBERS_FILE
+    saved: dict[str, dict[str, Any]] = read_secret_json(path) or {}
+    for decider in deciders:
+        if decider.name not in saved:
+            created = admin.create_annotator(decider.name, [campaign_id])
+            saved[decider.name] = {"id": int(created["id"]), "token": created["token"]}
+            write_secret(path, _json(saved))
+    members = []
+    for decider in deciders:
+        entry = saved[decider.name]
+        admin.add_member(campaign_id, entry["id"])
+        members.append(Member(decider, admin.with_token(entry["token"])))
+    return members
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def panel_deciders(task: Task, config: FeedbackConfig, seed: int) -> list[Decider]:
+    """The simulated panel: hidden utility = the task's gold reward, with noise, biases and spammers."""
+    if not task.has_gold:
+        raise CollectionError(f"task {task.name!r} has no gold reward for a simulated panel; "
+                              "use feedback.source=judge or humans")
+    panel = config.panel
+    return list(make_panel(task.utility, panel.size, spammer_fraction=panel.spammers / panel.size,
+                           temperature=panel.temperature, position_bias=panel.position_bias,
+                           length_bias=panel.length_bias, adversarial=panel.adversarial, seed=seed))
+
+
+def judge_decider(task: Task, config: FeedbackConfig, seed: int, device: Any = None) -> Decider:
+    """An AI judge scoring with the task's gold, a reward model directory, or a function spec."""
+    from rlhfkit.feedback.judges import AIJudge
+
+    scorer = config.judge.scorer
+    if scorer == "gold":
+        if not task.has_gold:
+            raise CollectionError(f"task {task.name!r} has no gold reward; set feedback.judge.scorer to a reward "
+                                  "model directory or module:function")
+        return AIJudge(lambda prompts, responses: task.gold_reward(prompts, responses), name="ai-judge-gold",
+                       temperature=config.judge.temperature, seed=seed)
+    if Path(scorer).is_dir():
+        from rlhfkit.loop.scoring import load_scorer
+
+        model = load_scorer(scorer, device=device)
+        return AIJudge(lambda prompts, responses: model.score_texts(prompts, responses, normalized=True),
+                       name="ai-judge-rm", temperature=config.judge.temperature, seed=seed)
+    from rlhfkit.rl.rewards import load_function
+
+    function = load_function(scorer)
+    return AIJudge(lambda prompts, responses: function(list(prompts), list(responses)), name="ai-judge",
+                   temperature=config.judge.temperature, seed=seed)
+
+
+def complete_fraction(progress: dict[str, Any]) -> float:
+    """Share of the campaign's regular tasks that have all their answers."""
+    return progress["complete"] / progress["tasks"] if progress["tasks"] else 1.0
+
+
+def run_members(admin: FeedbackClient, members: Sequence[Member], campaign_id: int, timeout_s: float,
+                on_progress: ProgressHook | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+    """Let simulated members (or a judge) answer until nothing is left; bounded by ``timeout_s``.
+
+    Members run in a worker thread (one thread each inside it); this thread reports progress and
+    stops them at the deadline. Returns the campaign's final progress.
+    """
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run_panel([m.client for m in members], [m.decider for m in members], campaign_id, stop=stop)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="annotators", daemon=True)
+    worker.start()
+    deadline = time.monotonic() + timeout_s
+    while worker.is_alive():
+        worker.join(poll_s)
+        if on_progress is not None:
+            progress = admin.progress(campaign_id)
+            on_progress(progress["complete"], progress["tasks"])
+        if time.monotonic() > deadline:
+            stop.set()
+            worker.join(30.0)
+            raise CollectionError(f"campaign {campaign_id}: annotators did not finish within {timeout_s:g} s "
+                                  "(feedback.wait_timeout_s); answers so far are kept, rerun with --resume")
+    if failure:
+        raise CollectionError(f"campaign {campaign_id}: an annotator failed: {failure[0]}") from failure[0]
+    progress = admin.progress(campaign_id)
+    if on_progress is not None:
+        on_progress(progress["complete"], progress["tasks"])
+    return progress
+
+
+def wait_for_humans(admin: FeedbackClient, campaign_id: int, quota: float, deadline_s: float, poll_s: float,
+                    opened_at: float, on_progress: ProgressHook | None = None,
+                    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """Poll the campaign until ``quota`` of its tasks is complete or ``deadline_s`` after ``opened_at`` (epoch s)."""
+    while True:
+        progress = admin.progress(campaign_id)
+        if on_progress is not None:
+            on_progress(progress["complete"], progress["tasks"])
+        if complete_fraction(progress) >= quota or clock() >= opened_at + deadline_s:
+            return progress
+        sleep(min(poll_s, max(0.0, opened_at + deadline_s - clock())))

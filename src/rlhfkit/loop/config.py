@@ -1,0 +1,196 @@
+"""The RLHF loop's configuration: one dataclass per phase, composed into :class:`LoopConfig`.
+
+The defaults are the demo (``rlhfkit demo``): built-in model, sentiment task, SQLite store,
+simulated panel through the server API, three rounds sized to finish in minutes on 2 CPU cores.
+Trainer settings reuse the trainers' own configs (``policy.ppo`` is a :class:`PPOConfig`,
+``reward.train`` a :class:`RewardTrainConfig`); the loop sets their model, data and output paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rlhfkit.config import field
+from rlhfkit.eval.overoptimization import WatchConfig
+from rlhfkit.reward.config import RewardTrainConfig
+from rlhfkit.rl.config import (GenerationConfig, KLConfig, OptimConfig, PolicyGradientConfig, PPOConfig, RewardConfig,
+                               RunConfig)
+
+FeedbackSource = Literal["panel", "judge", "humans"]
+Algorithm = Literal["ppo", "grpo", "rloo", "reinforce"]
+
+
+@dataclass
+class CandidateConfig:
+    """How many responses the current policy writes for annotators each round."""
+
+    prompts_per_round: int = field(64, help="Training-split prompts drawn per round (a fresh draw each round).")
+    per_prompt: int = field(4, help="Candidate responses sampled per prompt (k >= 2; pairs are chosen among them).")
+    max_new_tokens: int | None = field(None, help="Tokens per candidate at most (None = the task's max_new_tokens).")
+    temperature: float = field(1.0, help="Sampling temperature of candidates.")
+
+
+@dataclass
+class SelectionConfig:
+    """Which pairs of candidates are sent to annotators."""
+
+    strategy: Literal["random", "active"] = field(
+        "active", help="random pairs, or active: the pairs where the reward-model heads disagree most "
+                       "(round 1 has no reward model yet and falls back to random).")
+    comparisons_per_round: int = field(160, help="Pairwise comparisons asked per round (capped by the distinct pairs).")
+    max_per_prompt: int = field(3, help="At most this many comparisons share one prompt.")
+
+
+@dataclass
+class PanelConfig:
+    """The simulated annotator panel; its hidden utility is the task's gold reward."""
+
+    size: int = field(5, help="Simulated annotators.")
+    spammers: int = field(1, help="Members who answer uniformly at random (reliability estimation should spot them).")
+    adversarial: int = field(0, help="Members who invert the utility.")
+    temperature: float = field(0.1, help="Bradley-Terry noise of honest members, in gold-reward units.")
+    position_bias: float = field(0.0, help="Added to the utility of the left-hand response.")
+    length_bias: float = field(0.0, help="Utility added per 100 characters of response.")
+
+
+@dataclass
+class JudgeConfig:
+    """An AI judge that annotates through the same API (one annotator, redundancy 1)."""
+
+    scorer: str = field("gold", help="'gold' (the task's gold reward as the judge), a reward-model directory, "
+                                     "or module:function / path.py:function scoring (prompts, responses).")
+    temperature: float = field(0.0, help="0 = deterministic choices; > 0 samples Bradley-Terry choices.")
+
+
+@dataclass
+class HumansConfig:
+    """Human annotators in the web app: the loop waits until a quota or a deadline."""
+
+    annotators: list[str] = field(default_factory=list, help="Names of existing annotators to add to each campaign "
+                                                              "(others are invited with `rlhfkit campaign invite`).")
+    quota: float = field(1.0, help="Stop waiting when this fraction of the round's comparisons is complete.")
+    deadline_s: float = field(3600.0, help="Stop waiting this many seconds after the campaign opened.")
+    poll_s: float = field(5.0, help="Seconds between progress checks.")
+
+
+@dataclass
+class FeedbackConfig:
+    """Where comparisons go and who answers them."""
+
+    source: FeedbackSource = field("panel", help="panel (simulated), judge (AI) or humans (web app).")
+    db_url: str | None = field(None, help="Feedback database for the loop's own server "
+                                          "(default: SQLite RUN_DIR/feedback/feedback.db; PostgreSQL by URL).")
+    server_url: str | None = field(None, help="Use an already running `rlhfkit serve` instead of starting one "
+                                              "(its admin token from $RLHFKIT_ADMIN_TOKEN).")
+    port: int = field(0, help="Port of the loop's own server on 127.0.0.1 (0 = any free port).")
+    redundancy: int = field(3, help="Answers collected per comparison (the judge always uses 1).")
+    aggregate: Literal["reliability", "majority"] = field(
+        "reliability", help="Combine answers by Dawid-Skene reliability EM or by majority vote.")
+    instructions: str | None = field(None, help="Annotator instructions (default: the task's judge instructions).")
+    wait_timeout_s: float = field(600.0, help="Panel/judge collection gives up after this many seconds.")
+    panel: PanelConfig = field(default_factory=PanelConfig, help="Simulated panel (source=panel).")
+    judge: JudgeConfig = field(default_factory=JudgeConfig, help="AI judge (source=judge).")
+    humans: HumansConfig = field(default_factory=HumansConfig, help="Human annotators (source=humans).")
+
+
+def _default_reward_train() -> RewardTrainConfig:
+    return RewardTrainConfig(num_heads=3, epochs=3, batch_size=16, lr=1e-3, max_length=128, min_prompt_tokens=16,
+                             eval_fraction=0.15, save_every=50, log_every=5, normalization_samples=256,
+                             bootstrap_samples=200, progress=False)
+
+
+@dataclass
+class RewardPhaseConfig:
+    """Reward-model update each round, on all feedback collected so far."""
+
+    warm_start: bool = field(True, help="Continue from the previous round's reward model instead of the base trunk "
+                                        "(not for ensembles of separate models, which restart from the trunk).")
+    train: RewardTrainConfig = field(default_factory=_default_reward_train,
+                                     help="Reward training settings (model, data, output_dir, resume and progress "
+                                          "are set by the loop).")
+
+
+def _default_ppo() -> PPOConfig:
+    return PPOConfig(run=RunConfig(steps=16, save_every=4, progress=False),
+                     generation=GenerationConfig(max_new_tokens=48),
+                     reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.05), optim=OptimConfig(lr=3e-4),
+                     batch_size=64, epochs=4, num_minibatches=4)
+
+
+def _default_group() -> PolicyGradientConfig:
+    return PolicyGradientConfig(run=RunConfig(steps=16, save_every=4, progress=False),
+                                generation=GenerationConfig(max_new_tokens=48), optim=OptimConfig(lr=1e-4),
+                                num_prompts=16, group_size=4)
+
+
+@dataclass
+class PolicyPhaseConfig:
+    """Policy optimization against the updated reward model."""
+
+    algorithm: Algorithm = field("ppo", help="ppo (policy.ppo settings) or grpo / rloo / reinforce (policy.group).")
+    prompts: int = field(256, help="Training-split prompts the policy is optimized on each round.")
+    ppo: PPOConfig = field(default_factory=_default_ppo, help="PPO settings; run.model, run.output_dir, run.seed and "
+                                                               "reward.models are set by the loop.")
+    group: PolicyGradientConfig = field(default_factory=_default_group,
+                                        help="GRPO/RLOO/REINFORCE settings (algo is set from policy.algorithm).")
+
+
+@dataclass
+class EvalConfig:
+    """End-of-round evaluation on held-out prompts, and the over-optimization watch."""
+
+    prompts: int = field(64, help="Eval-split prompts (the same ones every round; base samples are the win-rate baseline).")
+    samples_per_prompt: int = field(1, help="Responses per eval prompt.")
+    on_overoptimization: Literal["warn", "stop", "rollback"] = field(
+        "rollback", help="When the watch fires: warn, stop the loop, or stop and roll back to the best round's policy.")
+    watch: WatchConfig = field(default_factory=WatchConfig, help="Thresholds of the over-optimization watch.")
+
+
+@dataclass
+class LoopConfig:
+    """Everything `rlhfkit loop` needs; the defaults are `rlhfkit demo`."""
+
+    run_dir: str = field("runs/loop", help="Run directory: state, feedback DB, per-round outputs, report.")
+    task: str = field("sentiment", help="Task preset (sentiment, explain, summary) or a path to a task .py file.")
+    model: str = field("builtin", help="Base policy: 'builtin', a local model directory, or a cached hub id.")
+    rounds: int = field(3, help="Rounds of generate -> feedback -> reward model -> policy -> evaluate.")
+    seed: int = field(0, help="Seed of prompts, sampling, the panel and training.")
+    device: str = field("auto", help="cpu, cuda or auto.")
+    threads: int | None = field(None, help="CPU threads (default: RLHFKIT_THREADS or min(cores, 8)).")
+    sampler: Literal["hf", "cached", "cached-static"] = field("cached", help="Rollout backend (rlhfkit.rl.rollout).")
+    report_to: str = field("tensorboard", help="Metric backends: tensorboard, wandb, mlflow, none.")
+    keep_checkpoints: bool = field(False, help="Keep the trainers' resume checkpoints of finished rounds "
+                                               "(only needed to resume a phase; final models are always kept).")
+    candidates: CandidateConfig = field(default_factory=CandidateConfig, help="Candidate generation.")
+    selection: SelectionConfig = field(default_factory=SelectionConfig, help="Choosing comparisons.")
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig, help="Feedback collection and aggregation.")
+    reward: RewardPhaseConfig = field(default_factory=RewardPhaseConfig, help="Reward-model update.")
+    policy: PolicyPhaseConfig = field(default_factory=PolicyPhaseConfig, help="Policy optimization.")
+    eval: EvalConfig = field(default_factory=EvalConfig, help="Evaluation and over-optimization watch.")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.rounds < 1:
+            problems.append(f"rounds must be >= 1, got {self.rounds}")
+        if self.candidates.per_prompt < 2:
+            problems.append(f"candidates.per_prompt must be >= 2 to form pairs, got {self.candidates.per_prompt}")
+        if self.candidates.prompts_per_round < 1:
+            problems.append("candidates.prompts_per_round must be >= 1")
+        if self.selection.comparisons_per_round < 1 or self.selection.max_per_prompt < 1:
+            problems.append("selection.comparisons_per_round and selection.max_per_prompt must be >= 1")
+        if self.feedback.redundancy < 1:
+            problems.append(f"feedback.redundancy must be >= 1, got {self.feedback.redundancy}")
+        panel = self.feedback.panel
+        if panel.size < 1 or panel.spammers + panel.adversarial > panel.size:
+            problems.append(f"feedback.panel: {panel.spammers} spammers + {panel.adversarial} adversarial "
+                            f"do not fit in {panel.size} members")
+        if self.feedback.source == "panel" and self.feedback.redundancy > panel.size:
+            problems.append(f"feedback.redundancy {self.feedback.redundancy} exceeds the panel size {panel.size}")
+        if not 0 < self.feedback.humans.quota <= 1:
+            problems.append(f"feedback.humans.quota must be in (0, 1], got {self.feedback.humans.quota}")
+        if self.eval.prompts < 1 or self.eval.samples_per_prompt < 1:
+            problems.append("eval.prompts and eval.samples_per_prompt must be >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+

@@ -1,0 +1,364 @@
+"""The phases of a round, one small function each: read inputs from disk, write outputs, update the state.
+
+Each phase may be interrupted at any point and run again: outputs are written atomically (or
+rebuilt from the feedback database), trainers resume from their checkpoints, and the state is
+only marked done by the runner after the phase returns.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.loop import aggregate, collect, selection
+from rlhfkit.loop.candidates import generate_candidates, read_candidates, read_jsonl, write_candidates, write_jsonl
+from rlhfkit.loop.config import LoopConfig
+from rlhfkit.loop.display import LoopDisplay
+from rlhfkit.loop.server import FeedbackServer
+from rlhfkit.loop.state import LoopState, RunPaths
+from rlhfkit.loop.summary import read_round_metrics, summary_rows, watch_rounds
+from rlhfkit.tasks.base import Task
+from rlhfkit.utils.checkpoint import atomic_write_json, atomic_write_text
+from rlhfkit.utils.tracking import Tracker
+
+
+@dataclass
+class LoopContext:
+    """What every phase reads: config, paths, state, task, display, the timeline, the feedback server."""
+
+    config: LoopConfig
+    paths: RunPaths
+    state: LoopState
+    task: Task
+    display: LoopDisplay
+    timeline: Tracker
+    device: torch.device
+    server: FeedbackServer | None = None
+
+    @property
+    def round(self) -> int:
+        """The round in flight."""
+        return self.state.round
+
+    @property
+    def round_dir(self) -> Path:
+        """Its directory (created on first use)."""
+        path = self.paths.round_dir(self.round)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def feedback(self) -> FeedbackServer:
+        """The feedback server, started on first use (and stopped by the runner)."""
+        if self.server is None:
+            self.server = FeedbackServer(self.config.feedback, self.paths.feedback_dir).start()
+            self.display.log(f"feedback server at {self.server.url}")
+        return self.server
+
+    def max_new_tokens(self) -> int:
+        """Response length of candidates and evaluation (the task's unless configured)."""
+        return self.config.candidates.max_new_tokens or self.task.max_new_tokens
+
+
+def _load_policy(ctx: LoopContext) -> tuple[torch.nn.Module, Any]:
+    from rlhfkit.models.loading import load_causal_lm, load_tokenizer
+
+    assert ctx.state.policy is not None
+    return load_causal_lm(ctx.state.policy, device=ctx.device), load_tokenizer(ctx.state.policy)
+
+
+def generate(ctx: LoopContext) -> None:
+    """k candidates per prompt from the current policy -> candidates.jsonl."""
+    from rlhfkit.rl.rollout import SamplingParams, make_sampler
+
+    cfg = ctx.config.candidates
+    prompts = ctx.task.prompts(cfg.prompts_per_round, seed=ctx.config.seed * 1009 + ctx.round, split="train")
+    model, tokenizer = _load_policy(ctx)
+    total = len(prompts) * cfg.per_prompt
+    ctx.display.phase(f"round {ctx.round} · generate", total)
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        ctx.display.update(done[0])
+
+    generator = torch.Generator(device=ctx.device).manual_seed(ctx.config.seed * 7919 + ctx.round)
+    params = SamplingParams(max_new_tokens=ctx.max_new_tokens(), temperature=cfg.temperature)
+    candidates = generate_candidates(model, tokenizer, make_sampler(ctx.config.sampler), prompts, cfg.per_prompt,
+                                     params, generator, on_batch=advance)
+    write_candidates(ctx.paths.candidates(ctx.round), candidates)
+    ctx.display.log(f"round {ctx.round}: {len(candidates)} candidates for {len(prompts)} prompts")
+
+
+def select(ctx: LoopContext) -> None:
+    """Choose the comparisons (random, or where the reward-model heads disagree most) -> comparisons.json."""
+    cfg = ctx.config.selection
+    candidates = read_candidates(ctx.paths.candidates(ctx.round))
+    pairs = selection.candidate_pairs(candidates)
+    seed = ctx.config.seed * 31 + ctx.round
+    ctx.display.phase(f"round {ctx.round} · select", None)
+    if cfg.strategy == "active" and ctx.state.reward_model is not None:
+        from rlhfkit.loop.scoring import head_scores, load_scorer
+
+        model = load_scorer(ctx.state.reward_model, device=ctx.device)
+        scores = head_scores(model, [c.prompt for c in candidates], [c.response for c in candidates])
+        chosen = selection.active_pairs(pairs, scores, cfg.comparisons_per_round, cfg.max_per_prompt, seed)
+        strategy = "active"
+    else:
+        chosen = selection.random_pairs(pairs, cfg.comparisons_per_round, cfg.max_per_prompt, seed)
+        strategy = "random"
+    if not chosen:
+        raise collect.CollectionError(f"round {ctx.round}: no pair of distinct, non-empty candidates to compare")
+    selection.write_pairs(ctx.paths.comparisons(ctx.round), chosen, strategy)
+    ctx.display.log(f"round {ctx.round}: {len(chosen)} comparisons chosen ({strategy}) out of {len(pairs)} pairs")
+
+
+def _deciders(ctx: LoopContext) -> list[Any]:
+    source = ctx.config.feedback.source
+    if source == "panel":
+        return collect.panel_deciders(ctx.task, ctx.config.feedback, ctx.config.seed)
+    if source == "judge":
+        return [collect.judge_decider(ctx.task, ctx.config.feedback, ctx.config.seed, device=ctx.device)]
+    return []
+
+
+def open_campaign(ctx: LoopContext) -> None:
+    """Open (or find again) the round's campaign with one task per comparison, and add its annotators."""
+    candidates = read_candidates(ctx.paths.candidates(ctx.round))
+    _, pairs = selection.read_pairs(ctx.paths.comparisons(ctx.round))
+    ctx.display.phase(f"round {ctx.round} · open campaign", None)
+    server = ctx.feedback()
+    instructions = ctx.config.feedback.instructions or ctx.task.judge_instructions
+    with server.admin() as admin:
+        campaign_id = collect.open_campaign(admin, collect.campaign_name(ctx.state.run_id, ctx.round), candidates,
+                                            pairs, ctx.config.feedback, instructions, ctx.round)
+        deciders = _deciders(ctx)
+        if deciders:
+            collect.join_members(admin, deciders, campaign_id, ctx.paths.feedback_dir)
+        else:
+            _add_humans(admin, campaign_id, ctx.config.feedback.humans.annotators)
+    if campaign_id not in ctx.state.campaign_ids:
+        ctx.state.campaign_ids.append(campaign_id)
+    ctx.display.log(f"round {ctx.round}: campaign {campaign_id} open with {len(pairs)} comparisons at {server.url}")
+
+
+def _add_humans(admin: Any, campaign_id: int, names: list[str]) -> None:
+    existing = {a["name"]: int(a["id"]) for a in admin.annotators()}
+    missing = [n for n in names if n not in existing]
+    if missing:
+        raise collect.CollectionError(f"feedback.humans.annotators: no annotator named {missing} on the server; "
+                                      "create them with `rlhfkit campaign invite`")
+    for name in names:
+        admin.add_member(campaign_id, existing[name])
+
+
+def collect_feedback(ctx: LoopContext) -> None:
+    """Wait for answers: the simulated panel or judge answers through the API; humans until quota/deadline."""
+    cfg = ctx.config.feedback
+    campaign_id = ctx.state.campaign_ids[-1]
+    server = ctx.feedback()
+    ctx.display.phase(f"round {ctx.round} · collect ({cfg.source})", None)
+
+    def show(complete: int, total: int) -> None:
+        ctx.display.update(complete, total, info="comparisons complete")
+
+    started = time.perf_counter()
+    with server.admin() as admin:
+        campaign = admin.campaign(campaign_id)
+        if campaign["status"] == "open" and cfg.source in ("panel", "judge"):
+            members = collect.join_members(admin, _deciders(ctx), campaign_id, ctx.paths.feedback_dir)
+            try:
+                progress = collect.run_members(admin, members, campaign_id, cfg.wait_timeout_s, on_progress=show)
+            finally:
+                for member in members:
+                    member.client.close()
+        elif campaign["status"] == "open":
+            opened = opened_at(campaign["created_at"])
+            ctx.display.log(f"waiting for annotators at {server.url} (campaign {campaign_id}): until "
+                            f"{cfg.humans.quota:.0%} complete or {cfg.humans.deadline_s:g} s after opening")
+            progress = collect.wait_for_humans(admin, campaign_id, cfg.humans.quota, cfg.humans.deadline_s,
+                                               cfg.humans.poll_s, opened, on_progress=show)
+        else:
+            progress = admin.progress(campaign_id)
+        admin.close_campaign(campaign_id)
+    ctx.display.log(f"round {ctx.round}: {progress['annotations']} answers, {progress['complete']}/{progress['tasks']} "
+                    f"comparisons complete ({time.perf_counter() - started:.1f} s)")
+
+
+def opened_at(created_at: str) -> float:
+    """Epoch seconds of a campaign's ``created_at``; a naive time (SQLite drops the zone) is UTC, the store's clock."""
+    moment = datetime.fromisoformat(created_at)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def aggregate_feedback(ctx: LoopContext) -> None:
+    """Every campaign's answers so far -> weighted records (feedback.jsonl) and annotator reliability."""
+    ctx.display.phase(f"round {ctx.round} · aggregate", None)
+    rows: list[dict[str, Any]] = []
+    with ctx.feedback().admin() as admin:
+        for campaign_id in ctx.state.campaign_ids:
+            rows.extend(admin.annotations(campaign_id))
+    records = aggregate.aggregate_feedback(rows, ctx.config.feedback.aggregate)
+    if not records:
+        raise collect.CollectionError(f"round {ctx.round}: no answers yet in campaigns {ctx.state.campaign_ids}; "
+                                      "nothing to train the reward model on")
+    gold = ctx.task.gold_reward if ctx.task.has_gold and ctx.config.feedback.source == "panel" else None
+    reliability = aggregate.annotator_reliability(rows, gold)
+    write_jsonl(ctx.paths.feedback_records(ctx.round), records)
+    atomic_write_json(ctx.round_dir / "annotator_reliability.json", reliability)
+    this_round = [r for r in rows if r["samples"] and r["samples"][0].get("round") == ctx.round]
+    atomic_write_json(ctx.round_dir / "feedback_stats.json",
+                      {"feedback/answers_total": len(rows), "feedback/answers_round": len(this_round),
+                       "feedback/records": len(records)})
+    spread = ", ".join(f"{e['annotator']} {e['reliability']:.2f}" for e in reliability)
+    ctx.display.log(f"round {ctx.round}: {len(records)} preference records from {len(rows)} answers; "
+                    f"reliability: {spread}")
+
+
+def train_reward(ctx: LoopContext) -> None:
+    """Update the reward model on all feedback so far -> reward/model, rm_eval.json."""
+    from rlhfkit.loop.reward_phase import expected_steps, gold_pair_accuracy, reward_train_config, train_round_reward
+
+    data = ctx.paths.feedback_records(ctx.round)
+    previous = ctx.state.reward_model
+    warm = ctx.config.reward.warm_start and previous is not None and (Path(previous) / "reward_config.json").is_file()
+    start_from = previous if warm else ctx.state.base_model
+    assert start_from is not None
+    train_config = reward_train_config(ctx.config, data, ctx.paths.reward_dir(ctx.round), start_from, ctx.round)
+    total = expected_steps(train_config, len(read_jsonl(data)))
+    ctx.display.phase(f"round {ctx.round} · reward model", total)
+    model_dir, result = train_round_reward(train_config, on_step=lambda step: ctx.display.update(step, total))
+    rm_eval: dict[str, Any] = {k: v for k, v in result.items() if v is not None}
+    gold = gold_pair_accuracy(model_dir, ctx.task, read_candidates(ctx.paths.candidates(ctx.round)), ctx.device)
+    if gold is not None:
+        rm_eval["gold_accuracy"], rm_eval["gold_pairs"] = gold
+    atomic_write_json(ctx.round_dir / "rm_eval.json", rm_eval)
+    ctx.state.reward_model = str(model_dir)
+    accuracy = f"{rm_eval['accuracy']:.3f}" if "accuracy" in rm_eval else "n/a"
+    agreement = f"{rm_eval['gold_accuracy']:.3f}" if "gold_accuracy" in rm_eval else "n/a"
+    ctx.display.log(f"round {ctx.round}: reward model held-out accuracy {accuracy}, gold agreement {agreement}")
+
+
+def optimize(ctx: LoopContext) -> None:
+    """Optimize the policy against the new reward model (PPO by default) -> policy/final."""
+    from rlhfkit.loop.policy_phase import optimize_policy, trainer_config
+
+    assert ctx.state.policy is not None and ctx.state.base_model is not None and ctx.state.reward_model is not None
+    output = ctx.paths.policy_dir(ctx.round)
+    steps = trainer_config(ctx.config, ctx.state.policy, output, Path(ctx.state.reward_model), ctx.round).run.steps
+    ctx.display.phase(f"round {ctx.round} · policy ({ctx.config.policy.algorithm})", steps)
+    prompts = ctx.task.prompts(ctx.config.policy.prompts, seed=ctx.config.seed, split="train")
+
+    def show(step: int, metrics: Any) -> None:
+        gold = metrics.get("reward/gold_mean")
+        info = f"reward {metrics.get('reward/mean', float('nan')):.3f} kl {metrics.get('kl/mean', float('nan')):.2f}"
+        ctx.display.update(step, steps, info=info + (f" gold {gold:.3f}" if gold is not None else ""))
+
+    final, done = optimize_policy(ctx.config, ctx.task, ctx.state.base_model, ctx.state.policy,
+                                  Path(ctx.state.reward_model), prompts, output, ctx.round, ctx.timeline,
+                                  ctx.state.global_step, on_step=show)
+    ctx.state.policy = str(final)
+    ctx.state.global_step += done
+
+
+def _baseline_responses(ctx: LoopContext) -> list[str] | None:
+    path = ctx.paths.round_dir(0) / "samples_after.jsonl"
+    return [row["response"] for row in read_jsonl(path)] if ctx.round > 0 and path.is_file() else None
+
+
+def evaluate(ctx: LoopContext) -> None:
+    """Evaluate the policy on the held-out prompts -> metrics.json, samples_after.jsonl (+ samples_before)."""
+    from rlhfkit.loop.evaluate_phase import eval_prompts, evaluate_policy
+
+    assert ctx.state.policy is not None and ctx.state.base_model is not None
+    cfg = ctx.config.eval
+    prompts = eval_prompts(ctx.task, cfg.prompts, cfg.samples_per_prompt, ctx.config.seed)
+    ctx.display.phase(f"round {ctx.round} · evaluate", None)
+    metrics, samples = evaluate_policy(ctx.task, ctx.state.policy, ctx.state.base_model, prompts,
+                                       max_new_tokens=ctx.max_new_tokens(), seed=ctx.config.seed,
+                                       sampler_name=ctx.config.sampler, device=ctx.device,
+                                       reward_model=ctx.state.reward_model if ctx.round > 0 else None,
+                                       baseline_responses=_baseline_responses(ctx))
+    for name in ("rm_eval.json", "feedback_stats.json"):
+        path = ctx.round_dir / name
+        if path.is_file():
+            extra = json.loads(path.read_text(encoding="utf-8"))
+            if name == "rm_eval.json":
+                extra = {f"rm/{k}": v for k, v in extra.items()}
+            metrics.update({k: float(v) for k, v in extra.items() if isinstance(v, (int, float))})
+    write_jsonl(ctx.round_dir / "samples_after.jsonl", samples)
+    previous = ctx.paths.round_dir(ctx.round - 1) / "samples_after.jsonl"
+    if ctx.round > 0 and previous.is_file():
+        shutil.copyfile(previous, ctx.round_dir / "samples_before.jsonl")
+    atomic_write_json(ctx.round_dir / "metrics.json", metrics)
+    ctx.display.log(f"round {ctx.round}: gold {metrics.get('eval/gold_reward', float('nan')):.3f}  "
+                    f"KL {metrics.get('eval/kl', 0.0):.2f}  win rate vs base "
+                    f"{metrics.get('eval/win_rate', float('nan')):.2f}")
+
+
+def checkpoint(ctx: LoopContext, timings: dict[str, dict[str, float]]) -> None:
+    """Close the round: timings into metrics.json, timeline record, watch decision, summary; maybe stop.
+
+    Wall seconds per phase go in as ``time/<phase>_s``, CPU seconds of the process (all threads)
+    as ``cpu/<phase>_s``: on a shared machine their ratio shows how much of a core the loop got.
+    """
+    metrics = read_round_metrics(ctx.round_dir)
+    metrics.update({f"time/{phase}_s": seconds for phase, seconds in timings["wall"].items()})
+    metrics.update({f"cpu/{phase}_s": seconds for phase, seconds in timings["cpu"].items()})
+    atomic_write_json(ctx.round_dir / "metrics.json", metrics)
+    ctx.timeline.log({k: v for k, v in metrics.items() if k.startswith(("eval/", "rm/", "length/"))},
+                     step=ctx.state.global_step)
+    rounds = [(i, read_round_metrics(ctx.paths.round_dir(i))) for i in range(ctx.round + 1)]
+    decision = watch_rounds(rounds, ctx.config.eval.watch)
+    atomic_write_json(ctx.paths.root / "watch.json", decision.to_dict())
+    ctx.state.best_round = decision.best_round
+    action = ctx.config.eval.on_overoptimization
+    if decision.status == "warn" or (decision.status == "stop" and action == "warn"):
+        ctx.display.log(f"[yellow]over-optimization watch: {decision.reason}[/]")
+    elif decision.status == "stop":
+        ctx.display.log(f"[red]over-optimization watch: {decision.reason}[/]")
+        ctx.state.stopped = decision.reason
+        if action == "rollback" and decision.best_round is not None:
+            ctx.state.policy = policy_of_round(ctx.paths, ctx.state, decision.best_round)
+            ctx.display.log(f"rolled back to the policy of round {decision.best_round}")
+    if ctx.state.stopped or ctx.round >= ctx.config.rounds:
+        ctx.state.finished = True
+    write_summary(ctx.paths, ctx.state)
+    if not ctx.config.keep_checkpoints and ctx.round > 0:
+        drop_resume_checkpoints(ctx.paths, ctx.round)
+
+
+def drop_resume_checkpoints(paths: RunPaths, index: int) -> None:
+    """Delete a finished round's trainer checkpoints (needed only to resume its phases); models stay."""
+    for folder in [*paths.policy_dir(index).glob("checkpoint-*"), paths.reward_dir(index) / "checkpoints",
+                   *paths.reward_dir(index).glob("members/*/checkpoints")]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def policy_of_round(paths: RunPaths, state: LoopState, index: int) -> str:
+    """The policy evaluated at the end of round ``index`` (round 0: the base model)."""
+    if index == 0:
+        assert state.base_model is not None
+        return state.base_model
+    return str(paths.policy_dir(index) / "final")
+
+
+def final_round(paths: RunPaths, state: LoopState) -> int:
+    """The round whose policy the run ends with (the best round after a rollback)."""
+    if state.stopped and state.best_round is not None and state.policy == policy_of_round(paths, state, state.best_round):
+        return state.best_round
+    return state.round
+
+
+def write_summary(paths: RunPaths, state: LoopState) -> list[dict[str, Any]]:
+    """summary.json: base policy (round 0) vs the policy the run ends with."""
+    last = final_round(paths, state)
+    rows = summary_rows(read_round_metrics(paths.round_dir(0)), read_round_metrics(paths.round_dir(last)), last)
+    atomic_write_text(paths.root / "summary.json", json.dumps(rows, indent=2))
+    return rows

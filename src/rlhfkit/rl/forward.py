@@ -1,0 +1,55 @@
+"""Model forwards the trainers need, aligned to response tokens: log-probs, entropy, values.
+
+Shapes: ``input_ids``/``attention_mask`` (b, P + R) = left-padded prompt + right-padded response;
+outputs are (b, R), position t scoring response token t (values: V of the state before it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rlhfkit.models.value import CriticModel, PolicyWithValueHead
+from rlhfkit.rl.logprobs import selective_logprobs, token_logprobs
+
+
+def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   response_start: int, temperature: float, with_entropy: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(logprobs, entropy or None, values or None), each (b, R), from ONE forward of the policy.
+
+    Values come along for free when the policy carries a value head on its trunk.
+    """
+    if isinstance(policy, PolicyWithValueHead):
+        num_response = input_ids.shape[1] - response_start
+        out = policy(input_ids, attention_mask, logits_to_keep=num_response + 1)
+        logprobs, entropy = selective_logprobs(out.logits[:, :-1], input_ids[:, response_start:],
+                                               temperature, with_entropy)
+        return logprobs, entropy, out.values[:, :-1]
+    result = token_logprobs(policy, input_ids, attention_mask, response_start, temperature, with_entropy)
+    if with_entropy:
+        logprobs, entropy = result
+        return logprobs, entropy, None
+    return result, None, None
+
+
+def critic_forward(critic: CriticModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   response_start: int) -> torch.Tensor:
+    """Values (b, R) of a separate critic: V at the position that predicts each response token."""
+    values = critic(input_ids, attention_mask)
+    return values[:, response_start - 1:-1]
+
+
+def trim_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+               response_start: int) -> tuple[slice, slice, int]:
+    """Column slices that drop all-pad columns: (sequence cols, response cols, new response_start).
+
+    Left-padding columns no row uses and response columns past the longest response carry no
+    information; cutting them shrinks every forward and backward of a mini-batch.
+    """
+    prompt_used = attention_mask[:, :response_start].any(0).nonzero()
+    first = int(prompt_used[0]) if prompt_used.numel() else response_start - 1
+    first = min(first, response_start - 1)
+    length = int(response_mask.sum(1).max()) if response_mask.numel() else 0
+    length = max(length, 1)
+    return slice(first, response_start + length), slice(0, length), response_start - first

@@ -1,0 +1,109 @@
+"""Optimizer steps shared by every trainer: mini-batch split, gradient accumulation, clipping,
+and non-finite skipping (a bad loss or gradient norm leaves the parameters untouched).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from rlhfkit.rl.config import OptimConfig
+from rlhfkit.rl.guard import SkipGuard, first_non_finite
+
+LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters (foreach kernels: fewer Python-level launches)."""
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise ValueError("no trainable parameters: is the model frozen?")
+    return torch.optim.AdamW(trainable, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+                             weight_decay=config.weight_decay, foreach=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
+                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup, then constant / linear / cosine decay to 0 over ``total_steps`` optimizer steps."""
+    warmup = max(0, config.warmup_steps)
+    total = max(total_steps, warmup + 1)
+    schedule = config.schedule
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def minibatch_indices(size: int, num_minibatches: int, grad_accum: int,
+                      generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
+    """A shuffled split of ``range(size)`` into mini-batches, each a list of micro-batch index tensors."""
+    if num_minibatches < 1 or grad_accum < 1:
+        raise ValueError("num_minibatches and grad_accum must be >= 1")
+    if size % (num_minibatches * grad_accum):
+        raise ValueError(f"batch of {size} cannot be split into {num_minibatches} mini-batches "
+                         f"x {grad_accum} micro-batches evenly")
+    order = torch.randperm(size, generator=generator)
+    for minibatch in order.chunk(num_minibatches):
+        yield list(minibatch.chunk(grad_accum))
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step did: applied or skipped (and why), grad norm, summed loss stats."""
+
+    applied: bool
+    grad_norm: float = math.nan
+    stats: dict[str, float] = field(default_factory=dict)
+    skip_reason: str | None = None
+
+
+@dataclass
+class OptimizerStep:
+    """Accumulates micro-batch losses into one guarded optimizer step."""
+
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    max_grad_norm: float | None
+    guard: SkipGuard
+
+    def __call__(self, micro_batches: list[torch.Tensor], loss_fn: LossFn, step: int) -> StepResult:
+        """Backward ``loss_fn(idx)`` for every micro-batch, clip, check finiteness, then step or skip.
+
+        ``loss_fn`` returns the micro-batch's share of the mini-batch loss (already divided by
+        the whole mini-batch's denominator) and float stats that are summed over micro-batches.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for idx in micro_batches:
+            loss, stats = loss_fn(idx)
+            if first_non_finite(loss=loss.detach()):
+                return self._skip("the loss is not finite", step, totals)
+            loss.backward()
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+        limit = self.max_grad_norm if self.max_grad_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, limit, foreach=True))
+        if not math.isfinite(grad_norm):
+            return self._skip("the gradient norm is not finite", step, totals)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.guard.ok()
+        return StepResult(True, grad_norm, totals)
+
+    def _skip(self, reason: str, step: int, totals: dict[str, float]) -> StepResult:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.guard.skip(reason, step)
+        return StepResult(False, math.nan, totals, reason)
