@@ -45,7 +45,8 @@ def pairs(seed: int = 0) -> list[Pair]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-fused-gelu", action="store_true", help="Keep gelu_new as 7 elementwise ops (baseline).")
+    parser.add_argument("--baseline", action="store_true",
+                        help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
     args = parser.parse_args()
     threads = configure_threads(args.threads)
     load_before = wl.loadavg()
@@ -54,7 +55,7 @@ def main() -> None:
         config = load_config(DPOConfig, None, [
             f"run.output_dir={tmp}", "run.progress=false", "run.save_every=0", f"batch_size={BATCH_PAIRS}", "epochs=1",
             "append_eos=false", f"max_response_tokens={COMPLETION_TOKENS}", "optim.lr=1e-5",
-            f"run.fused_gelu={not args.no_fused_gelu}"])
+            f"run.fused_gelu={not args.baseline}", f"optim.fused={not args.baseline}"])
         trainer = DPOTrainer(config, wl.bundle(critic=False), data)
         warm = DPOTrainer(config, wl.bundle(critic=False, seed=1), data[: 2 * BATCH_PAIRS])
         warm.precompute_reference()
@@ -70,7 +71,7 @@ def main() -> None:
         train_seconds = time.perf_counter() - train_started
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     print(json.dumps({
-        "bench": "dpo", "fused_gelu": not args.no_fused_gelu, "threads": threads, "pairs": PAIRS,
+        "bench": "dpo", "baseline": args.baseline, "threads": threads, "pairs": PAIRS,
         "batch_pairs": BATCH_PAIRS, "seq_len": wl.PROMPT_TOKENS + COMPLETION_TOKENS, "optimizer_steps": trainer.step,
         "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
         "reference_seconds": round(reference_seconds, 3), "train_seconds": round(train_seconds, 3),

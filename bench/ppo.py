@@ -35,15 +35,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="Measured steps (after one warm-up step).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backend", default="cached", help="Rollout backend: hf, cached, cached-static.")
-    parser.add_argument("--no-fused-gelu", action="store_true", help="Keep gelu_new as 7 elementwise ops (baseline).")
+    parser.add_argument("--baseline", action="store_true",
+                        help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
     args = parser.parse_args()
     threads = configure_threads(args.threads)
     load_before = wl.loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(PPOConfig, None, wl.run_overrides(tmp, args.steps + 1) + [
             f"batch_size={BATCH}", "epochs=1", f"num_minibatches={MINIBATCHES}", "value_model=critic",
-            "approx_kl_stop=null", f"generation.backend={args.backend}", f"run.fused_gelu={not args.no_fused_gelu}"])
-        trainer = PPOTrainer(config, wl.bundle(critic=True), wl.reward(fused_gelu=not args.no_fused_gelu),
+            "approx_kl_stop=null", f"generation.backend={args.backend}",
+            f"run.fused_gelu={not args.baseline}", f"optim.fused={not args.baseline}"])
+        trainer = PPOTrainer(config, wl.bundle(critic=True), wl.reward(fused_gelu=not args.baseline),
                              wl.prompts(256), make_sampler(args.backend))
         trainer.train_step()  # warm-up: allocator, first-call overheads
         trainer.harness.step += 1
@@ -56,7 +58,7 @@ def main() -> None:
         phases = wl.summarize_phases(trainer.harness.timer.pop(), args.steps)
     episodes = BATCH * args.steps
     print(json.dumps({
-        "bench": "ppo", "backend": args.backend, "fused_gelu": not args.no_fused_gelu, "threads": threads, "steps": args.steps, "batch": BATCH,
+        "bench": "ppo", "backend": args.backend, "baseline": args.baseline, "threads": threads, "steps": args.steps, "batch": BATCH,
         "prompt_tokens": wl.PROMPT_TOKENS, "new_tokens": wl.NEW_TOKENS, "minibatches": MINIBATCHES,
         "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
         "episodes_per_s": round(episodes / seconds, 2),

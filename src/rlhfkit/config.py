@@ -110,8 +110,26 @@ def build_config(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T
     if unknown:
         raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; "
                           f"valid keys: {sorted(prefix + k for k in known)}")
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
+    kwargs = {}
+    for name, value in values.items():
+        default = _field_default(known[name])
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
+            value = _merge(_shallow_fields(default), value)
+        kwargs[name] = _coerce(value, hints[name], prefix + name)
     return cls(**kwargs)
+
+
+def _field_default(spec: dataclasses.Field) -> Any:
+    """The field's default value (calling its factory), or None when it has none."""
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return None if spec.default is dataclasses.MISSING else spec.default
+
+
+def _shallow_fields(instance: Any) -> dict[str, Any]:
+    """A dataclass instance as a mapping of its fields; nested dataclasses become mappings too."""
+    return {f.name: (_shallow_fields(v) if dataclasses.is_dataclass(v := getattr(instance, f.name)) else v)
+            for f in dataclasses.fields(instance)}
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:

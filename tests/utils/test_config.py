@@ -83,3 +83,14 @@ def test_save_and_reload_round_trip(tmp_path: Path) -> None:
 
 def test_parse_overrides_nests_and_types() -> None:
     assert parse_overrides(["a.b=1", "c=x", "d="]) == {"a": {"b": 1}, "c": "x", "d": ""}
+
+
+@dataclasses.dataclass
+class Tuned:
+    optim: Optim = field(default_factory=lambda: Optim(lr=0.5, betas=(0.8, 0.9)), help="non-default nested values")
+
+
+def test_partial_nested_override_keeps_factory_defaults() -> None:
+    config = load_config(Tuned, None, ["optim.lr=0.1"])
+    assert config.optim.lr == pytest.approx(0.1)
+    assert config.optim.betas == (0.8, 0.9)

@@ -65,6 +65,7 @@ class OptimConfig:
     max_grad_norm: float | None = field(1.0, help="Clip the global gradient norm (None = off).")
     warmup_steps: int = field(0, help="Linear warmup, in optimizer steps.")
     schedule: Literal["constant", "linear", "cosine"] = field("constant", help="Learning-rate decay after warmup.")
+    fused: bool = field(True, help="Fused AdamW kernel on CPU/CUDA (else foreach); same update, fewer passes.")
 
 
 @dataclass

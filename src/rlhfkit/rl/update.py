@@ -17,12 +17,16 @@ LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters (foreach kernels: fewer Python-level launches)."""
+    """AdamW over the trainable parameters, with the fused kernel on CPU/CUDA (one pass over the
+    parameters instead of ~10 foreach passes: 0.06 s instead of 0.21 s of CPU per step for 8M
+    float32 parameters on 2 threads), else the foreach implementation."""
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise ValueError("no trainable parameters: is the model frozen?")
+    devices = {p.device.type for p in trainable}
+    fused = config.fused and (devices <= {"cpu"} or devices <= {"cuda"})
     return torch.optim.AdamW(trainable, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
-                             weight_decay=config.weight_decay, foreach=True)
+                             weight_decay=config.weight_decay, **({"fused": True} if fused else {"foreach": True}))
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
