@@ -25,7 +25,7 @@ Algorithm = Literal["ppo", "grpo", "rloo", "reinforce"]
 class CandidateConfig:
     """How many responses the current policy writes for annotators each round."""
 
-    prompts_per_round: int = field(64, help="Training-split prompts drawn per round (a fresh draw each round).")
+    prompts_per_round: int = field(80, help="Training-split prompts drawn per round (a fresh draw each round).")
     per_prompt: int = field(4, help="Candidate responses sampled per prompt (k >= 2; pairs are chosen among them).")
     max_new_tokens: int | None = field(None, help="Tokens per candidate at most (None = the task's max_new_tokens).")
     temperature: float = field(1.0, help="Sampling temperature of candidates.")
@@ -38,7 +38,7 @@ class SelectionConfig:
     strategy: Literal["random", "active"] = field(
         "active", help="random pairs, or active: the pairs where the reward-model heads disagree most "
                        "(round 1 has no reward model yet and falls back to random).")
-    comparisons_per_round: int = field(160, help="Pairwise comparisons asked per round (capped by the distinct pairs).")
+    comparisons_per_round: int = field(200, help="Pairwise comparisons asked per round (capped by the distinct pairs).")
     max_per_prompt: int = field(3, help="At most this many comparisons share one prompt.")
 
 
@@ -84,7 +84,7 @@ class FeedbackConfig:
     server_url: str | None = field(None, help="Use an already running `rlhfkit serve` instead of starting one "
                                               "(its admin token from $RLHFKIT_ADMIN_TOKEN).")
     port: int = field(0, help="Port of the loop's own server on 127.0.0.1 (0 = any free port).")
-    redundancy: int = field(3, help="Answers collected per comparison (the judge always uses 1).")
+    redundancy: int = field(2, help="Answers collected per comparison (the judge always uses 1).")
     aggregate: Literal["reliability", "majority"] = field(
         "reliability", help="Combine answers by Dawid-Skene reliability EM or by majority vote.")
     instructions: str | None = field(None, help="Annotator instructions (default: the task's judge instructions).")
@@ -114,7 +114,7 @@ class RewardPhaseConfig:
 def _default_ppo() -> PPOConfig:
     return PPOConfig(run=RunConfig(steps=16, save_every=4, progress=False),
                      generation=GenerationConfig(max_new_tokens=48),
-                     reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.05), optim=OptimConfig(lr=3e-4),
+                     reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.1), optim=OptimConfig(lr=3e-4),
                      batch_size=64, epochs=4, num_minibatches=4)
 
 
@@ -144,7 +144,9 @@ class EvalConfig:
     samples_per_prompt: int = field(1, help="Responses per eval prompt.")
     on_overoptimization: Literal["warn", "stop", "rollback"] = field(
         "rollback", help="When the watch fires: warn, stop the loop, or stop and roll back to the best round's policy.")
-    watch: WatchConfig = field(default_factory=WatchConfig, help="Thresholds of the over-optimization watch.")
+    watch: WatchConfig = field(default_factory=lambda: WatchConfig(gold_drop=0.2),
+                               help="Thresholds of the over-optimization watch (gold_drop 0.2: about 3 standard "
+                                    "errors of a 64-prompt gold mean, so noise alone rarely stops a run).")
 
 
 @dataclass

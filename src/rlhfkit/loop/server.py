@@ -101,8 +101,10 @@ class FeedbackServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.admin_token = _admin_token(self.state_dir)
         db_url = self.config.db_url or f"sqlite:///{(self.state_dir / 'feedback.db').resolve()}"
+        # Simulated members resume their own open assignments after a restart; people get the default 30 min.
+        timeout = 1800.0 if self.config.source == "humans" else 300.0
         settings = FeedbackSettings(state_dir=self.state_dir, db_url=db_url, admin_token=self.admin_token,
-                                    assignment_timeout_s=300.0)
+                                    assignment_timeout_s=timeout)
         app = create_app(settings)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -273,7 +273,7 @@ class _ReviewWriter:
         self.subject = subject
         self.templates = data["templates"]
         self.adverbs = data["adverbs"]
-        self.verbs_all = data["verbs"]
+        self.verbs = data["verbs"]
         self.overall = data["overall"]
         self.closers = data["closers"]
         self.domain = data["domains"][subject.domain]
@@ -307,12 +307,13 @@ class _ReviewWriter:
         values = {**self.forms(plural), "the_aspect": f"the {key}", "adj": self.pick(self.scales[spec["scale"]][level])}
         if level:
             values["adv"] = self.pick(self.adverbs["strong" if abs(level) == 2 else "mild"])
-            values["verb"] = self.pick(self.verbs_all["past" if self.past else "present"][level])
-            values["reason"] = self.reason(key, spec, level > 0, plural)
+            values["verb"] = self.pick(self.verbs["past" if self.past else "present"][level])
+            values["reason"] = self.reason(spec, level > 0, plural)
         return {(name + suffix if name in ("the_aspect", "adj", "was", "reason") else name): value
                 for name, value in values.items()}
 
-    def reason(self, key: str, spec: Mapping[str, Any], positive: bool, plural: bool) -> str:
+    def reason(self, spec: Mapping[str, Any], positive: bool, plural: bool) -> str:
+        """A reason clause of the right polarity: the aspect's own, or (40%) its domain's generic one."""
         side = "pos" if positive else "neg"
         options = list(spec[side])
         generic = self.domain.get("generic", {}).get(spec["scale"]) if spec.get("generic") != "none" else None
