@@ -6,6 +6,8 @@ import dataclasses
 import json
 import math
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -77,6 +79,15 @@ def test_cached_second_call_is_instant(built: Path, monkeypatch: pytest.MonkeyPa
     started = time.perf_counter()
     assert builtin.ensure_builtin_model(built.parent, recipe=QUICK) == built
     assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.slow
+def test_cached_lookup_does_not_import_torch(built: Path) -> None:
+    code = ("import sys; from rlhfkit.models.builtin import BuiltinRecipe, ensure_builtin_model; "
+            f"path = ensure_builtin_model({str(built.parent)!r}, recipe=BuiltinRecipe.quick(steps={QUICK.steps})); "
+            "print(path, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == [str(built), "False"]
 
 
 @pytest.mark.slow

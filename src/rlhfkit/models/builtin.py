@@ -164,12 +164,12 @@ def ensure_builtin_model(cache_dir: str | os.PathLike[str] | None = None, *, for
     Concurrent callers build once: a file lock serializes them and later ones find the result.
     The build goes to a temporary directory renamed into place, so a kill never leaves half a model.
     """
-    from rlhfkit.utils.checkpoint import atomic_write_dir
-
     recipe = recipe or DEFAULT_RECIPE
     target = builtin_model_dir(cache_dir, recipe)
     if is_built(target) and not force:
         return target
+    from rlhfkit.utils.checkpoint import atomic_write_dir
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(target.with_name(target.name + ".lock")):
         if is_built(target) and not force:
