@@ -40,3 +40,16 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
 def test_inconsistent_settings_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         load_loop_config(None, [override])
+
+
+def test_the_example_config_loads_and_documents_the_defaults():
+    from pathlib import Path
+
+    from rlhfkit.config import config_to_dict
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "loop.yaml"
+    loaded = config_to_dict(load_loop_config(example))
+    defaults = config_to_dict(LoopConfig())
+    assert loaded.pop("run_dir") == "runs/loop-example"
+    defaults.pop("run_dir")
+    assert loaded == defaults
