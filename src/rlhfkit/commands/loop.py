@@ -25,7 +25,8 @@ Precedence: defaults (= the demo) < --config YAML < --set.
 
 DEMO_HELP = """Three rounds of the full loop on the built-in model: the README's demo.
 
-Runs on the embedded defaults: the built-in model, the sentiment task, a SQLite feedback store, and a simulated annotator panel (hidden utility = the task's gold reward) answering through the real
+Runs on the embedded defaults: the built-in model, the sentiment task, a SQLite feedback store, and a simulated
+annotator panel (hidden utility = the task's gold reward) answering through the real
 server API. Prints a summary table (base vs final policy) and the path of the HTML report.
 """
 
@@ -98,7 +99,8 @@ def demo(run_dir: RunDirOption = None, set_: SetOption = None, resume: ResumeOpt
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="Run directory of `rlhfkit loop` or `rlhfkit demo`.")],
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file (default RUN_DIR/report.html).")] = None
+           output: Annotated[Optional[Path], typer.Option("--output", "-o",
+                                                          help="HTML file (default RUN_DIR/report.html).")] = None
            ) -> None:
     """Write the self-contained HTML report of a run: rewards, KL, RM accuracy, reliability, win rates, samples."""
     from rlhfkit.eval.report import build_report

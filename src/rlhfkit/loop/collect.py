@@ -9,6 +9,7 @@ in the database, so nothing acknowledged is lost.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,8 +50,8 @@ def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candida
         campaign_id = int(found[0]["id"])
     else:
         used = sorted({i for p in pairs for i in (p.a, p.b)})
-        samples = [{"prompt": candidates[i].prompt, "response": candidates[i].response, "model": f"policy-r{round_index - 1}",
-                    "round": round_index, "meta": {"candidate": i}} for i in used]
+        samples = [{"prompt": candidates[i].prompt, "response": candidates[i].response,
+                    "model": f"policy-r{round_index - 1}", "round": round_index, "meta": {"candidate": i}} for i in used]
         redundancy = 1 if config.source == "judge" else config.redundancy
         campaign = admin.create_campaign(name, "pairwise", samples=samples, redundancy=redundancy, gold_rate=0.0,
                                          instructions=instructions, build_tasks=False)
@@ -81,19 +82,13 @@ def join_members(admin: FeedbackClient, deciders: Sequence[Decider], campaign_id
         if decider.name not in saved:
             created = admin.create_annotator(decider.name, [campaign_id])
             saved[decider.name] = {"id": int(created["id"]), "token": created["token"]}
-            write_secret(path, _json(saved))
+            write_secret(path, json.dumps(saved, indent=2, sort_keys=True))
     members = []
     for decider in deciders:
         entry = saved[decider.name]
         admin.add_member(campaign_id, entry["id"])
         members.append(Member(decider, admin.with_token(entry["token"])))
     return members
-
-
-def _json(data: Any) -> str:
-    import json
-
-    return json.dumps(data, indent=2, sort_keys=True)
 
 
 def panel_deciders(task: Task, config: FeedbackConfig, seed: int) -> list[Decider]:

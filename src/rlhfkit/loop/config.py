@@ -28,7 +28,8 @@ class CandidateConfig:
     prompts_per_round: int = field(80, help="Training-split prompts drawn per round (a fresh draw each round).")
     per_prompt: int = field(4, help="Candidate responses sampled per prompt (k >= 2; pairs are chosen among them).")
     max_new_tokens: int | None = field(None, help="Tokens per candidate at most (None = the task's max_new_tokens).")
-    temperature: float = field(1.0, help="Sampling temperature of candidates.")
+    temperature: float = field(1.3, help="Sampling temperature of candidates; above 1 keeps the pool diverse after "
+                                         "the policy sharpens, so annotators still see contrasting pairs.")
 
 
 @dataclass

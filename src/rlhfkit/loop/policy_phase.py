@@ -88,7 +88,8 @@ def optimize_policy(config: LoopConfig, task: Task, base_model: str, policy: str
         if is_ppo:
             trainer = PPOTrainer(cfg, bundle, reward, prompts, sampler, tracker=tee, gold=gold)  # type: ignore[arg-type]
         else:
-            trainer = PolicyGradientTrainer(cfg, bundle, reward, prompts, sampler, tracker=tee, gold=gold)  # type: ignore[arg-type]
+            trainer = PolicyGradientTrainer(cfg, bundle, reward, prompts, sampler,  # type: ignore[arg-type]
+                                            tracker=tee, gold=gold)
         latest = resolve_resume(True, output_dir)
         if latest is not None:
             trainer.harness.resume(latest)

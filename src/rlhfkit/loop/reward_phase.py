@@ -24,7 +24,8 @@ from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.tasks.base import Task
 
 
-def reward_train_config(config: LoopConfig, data: Path, output_dir: Path, start_from: str, round_index: int) -> RewardTrainConfig:
+def reward_train_config(config: LoopConfig, data: Path, output_dir: Path, start_from: str,
+                        round_index: int) -> RewardTrainConfig:
     """The trainer config of this round: the user's settings plus the loop's paths and seed."""
     return dataclasses.replace(config.reward.train, model=start_from, data=[str(data)], eval_data=[],
                                output_dir=str(output_dir), resume=True, progress=False, report_to=config.report_to,
@@ -59,7 +60,8 @@ def train_round_reward(train_config: RewardTrainConfig,
     return outcome.model_dir, summary
 
 
-def gold_pair_accuracy(model_dir: Path, task: Task, candidates: Sequence[Candidate], device: Any = None) -> tuple[float, int] | None:
+def gold_pair_accuracy(model_dir: Path, task: Task, candidates: Sequence[Candidate],
+                       device: Any = None) -> tuple[float, int] | None:
     """Share of candidate pairs (different gold) that the reward model orders like the gold reward."""
     if not task.has_gold:
         return None

@@ -77,7 +77,8 @@ class FeedbackServer:
         if self.config.server_url:
             token = os.environ.get(ADMIN_TOKEN_ENV)
             if not token:
-                raise FeedbackConnectionError(f"feedback.server_url is set: put the server's admin token in ${ADMIN_TOKEN_ENV}")
+                raise FeedbackConnectionError("feedback.server_url is set: put the server's admin token in "
+                                              f"${ADMIN_TOKEN_ENV}")
             self.url, self.admin_token = self.config.server_url.rstrip("/"), token
         else:
             self._start_own(timeout_s)
