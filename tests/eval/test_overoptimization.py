@@ -90,3 +90,27 @@ def test_bad_input_is_named() -> None:
         WatchConfig(patience=0)
     with pytest.raises(ValueError, match="disagreement_factor"):
         WatchConfig(disagreement_factor=1.0)
+
+
+def test_gold_drop_with_standard_errors_needs_significance() -> None:
+    # drop 0.184; se 0.05 each -> se of the difference 0.0707, 2 se = 0.141 < 0.184: fires
+    d = check_overoptimization(gold=[0.0, 0.232, 0.048], gold_se=[0.05, 0.05, 0.05],
+                               config=WatchConfig(gold_drop=0.1, drop_z=2.0))
+    assert d.status == "stop" and d.best_round == 1
+    assert "tolerance 0.1414" in d.reason
+    # the same drop with se 0.08 each: 2 * 0.1131 = 0.226 > 0.184, within noise
+    calm = check_overoptimization(gold=[0.0, 0.232, 0.048], gold_se=[0.08, 0.08, 0.08],
+                                  config=WatchConfig(gold_drop=0.1, drop_z=2.0))
+    assert calm.status == "ok" and calm.best_round == 1
+
+
+def test_gold_drop_floor_applies_when_standard_errors_are_tiny_or_missing() -> None:
+    d = check_overoptimization(gold=[0.3, 0.25], gold_se=[0.001, None], config=WatchConfig(gold_drop=0.1))
+    assert d.status == "ok"
+    d = check_overoptimization(gold=[0.3, 0.15], gold_se=[0.001, 0.001], config=WatchConfig(gold_drop=0.1))
+    assert d.status == "stop" and "tolerance 0.1)" in d.reason
+
+
+def test_gold_se_length_is_checked() -> None:
+    with pytest.raises(ValueError, match="gold_se"):
+        check_overoptimization(gold=[0.1, 0.2], gold_se=[0.01])

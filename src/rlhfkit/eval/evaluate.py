@@ -30,7 +30,8 @@ def evaluate_responses(
     """Metrics of ``responses`` to ``prompts``; each optional input adds its own metrics.
 
     - always: ``eval/distinct_1``, ``eval/distinct_2``, ``length/*`` (words);
-    - the task's gold: ``eval/gold_reward`` (mean), ``eval/gold_reward_std``;
+    - the task's gold: ``eval/gold_reward`` (mean), ``eval/gold_reward_std``, ``eval/gold_reward_se``
+      (standard error of the mean, std / sqrt(n - 1));
     - with ``baseline_responses`` (the base policy on the same prompts) and gold: the win rate
       ``eval/win_rate`` (+ ``_low``, ``_high``, ``_n``, ``_ties``), ties within ``tie_tolerance``;
     - with ``proxy_scores`` (reward model): ``eval/proxy_reward`` and, with gold,
@@ -51,6 +52,7 @@ def evaluate_responses(
     if gold is not None:
         out["eval/gold_reward"] = float(np.mean(gold))
         out["eval/gold_reward_std"] = float(np.std(gold))
+        out["eval/gold_reward_se"] = float(np.std(gold, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     if baseline_responses is not None and gold is not None:
         if len(baseline_responses) != n:
             raise ValueError(f"evaluate_responses: {n} prompts but {len(baseline_responses)} "

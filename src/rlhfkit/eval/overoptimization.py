@@ -7,7 +7,10 @@ growing disagreement of a reward-model ensemble on the policy's own samples is t
 
 Three signals, each computed from the per-evaluation series (one value per round or eval step):
 - divergence: proxy rose and gold fell at each of the last ``patience`` evaluations;
-- gold drop: gold fell more than ``gold_drop`` (absolute, in gold units) below its best so far;
+- gold drop: gold fell below its best so far by more than ``gold_drop`` (absolute, in gold units)
+  and, when standard errors of the gold means are given, by more than ``drop_z`` standard errors of
+  the difference (so a 64-prompt evaluation's noise does not fire it, and a large eval set reacts to
+  smaller real drops);
 - disagreement: ensemble disagreement exceeds ``disagreement_factor`` x its first value.
 A signal that fires gives ``on_trigger`` ("stop" by default, or "warn"); a divergence streak shorter
 than ``patience`` gives "warn". The best evaluation to roll back to is the one with the highest gold
@@ -34,6 +37,9 @@ class WatchConfig:
         "help": "consecutive evaluations with proxy up and gold down that trigger"})
     gold_drop: float = field(default=0.1, metadata={
         "help": "trigger when gold falls more than this (absolute) below its best"})
+    drop_z: float = field(default=2.0, metadata={
+        "help": "with standard errors given, the drop must also exceed this many standard errors "
+                "of the difference sqrt(se_best^2 + se_last^2)"})
     disagreement_factor: float = field(default=2.0, metadata={
         "help": "trigger when ensemble disagreement exceeds this multiple of its first value"})
     min_disagreement: float = field(default=1e-6, metadata={
@@ -46,6 +52,8 @@ class WatchConfig:
             raise ValueError(f"WatchConfig.patience must be >= 1, got {self.patience}")
         if self.gold_drop < 0:
             raise ValueError(f"WatchConfig.gold_drop must be >= 0, got {self.gold_drop}")
+        if self.drop_z < 0:
+            raise ValueError(f"WatchConfig.drop_z must be >= 0, got {self.drop_z}")
         if self.disagreement_factor <= 1:
             raise ValueError("WatchConfig.disagreement_factor must be > 1, "
                              f"got {self.disagreement_factor}")
@@ -103,24 +111,33 @@ def _best_index(values: Sequence[float | None], allowed: Sequence[bool]) -> int 
     return best
 
 
+def _difference_se(gold_se: Sequence[float | None] | None, i: int, j: int) -> float:
+    """Standard error of gold[i] - gold[j] for independent means (0 when either is unknown)."""
+    if gold_se is None or i == j or not (_present(gold_se[i]) and _present(gold_se[j])):
+        return 0.0
+    return math.hypot(float(gold_se[i]), float(gold_se[j]))
+
+
 def check_overoptimization(
     gold: Sequence[float | None] | None = None,
     proxy: Sequence[float | None] | None = None,
     disagreement: Sequence[float | None] | None = None,
     rounds: Sequence[int] | None = None,
     config: WatchConfig | None = None,
+    gold_se: Sequence[float | None] | None = None,
 ) -> WatchDecision:
     """Decide ok / warn / stop from per-evaluation gold, proxy and disagreement series.
 
     Each series has one entry per evaluation, oldest first (None/NaN = not measured then). ``rounds``
     labels the evaluations (default 0, 1, 2, ...); ``best_round`` is one of those labels.
+    ``gold_se`` (standard error of each gold mean) makes the gold-drop test a significance test.
     """
     cfg = config or WatchConfig()
     lengths = [len(s) for s in (gold, proxy, disagreement, rounds) if s is not None]
     if not lengths:
         raise ValueError("over-optimization watch: give at least one of gold, proxy, disagreement")
     n = lengths[0]
-    _check_lengths(n, gold=gold, proxy=proxy, disagreement=disagreement, rounds=rounds)
+    _check_lengths(n, gold=gold, proxy=proxy, disagreement=disagreement, rounds=rounds, gold_se=gold_se)
     labels = list(rounds) if rounds is not None else list(range(n))
     status: Status = "ok"
     signals: list[str] = []
@@ -146,10 +163,11 @@ def check_overoptimization(
         last = max(i for i in range(n) if _present(gold[i]))
         assert best is not None
         drop = float(gold[best]) - float(gold[last])
-        if drop > cfg.gold_drop:
+        tolerance = max(cfg.gold_drop, cfg.drop_z * _difference_se(gold_se, best, last))
+        if drop > tolerance:
             raise_to(cfg.on_trigger, f"gold reward {float(gold[last]):.4g} at round {labels[last]} "
                                      f"is {drop:.4g} below its best {float(gold[best]):.4g} "
-                                     f"(round {labels[best]}; tolerance {cfg.gold_drop:g})")
+                                     f"(round {labels[best]}; tolerance {tolerance:.4g})")
     within = [True] * n
     if disagreement is not None and any(_present(d) for d in disagreement):
         first = next(i for i in range(n) if _present(disagreement[i]))

@@ -171,13 +171,14 @@ def _watch_section(run: RunData) -> dict[str, Any] | None:
         return {**run.watch, "source": "watch.json"}
     rounds = [r for r in run.rounds if r.metrics]
     series = {k: [finite(r.metrics.get(k)) for r in rounds]
-              for k in ("eval/gold_reward", "eval/proxy_reward", "eval/disagreement")}
+              for k in ("eval/gold_reward", "eval/proxy_reward", "eval/disagreement", "eval/gold_reward_se")}
     present = {k: v for k, v in series.items() if any(x is not None for x in v)}
     if not present:
         return None
     decision = check_overoptimization(
         gold=present.get("eval/gold_reward"), proxy=present.get("eval/proxy_reward"),
-        disagreement=present.get("eval/disagreement"), rounds=[r.index for r in rounds])
+        disagreement=present.get("eval/disagreement"), rounds=[r.index for r in rounds],
+        gold_se=present.get("eval/gold_reward_se"))
     return {**decision.to_dict(), "source": "computed with default thresholds"}
 
 

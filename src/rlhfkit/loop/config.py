@@ -145,9 +145,10 @@ class EvalConfig:
     samples_per_prompt: int = field(1, help="Responses per eval prompt.")
     on_overoptimization: Literal["warn", "stop", "rollback"] = field(
         "rollback", help="When the watch fires: warn, stop the loop, or stop and roll back to the best round's policy.")
-    watch: WatchConfig = field(default_factory=lambda: WatchConfig(gold_drop=0.2),
-                               help="Thresholds of the over-optimization watch (gold_drop 0.2: about 3 standard "
-                                    "errors of a 64-prompt gold mean, so noise alone rarely stops a run).")
+    watch: WatchConfig = field(default_factory=lambda: WatchConfig(gold_drop=0.1, drop_z=2.5),
+                               help="Thresholds of the over-optimization watch: a gold drop from the best round "
+                                    "must exceed 0.1 and 2.5 standard errors of the difference of the two "
+                                    "rounds' gold means, so eval noise alone rarely stops a run.")
 
 
 @dataclass

@@ -47,4 +47,4 @@ def watch_rounds(rounds: Sequence[tuple[int, Mapping[str, float]]], config: Watc
 
     return check_overoptimization(gold=series("eval/gold_reward"), proxy=series("eval/proxy_reward"),
                                   disagreement=series("eval/disagreement"), rounds=[i for i, _ in rounds],
-                                  config=config)
+                                  config=config, gold_se=series("eval/gold_reward_se"))
