@@ -14,6 +14,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 
 COMMAND_MODULES = ("base_model", "generate", "sft", "reward", "rl", "feedback", "loop")

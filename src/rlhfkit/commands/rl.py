@@ -153,7 +153,8 @@ def _help(intro: str, cls_name: str) -> str:
     """Command help: intro plus every config key (rlhfkit.rl.config imports no torch)."""
     from rlhfkit.rl import config as rl_config
 
-    return intro + "\n\nConfig keys (--set key=value):\n\n" + "\n\n".join(config_keys(getattr(rl_config, cls_name)))
+    keys = "\n".join(f"- {line}" for line in config_keys(getattr(rl_config, cls_name)))
+    return intro + "\n\nConfig keys (--set key=value):\n\n" + keys
 
 
 def register(app: typer.Typer) -> None:

@@ -27,8 +27,8 @@ def _help() -> str:
 
     from rlhfkit.sft.config import SFTConfig
 
-    keys = [f"{f.name} = {f.default!r}: {f.metadata['help']}" for f in dataclasses.fields(SFTConfig)]
-    return INTRO + "\n\n" + "\n\n".join(keys)
+    keys = [f"- {f.name} = {f.default!r}: {f.metadata['help']}" for f in dataclasses.fields(SFTConfig)]
+    return INTRO + "\n\n" + "\n".join(keys)
 
 
 
