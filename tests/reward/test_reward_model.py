@@ -81,6 +81,26 @@ def test_heads_and_ensembles_report_mean_and_spread(tmp_path):
     torch.testing.assert_close(loaded.score_texts(PROMPTS, RESPONSES), e_mean, atol=1e-6, rtol=1e-6)
 
 
+def test_per_head_scores_are_each_heads_reward_at_the_last_token():
+    heads = _model(num_heads=3)
+    ids, mask = pad_batch(heads.encode(PROMPTS, RESPONSES)[0], heads.pad_id)
+    forward = heads(ids, mask)
+    per_head = heads.score_texts(PROMPTS, RESPONSES, per_head=True, batch_size=3)
+    assert per_head.shape == (4, 3)
+    torch.testing.assert_close(per_head, forward, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(per_head.mean(-1), heads.score_texts(PROMPTS, RESPONSES), atol=1e-6, rtol=1e-6)
+    heads.settings.mean, heads.settings.std = 1.0, 2.0
+    torch.testing.assert_close(heads.score_texts(PROMPTS, RESPONSES, normalized=True, per_head=True),
+                               (forward - 1.0) / 2.0, atol=1e-5, rtol=1e-5)
+    single = _model(seed=4)
+    ensemble = RewardEnsemble([heads, single])
+    both = ensemble.score_texts(PROMPTS, RESPONSES, per_head=True)
+    assert both.shape == (4, 4)
+    torch.testing.assert_close(both[:, 3], single.score_texts(PROMPTS, RESPONSES), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        heads.score_texts(PROMPTS, RESPONSES, per_head=True, with_uncertainty=True)
+
+
 def test_sequence_classifier_with_one_label_is_a_reward_model(tmp_path):
     tokenizer = tiny_tokenizer()
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, num_labels=1,

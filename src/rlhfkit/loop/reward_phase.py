@@ -18,7 +18,7 @@ import torch
 
 from rlhfkit.loop.candidates import Candidate
 from rlhfkit.loop.config import LoopConfig
-from rlhfkit.loop.scoring import head_scores, load_scorer
+from rlhfkit.loop.scoring import load_scorer
 from rlhfkit.loop.selection import candidate_pairs
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.tasks.base import Task
@@ -73,7 +73,7 @@ def gold_pair_accuracy(model_dir: Path, task: Task, candidates: Sequence[Candida
     if not pairs:
         return None
     model = load_scorer(str(model_dir), device=device)
-    scores = head_scores(model, prompts, responses).mean(0)
+    scores = model.score_texts(prompts, responses, normalized=True)
     a = torch.tensor([p.a for p in pairs])
     b = torch.tensor([p.b for p in pairs])
     gold_t = torch.tensor(gold)

@@ -7,34 +7,16 @@ from typing import Any
 
 import torch
 
-from rlhfkit.models.reward_model import RewardEnsemble, RewardModel, pad_batch
+from rlhfkit.models.reward_model import RewardEnsemble, RewardModel
 
 
-@torch.no_grad()
 def head_scores(model: RewardModel | RewardEnsemble, prompts: Sequence[str], responses: Sequence[str],
                 normalized: bool = True, batch_size: int = 64) -> torch.Tensor:
-    """Scores of every head (k-head model) or member (ensemble): (H, N), normalized by default.
+    """Scores of every head (of every ensemble member): (H, N), normalized by default.
 
-    ``RewardModel.score_texts`` only returns the mean and std over heads; the committee needs
-    each head's score, so this encodes and runs the forward itself.
+    The committee's layout (one row per head) of ``score_texts(..., per_head=True)``, which is (N, H).
     """
-    if isinstance(model, RewardEnsemble):
-        return torch.stack([head_scores(m, prompts, responses, normalized, batch_size).mean(0)
-                            for m in model.members])
-    was_training = model.training
-    model.eval()
-    sequences, _ = model.encode(prompts, responses)
-    out = torch.empty((model.num_heads, len(sequences)), dtype=torch.float32)
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        ids, mask = pad_batch([sequences[i] for i in chunk], model.pad_id, model.device)
-        rewards = model(ids, mask).float()
-        if normalized:
-            rewards = model.normalize(rewards)
-        out[:, torch.tensor(chunk)] = rewards.T.cpu()
-    model.train(was_training)
-    return out
+    return model.score_texts(prompts, responses, normalized=normalized, batch_size=batch_size, per_head=True).T
 
 
 def load_scorer(path: str, device: Any = None) -> RewardModel | RewardEnsemble:

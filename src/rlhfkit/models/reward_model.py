@@ -193,25 +193,35 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str], normalized: bool = False,
-                    batch_size: int = 32, with_uncertainty: bool = False) -> Any:
-        """Rewards (b,) for text pairs (and the per-sample std over heads when asked)."""
+                    batch_size: int = 32, with_uncertainty: bool = False, per_head: bool = False) -> Any:
+        """Rewards (b,) for text pairs: the mean over heads.
+
+        ``with_uncertainty`` adds the per-sample std over heads (b,); ``per_head`` instead returns
+        every head's score, (b, num_heads), e.g. for a committee that compares heads.
+        """
+        if with_uncertainty and per_head:
+            raise ValueError("score_texts: ask for with_uncertainty or per_head, not both")
+        heads = self._head_scores(prompts, responses, normalized, batch_size)
+        if per_head:
+            return heads
+        spread = heads.std(dim=-1, unbiased=False) if heads.shape[-1] > 1 else torch.zeros(heads.shape[0])
+        return (heads.mean(dim=-1), spread) if with_uncertainty else heads.mean(dim=-1)
+
+    def _head_scores(self, prompts: Sequence[str], responses: Sequence[str], normalized: bool,
+                     batch_size: int) -> torch.Tensor:
+        """Per-head float32 scores (b, num_heads) on the CPU, in batches of similar length, in eval mode."""
         was_training = self.training
         self.eval()
         sequences, _ = self.encode(prompts, responses)
-        means, stds = [], []
+        out = torch.zeros((len(sequences), self.num_heads), dtype=torch.float32)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             ids, mask = pad_batch([sequences[i] for i in chunk], self.pad_id, self.device)
-            mean, std = self.score_with_uncertainty(ids, mask, normalized=normalized)
-            means.append(mean.cpu())
-            stds.append(std.cpu())
+            rewards = self.forward(ids, mask).float()
+            out[torch.tensor(chunk, dtype=torch.long)] = (self.normalize(rewards) if normalized else rewards).cpu()
         self.train(was_training)
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-        mean = torch.cat(means)[inverse] if means else torch.zeros(0)
-        std = torch.cat(stds)[inverse] if stds else torch.zeros(0)
-        return (mean, std) if with_uncertainty else mean
+        return out
 
     def set_normalization(self, rewards: torch.Tensor) -> tuple[float, float]:
         """Store mean/std of raw rewards on a reference set so ``normalized=True`` centres and scales."""
@@ -337,8 +347,17 @@ class RewardEnsemble:
         return stacked.mean(dim=-1), stacked.std(dim=-1, unbiased=False)
 
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str], normalized: bool = False,
-                    batch_size: int = 32, with_uncertainty: bool = False) -> Any:
-        """Mean member reward (b,) for text pairs; each member encodes with its own tokenizer."""
+                    batch_size: int = 32, with_uncertainty: bool = False, per_head: bool = False) -> Any:
+        """Mean member reward (b,) for text pairs; each member encodes with its own tokenizer.
+
+        ``with_uncertainty`` adds the std over members (b,); ``per_head`` instead returns the scores
+        of every head of every member side by side, (b, sum of the members' head counts).
+        """
+        if with_uncertainty and per_head:
+            raise ValueError("score_texts: ask for with_uncertainty or per_head, not both")
+        if per_head:
+            return torch.cat([m.score_texts(prompts, responses, normalized=normalized, batch_size=batch_size,
+                                            per_head=True) for m in self.members], dim=-1)
         stacked = torch.stack([m.score_texts(prompts, responses, normalized=normalized, batch_size=batch_size)
                                for m in self.members], dim=-1)
         mean, std = stacked.mean(dim=-1), stacked.std(dim=-1, unbiased=False)
