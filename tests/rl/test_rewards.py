@@ -16,6 +16,7 @@ from rlhfkit.rl.rewards import (
     check_scores,
     describe,
     load_function,
+    mixture_mean_std,
 )
 
 
@@ -80,6 +81,80 @@ def test_ensemble_mean_std_and_penalty():
     assert out.std.tolist() == pytest.approx([1.0, 1.0])
     assert out.scores.tolist() == pytest.approx([2.0 - 0.5, 4.0 - 0.5])
     assert "a" in ens.name and "b" in ens.name
+
+
+class FakeHeadsModel:
+    """A k-head reward model whose heads score every response with fixed values (raw) or halved (normalized)."""
+
+    def __init__(self, heads):
+        self.heads = heads
+
+    def score_texts(self, prompts, responses, normalized=False, per_head=False):
+        rows = torch.tensor([self.heads] * len(responses))
+        rows = rows / 2.0 if normalized else rows
+        return rows if per_head else rows.mean(-1)
+
+
+def test_one_multi_head_model_is_an_ensemble_of_its_heads():
+    # heads 0, 1, 5: mean 2, population variance (4 + 1 + 9) / 3 = 14/3
+    reward = EnsembleReward([ModelReward(FakeHeadsModel([0.0, 1.0, 5.0]), "rm", normalized=False)],
+                            uncertainty_coef=0.5)
+    out = reward.score(["p", "q"], ["x", "y"])
+    assert out.std.tolist() == pytest.approx([math.sqrt(14 / 3)] * 2)
+    assert out.scores.tolist() == pytest.approx([2.0 - 0.5 * math.sqrt(14 / 3)] * 2)
+    normalized = EnsembleReward([ModelReward(FakeHeadsModel([0.0, 1.0, 5.0]), "rm")], uncertainty_coef=0.5)
+    assert normalized(["p"], ["x"]).tolist() == pytest.approx([1.0 - 0.25 * math.sqrt(14 / 3)])
+
+
+def test_members_weigh_the_same_whatever_their_head_count():
+    # member A heads (1, 3), member B one head 5: weights 1/4, 1/4, 1/2
+    # mean = 1/4 + 3/4 + 5/2 = 3.5; variance = (2.5^2 + 0.5^2) / 4 + 1.5^2 / 2 = 2.75
+    members = [ModelReward(FakeHeadsModel([1.0, 3.0]), "a", normalized=False),
+               FunctionReward(lambda p, r: [5.0] * len(r), "five")]
+    out = EnsembleReward(members, uncertainty_coef=2.0).score(["p"], ["x"])
+    assert out.std.tolist() == pytest.approx([math.sqrt(2.75)])
+    assert out.scores.tolist() == pytest.approx([3.5 - 2.0 * math.sqrt(2.75)])
+
+
+def test_mixture_mean_std_matches_a_loop_over_heads():
+    generator = torch.Generator().manual_seed(0)
+    heads = [torch.randn(6, k, generator=generator) for k in (3, 1, 2)]
+    mean, std = mixture_mean_std(heads)
+    for row in range(6):
+        pairs = [(1 / (len(heads) * h.shape[1]), h[row, j].item()) for h in heads for j in range(h.shape[1])]
+        mu = sum(w * r for w, r in pairs)
+        sigma = math.sqrt(sum(w * (r - mu) ** 2 for w, r in pairs))
+        assert mean[row].item() == pytest.approx(mu, abs=1e-6)
+        assert std[row].item() == pytest.approx(sigma, abs=1e-6)
+    equal = [torch.randn(4, 3, generator=generator) for _ in range(2)]
+    mean, std = mixture_mean_std(equal)
+    torch.testing.assert_close(std, torch.cat(equal, -1).std(-1, unbiased=False))
+
+
+def test_per_head_scores_are_checked():
+    class Broken(FakeHeadsModel):
+        def score_texts(self, prompts, responses, normalized=False, per_head=False):
+            return torch.zeros(len(responses))
+
+    with pytest.raises(RewardError, match=r"per-head scores have shape \(2,\), expected \(2, heads\)"):
+        ModelReward(Broken([1.0]), "broken").heads(["p", "q"], ["x", "y"])
+
+
+def test_build_reward_penalises_a_saved_k_head_model_by_its_head_spread(tmp_path):
+    from helpers_models import tiny_gpt2, tiny_tokenizer
+
+    from rlhfkit.models.reward_model import RewardModel, RewardModelSettings
+
+    tokenizer = tiny_tokenizer()
+    model = RewardModel(tiny_gpt2(tokenizer, seed=3).transformer, tokenizer,
+                        RewardModelSettings(num_heads=3, max_length=64, mean=0.5, std=2.0)).eval()
+    model.save_pretrained(tmp_path / "rm")
+    prompts, responses = ["The movie was", "The food was", "Why"], [" great.", " bad and cold", ""]
+    heads = model.score_texts(prompts, responses, normalized=True, per_head=True)
+    out = build_reward([str(tmp_path / "rm")], uncertainty_coef=0.5).score(prompts, responses)
+    expected = heads.mean(-1) - 0.5 * heads.std(-1, unbiased=False)
+    torch.testing.assert_close(out.scores, expected, atol=1e-5, rtol=1e-5)
+    assert (out.std > 0).all()
 
 
 def test_build_reward_from_function_spec_and_empty_error():

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rlhfkit.loop.config import LoopConfig
-from rlhfkit.loop.scoring import ConservativeReward, load_scorer
 from rlhfkit.rl.config import PolicyGradientConfig, PPOConfig
 from rlhfkit.tasks.base import Task
 
@@ -43,7 +42,7 @@ def trainer_config(config: LoopConfig, policy: str, output_dir: Path, reward_mod
                    round_index: int) -> PPOConfig | PolicyGradientConfig:
     """The chosen algorithm's config with the loop's model, output, seed and reward model filled in.
 
-    ``reward.uncertainty_coef`` applies across the reward model's heads (see ConservativeReward).
+    ``reward.uncertainty_coef`` applies across all heads of the reward model (``rlhfkit.rl.rewards.EnsembleReward``).
     """
     base = config.policy.ppo if config.policy.algorithm == "ppo" else config.policy.group
     run = dataclasses.replace(base.run, model=policy, output_dir=str(output_dir), seed=config.seed + 1000 * round_index,
@@ -64,7 +63,7 @@ def optimize_policy(config: LoopConfig, task: Task, base_model: str, policy: str
     from rlhfkit.rl.harness import run_loop
     from rlhfkit.rl.policy_gradient import PolicyGradientTrainer
     from rlhfkit.rl.ppo import PPOTrainer
-    from rlhfkit.rl.rewards import EnsembleReward, FunctionReward
+    from rlhfkit.rl.rewards import FunctionReward, build_reward
     from rlhfkit.rl.rollout import make_sampler
     from rlhfkit.utils.tracking import Tracker
 
@@ -76,9 +75,9 @@ def optimize_policy(config: LoopConfig, task: Task, base_model: str, policy: str
     reference = None if run.lora or policy == base_model else base_model
     bundle = load_policy_bundle(policy, lora=lora, value=value, device=run.device, dtype=run.dtype,
                                 critic=getattr(cfg, "critic_model", None), reference=reference)
-    scorer = load_scorer(str(reward_model), device=next(bundle.policy.parameters()).device)
-    reward = EnsembleReward([ConservativeReward(scorer, cfg.reward.uncertainty_coef, str(reward_model),
-                                                     normalized=cfg.reward.normalized)])
+    device = next(bundle.policy.parameters()).device
+    reward = build_reward([str(reward_model)], normalized=cfg.reward.normalized,
+                          uncertainty_coef=cfg.reward.uncertainty_coef, device=device)
     gold = FunctionReward(task.gold_fn, f"gold:{task.name}") if task.gold_fn is not None else None
     stage = Tracker(output_dir, report_to=config.report_to, config=dataclasses.asdict(cfg))
     try:

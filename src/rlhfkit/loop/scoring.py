@@ -25,20 +25,3 @@ def load_scorer(path: str, device: Any = None) -> RewardModel | RewardEnsemble:
 
     return load_reward_model(path, device=device).eval()
 
-
-class ConservativeReward:
-    """Reward of a k-head model (or ensemble) as mean - coef * std over heads: (b,) float32.
-
-    The ensemble lower bound of Coste et al. (2024), "Reward Model Ensembles Help Mitigate
-    Overoptimization": responses the heads disagree on earn less, so the policy is pulled less far
-    outside the feedback's distribution. With one head (or coef 0) it is the plain normalized score.
-    """
-
-    def __init__(self, model: RewardModel | RewardEnsemble, coef: float, name: str, normalized: bool = True) -> None:
-        self.model, self.coef, self.name, self.normalized = model, coef, name, normalized
-
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        """Scores of ``responses`` to ``prompts``."""
-        heads = head_scores(self.model, prompts, responses, normalized=self.normalized)
-        spread = heads.std(0, unbiased=False) if heads.shape[0] > 1 else torch.zeros(heads.shape[1])
-        return heads.mean(0) - self.coef * spread

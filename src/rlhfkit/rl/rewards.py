@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ class RewardSource(Protocol):
 
 @dataclass
 class RewardOutput:
-    """Scores (b,) and, for an ensemble, the members' std (b,) as an uncertainty estimate."""
+    """Scores (b,) and the std (b,) over all heads of all members as an uncertainty estimate."""
 
     scores: torch.Tensor
     std: torch.Tensor | None = None
@@ -55,6 +56,18 @@ def _as_scores(raw: Any, expected: int, name: str) -> torch.Tensor:
     return scores
 
 
+def _as_head_scores(raw: Any, expected: int, name: str) -> torch.Tensor:
+    """Per-head scores as a (b, H) float32 tensor, or raise naming ``name``."""
+    try:
+        scores = torch.as_tensor(raw, dtype=torch.float32).detach().cpu()
+    except (TypeError, ValueError) as exc:
+        raise RewardError(f"reward {name}: per-head scores of type {type(raw).__name__} are not numbers ({exc})") from exc
+    if scores.dim() != 2 or scores.shape[0] != expected or scores.shape[1] < 1:
+        raise RewardError(f"reward {name}: per-head scores have shape {tuple(scores.shape)}, "
+                          f"expected ({expected}, heads)")
+    return scores
+
+
 class ModelReward:
     """Scores with a reward model's ``score_texts`` (rlhfkit RewardModel or compatible)."""
 
@@ -65,15 +78,27 @@ class ModelReward:
         self.batch_size = batch_size
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        """Score in chunks of ``batch_size`` without gradients."""
-        parts = []
+        """Score in chunks of ``batch_size`` without gradients: the mean over the model's heads, (b,)."""
+        parts = [_as_scores(raw, n, self.name) for n, raw in self._chunks(prompts, responses)]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def heads(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        """Every head's score (b, H): ``score_texts(per_head=True)``, or (b, 1) for a model without heads."""
+        if "per_head" not in inspect.signature(self.model.score_texts).parameters:
+            return self(prompts, responses).unsqueeze(-1)
+        parts = [_as_head_scores(raw, n, self.name) for n, raw in self._chunks(prompts, responses, per_head=True)]
+        return torch.cat(parts) if parts else torch.zeros(0, 1)
+
+    def _chunks(self, prompts: Sequence[str], responses: Sequence[str], **kwargs: Any) -> list[tuple[int, Any]]:
+        """(chunk size, raw ``score_texts`` output) per chunk of ``batch_size`` pairs, without gradients."""
+        out = []
         with torch.no_grad():
             for start in range(0, len(prompts), self.batch_size):
-                end = start + self.batch_size
-                raw = self.model.score_texts(list(prompts[start:end]), list(responses[start:end]),
-                                             normalized=self.normalized)
-                parts.append(_as_scores(raw, len(prompts[start:end]), self.name))
-        return torch.cat(parts) if parts else torch.zeros(0)
+                chunk = slice(start, start + self.batch_size)
+                raw = self.model.score_texts(list(prompts[chunk]), list(responses[chunk]),
+                                             normalized=self.normalized, **kwargs)
+                out.append((len(prompts[chunk]), raw))
+        return out
 
 
 class FunctionReward:
@@ -113,11 +138,34 @@ def load_function(spec: str) -> Callable[..., Any]:
     return function
 
 
-class EnsembleReward:
-    """Mean of several sources; their std is reported and optionally subtracted (conservative reward).
+def mixture_mean_std(heads: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over all heads of all members, each member weighing the same: [(b, H_s)] -> (b,), (b,).
 
-    score = mean_k r_k - uncertainty_coef * std_k r_k  (an ensemble lower bound as in
-    Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
+    Member s of S has weight 1/S, shared equally by its H_s heads: w_sh = 1 / (S * H_s), and
+    mu = sum_sh w_sh r_sh,  sigma^2 = sum_sh w_sh (r_sh - mu)^2.
+    With equal head counts this is the plain mean and population std over all heads; with one
+    head per member, the mean and std over members.
+    """
+    values = torch.cat([h.float() for h in heads], dim=-1)
+    weights = torch.cat([torch.full((h.shape[-1],), 1.0 / (len(heads) * h.shape[-1])) for h in heads])
+    mean = values @ weights
+    variance = ((values - mean.unsqueeze(-1)) ** 2) @ weights
+    return mean, variance.clamp_min(0.0).sqrt()
+
+
+def member_heads(member: RewardSource, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+    """A source's per-head scores (b, H): its ``heads`` method when it has one, else its scores as (b, 1)."""
+    heads = getattr(member, "heads", None)
+    return heads(prompts, responses) if callable(heads) else member(prompts, responses).unsqueeze(-1)
+
+
+class EnsembleReward:
+    """Mean of several sources over all their heads; the std across heads is reported and optionally subtracted.
+
+    score = mu - uncertainty_coef * sigma, with mu and sigma the mean and std over every head of
+    every member (:func:`mixture_mean_std`), so one k-head reward model is an ensemble of k. This is
+    the ensemble lower bound ("uncertainty-weighted optimization") of Coste et al. 2023, "Reward Model
+    Ensembles Help Mitigate Overoptimization": responses the heads disagree on earn less.
     """
 
     def __init__(self, members: Sequence[RewardSource], uncertainty_coef: float = 0.0) -> None:
@@ -128,10 +176,8 @@ class EnsembleReward:
         self.name = "ensemble(" + ", ".join(m.name for m in self.members) + ")"
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> RewardOutput:
-        """Mean and std across members, each (b,)."""
-        stacked = torch.stack([member(prompts, responses) for member in self.members])
-        mean = stacked.mean(0)
-        std = stacked.std(0, unbiased=False) if len(self.members) > 1 else torch.zeros_like(mean)
+        """Penalised mean and the std over all heads of all members, each (b,)."""
+        mean, std = mixture_mean_std([member_heads(m, prompts, responses) for m in self.members])
         return RewardOutput(mean - self.uncertainty_coef * std, std)
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
