@@ -22,6 +22,19 @@ def test_partial_nested_override_keeps_the_other_tuned_defaults(tmp_path):
     assert config.reward.train.num_heads == default.reward.train.num_heads
 
 
+def test_partial_ppo_section_keeps_the_loops_ppo_defaults(tmp_path):
+    default = LoopConfig()
+    assert default.policy.ppo.run.steps == 16 and default.policy.ppo.reward.uncertainty_coef == 0.5
+    path = tmp_path / "loop.yaml"
+    path.write_text("policy: {ppo: {batch_size: 32}}\n")
+    for config in (load_loop_config(path), load_loop_config(None, ["policy.ppo.batch_size=32"])):
+        assert config.policy.ppo.batch_size == 32
+        assert config.policy.ppo.run.steps == 16 and config.policy.ppo.run.save_every == 4
+        assert config.policy.ppo.reward.uncertainty_coef == 0.5 and config.policy.ppo.kl.coef == 0.1
+        assert config.policy.ppo.generation.max_new_tokens == 48
+        assert config.policy.algorithm == default.policy.algorithm and config.policy.group == default.policy.group
+
+
 def test_unknown_keys_and_bad_values_are_named(tmp_path):
     with pytest.raises(ConfigError, match="feedback.panel.sizee"):
         load_loop_config(None, ["feedback.panel.sizee=3"])

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from rlhfkit.config import ConfigError, build_config, config_to_dict, parse_overrides, read_yaml
+from rlhfkit.config import ConfigError, config_to_dict, load_config
 from rlhfkit.loop import phases
 from rlhfkit.loop.config import LoopConfig
 from rlhfkit.loop.display import LoopDisplay
@@ -39,34 +39,19 @@ class LoopResult:
     seconds: float
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_loop_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LoopConfig:
-    """Defaults < YAML < ``key=value`` overrides, merged key by key into the nested defaults.
+    """Defaults < YAML < ``key=value`` overrides; a partial nested section keeps the loop's other defaults.
 
-    ``rlhfkit.config.load_config`` rebuilds a nested section from its class defaults when only some
-    of its keys are given, which would drop the loop's tuned trainer defaults (e.g. PPO's learning
-    rate); merging into the full default tree keeps them.
+    ``rlhfkit.config.load_config`` merges a partial section into the field's default (its
+    ``default_factory`` value, e.g. the loop's tuned PPO settings), not the trainer's class defaults.
+    The cross-field checks of :class:`LoopConfig` become :class:`ConfigError` too.
     """
-    values = config_to_dict(LoopConfig())
-    if path is not None:
-        values = _deep_merge(values, read_yaml(path))
-    if overrides:
-        values = _deep_merge(values, parse_overrides(overrides))
-    where = f" (in {path})" if path else ""
     try:
-        return build_config(LoopConfig, values)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}{where}") from None
+        return load_config(LoopConfig, path, overrides)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
+        where = f" (in {path})" if path else ""
         raise ConfigError(f"invalid loop config{where}: {exc}") from None
 
 
