@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -97,6 +98,9 @@ def test_ensemble_of_members(workspace):
     assert isinstance(ensemble, RewardEnsemble) and len(ensemble.members) == 2
     mean, std = ensemble.score_texts(["q0 answer:"], ["good good"], with_uncertainty=True)
     assert std.item() > 0
+    warm = dataclasses.replace(config, model=str(outcome.model_dir), output_dir=str(workspace / "ensemble-warm"))
+    continued = load_reward_model(train_reward_model(warm).model_dir)
+    assert isinstance(continued, RewardEnsemble) and len(continued.members) == 2
 
 
 def test_bad_input_and_config_errors_exit_cleanly(workspace, tmp_path):

@@ -21,7 +21,8 @@ import torch
 from rlhfkit.config import config_to_dict
 from rlhfkit.data.preference_io import FeedbackData, read_feedback_files
 from rlhfkit.data.records import FeedbackRecord, ValidationReport, require_valid, responses_of
-from rlhfkit.models.reward_model import RewardEnsemble, RewardModel
+from rlhfkit.models.reward_model import (ENSEMBLE_CONFIG, REWARD_CONFIG, RewardEnsemble, RewardModel,
+                                         RewardModelError)
 from rlhfkit.reward.batching import assign_bootstrap_weights, encode_records
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.evaluation import EvalReport, evaluate_model, plot_reliability
@@ -55,10 +56,16 @@ def split_records(records: Sequence[FeedbackRecord], fraction: float, seed: int
             [r for i, r in enumerate(records) if i in held_out])
 
 
-def build_model(config: RewardTrainConfig, seed: int, device: torch.device) -> RewardModel:
-    """A fresh reward model on ``config.model``'s trunk, or a saved reward model to keep training."""
+def build_model(config: RewardTrainConfig, seed: int, device: torch.device, member: int | None = None) -> RewardModel:
+    """A fresh reward model on ``config.model``'s trunk, or a saved reward model to keep training.
+
+    ``config.model`` may also be a saved :class:`RewardEnsemble`: member ``member`` of an ensemble
+    being trained (``ensemble_size`` members) continues from the saved member of the same index.
+    """
     path = Path(config.model)
-    if path.is_dir() and (path / "reward_config.json").is_file():
+    if path.is_dir() and (path / ENSEMBLE_CONFIG).is_file():
+        path = ensemble_member_dir(path, member, config.ensemble_size)
+    if path.is_dir() and (path / REWARD_CONFIG).is_file():
         model = RewardModel.from_pretrained(path)
         model.settings.max_length = config.max_length
     elif path.is_dir() and _is_sequence_classifier_dir(path):
@@ -70,6 +77,20 @@ def build_model(config: RewardTrainConfig, seed: int, device: torch.device) -> R
     if config.disable_dropout:
         disable_dropout(model.backbone)
     return model.to(device)
+
+
+def ensemble_member_dir(directory: Path, member: int | None, ensemble_size: int) -> Path:
+    """The saved member that member ``member`` (None: the only model) of ``ensemble_size`` warm-starts from.
+
+    Raises :class:`RewardModelError` naming ``directory`` when the ensemble has another size.
+    """
+    names = json.loads((directory / ENSEMBLE_CONFIG).read_text(encoding="utf-8"))["members"]
+    if ensemble_size != len(names):
+        raise RewardModelError(
+            f"model {directory} is a reward-model ensemble of {len(names)} members: warm-start it with "
+            f"ensemble_size={len(names)} (each member continues from its own), or start from one member "
+            f"such as {directory / names[0]} (got ensemble_size={ensemble_size})")
+    return directory / names[member or 0]
 
 
 def _is_sequence_classifier_dir(path: Path) -> bool:
@@ -108,16 +129,16 @@ def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], lim
 
 
 def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord], numbers: Sequence[int],
-              held_out: Sequence[FeedbackRecord], *, member_seed: int, bootstrap: bool,
+              held_out: Sequence[FeedbackRecord], *, member_seed: int, bootstrap: bool, member: int | None = None,
               on_step: StepHook | None = None) -> tuple[RewardModel, TrainSummary, ValidationReport]:
-    """Train one model (possibly with several heads) in ``config.output_dir``; returns it unsaved.
+    """Train one model (possibly with several heads; ``member`` of an ensemble) in ``config.output_dir``.
 
-    Normalization statistics come from the held-out responses, else from the training ones.
+    Returns it unsaved. Normalization statistics come from the held-out responses, else from the training ones.
     """
     seed_everything(member_seed)
     device = pick_device(config.device)
     dtype = pick_dtype(device, config.dtype)
-    model = build_model(config, member_seed, device)
+    model = build_model(config, member_seed, device, member)
     encoded, truncation = encode_records(train_records, model.tokenizer, max_length=model.settings.max_length,
                                          eos_id=model.tokenizer.eos_token_id if model.settings.append_eos else None,
                                          min_prompt_tokens=config.min_prompt_tokens,
@@ -158,6 +179,8 @@ def train_reward_model(config: RewardTrainConfig, on_step: StepHook | None = Non
     """Everything ``rlhfkit train-rm`` does; returns the final model directory and the metrics."""
     if not config.data:
         raise ValueError("no training data: pass --data FILE (repeatable) or set data in the config")
+    if (Path(config.model) / ENSEMBLE_CONFIG).is_file():
+        ensemble_member_dir(Path(config.model), None, config.ensemble_size)  # a size mismatch fails before any work
     configure_threads(config.threads)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -172,7 +195,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: StepHook | None = Non
                                                 seed=config.seed + index)
             model, summary, truncation = train_one(member_config, train_records, numbers, held_out,
                                                    member_seed=member_config.seed, bootstrap=config.bootstrap,
-                                                   on_step=on_step)
+                                                   member=index, on_step=on_step)
             members.append(model)
             summaries.append(summary)
             truncations.append(truncation)
