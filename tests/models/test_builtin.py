@@ -124,6 +124,35 @@ def test_concurrent_callers_build_once(tmp_path: Path, monkeypatch: pytest.Monke
     assert not list(tmp_path.glob(".builtin-*"))
 
 
+def test_build_inside_an_open_display_adds_its_bar_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    def no_second_display(**_: Any) -> Any:
+        raise AssertionError("the build opened a second live display")
+
+    monkeypatch.setattr("rlhfkit.utils.progress.make_progress", no_second_display)
+    seen: list[Any] = []
+
+    def build(out_dir: Path, recipe: builtin.BuiltinRecipe, *, progress: Any = None, **_: Any) -> dict[str, Any]:
+        with builtin._training_bar(progress, True, 3) as (bar, task):
+            seen.append([t.description for t in bar.tasks])
+            bar.update(task, advance=3)
+        (Path(out_dir) / builtin.INFO_FILE).write_text("{}")
+        return {}
+
+    monkeypatch.setattr(builtin, "build_builtin_model", build)
+    out = io.StringIO()
+    with Progress(console=Console(file=out, force_terminal=True, width=100)) as display:
+        display.add_task("rounds", total=4)
+        path = builtin.ensure_builtin_model(tmp_path, recipe=QUICK, progress=display)
+        assert [t.description for t in display.tasks] == ["rounds"]  # the build's bar is gone again
+    assert builtin.is_built(path) and seen == [["rounds", "training the built-in model"]]
+    assert "Building the built-in base model" in out.getvalue()
+
+
 def test_force_rebuilds_and_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(builtin, "build_builtin_model", _fake_build(calls))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,6 +24,9 @@ from rlhfkit.loop.config import LoopConfig
 from rlhfkit.loop.display import LoopDisplay
 from rlhfkit.loop.state import LoopState, RunPaths, StateError, load_state, save_state
 from rlhfkit.utils.checkpoint import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 TIMINGS_FILE = "timings.json"
 
@@ -66,14 +69,21 @@ def _config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str 
     return changes
 
 
-def prepare_run(config: LoopConfig, paths: RunPaths, resume: bool, log: Callable[[str], None]) -> LoopState:
-    """The state to continue from: a new run, or the saved one (``resume``), checked against the config."""
+def prepare_run(config: LoopConfig, paths: RunPaths, resume: bool, log: Callable[[str], None],
+                progress: Progress | None = None) -> LoopState:
+    """The state to continue from: a new run, or the saved one (``resume``), checked against the config.
+
+    A new run on the built-in model builds it first if needed, its bar on ``progress`` (the loop's display).
+    """
     state = load_state(paths.root)
     current = config_to_dict(config)
     if state is None:
-        from rlhfkit.models.loading import resolve_model_path
+        from rlhfkit.models.builtin import ensure_builtin_model
+        from rlhfkit.models.loading import BUILTIN_NAME, resolve_model_path
 
         paths.root.mkdir(parents=True, exist_ok=True)
+        if config.model.strip() == BUILTIN_NAME:
+            ensure_builtin_model(progress=progress)
         base = resolve_model_path(config.model)
         state = LoopState(run_id=f"{paths.root.resolve().name}-{secrets.token_hex(3)}", base_model=base, policy=base)
         atomic_write_text(paths.loop_config, yaml.safe_dump(current, sort_keys=False))
@@ -159,7 +169,6 @@ def run_rlhf_loop(config: LoopConfig, *, resume: bool = False, quiet: bool = Fal
     from rlhfkit.config import config_to_dict as as_dict
     from rlhfkit.models.builtin import quiet_transformers
     from rlhfkit.tasks import get_task
-    from rlhfkit.utils.progress import console
     from rlhfkit.utils.runtime import configure_threads, pick_device, seed_everything
     from rlhfkit.utils.tracking import Tracker
 
@@ -168,8 +177,8 @@ def run_rlhf_loop(config: LoopConfig, *, resume: bool = False, quiet: bool = Fal
     seed_everything(config.seed)
     task = get_task(config.task)
     paths = RunPaths(Path(config.run_dir))
-    state = prepare_run(config, paths, resume, console.print)
     with quiet_transformers(), LoopDisplay(config.rounds, quiet=quiet) as display:
+        state = prepare_run(config, paths, resume, display.log, display.progress)
         timeline = Tracker(paths.root, report_to=config.report_to, config=as_dict(config))
         ctx = phases.LoopContext(config=config, paths=paths, state=state, task=task, display=display,
                                  timeline=timeline, device=pick_device(config.device))

@@ -28,6 +28,7 @@ from rlhfkit.models import corpus as corpus_lib
 
 if TYPE_CHECKING:
     import torch
+    from rich.progress import Progress, TaskID
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 RECIPE_REVISION = 1
@@ -158,11 +159,14 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
 
 
 def ensure_builtin_model(cache_dir: str | os.PathLike[str] | None = None, *, force: bool = False,
-                         recipe: BuiltinRecipe | None = None, show_progress: bool = True) -> Path:
+                         recipe: BuiltinRecipe | None = None, show_progress: bool = True,
+                         progress: Progress | None = None) -> Path:
     """The directory of the built-in model (loadable with ``from_pretrained``), building it if needed.
 
     Concurrent callers build once: a file lock serializes them and later ones find the result.
     The build goes to a temporary directory renamed into place, so a kill never leaves half a model.
+    A caller with a rich display already open (e.g. the loop's) passes its ``progress``: the build
+    adds its bar there instead of opening a second live display.
     """
     recipe = recipe or DEFAULT_RECIPE
     target = builtin_model_dir(cache_dir, recipe)
@@ -179,9 +183,28 @@ def ensure_builtin_model(cache_dir: str | os.PathLike[str] | None = None, *, for
         if show_progress:
             from rlhfkit.utils.progress import console
 
-            console.print(f"[bold]Building the built-in base model[/] (one-time; cached in {target})")
-        atomic_write_dir(target, lambda tmp: build_builtin_model(tmp, recipe, show_progress=show_progress))
+            (progress.console if progress is not None else console).print(
+                f"[bold]Building the built-in base model[/] (one-time; cached in {target})")
+        atomic_write_dir(target, lambda tmp: build_builtin_model(tmp, recipe, show_progress=show_progress,
+                                                                 progress=progress))
     return target
+
+
+@contextlib.contextmanager
+def _training_bar(progress: Progress | None, show: bool, total: int) -> Iterator[tuple[Progress, TaskID]]:
+    """A bar on the caller's progress display (removed when done), else on a display of its own."""
+    from rlhfkit.utils.progress import make_progress
+
+    description = "training the built-in model"
+    if progress is not None and show:
+        task = progress.add_task(description, total=total, info="")
+        try:
+            yield progress, task
+        finally:
+            progress.remove_task(task)
+        return
+    with make_progress(disable=not show) as own:
+        yield own, own.add_task(description, total=total, info="")
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerFast:
@@ -295,11 +318,10 @@ def _mean_loss(model: torch.nn.Module, rows: Sequence[Sequence[int]], pad_id: in
     return total / max(1, tokens)
 
 
-def _train(recipe: BuiltinRecipe, show_progress: bool) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast, dict[str, Any]]:
+def _train(recipe: BuiltinRecipe, show_progress: bool, progress: Progress | None = None
+           ) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast, dict[str, Any]]:
     """Corpus -> tokenizer -> model trained for ``recipe.steps`` AdamW steps; returns them and stats."""
     import torch
-
-    from rlhfkit.utils.progress import make_progress
 
     mix = {"review": recipe.review_share, "qa": recipe.qa_share, "summary": recipe.summary_share}
     documents = corpus_lib.build_corpus(recipe.n_docs, recipe.corpus_seed, mix)
@@ -321,8 +343,7 @@ def _train(recipe: BuiltinRecipe, show_progress: bool) -> tuple[GPT2LMHeadModel,
     losses: list[float] = []
     trained_tokens = 0
     model.train()
-    with make_progress(disable=not show_progress) as progress:
-        task = progress.add_task("training the built-in model", total=recipe.steps, info="")
+    with _training_bar(progress, show_progress, recipe.steps) as (bar, task):
         for step in range(recipe.steps):
             if not batches:
                 batches = length_grouped_batches(rows, recipe.batch_size, rng)
@@ -340,7 +361,7 @@ def _train(recipe: BuiltinRecipe, show_progress: bool) -> tuple[GPT2LMHeadModel,
                     mean.lerp_(parameter, 1.0 - recipe.ema_decay)
             losses.append(loss.item())
             trained_tokens += int(mask.sum())
-            progress.update(task, advance=1, info=f"loss {statistics.fmean(losses[-20:]):.3f}")
+            bar.update(task, advance=1, info=f"loss {statistics.fmean(losses[-20:]):.3f}")
     with torch.no_grad():
         for parameter, value in zip(parameters, average):
             parameter.copy_(value)
@@ -362,8 +383,11 @@ def _load_average() -> list[float] | None:
 
 
 def build_builtin_model(out_dir: str | os.PathLike[str], recipe: BuiltinRecipe | None = None, *,
-                        threads: int | None = 2, show_progress: bool = True) -> dict[str, Any]:
+                        threads: int | None = 2, show_progress: bool = True,
+                        progress: Progress | None = None) -> dict[str, Any]:
     """Generate the corpus, train tokenizer and model per ``recipe`` on ``threads``, save in ``out_dir``.
+
+    The training bar goes on ``progress`` when given (a display the caller has open), else on its own.
 
     Returns the info also written to ``builtin.json``: recipe, seconds, losses, corpus size.
     """
@@ -376,7 +400,7 @@ def build_builtin_model(out_dir: str | os.PathLike[str], recipe: BuiltinRecipe |
         torch.set_num_threads(threads)
     try:
         with quiet_transformers():
-            model, tokenizer, stats = _train(recipe, show_progress)
+            model, tokenizer, stats = _train(recipe, show_progress, progress)
             info = {"name": "builtin", "recipe": dataclasses.asdict(recipe), "recipe_revision": RECIPE_REVISION,
                     "recipe_hash": recipe_hash(recipe), "corpus_fingerprint": corpus_lib.corpus_fingerprint(),
                     **stats, "threads": torch.get_num_threads(), "torch": torch.__version__,
