@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -129,23 +130,40 @@ def rm_accuracy_plot(rounds: Sequence[int], accuracy: Sequence[float],
     return to_data_uri(fig)
 
 
-def win_rate_plot(rounds: Sequence[int], rate: Sequence[float],
-                  low: Sequence[float | None], high: Sequence[float | None]) -> str | None:
-    """Win rate against the base policy per round, with confidence-interval error bars."""
-    if not rounds:
+@dataclass(frozen=True)
+class WinRateSeries:
+    """One judge's win rate per round (gold, a judge function, or annotators) with its interval."""
+
+    label: str
+    rounds: Sequence[int]
+    rate: Sequence[float]
+    low: Sequence[float | None]
+    high: Sequence[float | None]
+
+
+def win_rate_plot(series: Sequence[WinRateSeries]) -> str | None:
+    """Win rate against the base policy per round, one line per judge, with confidence-interval bars."""
+    series = [s for s in series if s.rounds]
+    if not series:
         return None
     fig, (ax,) = _figure(4.8, 3.0)
-    lower = [r - lo if lo is not None else 0.0 for r, lo in zip(rate, low)]
-    upper = [hi - r if hi is not None else 0.0 for r, hi in zip(rate, high)]
-    ax.errorbar(rounds, rate, yerr=[lower, upper], fmt="o-", color=ACCENT, ecolor=ACCENT,
-                capsize=4, lw=1.8, ms=5)
-    for r, v in zip(rounds, rate):
-        ax.annotate(f"{v:.2f}", (r, v), textcoords="offset points", xytext=(8, -3), fontsize=7)
+    colors = (ACCENT, PROXY, GOLD, KL)
+    offsets = [0.06 * (i - (len(series) - 1) / 2) for i in range(len(series))]
+    for s, color, offset in zip(series, colors, offsets):
+        xs = [r + offset for r in s.rounds]
+        lower = [r - lo if lo is not None else 0.0 for r, lo in zip(s.rate, s.low)]
+        upper = [hi - r if hi is not None else 0.0 for r, hi in zip(s.rate, s.high)]
+        ax.errorbar(xs, s.rate, yerr=[lower, upper], fmt="o-", color=color, ecolor=color,
+                    capsize=4, lw=1.8, ms=5, label=s.label)
+        for x, v in zip(xs, s.rate):
+            ax.annotate(f"{v:.2f}", (x, v), textcoords="offset points", xytext=(8, -3), fontsize=7)
     ax.axhline(0.5, color=MUTED, ls=":", lw=1)
     ax.set_ylim(0, 1.05)
-    ax.set_xticks(list(rounds))
+    ax.set_xticks(sorted({r for s in series for r in s.rounds}))
     ax.set_xlabel("round", fontsize=9)
     ax.set_ylabel("win rate vs base (ties = 1/2)", fontsize=9)
+    if len(series) > 1:
+        ax.legend(fontsize=7, loc="lower right", frameon=False)
     return to_data_uri(fig)
 
 

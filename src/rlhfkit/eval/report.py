@@ -78,15 +78,22 @@ def _rm_accuracy_section(run: RunData) -> str | None:
                                   [r[2] for r in rows])
 
 
+WIN_RATE_JUDGES: tuple[tuple[str, str], ...] = (("eval/win_rate", "gold reward"),
+                                                 ("eval/judge_win_rate", "judge"),
+                                                 ("eval/feedback_win_rate", "annotators"))
+
+
 def _win_rate_section(run: RunData) -> str | None:
-    """Per-round win rate with its interval."""
-    rows = [(r.index, finite(r.metrics.get("eval/win_rate")), finite(r.metrics.get("eval/win_rate_low")),
-             finite(r.metrics.get("eval/win_rate_high"))) for r in run.rounds]
-    rows = [row for row in rows if row[1] is not None]
-    if not rows:
-        return None
-    return plots.win_rate_plot([r[0] for r in rows], [r[1] for r in rows],  # type: ignore[misc]
-                               [r[2] for r in rows], [r[3] for r in rows])
+    """Per-round win rate with its interval, one line per judge present (gold, judge function, annotators)."""
+    series = []
+    for key, label in WIN_RATE_JUDGES:
+        rows = [(r.index, finite(r.metrics.get(key)), finite(r.metrics.get(f"{key}_low")),
+                 finite(r.metrics.get(f"{key}_high"))) for r in run.rounds]
+        rows = [row for row in rows if row[1] is not None]
+        if rows:
+            series.append(plots.WinRateSeries(label, [r[0] for r in rows], [r[1] for r in rows],  # type: ignore[misc]
+                                              [r[2] for r in rows], [r[3] for r in rows]))
+    return plots.win_rate_plot(series)
 
 
 def _reliability_section(run: RunData) -> dict[str, Any] | None:

@@ -39,11 +39,13 @@ def campaign_name(run_id: str, round_index: int) -> str:
 
 
 def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candidate], pairs: Sequence[Pair],
-                  config: FeedbackConfig, instructions: str, round_index: int) -> int:
+                  config: FeedbackConfig, instructions: str, round_index: int,
+                  models: Sequence[str] | None = None) -> int:
     """Create (or find) the round's pairwise campaign with one task per chosen pair; returns its id.
 
     Samples carry their candidate index in ``meta`` so tasks can be (re)built from the server's
-    sample ids; a campaign found without tasks (killed in between) gets them now.
+    sample ids; a campaign found without tasks (killed in between) gets them now. ``models`` labels
+    each candidate's policy (default: the policy of the previous round, which wrote them).
     """
     found = [c for c in admin.campaigns() if c["name"] == name]
     if found:
@@ -51,7 +53,8 @@ def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candida
     else:
         used = sorted({i for p in pairs for i in (p.a, p.b)})
         samples = [{"prompt": candidates[i].prompt, "response": candidates[i].response,
-                    "model": f"policy-r{round_index - 1}", "round": round_index, "meta": {"candidate": i}} for i in used]
+                    "model": models[i] if models is not None else f"policy-r{round_index - 1}", "round": round_index,
+                    "meta": {"candidate": i}} for i in used]
         redundancy = 1 if config.source == "judge" else config.redundancy
         campaign = admin.create_campaign(name, "pairwise", samples=samples, redundancy=redundancy, gold_rate=0.0,
                                          instructions=instructions, build_tasks=False)
@@ -102,28 +105,32 @@ def panel_deciders(task: Task, config: FeedbackConfig, seed: int) -> list[Decide
                            length_bias=panel.length_bias, adversarial=panel.adversarial, seed=seed))
 
 
+def judge_scorer(task: Task, scorer: str, device: Any = None) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
+    """A scoring function (prompts, responses) -> scores from ``scorer``: "gold" (the task's gold reward),
+    a reward-model directory (normalized score), or a ``module:function`` / ``path.py:function`` spec."""
+    if scorer == "gold":
+        if not task.has_gold:
+            raise CollectionError(f"task {task.name!r} has no gold reward; use a reward model directory or "
+                                  "module:function as the judge")
+        return lambda prompts, responses: task.gold_reward(prompts, responses) or []
+    if Path(scorer).is_dir():
+        from rlhfkit.loop.scoring import load_scorer
+
+        model = load_scorer(scorer, device=device)
+        return lambda prompts, responses: model.score_texts(list(prompts), list(responses), normalized=True).tolist()
+    from rlhfkit.rl.rewards import load_function
+
+    function = load_function(scorer)
+    return lambda prompts, responses: [float(v) for v in function(list(prompts), list(responses))]
+
+
 def judge_decider(task: Task, config: FeedbackConfig, seed: int, device: Any = None) -> Decider:
     """An AI judge scoring with the task's gold, a reward model directory, or a function spec."""
     from rlhfkit.feedback.judges import AIJudge
 
     scorer = config.judge.scorer
-    if scorer == "gold":
-        if not task.has_gold:
-            raise CollectionError(f"task {task.name!r} has no gold reward; set feedback.judge.scorer to a reward "
-                                  "model directory or module:function")
-        return AIJudge(lambda prompts, responses: task.gold_reward(prompts, responses), name="ai-judge-gold",
-                       temperature=config.judge.temperature, seed=seed)
-    if Path(scorer).is_dir():
-        from rlhfkit.loop.scoring import load_scorer
-
-        model = load_scorer(scorer, device=device)
-        return AIJudge(lambda prompts, responses: model.score_texts(prompts, responses, normalized=True),
-                       name="ai-judge-rm", temperature=config.judge.temperature, seed=seed)
-    from rlhfkit.rl.rewards import load_function
-
-    function = load_function(scorer)
-    return AIJudge(lambda prompts, responses: function(list(prompts), list(responses)), name="ai-judge",
-                   temperature=config.judge.temperature, seed=seed)
+    name = {"gold": "ai-judge-gold"}.get(scorer, "ai-judge-rm" if Path(scorer).is_dir() else "ai-judge")
+    return AIJudge(judge_scorer(task, scorer, device), name=name, temperature=config.judge.temperature, seed=seed)
 
 
 def complete_fraction(progress: dict[str, Any]) -> float:

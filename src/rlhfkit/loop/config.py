@@ -143,6 +143,13 @@ class EvalConfig:
 
     prompts: int = field(64, help="Eval-split prompts (the same ones every round; base samples are the win-rate baseline).")
     samples_per_prompt: int = field(1, help="Responses per eval prompt.")
+    judge: str | None = field(None, help="Also judge the policy against the base policy by this scorer: a reward-model "
+                                         "directory or module:function scoring (prompts, responses) -> "
+                                         "eval/judge_win_rate (the gold win rate is always measured when the task "
+                                         "has gold).")
+    ask_annotators: bool = field(False, help="Also ask the round's annotators (feedback.source: panel, judge or "
+                                             "humans) to compare the policy's eval answers with the base policy's "
+                                             "in a campaign per round -> eval/feedback_win_rate.")
     on_overoptimization: Literal["warn", "stop", "rollback"] = field(
         "rollback", help="When the watch fires: warn, stop the loop, or stop and roll back to the best round's policy.")
     watch: WatchConfig = field(default_factory=lambda: WatchConfig(gold_drop=0.1, drop_z=2.5),

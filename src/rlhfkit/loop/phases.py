@@ -138,14 +138,19 @@ def open_campaign(ctx: LoopContext) -> None:
     with server.admin() as admin:
         campaign_id = collect.open_campaign(admin, collect.campaign_name(ctx.state.run_id, ctx.round), candidates,
                                             pairs, ctx.config.feedback, instructions, ctx.round)
-        deciders = _deciders(ctx)
-        if deciders:
-            collect.join_members(admin, deciders, campaign_id, ctx.paths.feedback_dir)
-        else:
-            _add_humans(admin, campaign_id, ctx.config.feedback.humans.annotators)
+        _add_annotators(ctx, admin, campaign_id)
     if campaign_id not in ctx.state.campaign_ids:
         ctx.state.campaign_ids.append(campaign_id)
     ctx.display.log(f"round {ctx.round}: campaign {campaign_id} open with {len(pairs)} comparisons at {server.url}")
+
+
+def _add_annotators(ctx: LoopContext, admin: Any, campaign_id: int) -> None:
+    """The simulated panel or judge (invited once per run), or the configured human annotators."""
+    deciders = _deciders(ctx)
+    if deciders:
+        collect.join_members(admin, deciders, campaign_id, ctx.paths.feedback_dir)
+    else:
+        _add_humans(admin, campaign_id, ctx.config.feedback.humans.annotators)
 
 
 def _add_humans(admin: Any, campaign_id: int, names: list[str]) -> None:
@@ -162,13 +167,21 @@ def collect_feedback(ctx: LoopContext) -> None:
     """Wait for answers: the simulated panel or judge answers through the API; humans until quota/deadline."""
     cfg = ctx.config.feedback
     campaign_id = ctx.state.campaign_ids[-1]
-    server = ctx.feedback()
     ctx.display.phase(f"round {ctx.round} · collect ({cfg.source})", None)
 
     def show(complete: int, total: int) -> None:
         ctx.display.update(complete, total, info="comparisons complete")
 
     started = time.perf_counter()
+    progress = _collect(ctx, campaign_id, show)
+    ctx.display.log(f"round {ctx.round}: {progress['annotations']} answers, {progress['complete']}/{progress['tasks']} "
+                    f"comparisons complete ({time.perf_counter() - started:.1f} s)")
+
+
+def _collect(ctx: LoopContext, campaign_id: int, show: Any) -> dict[str, Any]:
+    """Answers for one campaign (panel/judge through the API, or humans until quota/deadline); closes it."""
+    cfg = ctx.config.feedback
+    server = ctx.feedback()
     with server.admin() as admin:
         campaign = admin.campaign(campaign_id)
         if campaign["status"] == "open" and cfg.source in ("panel", "judge"):
@@ -187,8 +200,7 @@ def collect_feedback(ctx: LoopContext) -> None:
         else:
             progress = admin.progress(campaign_id)
         admin.close_campaign(campaign_id)
-    ctx.display.log(f"round {ctx.round}: {progress['annotations']} answers, {progress['complete']}/{progress['tasks']} "
-                    f"comparisons complete ({time.perf_counter() - started:.1f} s)")
+    return progress
 
 
 def opened_at(created_at: str) -> float:
@@ -292,6 +304,10 @@ def evaluate(ctx: LoopContext) -> None:
             if name == "rm_eval.json":
                 extra = {f"rm/{k}": v for k, v in extra.items()}
             metrics.update({k: float(v) for k, v in extra.items() if isinstance(v, (int, float))})
+    baseline = _baseline_responses(ctx)
+    if cfg.judge is not None and baseline is not None:
+        metrics.update(judge_win_rate(collect.judge_scorer(ctx.task, cfg.judge, ctx.device), prompts,
+                                      [s["response"] for s in samples], baseline))
     write_jsonl(ctx.round_dir / "samples_after.jsonl", samples)
     previous = ctx.paths.round_dir(ctx.round - 1) / "samples_after.jsonl"
     if ctx.round > 0 and previous.is_file():
@@ -300,6 +316,49 @@ def evaluate(ctx: LoopContext) -> None:
     ctx.display.log(f"round {ctx.round}: gold {metrics.get('eval/gold_reward', float('nan')):.3f}  "
                     f"KL {metrics.get('eval/kl', 0.0):.2f}  win rate vs base "
                     f"{metrics.get('eval/win_rate', float('nan')):.2f}")
+
+
+def judge_win_rate(scorer: Any, prompts: list[str], responses: list[str], baseline: list[str]) -> dict[str, float]:
+    """``eval/judge_win_rate`` (+ interval) of ``responses`` over ``baseline`` by a scoring function."""
+    from rlhfkit.eval.metrics import outcomes_from_scores, win_rate
+
+    policy_scores, base_scores = scorer(prompts, responses), scorer(prompts, baseline)
+    return win_rate(outcomes_from_scores(policy_scores, base_scores)).to_dict("eval/judge_win_rate")
+
+
+def compare_with_base(ctx: LoopContext) -> None:
+    """eval.ask_annotators: the round's annotators compare the policy's eval answers with the base policy's."""
+    from rlhfkit.eval.metrics import win_rate
+    from rlhfkit.loop import compare
+
+    if not ctx.config.eval.ask_annotators:
+        return
+    policy_rows = read_jsonl(ctx.round_dir / "samples_after.jsonl")
+    baseline = _baseline_responses(ctx)
+    if baseline is None:
+        raise collect.CollectionError(f"round {ctx.round}: no base-policy samples (round 0) to compare with")
+    prompts = [row["prompt"] for row in policy_rows]
+    candidates, models, pairs, settled = compare.comparison_candidates(
+        prompts, [row["response"] for row in policy_rows], baseline)
+    ctx.display.phase(f"round {ctx.round} · compare with base ({ctx.config.feedback.source})", None)
+    outcomes = list(settled.values())
+    if pairs:
+        instructions = ctx.config.feedback.instructions or ctx.task.judge_instructions
+        with ctx.feedback().admin() as admin:
+            campaign_id = collect.open_campaign(admin, compare.comparison_name(ctx.state.run_id, ctx.round),
+                                                candidates, pairs, ctx.config.feedback, instructions, ctx.round,
+                                                models=models)
+            _add_annotators(ctx, admin, campaign_id)
+        _collect(ctx, campaign_id, lambda done, total: ctx.display.update(done, total, info="comparisons complete"))
+        with ctx.feedback().admin() as admin:
+            outcomes += compare.majority_outcomes(admin.annotations(campaign_id))
+    if not outcomes:
+        raise collect.CollectionError(f"round {ctx.round}: no answers comparing the policy with the base policy")
+    metrics = read_round_metrics(ctx.round_dir)
+    metrics.update(win_rate(outcomes).to_dict("eval/feedback_win_rate"))
+    atomic_write_json(ctx.round_dir / "metrics.json", metrics)
+    ctx.display.log(f"round {ctx.round}: annotators prefer the policy over the base policy in "
+                    f"{metrics['eval/feedback_win_rate']:.2f} of {len(outcomes)} comparisons")
 
 
 def checkpoint(ctx: LoopContext, timings: dict[str, dict[str, float]]) -> None:

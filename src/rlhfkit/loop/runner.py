@@ -130,6 +130,8 @@ def run_phase(ctx: phases.LoopContext, phase: str, timings: dict[str, dict[str, 
             phases.optimize(ctx)
         case "evaluate":
             phases.evaluate(ctx)
+        case "compare":
+            phases.compare_with_base(ctx)
         case "checkpoint":
             phases.checkpoint(ctx, timings)
         case _:

@@ -21,7 +21,7 @@ STATE_FILE = "state.json"
 STATE_VERSION = 1
 
 ROUND_PHASES: tuple[str, ...] = ("generate", "select", "campaign", "collect", "aggregate", "reward", "policy",
-                                 "evaluate", "checkpoint")
+                                 "evaluate", "compare", "checkpoint")
 BASELINE_PHASES: tuple[str, ...] = ("evaluate", "checkpoint")
 
 
