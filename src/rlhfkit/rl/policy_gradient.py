@@ -23,17 +23,16 @@ from rlhfkit.rl.advantages import (
     masked_whiten,
 )
 from rlhfkit.rl.config import PolicyGradientConfig
-from rlhfkit.rl.forward import policy_forward, trim_batch
+from rlhfkit.rl.epochs import micro_batch, run_epochs
+from rlhfkit.rl.forward import policy_forward
 from rlhfkit.rl.guard import first_non_finite
 from rlhfkit.rl.harness import Harness, run_loop, sampling_params, warn_negative_kl
 from rlhfkit.rl.kl import kl_estimate
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import aggregate, ppo_policy_loss, shape_token_rewards
-from rlhfkit.rl.ppo import minibatch_denominator
 from rlhfkit.rl.rewards import EnsembleReward, RewardSource
 from rlhfkit.rl.rollout import Rollout, Sampler
 from rlhfkit.rl.scoring import Scores, score_rollout
-from rlhfkit.rl.update import minibatch_indices
 from rlhfkit.utils.tracking import Tracker
 
 
@@ -140,31 +139,17 @@ class PolicyGradientTrainer:
     def update(self, batch: GroupBatch) -> dict[str, float]:
         """epochs x mini-batches of guarded optimizer steps on the clipped surrogate (+ KL term)."""
         h, cfg = self.harness, self.config
-        totals: dict[str, float] = {}
-        applied = 0
-        for _ in range(cfg.epochs):
-            for micro_batches in minibatch_indices(batch.sequences.shape[0], cfg.num_minibatches, cfg.grad_accum,
-                                                   h.shuffle_generator):
-                denominator, tokens = minibatch_denominator(batch.mask, micro_batches, cfg.loss_aggregation)
-                result = h.optimizer_step(micro_batches, partial(self.loss, batch, denominator=denominator, tokens=tokens), h.step)
-                if not result.applied:
-                    continue
-                applied += 1
-                totals["grad/norm"] = totals.get("grad/norm", 0.0) + result.grad_norm
-                for key, value in result.stats.items():
-                    totals[key] = totals.get(key, 0.0) + value
-        metrics = {key: value / max(applied, 1) for key, value in totals.items()}
-        metrics["train/updates"] = float(applied)
+        metrics, _ = run_epochs(h.optimizer_step, batch.mask, partial(self.loss, batch), epochs=cfg.epochs,
+                                num_minibatches=cfg.num_minibatches, grad_accum=cfg.grad_accum,
+                                aggregation=cfg.loss_aggregation, generator=h.shuffle_generator, step=h.step)
         return metrics
 
     def loss(self, batch: GroupBatch, idx: torch.Tensor, denominator: float,
              tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
         """This micro-batch's share of the mini-batch loss, and its share of the diagnostics."""
         cfg = self.config
-        cols, rcols, start = trim_batch(batch.sequences[idx], batch.attention_mask[idx], batch.mask[idx],
-                                        batch.response_start)
-        ids, attn = batch.sequences[idx][:, cols], batch.attention_mask[idx][:, cols]
-        mask = batch.mask[idx][:, rcols]
+        part = micro_batch(batch, idx)
+        ids, attn, mask, rcols, start = part.ids, part.attn, part.mask, part.rcols, part.response_start
         logprobs, entropy, _ = policy_forward(self.bundle.policy, ids, attn, start, cfg.generation.temperature,
                                               with_entropy=True)
         assert entropy is not None

@@ -19,7 +19,8 @@ from rlhfkit.models.loading import PolicyBundle
 from rlhfkit.models.value import CriticModel, PolicyWithValueHead
 from rlhfkit.rl.advantages import gae, masked_mean, masked_whiten
 from rlhfkit.rl.config import PPOConfig
-from rlhfkit.rl.forward import critic_forward, policy_forward, trim_batch
+from rlhfkit.rl.epochs import micro_batch, run_epochs
+from rlhfkit.rl.forward import critic_forward, policy_forward
 from rlhfkit.rl.guard import first_non_finite
 from rlhfkit.rl.harness import Harness, run_loop, sampling_params, warn_negative_kl
 from rlhfkit.rl.kl import kl_estimate
@@ -28,7 +29,6 @@ from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance,
 from rlhfkit.rl.rewards import EnsembleReward, RewardSource
 from rlhfkit.rl.rollout import Rollout, Sampler
 from rlhfkit.rl.scoring import Scores, score_rollout
-from rlhfkit.rl.update import minibatch_indices
 from rlhfkit.utils.tracking import Tracker
 
 
@@ -44,13 +44,6 @@ class PPOBatch:
     old_values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-
-
-def minibatch_denominator(mask: torch.Tensor, micro_batches: list[torch.Tensor], mode: str) -> tuple[float, float]:
-    """(loss denominator, token count) of one mini-batch made of ``micro_batches`` index tensors."""
-    tokens = float(sum(mask[idx].sum() for idx in micro_batches))
-    rows = float(sum(len(idx) for idx in micro_batches))
-    return (tokens if mode == "token_mean" else rows), tokens
 
 
 class PPOTrainer:
@@ -136,26 +129,12 @@ class PPOTrainer:
     def update(self, batch: PPOBatch) -> dict[str, float]:
         """epochs x mini-batches of guarded optimizer steps; stops early once approx KL passes the bound."""
         h, cfg = self.harness, self.config
-        totals: dict[str, float] = {}
-        applied, early_stop = 0, False
-        size = batch.sequences.shape[0]
-        for _ in range(cfg.epochs):
-            for micro_batches in minibatch_indices(size, cfg.num_minibatches, cfg.grad_accum, h.shuffle_generator):
-                denominator, tokens = minibatch_denominator(batch.mask, micro_batches, cfg.loss_aggregation)
-                result = h.optimizer_step(micro_batches, partial(self.loss, batch, denominator=denominator, tokens=tokens), h.step)
-                if not result.applied:
-                    continue
-                applied += 1
-                totals["grad/norm"] = totals.get("grad/norm", 0.0) + result.grad_norm
-                for key, value in result.stats.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                if cfg.approx_kl_stop is not None and result.stats["policy/approx_kl"] > cfg.approx_kl_stop:
-                    early_stop = True
-                    break
-            if early_stop:
-                break
-        metrics = {key: value / max(applied, 1) for key, value in totals.items()}
-        metrics["train/updates"] = float(applied)
+        bound = cfg.approx_kl_stop
+        metrics, early_stop = run_epochs(
+            h.optimizer_step, batch.mask, partial(self.loss, batch), epochs=cfg.epochs,
+            num_minibatches=cfg.num_minibatches, grad_accum=cfg.grad_accum, aggregation=cfg.loss_aggregation,
+            generator=h.shuffle_generator, step=h.step,
+            stop=None if bound is None else lambda stats: stats["policy/approx_kl"] > bound)
         metrics["policy/early_stopped"] = float(early_stop)
         return metrics
 
@@ -163,10 +142,8 @@ class PPOTrainer:
              tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
         """This micro-batch's share of the mini-batch loss, and its share of the diagnostics."""
         cfg = self.config
-        cols, rcols, start = trim_batch(batch.sequences[idx], batch.attention_mask[idx], batch.mask[idx],
-                                        batch.response_start)
-        ids, attn = batch.sequences[idx][:, cols], batch.attention_mask[idx][:, cols]
-        mask = batch.mask[idx][:, rcols]
+        part = micro_batch(batch, idx)
+        ids, attn, mask, rcols, start = part.ids, part.attn, part.mask, part.rcols, part.response_start
         model = self.bundle.value_model if self.shared_trunk else self.bundle.policy
         logprobs, entropy, values = policy_forward(model, ids, attn, start, cfg.generation.temperature, with_entropy=True)
         if not self.shared_trunk:
