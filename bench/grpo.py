@@ -14,12 +14,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import rl_workload as wl  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+import trainer_bench as bench  # noqa: E402
 
 from rlhfkit.config import load_config  # noqa: E402
 from rlhfkit.rl.config import PolicyGradientConfig  # noqa: E402
@@ -31,39 +30,25 @@ PROMPTS, GROUP = 16, 4
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="Measured steps (after one warm-up step).")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backend", default="cached", help="Rollout backend: hf, cached, cached-static.")
-    parser.add_argument("--baseline", action="store_true",
-                        help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
-    args = parser.parse_args()
+    args = bench.parse_args(__doc__.splitlines()[0])
     threads = configure_threads(args.threads)
     load_before = wl.loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(PolicyGradientConfig, None, wl.run_overrides(tmp, args.steps + 1) + [
             "algo=grpo", f"num_prompts={PROMPTS}", f"group_size={GROUP}", "epochs=1", "num_minibatches=1",
-            f"generation.backend={args.backend}", f"run.fused_gelu={not args.baseline}", f"optim.fused={not args.baseline}"])
+            *bench.speedup_overrides(args)])
         trainer = PolicyGradientTrainer(config, wl.bundle(critic=False), wl.reward(fused_gelu=not args.baseline),
                                         wl.prompts(256), make_sampler(args.backend))
-        trainer.train_step()  # warm-up: allocator, first-call overheads
-        trainer.harness.step += 1
-        trainer.harness.timer.pop()
-        started, cpu = time.perf_counter(), time.process_time()
-        for _ in range(args.steps):
-            metrics = trainer.train_step()
-            trainer.harness.step += 1
-        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-        phases = wl.summarize_phases(trainer.harness.timer.pop(), args.steps)
+        timing = bench.time_steps(trainer, args.steps)
     completions = PROMPTS * GROUP * args.steps
     print(json.dumps({
         "bench": "grpo", "backend": args.backend, "baseline": args.baseline, "threads": threads,
         "steps": args.steps, "prompts": PROMPTS, "group": GROUP, "prompt_tokens": wl.PROMPT_TOKENS,
-        "new_tokens": wl.NEW_TOKENS, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-        "completions_per_s": round(completions / seconds, 2),
-        "generated_tokens_per_s": round(completions * wl.NEW_TOKENS / seconds, 1),
-        "seconds_per_step": phases | {"total": round(seconds / args.steps, 4)},
-        "optimizer_steps_per_step": metrics["train/updates"],
+        "new_tokens": wl.NEW_TOKENS, "seconds": round(timing.seconds, 3), "cpu_seconds": round(timing.cpu_seconds, 3),
+        "completions_per_s": round(completions / timing.seconds, 2),
+        "generated_tokens_per_s": round(completions * wl.NEW_TOKENS / timing.seconds, 1),
+        "seconds_per_step": timing.phases | {"total": round(timing.seconds / args.steps, 4)},
+        "optimizer_steps_per_step": timing.metrics["train/updates"],
         "peak_rss_mb": round(wl.peak_rss_mb(), 1), "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
     }))
 

@@ -1,0 +1,51 @@
+"""What bench/ppo.py and bench/grpo.py share: their command-line options and the timed steps."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import rl_workload as wl  # (sets OMP_WAIT_POLICY before torch loads)
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """--steps, --threads, --backend and --baseline, the options of every trainer benchmark."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=3, help="Measured steps (after one warm-up step).")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="cached", help="Rollout backend: hf, cached, cached-static.")
+    parser.add_argument("--baseline", action="store_true",
+                        help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
+    return parser.parse_args()
+
+
+def speedup_overrides(args: argparse.Namespace) -> list[str]:
+    """Config overrides for the rollout backend and the speedups (off with --baseline)."""
+    return [f"generation.backend={args.backend}", f"run.fused_gelu={not args.baseline}",
+            f"optim.fused={not args.baseline}"]
+
+
+@dataclass
+class Timing:
+    """Wall and CPU seconds of the measured steps, mean seconds per phase, and the last step's metrics."""
+
+    seconds: float
+    cpu_seconds: float
+    phases: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def time_steps(trainer: Any, steps: int) -> Timing:
+    """One warm-up step (allocator, first-call overheads), then ``steps`` timed ``train_step`` calls."""
+    trainer.train_step()
+    trainer.harness.step += 1
+    trainer.harness.timer.pop()
+    started, cpu = time.perf_counter(), time.process_time()
+    metrics: dict[str, float] = {}
+    for _ in range(steps):
+        metrics = trainer.train_step()
+        trainer.harness.step += 1
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    return Timing(seconds, cpu_seconds, wl.summarize_phases(trainer.harness.timer.pop(), steps), metrics)
