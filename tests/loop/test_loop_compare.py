@@ -6,6 +6,7 @@ import json
 import sqlite3
 
 import pytest
+from helpers_models import save_tiny_model
 from loop_helpers import tiny_loop_settings, write_config
 
 from rlhfkit.loop.compare import comparison_candidates, decided_without_asking, majority_outcomes
@@ -74,3 +75,26 @@ def test_round_measures_win_rate_by_judge_and_by_annotators(tmp_path) -> None:
     assert len(records) <= 6
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64") == 4
+
+
+@pytest.mark.slow
+def test_dpo_round_on_the_summary_task(tmp_path) -> None:
+    """policy.algorithm=dpo trains offline on the aggregated feedback; a task with references adds ROUGE/BLEU."""
+    settings = tiny_loop_settings(tmp_path, rounds=1, comparisons=8)
+    settings["model"] = str(save_tiny_model(tmp_path / "long-model", n_positions=320))
+    settings["task"] = "summary"
+    settings["policy"] = {"algorithm": "dpo", "dpo": {"epochs": 2, "batch_size": 4, "max_prompt_tokens": 256,
+                                                      "max_response_tokens": 12, "run": {"save_every": 1}}}
+    config = load_loop_config(write_config(tmp_path, settings))
+    run_rlhf_loop(config, quiet=True)
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "rounds" / "round-001" / "feedback.jsonl").open()]
+    pairs = sum(not r.get("tie") for r in records)
+    steps = 2 * -(-pairs // 4)
+    timeline = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in timeline if "loss/dpo" in r} == set(range(1, steps + 1))
+    assert (run / "rounds" / "round-001" / "policy" / "final" / "config.json").is_file()
+    metrics = json.loads((run / "rounds" / "round-001" / "metrics.json").read_text())
+    for key in ("eval/rougeL", "eval/bleu", "eval/gold_reward", "eval/kl", "eval/win_rate"):
+        assert key in metrics, key
+    assert metrics["eval/kl"] > 0

@@ -14,11 +14,11 @@ from typing import Literal
 from rlhfkit.config import field
 from rlhfkit.eval.overoptimization import WatchConfig
 from rlhfkit.reward.config import RewardTrainConfig
-from rlhfkit.rl.config import (GenerationConfig, KLConfig, OptimConfig, PolicyGradientConfig, PPOConfig, RewardConfig,
-                               RunConfig)
+from rlhfkit.rl.config import (DPOConfig, DPOOptimConfig, DPORunConfig, GenerationConfig, KLConfig, OptimConfig,
+                               PolicyGradientConfig, PPOConfig, RewardConfig, RunConfig)
 
 FeedbackSource = Literal["panel", "judge", "humans"]
-Algorithm = Literal["ppo", "grpo", "rloo", "reinforce"]
+Algorithm = Literal["ppo", "grpo", "rloo", "reinforce", "dpo"]
 
 
 @dataclass
@@ -105,8 +105,8 @@ def _default_reward_train() -> RewardTrainConfig:
 class RewardPhaseConfig:
     """Reward-model update each round, on all feedback collected so far."""
 
-    warm_start: bool = field(True, help="Continue from the previous round's reward model instead of the base trunk "
-                                        "(not for ensembles of separate models, which restart from the trunk).")
+    warm_start: bool = field(True, help="Continue from the previous round's reward model (or ensemble) instead of "
+                                        "the base trunk.")
     train: RewardTrainConfig = field(default_factory=_default_reward_train,
                                      help="Reward training settings (model, data, output_dir, resume and progress "
                                           "are set by the loop).")
@@ -125,16 +125,25 @@ def _default_group() -> PolicyGradientConfig:
                                 num_prompts=16, group_size=4)
 
 
+def _default_dpo() -> DPOConfig:
+    return DPOConfig(run=DPORunConfig(steps=0, save_every=10, progress=False), optim=DPOOptimConfig(lr=1e-4),
+                     beta=0.1, epochs=2, batch_size=16, max_prompt_tokens=32, max_response_tokens=48)
+
+
 @dataclass
 class PolicyPhaseConfig:
     """Policy optimization against the updated reward model."""
 
-    algorithm: Algorithm = field("ppo", help="ppo (policy.ppo settings) or grpo / rloo / reinforce (policy.group).")
+    algorithm: Algorithm = field("ppo", help="ppo (policy.ppo settings), grpo / rloo / reinforce (policy.group), or "
+                                             "dpo (policy.dpo: offline on all aggregated feedback so far, reference = "
+                                             "the base policy; the reward model still drives selection and eval).")
     prompts: int = field(256, help="Training-split prompts the policy is optimized on each round.")
     ppo: PPOConfig = field(default_factory=_default_ppo, help="PPO settings; run.model, run.output_dir, run.seed and "
                                                                "reward.models are set by the loop.")
     group: PolicyGradientConfig = field(default_factory=_default_group,
                                         help="GRPO/RLOO/REINFORCE settings (algo is set from policy.algorithm).")
+    dpo: DPOConfig = field(default_factory=_default_dpo, help="DPO/IPO settings; run.model, run.output_dir, run.seed "
+                                                              "and data are set by the loop.")
 
 
 @dataclass

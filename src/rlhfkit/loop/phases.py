@@ -239,7 +239,7 @@ def train_reward(ctx: LoopContext) -> None:
 
     data = ctx.paths.feedback_records(ctx.round)
     previous = ctx.state.reward_model
-    warm = ctx.config.reward.warm_start and previous is not None and (Path(previous) / "reward_config.json").is_file()
+    warm = ctx.config.reward.warm_start and previous is not None
     start_from = previous if warm else ctx.state.base_model
     assert start_from is not None
     train_config = reward_train_config(ctx.config, data, ctx.paths.reward_dir(ctx.round), start_from, ctx.round)
@@ -263,20 +263,29 @@ def optimize(ctx: LoopContext) -> None:
 
     assert ctx.state.policy is not None and ctx.state.base_model is not None and ctx.state.reward_model is not None
     output = ctx.paths.policy_dir(ctx.round)
-    steps = trainer_config(ctx.config, ctx.state.policy, output, Path(ctx.state.reward_model), ctx.round).run.steps
+    feedback = ctx.paths.feedback_records(ctx.round)
+    steps = trainer_config(ctx.config, ctx.state.policy, output, Path(ctx.state.reward_model), ctx.round,
+                           feedback).run.steps
     ctx.display.phase(f"round {ctx.round} · policy ({ctx.config.policy.algorithm})", steps)
     prompts = ctx.task.prompts(ctx.config.policy.prompts, seed=ctx.config.seed, split="train")
 
     def show(step: int, metrics: Any) -> None:
-        gold = metrics.get("reward/gold_mean")
-        info = f"reward {metrics.get('reward/mean', float('nan')):.3f} kl {metrics.get('kl/mean', float('nan')):.2f}"
-        ctx.display.update(step, steps, info=info + (f" gold {gold:.3f}" if gold is not None else ""))
+        ctx.display.update(step, steps, info=_step_info(metrics))
 
     final, done = optimize_policy(ctx.config, ctx.task, ctx.state.base_model, ctx.state.policy,
                                   Path(ctx.state.reward_model), prompts, output, ctx.round, ctx.timeline,
-                                  ctx.state.global_step, on_step=show)
+                                  ctx.state.global_step, on_step=show, feedback=feedback)
     ctx.state.policy = str(final)
     ctx.state.global_step += done
+
+
+def _step_info(metrics: Any) -> str:
+    """The progress line of a policy step: reward and KL (online algorithms) or loss and accuracy (DPO)."""
+    if "loss/dpo" in metrics:
+        return f"loss {metrics['loss/dpo']:.3f} accuracy {metrics.get('rewards/accuracy', float('nan')):.2f}"
+    gold = metrics.get("reward/gold_mean")
+    info = f"reward {metrics.get('reward/mean', float('nan')):.3f} kl {metrics.get('kl/mean', float('nan')):.2f}"
+    return info + (f" gold {gold:.3f}" if gold is not None else "")
 
 
 def _baseline_responses(ctx: LoopContext) -> list[str] | None:

@@ -33,7 +33,8 @@ class RewardConfig:
     functions: list[str] = field(default_factory=list, help="Reward functions module:function, f(prompts, responses) -> scores.")
     gold_function: str | None = field(None, help="Optional gold reward module:function, logged next to the proxy reward.")
     normalized: bool = field(True, help="Apply the reward models' stored mean/std normalization.")
-    uncertainty_coef: float = field(0.0, help="Ensemble: reward = mean - coef * std across members.")
+    uncertainty_coef: float = field(0.0, help="Uncertainty penalty: reward = mean - coef * std over all heads of all "
+                                                "reward models (a k-head model counts as k).")
     invalid_score: float | None = field(-1.0, help="Score replacing that of responses without EOS or empty ones (None = keep).")
     missing_eos_penalty: float | None = field(None, help="Instead of replacement, subtract this from scores of responses without EOS.")
     penalize_empty: bool = field(True, help="Treat responses with no token before EOS as invalid.")
