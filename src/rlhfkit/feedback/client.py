@@ -236,6 +236,8 @@ class LocalServer:
     Configured through the server's RLHFKIT_* settings (state dir, database URL, admin token); `start`
     waits (bounded) until /health answers; `kill` sends a signal (SIGKILL for crash tests) and `start`
     again restarts on the same port and database. Server output goes to <state_dir>/server.log.
+    The server runs in its own session (a terminal's Ctrl-C reaches only the caller) and exits by
+    itself when the process that started it is gone, even after a SIGKILL (RLHFKIT_PARENT_PID).
     """
 
     def __init__(self, state_dir: str | Path, *, admin_token: str, db_url: str | None = None,
@@ -261,7 +263,7 @@ class LocalServer:
             raise RuntimeError(f"server on {self.url} is already running (pid {self.process.pid})")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "RLHFKIT_STATE_DIR": str(self.state_dir), "RLHFKIT_DB_URL": self.db_url,
-               "RLHFKIT_ADMIN_TOKEN": self.admin_token, **self.extra_env}
+               "RLHFKIT_ADMIN_TOKEN": self.admin_token, "RLHFKIT_PARENT_PID": str(os.getpid()), **self.extra_env}
         log = (self.state_dir / "server.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", self.app_factory,

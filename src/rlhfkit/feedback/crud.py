@@ -554,7 +554,8 @@ def gold_correct(*, gold: dict[str, Any], resolved: dict[str, Any]) -> Optional[
     return resolved.get("label") == gold["label"]
 
 
-def _body_digest(assignment_id: int, answer: Any, critique: Optional[str]) -> str:
+def body_digest(assignment_id: int, answer: Any, critique: Optional[str]) -> str:
+    """sha256 of a submission's content: a replayed idempotency key must carry the same body."""
     payload = json.dumps({"a": assignment_id, "answer": answer, "critique": critique}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -574,7 +575,7 @@ def submit_annotation(session: Session, *, assignment: Assignment, idempotency_k
     """Store the answer to an assignment exactly once; returns (annotation, replayed); commits."""
     if not 8 <= len(idempotency_key) <= 128:
         raise InvalidError("idempotency_key: must be 8 to 128 characters")
-    digest = _body_digest(assignment.id, answer, critique)
+    digest = body_digest(assignment.id, answer, critique)
     existing = _replay(session, annotator_id=assignment.annotator_id, key=idempotency_key, digest=digest)
     if existing is not None:
         return existing, True

@@ -12,15 +12,18 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhfkit.feedback.models import Base, SchemaVersion
+
+if TYPE_CHECKING:
+    from rlhfkit.feedback.writer import GroupCommitWriter
 
 SCHEMA_VERSION = 2
 
@@ -66,7 +69,7 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-def _write_lock_for(path: Path | None) -> threading.Lock:
+def write_lock_for(path: Path | None) -> threading.Lock:
     """One in-process lock per database file, shared by every engine of this process on that file."""
     key = str(path.resolve()) if path is not None else f"memory-{uuid.uuid4()}"
     with _WRITE_LOCKS_GUARD:
@@ -141,7 +144,7 @@ def _install_sqlite_hooks(engine: Engine, path: Path | None, busy_timeout_ms: in
     def _still_there(dbapi_conn: Any, conn_rec: Any, conn_proxy: Any) -> None:
         _require_file()
 
-    write_lock = _write_lock_for(path)
+    write_lock = write_lock_for(path)
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Connection) -> None:
@@ -216,12 +219,25 @@ def upgrade_schema(engine: Engine) -> int:
 
 @dataclass
 class Store:
-    """An opened, upgraded feedback database: its engine and a session factory."""
+    """An opened, upgraded feedback database: its engine, session factories and (on first use) its writer."""
 
     engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
     schema_version: int
+    busy_timeout_ms: int = 10_000
+    _writer: Optional[GroupCommitWriter] = field(default=None, repr=False)
+    _writer_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        """The group-commit writer of this store (one thread and connection, started on first use)."""
+        with self._writer_guard:
+            if self._writer is None:
+                from rlhfkit.feedback.writer import GroupCommitWriter
+
+                self._writer = GroupCommitWriter(self.engine, busy_timeout_ms=self.busy_timeout_ms)
+            return self._writer
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -237,7 +253,11 @@ class Store:
             yield session
 
     def close(self) -> None:
-        """Release every pooled connection."""
+        """Finish queued writes, stop the writer and release every pooled connection."""
+        with self._writer_guard:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
         self.engine.dispose()
 
 
@@ -254,4 +274,5 @@ def open_store(url: str, *, create: bool = True, busy_timeout_ms: int = 10_000) 
         raise StoreError(f"cannot open feedback database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
     reader = engine.execution_options(rlhfkit_read_only=True)
     return Store(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False),
-                 read_sessions=sessionmaker(reader, expire_on_commit=False), schema_version=version)
+                 read_sessions=sessionmaker(reader, expire_on_commit=False), schema_version=version,
+                 busy_timeout_ms=busy_timeout_ms)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
@@ -18,11 +18,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rlhfkit.feedback import crud
 from rlhfkit.feedback.security import load_or_create_secret_key
 from rlhfkit.feedback.server.api.deps import LoginRequired
+from rlhfkit.feedback.server.api.errors import error_status
+from rlhfkit.feedback.server.api.hot import HotRoutes
+from rlhfkit.feedback.server.lifeline import exit_with_parent
 from rlhfkit.feedback.server.api.routes import annotators, assignments, campaigns, health, progress
 from rlhfkit.feedback.server.web import admin, annotate, pages
 from rlhfkit.feedback.server.web.render import render
+from rlhfkit.feedback.serving import AnnotationService
 from rlhfkit.feedback.settings import FeedbackSettings
-from rlhfkit.feedback.store import DatabaseBusyError, Store, StoreError, open_store
+from rlhfkit.feedback.store import Store, StoreError, open_store
+from rlhfkit.feedback.tokens import TokenCache
 
 STATIC = Path(__file__).resolve().parent / "static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -55,6 +60,21 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class WebSessions:
+    """Signed cookie sessions for the web pages only: the JSON API never reads a cookie (Bearer tokens
+    only), so its requests skip cookie parsing and signing altogether."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.sessions = SessionMiddleware(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+        else:
+            await self.sessions(scope, receive, send)
+
+
 def _error(request: Request, status: int, detail: object, headers: Optional[dict[str, str]] = None) -> Response:
     """JSON for the API, an HTML page for everything else."""
     if request.url.path.startswith("/api/"):
@@ -63,29 +83,16 @@ def _error(request: Request, status: int, detail: object, headers: Optional[dict
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(crud.NotFoundError)
-    async def not_found(request: Request, exc: crud.NotFoundError) -> Response:
-        return _error(request, 404, str(exc))
+    async def store_error(request: Request, exc: Exception) -> Response:
+        status, headers = error_status(exc) or (500, None)
+        return _error(request, status, str(exc), headers=headers)
 
-    @app.exception_handler(crud.ConflictError)
-    async def conflict(request: Request, exc: crud.ConflictError) -> Response:
-        return _error(request, 409, str(exc))
-
-    @app.exception_handler(crud.InvalidError)
-    async def invalid(request: Request, exc: crud.InvalidError) -> Response:
-        return _error(request, 422, str(exc))
+    for error in (crud.NotFoundError, crud.ConflictError, crud.InvalidError, StoreError):
+        app.add_exception_handler(error, store_error)
 
     @app.exception_handler(NotImplementedError)
     async def not_implemented(request: Request, exc: NotImplementedError) -> Response:
         return _error(request, 501, str(exc))
-
-    @app.exception_handler(DatabaseBusyError)
-    async def busy(request: Request, exc: DatabaseBusyError) -> Response:
-        return _error(request, 503, str(exc), headers={"Retry-After": "1"})
-
-    @app.exception_handler(StoreError)
-    async def store_error(request: Request, exc: StoreError) -> Response:
-        return _error(request, 503, str(exc))
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
@@ -113,6 +120,8 @@ def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[S
         with store.session() as session:
             crud.ensure_admin_token(session, token=settings.admin_token)
     secret_key = load_or_create_secret_key(settings.secret_key_path)
+    if settings.parent_pid is not None:
+        exit_with_parent(settings.parent_pid)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,9 +133,12 @@ def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[S
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.settings = settings
+    app.state.service = AnnotationService(store, assignment_timeout_s=settings.assignment_timeout_s)
+    app.state.tokens = TokenCache(ttl_s=settings.token_cache_s)
 
+    app.add_middleware(HotRoutes, state=app.state)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(SessionMiddleware, secret_key=secret_key, session_cookie="rlhfkit_session",
+    app.add_middleware(WebSessions, secret_key=secret_key, session_cookie="rlhfkit_session",
                        max_age=settings.session_max_age_s, same_site="lax", https_only=settings.cookie_secure)
     _install_error_handlers(app)
     for module in (health, campaigns, annotators, assignments, progress):

@@ -12,18 +12,26 @@ from typing import Annotated, Optional
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Form, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from rlhfkit.feedback import crud
 from rlhfkit.feedback.crud import Principal
-from rlhfkit.feedback.security import csrf_matches, new_csrf_token
+from rlhfkit.feedback.security import csrf_matches, hash_token, new_csrf_token
+from rlhfkit.feedback.serving import AnnotationService
 from rlhfkit.feedback.settings import FeedbackSettings
 from rlhfkit.feedback.store import Store
+from rlhfkit.feedback.tokens import TokenCache
 
 
 def get_store(request: Request) -> Store:
     """The app's opened store."""
     return request.app.state.store
+
+
+async def get_service(request: Request) -> AnnotationService:
+    """The app's task-serving and answer-storing service (group-committed writes)."""
+    return request.app.state.service
 
 
 async def get_settings(request: Request) -> FeedbackSettings:
@@ -39,13 +47,19 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[FeedbackSettings, Depends(get_settings)]
+ServiceDep = Annotated[AnnotationService, Depends(get_service)]
 
 
-def api_principal(request: Request, authorization: Annotated[Optional[str], Header()] = None) -> Principal:
+def _lookup_principal(store: Store, token: str) -> Optional[Principal]:
+    with store.read_session() as session:
+        return crud.authenticate(session, token=token)
+
+
+async def api_principal(request: Request, authorization: Annotated[Optional[str], Header()] = None) -> Principal:
     """The caller of a JSON API route, from its Bearer token (401 if missing or unknown).
 
-    Looked up in a read-only transaction, so the route's write transaction (and SQLite's write lock)
-    starts only when the handler needs it.
+    Known tokens come from the app's TokenCache; others are looked up in a read-only transaction in a
+    worker thread, so the event loop never waits on the database and no write lock is taken.
     """
     challenge = {"WWW-Authenticate": "Bearer"}
     if not authorization or not authorization.startswith("Bearer "):
@@ -53,8 +67,13 @@ def api_principal(request: Request, authorization: Annotated[Optional[str], Head
     token = authorization[len("Bearer "):].strip()
     principal = None
     if token:
-        with get_store(request).read_session() as session:
-            principal = crud.authenticate(session, token=token)
+        cache: TokenCache = request.app.state.tokens
+        digest = hash_token(token)
+        principal = cache.get(digest)
+        if principal is None:
+            principal = await run_in_threadpool(_lookup_principal, get_store(request), token)
+            if principal is not None:
+                cache.put(digest, principal)
     if principal is None:
         raise HTTPException(401, "unknown or revoked token", headers=challenge)
     return principal

@@ -1,0 +1,331 @@
+"""Feedback server throughput and crash benchmark: acknowledged submissions/s of `rlhfkit serve`.
+
+Starts `rlhfkit serve` as a user would (default settings, SQLite in a temporary directory or
+`--db URL`, 127.0.0.1, a free port), creates a pairwise campaign of `--tasks` tasks through the admin
+API and invites `--clients` annotators. Each client is an asyncio task with its own httpx.AsyncClient
+(one connection) that does `--per-client` rounds of: GET next task, POST a label with an idempotency
+key. A request that times out, loses its connection or gets a 5xx is retried with the SAME key after a
+bounded exponential backoff. `--crash` SIGKILLs the server process (only the one this script started)
+once `--crash-at` of the submissions are acknowledged, restarts it on the same database and port, and
+reports how long it took to answer /health again.
+
+Afterwards the database itself is read (not the API): every acknowledged annotation must be there once.
+
+Run: python bench/feedback_server.py [--crash] [--db postgresql://...]     (prints ONE JSON line)
+Small version (tests): python bench/feedback_server.py --clients 5 --per-client 10 --crash
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import ssl  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Optional  # noqa: E402
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+
+ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    with open("/proc/loadavg") as handle:
+        return [float(x) for x in handle.read().split()[:3]]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> Optional[float]:
+    """The q-quantile (0..1) by nearest rank, in milliseconds rounded to 0.1; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))
+    return round(ordered[index] * 1000, 1)
+
+
+def rlhfkit_command() -> list[str]:
+    """The `rlhfkit` entry point installed next to this Python (else `python -m rlhfkit.cli`)."""
+    script = Path(sys.executable).with_name("rlhfkit")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rlhfkit.cli"]
+
+
+class Server:
+    """`rlhfkit serve` in a subprocess: start, wait for /health, SIGKILL, restart on the same port."""
+
+    def __init__(self, state_dir: Path, db: Optional[str], port: int) -> None:
+        self.state_dir, self.db, self.port = state_dir, db, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self, timeout_s: float = 60.0) -> float:
+        """Launch and wait until /health answers; returns the seconds that took."""
+        cmd = [*rlhfkit_command(), "serve", "--state-dir", str(self.state_dir), "--host", "127.0.0.1",
+               "--port", str(self.port), "--admin-token", ADMIN_TOKEN]
+        if self.db:
+            cmd += ["--db", self.db]
+        log = (self.state_dir / "server.log").open("ab")
+        started = time.perf_counter()
+        env = {**os.environ, "RLHFKIT_PARENT_PID": str(os.getpid())}  # the server exits if this script dies
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        deadline = started + timeout_s
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rlhfkit serve exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=0.5).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"rlhfkit serve did not answer within {timeout_s:g} s:\n{self.log_tail()}")
+
+    def sigkill(self) -> None:
+        """SIGKILL the server process this benchmark started (nothing else) and reap it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 10 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_tail(self, n_chars: int = 3000) -> str:
+        path = self.state_dir / "server.log"
+        return path.read_text(errors="replace")[-n_chars:] if path.exists() else ""
+
+
+def setup_campaign(url: str, n_tasks: int, n_clients: int) -> tuple[int, list[str]]:
+    """A pairwise campaign of n_tasks tasks (one prompt, two responses each) and n_clients invited annotators."""
+    samples = [{"prompt": f"Prompt {i}: describe item {i}.", "response": f"Answer {j} to prompt {i}." + " word" * (j + i % 5),
+                "model": "bench", "round": 0} for i in range(n_tasks) for j in range(2)]
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=f"{url}/api/v1", headers=headers, timeout=120) as admin:
+        resp = admin.post("/campaigns", json={"name": "bench", "kind": "pairwise", "redundancy": 1, "gold_rate": 0.0,
+                                              "samples": samples})
+        resp.raise_for_status()
+        campaign = resp.json()
+        if campaign["n_tasks"] != n_tasks:
+            raise RuntimeError(f"campaign has {campaign['n_tasks']} tasks, expected {n_tasks}")
+        tokens = []
+        for i in range(n_clients):
+            resp = admin.post("/annotators", json={"name": f"annotator {i}", "campaign_ids": [campaign["id"]]})
+            resp.raise_for_status()
+            tokens.append(resp.json()["token"])
+    return int(campaign["id"]), tokens
+
+
+@dataclass
+class Tally:
+    """What the clients saw: latencies, acknowledgements and failed attempts by kind."""
+
+    target: int
+    fetch_s: list[float] = field(default_factory=list)
+    submit_s: list[float] = field(default_factory=list)
+    acked: list[dict[str, Any]] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    replays: int = 0
+    crash_event: asyncio.Event = field(default_factory=asyncio.Event)
+    crash_after: Optional[int] = None
+
+
+async def send_with_retry(client: httpx.AsyncClient, tally: Tally, request: httpx.Request,
+                          retry_for_s: float = 120.0) -> httpx.Response:
+    """Send; on timeout, connection error or 5xx wait (0.02 s doubling to 0.5 s, jittered) and resend the same request."""
+    deadline = time.perf_counter() + retry_for_s
+    delay = 0.02
+    while True:
+        try:
+            response = await client.send(request)
+        except httpx.TimeoutException:
+            kind = "timeout"
+        except httpx.TransportError:
+            kind = "connection"
+        else:
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            kind = str(response.status_code)
+        tally.errors[kind] += 1
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{request.method} {request.url}: still failing ({kind}) after {retry_for_s:g} s")
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 0.5)
+
+
+async def annotator(url: str, token: str, campaign_id: int, per_client: int, tally: Tally, timeout_s: float,
+                    tls: ssl.SSLContext) -> None:
+    """One annotator: per_client x (fetch next, submit a label with an idempotency key)."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers=headers, limits=limits, verify=tls,
+                                 timeout=httpx.Timeout(timeout_s)) as client:
+        fetch = client.build_request("GET", f"/campaigns/{campaign_id}/next")  # the same request every time
+        for n in range(per_client):
+            t0 = time.perf_counter()
+            resp = await send_with_retry(client, tally, fetch)
+            tally.fetch_s.append(time.perf_counter() - t0)
+            if resp.status_code == 204:
+                tally.errors["204 nothing left"] += 1
+                return
+            if resp.status_code != 200:
+                raise RuntimeError(f"GET next -> {resp.status_code}: {resp.text[:300]}")
+            task = orjson.loads(resp.content)
+            key = uuid.uuid4().hex
+            body = orjson.dumps({"idempotency_key": key, "answer": {"choice": ("left", "right", "tie")[n % 3]}})
+            submit = client.build_request("POST", f"/assignments/{task['assignment_id']}/annotations", content=body,
+                                          headers={"Content-Type": "application/json"})
+            t0 = time.perf_counter()
+            resp = await send_with_retry(client, tally, submit)
+            tally.submit_s.append(time.perf_counter() - t0)
+            if resp.status_code not in (200, 201):
+                raise RuntimeError(f"POST annotation -> {resp.status_code}: {resp.text[:300]}")
+            ack = orjson.loads(resp.content)
+            tally.replays += resp.status_code == 200
+            tally.acked.append({"annotation_id": ack["annotation_id"], "key": key,
+                                "assignment_id": task["assignment_id"], "task_id": task["task_id"]})
+            if tally.crash_after is not None and len(tally.acked) >= tally.crash_after:
+                tally.crash_event.set()
+
+
+async def crash_and_restart(server: Server, tally: Tally, report: dict[str, Any]) -> None:
+    """Wait for the crash point, SIGKILL the server, restart it (in a thread) and time /health."""
+    await tally.crash_event.wait()
+    report["acknowledged_at_kill"] = len(tally.acked)
+    server.sigkill()
+    report["restart_to_answer_s"] = round(await asyncio.to_thread(server.start), 3)
+
+
+async def drive(server: Server, campaign_id: int, tokens: list[str], per_client: int, crash_at: Optional[float],
+                timeout_s: float) -> tuple[Tally, float, dict[str, Any]]:
+    """Run every client (and the crash, if asked) to the end; returns the tally and the wall time."""
+    tally = Tally(target=len(tokens) * per_client)
+    if crash_at is not None:
+        tally.crash_after = max(1, int(crash_at * tally.target))
+    report: dict[str, Any] = {}
+    started = time.perf_counter()
+    tls = ssl.create_default_context()  # unused on http://, but httpx builds one per client unless given one
+    jobs = [annotator(server.url, t, campaign_id, per_client, tally, timeout_s, tls) for t in tokens]
+    if crash_at is not None:
+        jobs.append(crash_and_restart(server, tally, report))
+    await asyncio.gather(*jobs)
+    return tally, time.perf_counter() - started, report
+
+
+def run_loop(coroutine: Any) -> Any:
+    """Run the clients on uvloop when installed (the server's loop too): less client CPU per request."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def check_database(db_url: str, campaign_id: int, acked: list[dict[str, Any]]) -> dict[str, int]:
+    """Rows stored, acknowledged-but-missing and duplicates, read from the database itself."""
+    from sqlalchemy import create_engine, text
+
+    from rlhfkit.feedback.store import normalize_url
+
+    engine = create_engine(normalize_url(db_url))
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, annotator_id, idempotency_key, task_id, assignment_id FROM annotations "
+                                 "WHERE campaign_id = :c"), {"c": campaign_id}).all()
+    engine.dispose()
+    ids = {r.id for r in rows}
+    keys = Counter((r.annotator_id, r.idempotency_key) for r in rows)
+    answered = Counter((r.annotator_id, r.task_id) for r in rows)
+    assignments = Counter(r.assignment_id for r in rows)
+    duplicates = (sum(n - 1 for n in keys.values()) + sum(n - 1 for n in answered.values())
+                  + sum(n - 1 for n in assignments.values()))
+    acked_keys = {a["key"] for a in acked}
+    return {"rows_stored": len(rows), "acknowledged_but_missing": sum(a["annotation_id"] not in ids for a in acked),
+            "duplicates": duplicates, "stored_unacknowledged": sum(r.idempotency_key not in acked_keys for r in rows)}
+
+
+def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, crash: bool = False,
+        crash_at: float = 0.3, db: Optional[str] = None, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The whole benchmark; returns the result dict (the JSON line)."""
+    tasks = tasks or clients * per_client
+    load_before = loadavg()
+    state_dir = Path(tempfile.mkdtemp(prefix="rlhfkit-bench-"))
+    db_url = db or f"sqlite:///{state_dir / 'feedback.db'}"
+    server = Server(state_dir, db, free_port())
+    try:
+        first_start_s = server.start()
+        campaign_id, tokens = setup_campaign(server.url, tasks, clients)
+        tally, wall, crash_report = run_loop(
+            drive(server, campaign_id, tokens, per_client, crash_at if crash else None, timeout_s))
+    except BaseException:
+        sys.stderr.write(server.log_tail())
+        raise
+    finally:
+        server.stop()
+    stored = check_database(db_url, campaign_id, tally.acked)
+    result: dict[str, Any] = {
+        "bench": "feedback_server", "db": "postgresql" if db and db.startswith("postgres") else "sqlite",
+        "clients": clients, "per_client": per_client, "tasks": tasks, "crash": crash,
+        "acknowledged": len(tally.acked), "wall_s": round(wall, 3),
+        "acknowledged_per_s": round(len(tally.acked) / wall, 1),
+        "submit_ms_p50": percentile(tally.submit_s, 0.50), "submit_ms_p95": percentile(tally.submit_s, 0.95),
+        "submit_ms_p99": percentile(tally.submit_s, 0.99), "fetch_ms_p50": percentile(tally.fetch_s, 0.50),
+        "errors": dict(tally.errors), "replayed_acks": tally.replays, **stored,
+        "first_start_s": round(first_start_s, 3), **crash_report,
+        "loadavg_before": load_before, "loadavg_after": loadavg(),
+    }
+    if db is None:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent annotator clients (default 50)")
+    parser.add_argument("--per-client", type=int, default=20, help="submissions per client (default 20)")
+    parser.add_argument("--tasks", type=int, default=None, help="tasks in the campaign (default clients x per-client)")
+    parser.add_argument("--crash", action="store_true", help="SIGKILL and restart the server mid-run")
+    parser.add_argument("--crash-at", type=float, default=0.3, help="share of submissions acknowledged before the kill")
+    parser.add_argument("--db", default=None, help="database URL (default: SQLite in a temporary directory)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="client request timeout in seconds")
+    args = parser.parse_args()
+    result = run(clients=args.clients, per_client=args.per_client, tasks=args.tasks, crash=args.crash,
+                 crash_at=args.crash_at, db=args.db, timeout_s=args.timeout)
+    print(json.dumps(result), flush=True)
+    ok = result["acknowledged_but_missing"] == 0 and result["duplicates"] == 0
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""SQLAlchemy Core statements compiled once per dialect and run straight on a DBAPI cursor.
+
+Why: on the hot routes (serve a task, store an answer) SQLAlchemy's per-execution machinery cost
+25-160 us per statement on this machine, against ~10 us for the same SQL on the raw sqlite3 cursor.
+The statement is still written in Core and compiled by SQLAlchemy for the backend (placeholders,
+PostgreSQL casts), and values go through the columns' own bind/result processors, so rows written
+here read back identically through the ORM (JSON, aware UTC datetimes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+
+Processor = Optional[Callable[[Any], Any]]
+
+
+class Statement:
+    """One Core statement, compiled for ``dialect``; every bind parameter is passed by name or has a value."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.positional = bool(compiled.positional)
+        names: Sequence[str] = compiled.positiontup if self.positional else list(compiled.binds)  # type: ignore[assignment]
+        self._binds: list[tuple[str, Processor, bool, Any]] = []
+        for name in names:
+            bind = compiled.binds[name]
+            self._binds.append((name, bind.type._cached_bind_processor(dialect), bind.required, bind.value))
+        self._dialect = dialect
+        self._result_types = [c.type for c in getattr(statement, "exported_columns", ())]
+        self._results: Optional[list[Processor]] = None
+
+    def params(self, values: dict[str, Any]) -> Any:
+        """Driver parameters (tuple or dict) for named values, through the columns' bind processors."""
+        out = []
+        for name, processor, required, default in self._binds:
+            if name in values:
+                value = values[name]
+            elif required:
+                raise KeyError(f"statement parameter {name!r} not given: {self.sql}")
+            else:
+                value = default
+            out.append(processor(value) if processor is not None and value is not None else value)
+        if self.positional:
+            return tuple(out)
+        return {name: value for (name, *_), value in zip(self._binds, out)}
+
+    def row(self, raw: Optional[Sequence[Any]], description: Any) -> Optional[tuple[Any, ...]]:
+        """A fetched row with the result processors applied (None stays None).
+
+        Processors are chosen once, from the driver's column type codes of the first result (as
+        SQLAlchemy does: e.g. PostgreSQL floats need none, numerics need a conversion).
+        """
+        if raw is None:
+            return None
+        if self._results is None:
+            codes = [d[1] for d in description] if description else [None] * len(self._result_types)
+            self._results = [t._cached_result_processor(self._dialect, code) for t, code in zip(self._result_types, codes)]
+        if not any(self._results):
+            return tuple(raw)
+        return tuple(p(v) if p is not None else v for p, v in zip(self._results, raw))
+
+
+class RawConnection:
+    """A DBAPI connection driven with explicit BEGIN/COMMIT and compiled :class:`Statement` objects."""
+
+    def __init__(self, dbapi_connection: Any) -> None:
+        self.dbapi_connection = dbapi_connection
+        self.cursor = dbapi_connection.cursor()
+
+    def execute(self, sql: str) -> None:
+        """Run a parameterless statement (BEGIN, SAVEPOINT ...)."""
+        self.cursor.execute(sql)
+
+    def run(self, statement: Statement, **values: Any) -> int:
+        """Execute; returns the number of rows changed (for UPDATE/INSERT without RETURNING)."""
+        self.cursor.execute(statement.sql, statement.params(values))
+        return self.cursor.rowcount
+
+    def one(self, statement: Statement, **values: Any) -> Optional[tuple[Any, ...]]:
+        """The first row of a query (processed), or None."""
+        self.cursor.execute(statement.sql, statement.params(values))
+        return statement.row(self.cursor.fetchone(), self.cursor.description)
+
+    def all(self, statement: Statement, **values: Any) -> list[tuple[Any, ...]]:
+        """Every row of a query (processed)."""
+        self.cursor.execute(statement.sql, statement.params(values))
+        description = self.cursor.description
+        return [statement.row(r, description) for r in self.cursor.fetchall()]  # type: ignore[misc]
