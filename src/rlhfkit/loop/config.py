@@ -126,8 +126,8 @@ def _default_group() -> PolicyGradientConfig:
 
 
 def _default_dpo() -> DPOConfig:
-    return DPOConfig(run=DPORunConfig(steps=0, save_every=10, progress=False), optim=DPOOptimConfig(lr=1e-4),
-                     beta=0.1, epochs=2, batch_size=16, max_prompt_tokens=32, max_response_tokens=48)
+    return DPOConfig(run=DPORunConfig(steps=0, save_every=10, progress=False), optim=DPOOptimConfig(lr=5e-4),
+                     beta=0.1, epochs=3, batch_size=16, max_prompt_tokens=32, max_response_tokens=48)
 
 
 @dataclass
