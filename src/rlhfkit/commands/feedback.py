@@ -11,7 +11,7 @@ import typer
 
 from rlhfkit.commands.common import fail
 
-DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (sqlite:///path or postgresql://...) or SQLite path; default $RLHFKIT_DB_URL or <state dir>/feedback.db.")]
+DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (sqlite:///path or postgresql://...) or SQLite path; default $RLHFKIT_DB_URL or STATE_DIR/feedback.db.")]
 StateDirOption = Annotated[Optional[Path], typer.Option("--state-dir", help="Directory for the default database and the session key; default $RLHFKIT_STATE_DIR or ~/.local/share/rlhfkit.")]
 CampaignOption = Annotated[int, typer.Option("--campaign", help="Campaign id.")]
 
