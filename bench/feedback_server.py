@@ -4,7 +4,9 @@ Starts `rlhfkit serve` as a user would (default settings, SQLite in a temporary 
 `--db URL`, 127.0.0.1, a free port), creates a pairwise campaign of `--tasks` tasks through the admin
 API and invites `--clients` annotators. Each client is an asyncio task with its own httpx.AsyncClient
 (one connection) that does `--per-client` rounds of: GET next task, POST a label with an idempotency
-key. A request that times out, loses its connection or gets a 5xx is retried with the SAME key after a
+key. The clients are spread over `--client-procs` processes (default 2), each one event loop: on a
+2-core machine a single Python process generating the load (~2.5 ms of httpx CPU per next+submit
+pair) would cap the measurement below the server's rate. A request that times out, loses its connection or gets a 5xx is retried with the SAME key after a
 bounded exponential backoff. `--crash` SIGKILLs the server process (only the one this script started)
 once `--crash-at` of the submissions are acknowledged, restarts it on the same database and port, and
 reports how long it took to answer /health again.
@@ -24,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -106,6 +109,15 @@ class Server:
         self.stop()
         raise RuntimeError(f"rlhfkit serve did not answer within {timeout_s:g} s:\n{self.log_tail()}")
 
+    def cpu_s(self) -> Optional[float]:
+        """CPU seconds (user + system) the running server process has used, from /proc (None elsewhere)."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as handle:  # type: ignore[union-attr]
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, AttributeError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def sigkill(self) -> None:
         """SIGKILL the server process this benchmark started (nothing else) and reap it."""
         assert self.process is not None
@@ -150,16 +162,14 @@ def setup_campaign(url: str, n_tasks: int, n_clients: int) -> tuple[int, list[st
 
 @dataclass
 class Tally:
-    """What the clients saw: latencies, acknowledgements and failed attempts by kind."""
+    """What one client process saw: latencies, acknowledgements and failed attempts by kind."""
 
-    target: int
     fetch_s: list[float] = field(default_factory=list)
     submit_s: list[float] = field(default_factory=list)
     acked: list[dict[str, Any]] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     replays: int = 0
-    crash_event: asyncio.Event = field(default_factory=asyncio.Event)
-    crash_after: Optional[int] = None
+    finished_at: float = 0.0
 
 
 async def send_with_retry(client: httpx.AsyncClient, tally: Tally, request: httpx.Request,
@@ -186,8 +196,8 @@ async def send_with_retry(client: httpx.AsyncClient, tally: Tally, request: http
 
 
 async def annotator(url: str, token: str, campaign_id: int, per_client: int, tally: Tally, timeout_s: float,
-                    tls: ssl.SSLContext) -> None:
-    """One annotator: per_client x (fetch next, submit a label with an idempotency key)."""
+                    tls: ssl.SSLContext, acked_total: Any) -> None:
+    """One annotator: per_client x (fetch next, submit a label with an idempotency key), one connection."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers=headers, limits=limits, verify=tls,
@@ -216,41 +226,81 @@ async def annotator(url: str, token: str, campaign_id: int, per_client: int, tal
             tally.replays += resp.status_code == 200
             tally.acked.append({"annotation_id": ack["annotation_id"], "key": key,
                                 "assignment_id": task["assignment_id"], "task_id": task["task_id"]})
-            if tally.crash_after is not None and len(tally.acked) >= tally.crash_after:
-                tally.crash_event.set()
+            with acked_total.get_lock():
+                acked_total.value += 1
 
 
-async def crash_and_restart(server: Server, tally: Tally, report: dict[str, Any]) -> None:
-    """Wait for the crash point, SIGKILL the server, restart it (in a thread) and time /health."""
-    await tally.crash_event.wait()
-    report["acknowledged_at_kill"] = len(tally.acked)
-    server.sigkill()
-    report["restart_to_answer_s"] = round(await asyncio.to_thread(server.start), 3)
-
-
-async def drive(server: Server, campaign_id: int, tokens: list[str], per_client: int, crash_at: Optional[float],
-                timeout_s: float) -> tuple[Tally, float, dict[str, Any]]:
-    """Run every client (and the crash, if asked) to the end; returns the tally and the wall time."""
-    tally = Tally(target=len(tokens) * per_client)
-    if crash_at is not None:
-        tally.crash_after = max(1, int(crash_at * tally.target))
-    report: dict[str, Any] = {}
-    started = time.perf_counter()
+async def run_clients(url: str, tokens: list[str], campaign_id: int, per_client: int, timeout_s: float,
+                      acked_total: Any) -> Tally:
+    """Every client of this process concurrently on one event loop."""
+    tally = Tally()
     tls = ssl.create_default_context()  # unused on http://, but httpx builds one per client unless given one
-    jobs = [annotator(server.url, t, campaign_id, per_client, tally, timeout_s, tls) for t in tokens]
-    if crash_at is not None:
-        jobs.append(crash_and_restart(server, tally, report))
-    await asyncio.gather(*jobs)
-    return tally, time.perf_counter() - started, report
+    await asyncio.gather(*(annotator(url, t, campaign_id, per_client, tally, timeout_s, tls, acked_total)
+                           for t in tokens))
+    tally.finished_at = time.monotonic()
+    return tally
 
 
-def run_loop(coroutine: Any) -> Any:
-    """Run the clients on uvloop when installed (the server's loop too): less client CPU per request."""
+def client_process(url: str, tokens: list[str], campaign_id: int, per_client: int, timeout_s: float,
+                   acked_total: Any, ready: Any, go: Any, results: Any) -> None:
+    """A load-generator process: waits for the start signal, runs its clients, sends back its Tally."""
+    ready.release()
+    go.wait()
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+        coroutine = run_clients(url, tokens, campaign_id, per_client, timeout_s, acked_total)
+        try:
+            import uvloop  # the server's event loop too; less client CPU per request
+        except ImportError:
+            tally = asyncio.run(coroutine)
+        else:
+            tally = uvloop.run(coroutine)
+        results.put(("ok", tally))
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        results.put(("error", repr(exc)))
+
+
+def drive(server: Server, campaign_id: int, tokens: list[str], per_client: int, crash_at: Optional[float],
+          timeout_s: float, procs: int) -> tuple[Tally, float, dict[str, Any]]:
+    """Run the clients (spread over ``procs`` processes) to the end, SIGKILLing and restarting the server
+    once ``crash_at`` of the submissions are acknowledged; returns the merged tally and the wall time."""
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    acked_total, ready, go, results = ctx.Value("i", 0), ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    shares = [tokens[i::procs] for i in range(procs) if tokens[i::procs]]
+    workers = [ctx.Process(target=client_process, args=(server.url, share, campaign_id, per_client, timeout_s,
+                                                         acked_total, ready, go, results), daemon=True)
+               for share in shares]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.acquire()
+    report: dict[str, Any] = {}
+    cpu_before = server.cpu_s()
+    started = time.monotonic()
+    go.set()
+    if crash_at is not None:
+        kill_after = max(1, int(crash_at * len(tokens) * per_client))
+        while acked_total.value < kill_after and any(w.is_alive() for w in workers):
+            time.sleep(0.002)
+        report["acknowledged_at_kill"] = acked_total.value
+        server.sigkill()
+        report["restart_to_answer_s"] = round(server.start(), 3)
+    merged = Tally()
+    for _ in workers:
+        status, payload = results.get(timeout=600)
+        if status != "ok":
+            raise RuntimeError(f"a client process failed: {payload}")
+        merged.fetch_s += payload.fetch_s
+        merged.submit_s += payload.submit_s
+        merged.acked += payload.acked
+        merged.errors.update(payload.errors)
+        merged.replays += payload.replays
+        merged.finished_at = max(merged.finished_at, payload.finished_at)
+    cpu_after = server.cpu_s()
+    if crash_at is None and cpu_before is not None and cpu_after is not None and merged.acked:
+        report["server_cpu_ms_per_submission"] = round(1000 * (cpu_after - cpu_before) / len(merged.acked), 2)
+    for worker in workers:
+        worker.join(timeout=30)
+    return merged, merged.finished_at - started, report
 
 
 def check_database(db_url: str, campaign_id: int, acked: list[dict[str, Any]]) -> dict[str, int]:
@@ -276,7 +326,8 @@ def check_database(db_url: str, campaign_id: int, acked: list[dict[str, Any]]) -
 
 
 def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, crash: bool = False,
-        crash_at: float = 0.3, db: Optional[str] = None, timeout_s: float = 5.0) -> dict[str, Any]:
+        crash_at: float = 0.3, db: Optional[str] = None, timeout_s: float = 5.0,
+        client_procs: int = 2) -> dict[str, Any]:
     """The whole benchmark; returns the result dict (the JSON line)."""
     tasks = tasks or clients * per_client
     load_before = loadavg()
@@ -286,8 +337,8 @@ def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, cr
     try:
         first_start_s = server.start()
         campaign_id, tokens = setup_campaign(server.url, tasks, clients)
-        tally, wall, crash_report = run_loop(
-            drive(server, campaign_id, tokens, per_client, crash_at if crash else None, timeout_s))
+        tally, wall, crash_report = drive(server, campaign_id, tokens, per_client, crash_at if crash else None,
+                                          timeout_s, client_procs)
     except BaseException:
         sys.stderr.write(server.log_tail())
         raise
@@ -296,7 +347,7 @@ def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, cr
     stored = check_database(db_url, campaign_id, tally.acked)
     result: dict[str, Any] = {
         "bench": "feedback_server", "db": "postgresql" if db and db.startswith("postgres") else "sqlite",
-        "clients": clients, "per_client": per_client, "tasks": tasks, "crash": crash,
+        "clients": clients, "per_client": per_client, "tasks": tasks, "crash": crash, "client_procs": client_procs,
         "acknowledged": len(tally.acked), "wall_s": round(wall, 3),
         "acknowledged_per_s": round(len(tally.acked) / wall, 1),
         "submit_ms_p50": percentile(tally.submit_s, 0.50), "submit_ms_p95": percentile(tally.submit_s, 0.95),
@@ -305,8 +356,7 @@ def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, cr
         "first_start_s": round(first_start_s, 3), **crash_report,
         "loadavg_before": load_before, "loadavg_after": loadavg(),
     }
-    if db is None:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    shutil.rmtree(state_dir, ignore_errors=True)
     return result
 
 
@@ -319,9 +369,12 @@ def main() -> None:
     parser.add_argument("--crash-at", type=float, default=0.3, help="share of submissions acknowledged before the kill")
     parser.add_argument("--db", default=None, help="database URL (default: SQLite in a temporary directory)")
     parser.add_argument("--timeout", type=float, default=5.0, help="client request timeout in seconds")
+    parser.add_argument("--client-procs", type=int, default=2,
+                        help="processes the clients are spread over (default 2: the load generator's own Python "
+                             "would otherwise cap the figure on a 2-core machine)")
     args = parser.parse_args()
     result = run(clients=args.clients, per_client=args.per_client, tasks=args.tasks, crash=args.crash,
-                 crash_at=args.crash_at, db=args.db, timeout_s=args.timeout)
+                 crash_at=args.crash_at, db=args.db, timeout_s=args.timeout, client_procs=args.client_procs)
     print(json.dumps(result), flush=True)
     ok = result["acknowledged_but_missing"] == 0 and result["duplicates"] == 0
     sys.exit(0 if ok else 1)

@@ -175,3 +175,17 @@ def test_pool_is_checked_against_the_database(tmp_path: Path) -> None:
         assert store.writer.submit(lambda tx: service._next(tx, cid, aid)).result(timeout=10) is None
     finally:
         store.close()
+
+
+def test_writer_refuses_to_write_into_a_deleted_database_file(tmp_path: Path) -> None:
+    from rlhfkit.feedback.store import DatabaseMissingError
+
+    path = tmp_path / "f.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert store.writer.submit(lambda tx: 1).result(timeout=10) == 1
+        path.unlink()
+        with pytest.raises(DatabaseMissingError, match="is gone"):
+            store.writer.submit(lambda tx: 2).result(timeout=10)
+    finally:
+        store.close()

@@ -21,7 +21,7 @@ from typing import Any, Generic, Optional, TypeVar
 from sqlalchemy import Engine
 
 from rlhfkit.feedback.rawsql import RawConnection
-from rlhfkit.feedback.store import DatabaseBusyError, StoreError, sqlite_path, write_lock_for
+from rlhfkit.feedback.store import DatabaseBusyError, DatabaseMissingError, StoreError, sqlite_path, write_lock_for
 
 T = TypeVar("T")
 MAX_BATCH = 512
@@ -32,12 +32,12 @@ class RetryOperation(Exception):
 
 
 class Tx(RawConnection):
-    """The writer's connection as an operation sees it, plus hooks that run once the batch is settled."""
+    """The writer's connection as an operation sees it, plus ``on_rollback`` hooks: they undo in-memory
+    changes an operation made when its savepoint or the whole batch is rolled back."""
 
     def __init__(self, dbapi_connection: Any, integrity_error: type[BaseException]) -> None:
         super().__init__(dbapi_connection)
         self.integrity_error = integrity_error
-        self.on_commit: list[Callable[[], None]] = []
         self.on_rollback: list[Callable[[], None]] = []
 
 
@@ -72,7 +72,8 @@ class GroupCommitWriter:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
         self.busy_timeout_s = busy_timeout_ms / 1000.0
-        self._lock = write_lock_for(sqlite_path(engine.url.render_as_string(hide_password=False))) if self.sqlite else None
+        self._path = sqlite_path(engine.url.render_as_string(hide_password=False)) if self.sqlite else None
+        self._lock = write_lock_for(self._path) if self.sqlite else None
         self._queue: queue.SimpleQueue[Optional[_Pending[Any]]] = queue.SimpleQueue()
         self._closed = False
         self._conn: Any = None
@@ -157,6 +158,8 @@ class GroupCommitWriter:
                     raise DatabaseBusyError(f"feedback database stayed locked for more than {self.busy_timeout_s:.1f} s "
                                             "(a write transaction of this process did not finish)")
                 locked = True
+            if self._path is not None and not self._path.exists():
+                raise DatabaseMissingError(f"feedback database file {self._path} is gone (deleted or moved)")
             dbapi = self._connection()
             tx = Tx(dbapi, self.engine.dialect.loaded_dbapi.IntegrityError)
             tx.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
@@ -176,9 +179,6 @@ class GroupCommitWriter:
                 self._drop_connection()
             for item in batch:
                 item.result, item.error = None, error
-        else:
-            for hook in tx.on_commit:
-                hook()
         finally:
             if locked:
                 assert self._lock is not None
@@ -191,7 +191,7 @@ class GroupCommitWriter:
         """Run one operation in its own savepoint; its own error rolls back only its statements."""
         for attempt in (1, 2):
             tx.execute("SAVEPOINT op")
-            commit_hooks, rollback_hooks = len(tx.on_commit), len(tx.on_rollback)
+            rollback_hooks = len(tx.on_rollback)
             try:
                 item.result = item.op(tx)
             except Exception as exc:  # noqa: BLE001 - handed to the request
@@ -199,7 +199,7 @@ class GroupCommitWriter:
                 tx.execute("RELEASE SAVEPOINT op")
                 for hook in tx.on_rollback[rollback_hooks:]:
                     hook()
-                del tx.on_commit[commit_hooks:], tx.on_rollback[rollback_hooks:]
+                del tx.on_rollback[rollback_hooks:]
                 if attempt == 1 and isinstance(exc, (RetryOperation, tx.integrity_error)):
                     continue
                 item.error = exc
@@ -220,6 +220,8 @@ class GroupCommitWriter:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Pending[Any]]] = {}
         for item in batch:
             if item.future is not None:
+                if not item.future.set_running_or_notify_cancel():
+                    continue  # the caller cancelled it while it was queued
                 if item.error is not None:
                     item.future.set_exception(item.error)
                 else:

@@ -11,7 +11,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import MutableHeaders
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,7 +36,13 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware adding CSP and friends to every response (cheaper than BaseHTTPMiddleware)."""
+    """Pure ASGI middleware adding CSP and friends to every response (cheaper than BaseHTTPMiddleware).
+
+    The raw header pairs are built once; each response only gets the names it does not set itself.
+    """
+
+    _ALWAYS = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+    _NO_STORE = (b"cache-control", b"no-store")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,15 +51,14 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = scope["path"].startswith("/static/")
+        extra = self._ALWAYS if scope["path"].startswith("/static/") else [*self._ALWAYS, self._NO_STORE]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                if not static:
-                    headers.setdefault("Cache-Control", "no-store")
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(pair for pair in extra if pair[0] not in present)
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
