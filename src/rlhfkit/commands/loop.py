@@ -95,7 +95,8 @@ def demo(run_dir: RunDirOption = None, set_: SetOption = None, resume: ResumeOpt
     except ConfigError as exc:
         fail(str(exc))
         return
-    _run(loop_config, resume, quiet, "rlhfkit demo · sentiment on the built-in model")
+    model = "the built-in model" if loop_config.model == "builtin" else loop_config.model
+    _run(loop_config, resume, quiet, f"rlhfkit demo · {loop_config.task} on {model} · {loop_config.policy.algorithm}")
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="Run directory of `rlhfkit loop` or `rlhfkit demo`.")],
