@@ -120,10 +120,10 @@ def optimize_policy(config: LoopConfig, task: Task, base_model: str, policy: str
 
     cfg = trainer_config(config, policy, output_dir, reward_model, round_index, feedback)
     run = cfg.run
-    lora = LoraSettings(r=run.lora_r, alpha=run.lora_alpha) if run.lora else None
+    lora = LoraSettings(**dataclasses.asdict(run.lora)) if run.lora is not None else None
     is_ppo = isinstance(cfg, PPOConfig)
     value = cfg.value_model if is_ppo else "none"
-    reference = None if run.lora or policy == base_model else base_model
+    reference = None if run.lora is not None or policy == base_model else base_model
     bundle = load_policy_bundle(policy, lora=lora, value=value, device=run.device, dtype=run.dtype,
                                 critic=getattr(cfg, "critic_model", None), reference=reference)
     stage = Tracker(output_dir, report_to=config.report_to, config=dataclasses.asdict(cfg))
