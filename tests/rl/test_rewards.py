@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -43,6 +44,31 @@ def test_load_function_by_module_and_by_file(tmp_path):
     file = tmp_path / "my_reward.py"
     file.write_text("def score(prompts, responses):\n    return [1.0 for _ in responses]\n")
     assert load_function(f"{file}:score")(["a"], ["b"]) == [1.0]
+
+
+def test_load_function_finds_a_package_in_the_working_directory(tmp_path, monkeypatch):
+    # the README recipe `rlhfkit grpo --reward-fn mypkg.rewards:score`, run from the directory holding mypkg/
+    package = tmp_path / "qa_reward_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rewards.py").write_text("def score(prompts, responses):\n    return [2.0 for _ in responses]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "qa_reward_pkg", raising=False)
+    monkeypatch.delitem(sys.modules, "qa_reward_pkg.rewards", raising=False)
+    assert load_function("qa_reward_pkg.rewards:score")(["p"], ["r"]) == [2.0]
+    assert str(tmp_path) in sys.path
+    sys.modules.pop("qa_reward_pkg.rewards", None)
+    sys.modules.pop("qa_reward_pkg", None)
+
+
+def test_load_function_keeps_the_error_of_a_missing_dependency(tmp_path, monkeypatch):
+    (tmp_path / "qa_broken_reward.py").write_text("import qa_dependency_that_is_absent\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    with pytest.raises(RewardError, match="qa_dependency_that_is_absent"):
+        load_function("qa_broken_reward:score")
+    sys.modules.pop("qa_broken_reward", None)
 
 
 @pytest.mark.parametrize("spec,match", [

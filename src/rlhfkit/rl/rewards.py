@@ -113,8 +113,24 @@ class FunctionReward:
         return _as_scores(self.function(list(prompts), list(responses)), len(prompts), self.name)
 
 
+def _import_from_cwd(module_name: str) -> Any:
+    """Import a dotted module, also from the working directory (as ``python -m`` would): the
+    ``rlhfkit`` console script does not put it on ``sys.path``, so ``mypkg.rewards`` next to you would not load."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cwd = str(Path.cwd())
+        top = module_name.split(".")[0]
+        if exc.name is None or exc.name.split(".")[0] != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+
+
 def load_function(spec: str) -> Callable[..., Any]:
-    """Import ``module:function`` (a dotted module, or a path to a .py file, before the colon)."""
+    """Import ``module:function`` (a dotted module, importable or in the working directory, or a path
+    to a .py file, before the colon)."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
         raise RewardError(f"reward function {spec!r} must look like module:function or path/file.py:function")
@@ -129,7 +145,7 @@ def load_function(spec: str) -> Callable[..., Any]:
             sys.modules[unit.name] = module
             unit.loader.exec_module(module)
         else:
-            module = importlib.import_module(module_name)
+            module = _import_from_cwd(module_name)
     except ImportError as exc:
         raise RewardError(f"reward function {spec!r}: cannot import {module_name!r} ({exc})") from exc
     function = getattr(module, attr, None)
