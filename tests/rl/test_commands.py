@@ -27,12 +27,17 @@ def test_rloo_with_lora_and_dpo_commands_run(tmp_path, toy_files):
     assert config["algo"] == "rloo" and config["run"]["lora"]["r"] == 2
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(json.dumps({"prompt": "a", "chosen": c, "rejected": r}) + "\n"
-                            for c, r in [("a", "b"), ("c d", "d"), ("a b", "c"), ("b", "b b")]))
+                            for c, r in [("a", "b"), ("c d", "d"), ("a b", "c"), ("b", "b b")])
+                    + '{"prompt": "a", "chosen": "b"}\n'
+                    + '{"kind": "rating", "prompt": "a", "response": "b", "rating": 3, "scale": [1, 5]}\n')
     out = invoke("dpo", "--data", str(data), "--model", str(toy_files["model"]), "--output-dir", str(tmp_path / "dpo"),
                  "--report-to", "none", "--loss", "ipo", "--set", "batch_size=2", "--set", "epochs=2",
                  "--set", "run.progress=false")
     assert out.exit_code == 0, out.output
     assert "done: 4 steps" in out.output
+    said = " ".join(out.output.split())  # the dropped and unused records are reported, as train-rm does
+    assert "prefs.jsonl: 5 of 6 records valid" in said and "[5]" in said
+    assert "1 record(s) carry no strict preference" in said and "4 pairs remain" in said
     metrics = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss/dpo", "rewards/accuracy", "time/training", "time/reference"} <= set(metrics[0])
 

@@ -139,13 +139,17 @@ def train_dpo(config: DPOConfig, report_to: str = "tensorboard", resume: str | b
     config = with_output_dir(config, config.loss_type if config.loss_type == "ipo" else "dpo")
     if not config.data:
         raise ValueError("DPO needs preference data: pass --data FILE (pairwise/ranking JSONL, TRL formats, ...)")
+    from rlhfkit.utils.progress import console
+
     feedback = read_feedback(config.data)
+    console.print("\n".join(feedback.report.lines()))
     records = require_valid(feedback.records, feedback.report)
     pairs, unused = pairs_from_records(records)
     if not pairs:
         raise ValueError(f"{config.data}: no strict pairwise preferences (ties, ratings and labels are not used by DPO)")
     if unused:
-        logger.warning("%s: %d records carry no strict preference and are not used", config.data, unused)
+        console.print(f"{config.data}: {unused} record(s) carry no strict preference (ties, ratings, labels) "
+                      f"and are not used; {len(pairs)} pairs remain")
     device, dtype = _runtime(config.run)
     bundle = _bundle(config.run, "none", device, dtype)
     with _tracker(config.run, report_to, config) as tracker:
