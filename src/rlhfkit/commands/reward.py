@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rlhfkit.commands.common import ConfigOption, ReportToOption, SetOption, fail
+from rlhfkit.commands.common import ConfigOption, ReportToOption, SetOption, config_keys, fail
 
 DATA_HELP = ("Feedback file: rlhfkit JSONL/CSV (pairwise, ranking, rating, label), TRL prompt/chosen/rejected "
              "(explicit, implicit prompt or conversational), .parquet, or a save_to_disk dir (dir:split). Repeatable.")
@@ -187,8 +187,16 @@ def probe_rm(
     console.print(f"wrote {output / 'probes.json'}")
 
 
+def _help(intro: str, cls_name: str) -> str:
+    """Command help: intro plus every config key (rlhfkit.reward.config imports no torch)."""
+    from rlhfkit.reward import config as reward_config
+
+    keys = "\n".join(f"- {line}" for line in config_keys(getattr(reward_config, cls_name)))
+    return intro.rstrip() + "\n\nConfig keys (--set key=value):\n\n" + keys
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train-rm``, ``eval-rm`` and ``probe-rm`` to the CLI."""
-    app.command("train-rm", help=TRAIN_HELP)(train_rm)
-    app.command("eval-rm")(eval_rm)
-    app.command("probe-rm")(probe_rm)
+    app.command("train-rm", help=_help(TRAIN_HELP, "RewardTrainConfig"))(train_rm)
+    app.command("eval-rm", help=_help(eval_rm.__doc__ or "", "RewardEvalConfig"))(eval_rm)
+    app.command("probe-rm", help=_help(probe_rm.__doc__ or "", "RewardProbeConfig"))(probe_rm)

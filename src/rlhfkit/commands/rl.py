@@ -6,12 +6,11 @@ Precedence: defaults < --config YAML < --set key=value < flags. ``--help`` lists
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any, Optional
 
 import typer
 
-from rlhfkit.commands.common import ConfigOption, ReportToOption, SetOption, fail
+from rlhfkit.commands.common import ConfigOption, ReportToOption, SetOption, config_keys, fail
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help="Policy: 'builtin' (default), a save_pretrained dir, or a cached hub id.")]
 RewardModelOption = Annotated[Optional[list[str]], typer.Option("--reward-model", help="Reward model directory (repeat for an ensemble).")]
@@ -22,18 +21,6 @@ StepsOption = Annotated[Optional[int], typer.Option("--steps", help="Training st
 SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --output-dir.")]
 ResumeFromOption = Annotated[Optional[str], typer.Option("--resume-from", help="Continue from this checkpoint directory.")]
-
-
-def config_keys(cls: Any, prefix: str = "") -> list[str]:
-    """``key = default: help`` for every (nested) field of a config dataclass."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        if dataclasses.is_dataclass(default):
-            lines.extend(config_keys(type(default), f"{prefix}{f.name}."))
-        else:
-            lines.append(f"{prefix}{f.name} = {default!r}: {f.metadata.get('help', '')}")
-    return lines
 
 
 def _load(cls: Any, config: Any, set_: list[str] | None, flags: dict[str, Any]) -> Any:
