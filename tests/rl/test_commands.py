@@ -67,3 +67,9 @@ def test_example_configs_load(name, cls):
     path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml"
     loaded = load_config(getattr(rl_config, cls), path)
     assert loaded.run.output_dir == f"runs/{name}"
+
+
+def test_help_keeps_the_default_output_dir_readable():
+    # markdown help used to swallow "runs/<command>" as an HTML tag, leaving "(default runs/)"
+    said = " ".join(runner.invoke(app, ["ppo", "--help"], terminal_width=250).output.split())
+    assert "(default runs/ppo, runs/grpo" in said and "runs/)" not in said

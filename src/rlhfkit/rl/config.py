@@ -86,7 +86,7 @@ class RunConfig:
 
     model: str = field("builtin", help="Policy: 'builtin', a local directory, or a cached hub id.")
     prompts: str | None = field(None, help="Prompt file (.txt one per line, or .jsonl with 'prompt'); default: a small built-in set.")
-    output_dir: str | None = field(None, help="Run directory: checkpoints, metrics.jsonl, TensorBoard, final model (default runs/<command>).")
+    output_dir: str | None = field(None, help="Run directory: checkpoints, metrics.jsonl, TensorBoard, final model (default runs/ppo, runs/grpo, ... after the command).")
     steps: int = field(100, help="Training steps (one rollout batch each).")
     seed: int = field(0, help="Seed for sampling, shuffling and initialisation.")
     device: str = field("auto", help="cpu, cuda, or auto.")
