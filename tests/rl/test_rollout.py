@@ -208,3 +208,28 @@ def test_inverse_cdf_sampling_follows_the_distribution() -> None:
         frequencies = torch.bincount(draws[:, row], minlength=4).float() / draws.shape[0]
         torch.testing.assert_close(frequencies, probs[row], atol=0.03, rtol=0)
         assert torch.all(frequencies[probs[row] == 0] == 0), "zero-probability tokens are never drawn"
+
+
+def test_hf_sampler_hides_transformers_false_padding_warning(tokenizer) -> None:
+    """Equal prompts: generate drops the all-ones mask, then finished rows feed <pad> and transformers
+    warned "We strongly recommend passing in an `attention_mask`" on `rlhfkit generate --num 4`."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    model = tiny_gpt2(tokenizer, eos_boost=3.0)
+    records: list[logging.LogRecord] = []
+    collect = logging.Handler()
+    collect.emit = records.append  # type: ignore[method-assign]
+    source = hf_logging.get_logger("transformers.modeling_utils")
+    logging.Logger.warning_once.cache_clear()  # transformers warns once per process
+    source.addHandler(collect)
+    try:
+        rollout = _sample("hf", model, tokenizer, SamplingParams(max_new_tokens=12), prompts=["The movie was"] * 4)
+        assert rollout.finished.any() and not rollout.finished.all()  # a finished row fed <pad> while others ran
+        assert not [r for r in records if "attention_mask" in r.getMessage()]
+        logging.Logger.warning_once.cache_clear()
+        model(torch.tensor([[5, tokenizer.pad_token_id]]))  # outside sampling, transformers still warns
+        assert [r for r in records if "attention_mask" in r.getMessage()]
+    finally:
+        source.removeHandler(collect)

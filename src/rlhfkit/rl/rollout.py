@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Protocol
 
@@ -173,6 +174,26 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+class _DropFalsePaddingWarning(logging.Filter):
+    """Drops transformers' "passing in an `attention_mask`" warning: ``generate`` itself discards an
+    all-ones mask (prompts of equal length), then warns when finished rows feed the pad token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "strongly recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_padding_warning() -> Iterator[None]:
+    """While ``generate`` runs, hide that false warning (every other transformers message passes)."""
+    source = logging.getLogger("transformers.modeling_utils")
+    quiet = _DropFalsePaddingWarning()
+    source.addFilter(quiet)
+    try:
+        yield
+    finally:
+        source.removeFilter(quiet)
 
 
 class StopStringChecker:
@@ -353,7 +374,7 @@ class HFGenerateSampler:
         if params.stop_strings:
             checker = StopStringChecker(tokenizer, params.stop_strings, params.min_new_tokens)
             criteria.append(_stop_string_criteria(checker, prompt_ids.shape[1]))
-        with torch.no_grad(), _eval_mode(model), _seeded_from(generator, device):
+        with torch.no_grad(), _eval_mode(model), _seeded_from(generator, device), _quiet_padding_warning():
             output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
                                     stopping_criteria=criteria)
         response_ids = output.sequences[:, prompt_ids.shape[1]:]
