@@ -106,3 +106,16 @@ def test_dpo_resume_is_bitwise_identical(tmp_path):
     resumed.train()
     for (name, a), b in zip(straight.policy.state_dict().items(), resumed_bundle.policy.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("loss_type,label", [("sigmoid", "dpo"), ("ipo", "ipo")])
+def test_progress_bar_names_the_method_not_the_loss_function(tmp_path, monkeypatch, loss_type, label):
+    # the bar of `rlhfkit dpo` read "sigmoid"
+    import rlhfkit.rl.dpo as dpo_module
+
+    seen: list[str] = []
+    monkeypatch.setattr(dpo_module, "run_loop", lambda harness, step, description: seen.append(description) or [])
+    _, _, pairs = exact_pairs()
+    config = load_config(DPOConfig, None, overrides(tmp_path, "run.steps=1", f"loss_type={loss_type}"))
+    DPOTrainer(config, toy_bundle(), pairs[:4]).train()
+    assert seen == [label]

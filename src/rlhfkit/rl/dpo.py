@@ -104,7 +104,7 @@ class DPOTrainer:
     def train(self) -> list[dict[str, float]]:
         """Precompute reference log-probs, then optimise until the step budget."""
         self.precompute_reference()
-        return run_loop(self, self.train_step, self.config.loss_type)
+        return run_loop(self, self.train_step, "ipo" if self.config.loss_type == "ipo" else "dpo")
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step over one batch of pairs (with gradient accumulation)."""
