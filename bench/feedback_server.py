@@ -45,6 +45,8 @@ from typing import Any, Optional  # noqa: E402
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
+from rlhfkit.feedback.client import NoCookies  # noqa: E402
+
 ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
@@ -170,13 +172,17 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     replays: int = 0
     finished_at: float = 0.0
+    cpu_s: float = 0.0
 
 
 async def send_with_retry(client: httpx.AsyncClient, tally: Tally, request: httpx.Request,
                           retry_for_s: float = 120.0) -> httpx.Response:
-    """Send; on timeout, connection error or 5xx wait (0.02 s doubling to 0.5 s, jittered) and resend the same request."""
+    """Send; on timeout, connection error or 5xx wait (0.05 s doubling to 1 s, jittered) and resend the same request.
+
+    The backoff is gentle on purpose: during a restart 50 clients retrying every few milliseconds
+    would take CPU from the very process that is starting up."""
     deadline = time.perf_counter() + retry_for_s
-    delay = 0.02
+    delay = 0.05
     while True:
         try:
             response = await client.send(request)
@@ -192,7 +198,7 @@ async def send_with_retry(client: httpx.AsyncClient, tally: Tally, request: http
         if time.perf_counter() > deadline:
             raise RuntimeError(f"{request.method} {request.url}: still failing ({kind}) after {retry_for_s:g} s")
         await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 2, 0.5)
+        delay = min(delay * 2, 1.0)
 
 
 async def annotator(url: str, token: str, campaign_id: int, per_client: int, tally: Tally, timeout_s: float,
@@ -201,7 +207,7 @@ async def annotator(url: str, token: str, campaign_id: int, per_client: int, tal
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers=headers, limits=limits, verify=tls,
-                                 timeout=httpx.Timeout(timeout_s)) as client:
+                                 timeout=httpx.Timeout(timeout_s), cookies=NoCookies()) as client:
         fetch = client.build_request("GET", f"/campaigns/{campaign_id}/next")  # the same request every time
         for n in range(per_client):
             t0 = time.perf_counter()
@@ -246,6 +252,7 @@ def client_process(url: str, tokens: list[str], campaign_id: int, per_client: in
     """A load-generator process: waits for the start signal, runs its clients, sends back its Tally."""
     ready.release()
     go.wait()
+    cpu_start = time.process_time()
     try:
         coroutine = run_clients(url, tokens, campaign_id, per_client, timeout_s, acked_total)
         try:
@@ -254,6 +261,7 @@ def client_process(url: str, tokens: list[str], campaign_id: int, per_client: in
             tally = asyncio.run(coroutine)
         else:
             tally = uvloop.run(coroutine)
+        tally.cpu_s = time.process_time() - cpu_start
         results.put(("ok", tally))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent
         results.put(("error", repr(exc)))
@@ -294,10 +302,13 @@ def drive(server: Server, campaign_id: int, tokens: list[str], per_client: int, 
         merged.acked += payload.acked
         merged.errors.update(payload.errors)
         merged.replays += payload.replays
+        merged.cpu_s += payload.cpu_s
         merged.finished_at = max(merged.finished_at, payload.finished_at)
     cpu_after = server.cpu_s()
     if crash_at is None and cpu_before is not None and cpu_after is not None and merged.acked:
         report["server_cpu_ms_per_submission"] = round(1000 * (cpu_after - cpu_before) / len(merged.acked), 2)
+    if merged.acked:
+        report["client_cpu_ms_per_submission"] = round(1000 * merged.cpu_s / len(merged.acked), 2)
     for worker in workers:
         worker.join(timeout=30)
     return merged, merged.finished_at - started, report

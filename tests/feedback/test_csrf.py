@@ -116,10 +116,27 @@ def test_session_cookie_is_signed_httponly_and_bound_to_the_installation(sqlite_
     other.state.store.close()
 
 
-@pytest.mark.parametrize("path", ["/login", "/api/v1/health"])
-def test_security_headers(sqlite_api: Any, path: str) -> None:
-    headers = sqlite_api.client.get(path).headers
+@pytest.mark.parametrize("path", ["/login", "/", "/no-such-page"])
+def test_security_headers_on_pages(sqlite_api: Any, path: str) -> None:
+    headers = sqlite_api.client.get(path, follow_redirects=False).headers
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
     assert "frame-ancestors 'none'" in csp and headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "same-origin" and headers["cross-origin-opener-policy"] == "same-origin"
     assert headers["x-content-type-options"] == "nosniff" and headers["cache-control"] == "no-store"
+
+
+def test_api_answers_carry_only_json_headers(sqlite_api: Any) -> None:
+    """JSON is never rendered as a document: nosniff and no-store, no page policies (hot path and routes alike)."""
+    c = sqlite_api.campaign(gold_rate=0.0)
+    _, token = sqlite_api.invite("a", [c["id"]])
+    task = sqlite_api.next(c["id"], token)
+    submit = sqlite_api.submit(task.json()["assignment_id"], token, {"choice": "left"})
+    unauthenticated = sqlite_api.client.get(f"/api/v1/campaigns/{c['id']}/next")
+    for resp in (sqlite_api.client.get("/api/v1/health"), task, submit, unauthenticated):
+        assert resp.headers["x-content-type-options"] == "nosniff" and resp.headers["cache-control"] == "no-store"
+        assert resp.headers["content-type"] == "application/json"
+        for name in ("content-security-policy", "x-frame-options", "referrer-policy", "cross-origin-opener-policy",
+                     "set-cookie"):
+            assert name not in resp.headers, (resp.request.url, name)
+    assert (task.status_code, submit.status_code, unauthenticated.status_code) == (200, 201, 401)

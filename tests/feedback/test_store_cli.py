@@ -104,15 +104,16 @@ def _free_port() -> int:
 def test_serve_prints_admin_token_on_first_run_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import rlhfkit.feedback.server.main as main
 
-    served: list[tuple[str, int]] = []
-    monkeypatch.setattr(main, "run_server", lambda settings, *, store, host, port: served.append((host, port)))
+    served: list[tuple[str, int, bool]] = []
+    monkeypatch.setattr(main, "run_server",
+                        lambda settings, *, store, host, port, access_log: served.append((host, port, access_log)))
     monkeypatch.delenv("RLHFKIT_ADMIN_TOKEN", raising=False)
     args = ["serve", "--state-dir", str(tmp_path / "state"), "--port", "8123"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     token = next(line for line in first.stdout.splitlines() if line.startswith("Admin token")).rsplit(" ", 1)[1]
-    second = runner.invoke(app, [*args, "--admin-token", "automation-token-0123456789"])
-    assert "Admin token" not in second.stdout and served == [("127.0.0.1", 8123)] * 2
+    second = runner.invoke(app, [*args, "--admin-token", "automation-token-0123456789", "--access-log"])
+    assert "Admin token" not in second.stdout and served == [("127.0.0.1", 8123, False), ("127.0.0.1", 8123, True)]
     store = open_store(f"sqlite:///{tmp_path / 'state' / 'feedback.db'}", create=False)
     with store.read_session() as s:
         assert crud.authenticate(s, token=token) == crud.Principal(role="admin")

@@ -47,7 +47,8 @@ def _open(db: Optional[str], state_dir: Optional[Path], *, create: bool):  # -> 
 def serve(db: DbOption = None, state_dir: StateDirOption = None,
           host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless behind a TLS proxy.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-          admin_token: Annotated[Optional[str], typer.Option("--admin-token", envvar="RLHFKIT_ADMIN_TOKEN", help="Install this admin token (for automation) instead of generating one.")] = None) -> None:
+          admin_token: Annotated[Optional[str], typer.Option("--admin-token", envvar="RLHFKIT_ADMIN_TOKEN", help="Install this admin token (for automation) instead of generating one.")] = None,
+          access_log: Annotated[bool, typer.Option("--access-log", help="Log one line per request (off by default: it costs CPU on every request).")] = False) -> None:
     """Run the annotation web app and JSON API; prints the admin token on first run."""
     from rlhfkit.feedback import crud
     from rlhfkit.feedback.server.main import run_server
@@ -62,7 +63,7 @@ def serve(db: DbOption = None, state_dir: StateDirOption = None,
     if created:
         typer.echo(f"Admin token (shown once, stored hashed): {created}")
     typer.echo(f"Serving rlhfkit feedback on http://{host}:{port}  (database: {store.engine.url.render_as_string(hide_password=True)})")
-    run_server(settings, store=store, host=host, port=port)
+    run_server(settings, store=store, host=host, port=port, access_log=access_log)
 
 
 @campaign_app.command("create")

@@ -10,6 +10,7 @@ or the server answered 503 (its transaction was rolled back), so they are never 
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import random
@@ -28,6 +29,21 @@ from typing import Any
 import httpx
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that neither stores nor sends cookies: the JSON API authenticates with Bearer tokens only.
+
+    Why: httpx hands every response to its jar, and the standard jar rebuilds the headers as an
+    ``email.message.Message`` to look for Set-Cookie (~10% of a client's CPU per request, profiled).
+    Pass it as ``cookies=NoCookies()`` to an httpx client that talks to the API.
+    """
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        """Ignore Set-Cookie: the API never sets one that matters to it."""
+
+    def add_cookie_header(self, request: Any) -> None:
+        """Send no Cookie header."""
 
 
 class FeedbackAPIError(RuntimeError):
@@ -69,7 +85,7 @@ class FeedbackClient:
         self._settings = {"timeout_s": timeout_s, "connect_timeout_s": connect_timeout_s, "retry_for_s": retry_for_s,
                           "backoff_s": backoff_s, "max_backoff_s": max_backoff_s, "transport": transport}
         self._http = httpx.Client(base_url=f"{self.base_url}/api/v1", headers=headers, timeout=timeout,
-                                  transport=transport)
+                                  transport=transport, cookies=NoCookies())
 
     def with_token(self, token: str) -> FeedbackClient:
         """A new client for the same server and settings, acting as another caller."""
@@ -267,7 +283,8 @@ class LocalServer:
         log = (self.state_dir / "server.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", self.app_factory,
-             "--host", self.host, "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+             "--host", self.host, "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+             "--no-server-header", "--ws", "none"],  # as `rlhfkit serve` runs it
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.state_dir, start_new_session=True)
         log.close()
         self.starts += 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -18,11 +19,9 @@ from rlhfkit.feedback import crud
 from rlhfkit.feedback.security import load_or_create_secret_key
 from rlhfkit.feedback.server.api.deps import LoginRequired
 from rlhfkit.feedback.server.api.errors import error_status
-from rlhfkit.feedback.server.api.hot import HotRoutes
+from rlhfkit.feedback.server.api.hot import API_HEADERS, HotRoutes
 from rlhfkit.feedback.server.lifeline import exit_with_parent
 from rlhfkit.feedback.server.api.routes import annotators, assignments, campaigns, health, progress
-from rlhfkit.feedback.server.web import admin, annotate, pages
-from rlhfkit.feedback.server.web.render import render
 from rlhfkit.feedback.serving import AnnotationService
 from rlhfkit.feedback.settings import FeedbackSettings
 from rlhfkit.feedback.store import Store, StoreError, open_store
@@ -36,12 +35,15 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware adding CSP and friends to every response (cheaper than BaseHTTPMiddleware).
+    """Pure ASGI middleware adding security headers to every response (cheaper than BaseHTTPMiddleware).
 
-    The raw header pairs are built once; each response only gets the names it does not set itself.
+    Pages and static files get the strict CSP and friends; JSON under /api/ gets only what a JSON
+    answer needs (``API_HEADERS``: nosniff, no-store), since CSP, framing, referrer and opener
+    policies govern documents a browser renders. The raw header pairs are built once; each response
+    only gets the names it does not set itself.
     """
 
-    _ALWAYS = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+    _PAGE = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
     _NO_STORE = (b"cache-control", b"no-store")
 
     def __init__(self, app: ASGIApp) -> None:
@@ -51,7 +53,13 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self._ALWAYS if scope["path"].startswith("/static/") else [*self._ALWAYS, self._NO_STORE]
+        path = scope["path"]
+        if path.startswith("/api/"):
+            extra = API_HEADERS
+        elif path.startswith("/static/"):
+            extra = self._PAGE
+        else:
+            extra = [*self._PAGE, self._NO_STORE]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -79,10 +87,40 @@ class WebSessions:
             await self.sessions(scope, receive, send)
 
 
+class LazyPages:
+    """Adds the web pages' routes on the first request outside /api/ and /static/.
+
+    Why: the page modules (Jinja2, ~30 form routes that FastAPI analyses when they are declared) are
+    ~0.2 s of a fresh process's start, and a restarted server must answer its API clients first. The
+    first page request after a start pays that once; the API never does.
+    """
+
+    def __init__(self, app: ASGIApp, *, load: Callable[[], None]) -> None:
+        self.app, self._load, self._loaded, self._lock = app, load, False, threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._loaded and scope["type"] == "http" and not scope["path"].startswith(("/api/", "/static/")):
+            with self._lock:
+                if not self._loaded:
+                    self._load()
+                    self._loaded = True
+        await self.app(scope, receive, send)
+
+
+def _include_pages(app: FastAPI) -> None:
+    """Import the web page modules and add their routes (see LazyPages)."""
+    from rlhfkit.feedback.server.web import admin, annotate, pages
+
+    for module in (pages, annotate, admin):
+        app.include_router(module.router)
+
+
 def _error(request: Request, status: int, detail: object, headers: Optional[dict[str, str]] = None) -> Response:
     """JSON for the API, an HTML page for everything else."""
     if request.url.path.startswith("/api/"):
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    from rlhfkit.feedback.server.web.render import render
+
     return render(request, "error.html", status_code=status, status=status, detail=str(detail))
 
 
@@ -111,6 +149,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]}, status_code=422)
         fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) + f": {e['msg']}" for e in exc.errors())
+        from rlhfkit.feedback.server.web.render import render
+
         return render(request, "error.html", status_code=422, status=422, detail=f"invalid form: {fields}")
 
 
@@ -140,14 +180,13 @@ def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[S
     app.state.service = AnnotationService(store, assignment_timeout_s=settings.assignment_timeout_s)
     app.state.tokens = TokenCache(ttl_s=settings.token_cache_s)
 
-    app.add_middleware(HotRoutes, state=app.state)
+    app.add_middleware(LazyPages, load=lambda: _include_pages(app))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(WebSessions, secret_key=secret_key, session_cookie="rlhfkit_session",
                        max_age=settings.session_max_age_s, same_site="lax", https_only=settings.cookie_secure)
+    app.add_middleware(HotRoutes, state=app.state)  # outermost: it sets API_HEADERS itself, needs no session
     _install_error_handlers(app)
     for module in (health, campaigns, annotators, assignments, progress):
         app.include_router(module.router, prefix="/api/v1")
-    for module in (pages, annotate, admin):
-        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

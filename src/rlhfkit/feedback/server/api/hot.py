@@ -6,7 +6,8 @@ group-committed. This middleware recognises exactly those two requests when they
 Bearer token already in the app's TokenCache and belonging to an annotator; for POST a JSON body that
 ``SubmissionIn`` accepts) and runs them straight on the AnnotationService. Everything else, including
 every case that ends in 401/403/422 from the framework, falls through to the FastAPI routes in
-``routes/assignments.py``, which stay the reference implementation with the same answers.
+``routes/assignments.py``, which stay the reference implementation with the same answers. It is the
+outermost middleware and sets the API's few response headers (``API_HEADERS``) itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rlhfkit.feedback.server.api.schemas import SubmissionIn
 NEXT = re.compile(r"/api/v1/campaigns/(\d{1,9})/next")
 SUBMIT = re.compile(r"/api/v1/assignments/(\d{1,9})/annotations")
 MAX_BODY = 64 * 1024  # a submission is small (critique <= 10,000 characters); bigger ones take the normal route
+API_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]  # on every /api/ answer
 
 
 class HotRoutes:
@@ -129,7 +131,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: Optional[dict[str, str]] = None) -> None:
-    raw = [(b"content-length", str(len(body)).encode())]
+    raw = [(b"content-length", str(len(body)).encode()), *API_HEADERS]
     if body:
         raw.append((b"content-type", b"application/json"))
     raw.extend((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
