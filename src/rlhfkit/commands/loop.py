@@ -109,6 +109,10 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run directory of `rlhfk
     if not run_dir.is_dir():
         fail(f"run directory {run_dir} does not exist")
         return
+    if not (run_dir / "rounds").is_dir() and not (run_dir / "state.json").is_file():
+        fail(f"{run_dir} is not a run of `rlhfkit loop` or `rlhfkit demo` (no rounds/ or state.json); "
+             f"for a single trainer run, open its TensorBoard logs: tensorboard --logdir {run_dir}")
+        return
     typer.echo(str(build_report(run_dir, output)))
 
 

@@ -322,9 +322,10 @@ def evaluate(ctx: LoopContext) -> None:
     if ctx.round > 0 and previous.is_file():
         shutil.copyfile(previous, ctx.round_dir / "samples_before.jsonl")
     atomic_write_json(ctx.round_dir / "metrics.json", metrics)
-    ctx.display.log(f"round {ctx.round}: gold {metrics.get('eval/gold_reward', float('nan')):.3f}  "
-                    f"KL {metrics.get('eval/kl', 0.0):.2f}  win rate vs base "
-                    f"{metrics.get('eval/win_rate', float('nan')):.2f}")
+    parts = [f"{label} {metrics[key]:{spec}}" for label, key, spec in
+             (("gold", "eval/gold_reward", ".3f"), ("KL", "eval/kl", ".2f"), ("win rate vs base", "eval/win_rate", ".2f"))
+             if key in metrics]
+    ctx.display.log(f"round {ctx.round}: " + "  ".join(parts))
 
 
 def judge_win_rate(scorer: Any, prompts: list[str], responses: list[str], baseline: list[str]) -> dict[str, float]:
