@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
 from rlhfkit.utils.progress import console
 from rlhfkit.utils.runtime import configure_threads, pick_device, pick_dtype, seed_everything
 from rlhfkit.utils.tracking import Tracker
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,13 +120,23 @@ def load_data(config: RewardTrainConfig) -> tuple[list[FeedbackRecord], list[int
     return [r for r, _ in train_pairs], [n for _, n in train_pairs], [r for r, _ in held_pairs], reports
 
 
+FEW_REFERENCE_RESPONSES = 32
+
+
 def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], limit: int, seed: int) -> None:
-    """Store mean/std of rewards over up to ``limit`` distinct reference responses in the model."""
+    """Store mean/std of rewards over up to ``limit`` distinct reference responses in the model.
+
+    Few references give a noisy std that can blow normalized scores up (near-identical responses
+    give a std near 0), so fewer than ``FEW_REFERENCE_RESPONSES`` are reported in the log.
+    """
     pairs = sorted({(r.prompt, t) for r in records for t in responses_of(r)})
     random.Random(seed).shuffle(pairs)
     pairs = pairs[: max(2, limit)]
     if len(pairs) < 2:
         return
+    if len(pairs) < min(limit, FEW_REFERENCE_RESPONSES):
+        logger.warning("reward normalization from only %d distinct responses: normalized scores may be badly "
+                       "scaled (more feedback, or a larger normalization_samples, helps)", len(pairs))
     rewards = model.score_texts([p for p, _ in pairs], [t for _, t in pairs])
     model.set_normalization(rewards)
 
@@ -133,7 +146,8 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
               on_step: StepHook | None = None) -> tuple[RewardModel, TrainSummary, ValidationReport]:
     """Train one model (possibly with several heads; ``member`` of an ensemble) in ``config.output_dir``.
 
-    Returns it unsaved. Normalization statistics come from the held-out responses, else from the training ones.
+    Returns it unsaved. Normalization statistics come from held-out and training responses together
+    (location and scale only, so the training ones do no harm and keep the estimate stable).
     """
     seed_everything(member_seed)
     device = pick_device(config.device)
@@ -163,7 +177,7 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
         model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None
     finally:
         tracker.close()
-    fit_normalization(model, held_out or train_records, config.normalization_samples, member_seed)
+    fit_normalization(model, [*held_out, *train_records], config.normalization_samples, member_seed)
     return model, summary, truncation
 
 
