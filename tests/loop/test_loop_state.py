@@ -74,3 +74,11 @@ def test_run_paths_follow_the_report_layout(tmp_path):
     assert paths.round_dir(7) == tmp_path / "rounds" / "round-007"
     assert paths.candidates(1).parent == paths.round_dir(1)
     assert paths.policy_dir(2).name == "policy" and paths.reward_dir(2).name == "reward"
+
+
+def test_a_finished_round_recorded_before_the_compare_phase_still_loads():
+    old_phases = [p for p in ROUND_PHASES if p != "compare"]
+    state = LoopState.from_dict({**LoopState(round=2).to_dict(), "done": old_phases})
+    assert state.done == list(ROUND_PHASES) and state.next_phase() is None
+    half = LoopState.from_dict({**LoopState(round=2).to_dict(), "done": old_phases[:8]})
+    assert half.next_phase() == "compare"

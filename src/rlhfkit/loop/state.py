@@ -92,6 +92,8 @@ class LoopState:
         if unknown:
             raise StateError(f"{source}: unknown field(s) {unknown}")
         state = cls(**data)
+        if state.round > 0 and "checkpoint" in state.done and "compare" not in state.done:
+            state.done.insert(state.done.index("checkpoint"), "compare")  # written before the compare phase existed
         valid = phases_of(state.round)
         bad = [p for p in state.done if p not in valid]
         if bad or state.done != list(valid[: len(state.done)]):
