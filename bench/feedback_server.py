@@ -28,6 +28,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import random  # noqa: E402
+import select  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Optional  # noqa: E402
 
+import httpcore  # noqa: E402
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
@@ -202,13 +204,16 @@ async def send_with_retry(client: httpx.AsyncClient, tally: Tally, request: http
 
 
 async def annotator(url: str, token: str, campaign_id: int, per_client: int, tally: Tally, timeout_s: float,
-                    tls: ssl.SSLContext, acked_total: Any) -> None:
+                    tls: ssl.SSLContext, acked_total: Any, net: str) -> None:
     """One annotator: per_client x (fetch next, submit a label with an idempotency key), one connection."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     headers = {"Authorization": f"Bearer {token}"}
+    transport = asyncio_transport(limits, tls) if net == "asyncio" else None
     async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers=headers, limits=limits, verify=tls,
-                                 timeout=httpx.Timeout(timeout_s), cookies=NoCookies()) as client:
+                                 timeout=httpx.Timeout(timeout_s), cookies=NoCookies(), transport=transport) as client:
         fetch = client.build_request("GET", f"/campaigns/{campaign_id}/next")  # the same request every time
+        submit_headers = httpx.Headers({**fetch.headers, "Content-Type": "application/json"})
+        submit_headers.pop("content-length", None)
         for n in range(per_client):
             t0 = time.perf_counter()
             resp = await send_with_retry(client, tally, fetch)
@@ -221,8 +226,9 @@ async def annotator(url: str, token: str, campaign_id: int, per_client: int, tal
             task = orjson.loads(resp.content)
             key = uuid.uuid4().hex
             body = orjson.dumps({"idempotency_key": key, "answer": {"choice": ("left", "right", "tie")[n % 3]}})
-            submit = client.build_request("POST", f"/assignments/{task['assignment_id']}/annotations", content=body,
-                                          headers={"Content-Type": "application/json"})
+            # what client.build_request makes (the client's headers and timeouts), at half its CPU cost
+            submit = httpx.Request("POST", f"{url}/api/v1/assignments/{task['assignment_id']}/annotations", content=body,
+                                   headers=submit_headers, extensions=fetch.extensions)
             t0 = time.perf_counter()
             resp = await send_with_retry(client, tally, submit)
             tally.submit_s.append(time.perf_counter() - t0)
@@ -236,25 +242,87 @@ async def annotator(url: str, token: str, campaign_id: int, per_client: int, tal
                 acked_total.value += 1
 
 
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """One TCP connection as asyncio streams, for httpcore (``--client-net asyncio``)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(repr(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ReadError(repr(exc)) from exc
+
+    async def write(self, buffer: bytes, timeout: Optional[float] = None) -> None:
+        try:
+            self.writer.write(buffer)
+            async with asyncio.timeout(timeout):
+                await self.writer.drain()
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(repr(exc)) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(repr(exc)) from exc
+
+    async def aclose(self) -> None:
+        self.writer.close()
+
+    def get_extra_info(self, info: str) -> Any:
+        sock = self.writer.get_extra_info("socket")
+        if info == "is_readable":  # httpcore's check that an idle keep-alive connection was not closed
+            return self.reader.at_eof() or bool(select.select([sock], [], [], 0)[0])
+        return sock if info == "socket" else None
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's public network-backend interface on plain asyncio streams instead of anyio."""
+
+    async def connect_tcp(self, host: str, port: int, timeout: Optional[float] = None, local_address: Optional[str] = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(repr(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(repr(exc)) from exc
+        return AsyncioStream(reader, writer)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def asyncio_transport(limits: httpx.Limits, tls: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport with its connection pool on AsyncioBackend (same pool settings)."""
+    transport = httpx.AsyncHTTPTransport(limits=limits, verify=tls)
+    transport._pool = httpcore.AsyncConnectionPool(  # the one attribute httpx offers no argument for
+        ssl_context=tls, max_connections=limits.max_connections, keepalive_expiry=limits.keepalive_expiry,
+        max_keepalive_connections=limits.max_keepalive_connections, network_backend=AsyncioBackend())
+    return transport
+
+
 async def run_clients(url: str, tokens: list[str], campaign_id: int, per_client: int, timeout_s: float,
-                      acked_total: Any) -> Tally:
+                      acked_total: Any, net: str = "anyio") -> Tally:
     """Every client of this process concurrently on one event loop."""
     tally = Tally()
     tls = ssl.create_default_context()  # unused on http://, but httpx builds one per client unless given one
-    await asyncio.gather(*(annotator(url, t, campaign_id, per_client, tally, timeout_s, tls, acked_total)
+    await asyncio.gather(*(annotator(url, t, campaign_id, per_client, tally, timeout_s, tls, acked_total, net)
                            for t in tokens))
     tally.finished_at = time.monotonic()
     return tally
 
 
 def client_process(url: str, tokens: list[str], campaign_id: int, per_client: int, timeout_s: float,
-                   acked_total: Any, ready: Any, go: Any, results: Any) -> None:
+                   acked_total: Any, ready: Any, go: Any, results: Any, net: str) -> None:
     """A load-generator process: waits for the start signal, runs its clients, sends back its Tally."""
     ready.release()
     go.wait()
     cpu_start = time.process_time()
     try:
-        coroutine = run_clients(url, tokens, campaign_id, per_client, timeout_s, acked_total)
+        coroutine = run_clients(url, tokens, campaign_id, per_client, timeout_s, acked_total, net)
         try:
             import uvloop  # the server's event loop too; less client CPU per request
         except ImportError:
@@ -268,14 +336,14 @@ def client_process(url: str, tokens: list[str], campaign_id: int, per_client: in
 
 
 def drive(server: Server, campaign_id: int, tokens: list[str], per_client: int, crash_at: Optional[float],
-          timeout_s: float, procs: int) -> tuple[Tally, float, dict[str, Any]]:
+          timeout_s: float, procs: int, net: str = "anyio") -> tuple[Tally, float, dict[str, Any]]:
     """Run the clients (spread over ``procs`` processes) to the end, SIGKILLing and restarting the server
     once ``crash_at`` of the submissions are acknowledged; returns the merged tally and the wall time."""
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     acked_total, ready, go, results = ctx.Value("i", 0), ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     shares = [tokens[i::procs] for i in range(procs) if tokens[i::procs]]
     workers = [ctx.Process(target=client_process, args=(server.url, share, campaign_id, per_client, timeout_s,
-                                                         acked_total, ready, go, results), daemon=True)
+                                                         acked_total, ready, go, results, net), daemon=True)
                for share in shares]
     for worker in workers:
         worker.start()
@@ -338,7 +406,7 @@ def check_database(db_url: str, campaign_id: int, acked: list[dict[str, Any]]) -
 
 def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, crash: bool = False,
         crash_at: float = 0.3, db: Optional[str] = None, timeout_s: float = 5.0,
-        client_procs: int = 2) -> dict[str, Any]:
+        client_procs: int = 2, client_net: str = "anyio") -> dict[str, Any]:
     """The whole benchmark; returns the result dict (the JSON line)."""
     tasks = tasks or clients * per_client
     load_before = loadavg()
@@ -349,7 +417,7 @@ def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, cr
         first_start_s = server.start()
         campaign_id, tokens = setup_campaign(server.url, tasks, clients)
         tally, wall, crash_report = drive(server, campaign_id, tokens, per_client, crash_at if crash else None,
-                                          timeout_s, client_procs)
+                                          timeout_s, client_procs, client_net)
     except BaseException:
         sys.stderr.write(server.log_tail())
         raise
@@ -359,6 +427,7 @@ def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, cr
     result: dict[str, Any] = {
         "bench": "feedback_server", "db": "postgresql" if db and db.startswith("postgres") else "sqlite",
         "clients": clients, "per_client": per_client, "tasks": tasks, "crash": crash, "client_procs": client_procs,
+        "client_net": client_net,
         "acknowledged": len(tally.acked), "wall_s": round(wall, 3),
         "acknowledged_per_s": round(len(tally.acked) / wall, 1),
         "submit_ms_p50": percentile(tally.submit_s, 0.50), "submit_ms_p95": percentile(tally.submit_s, 0.95),
@@ -383,9 +452,12 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2,
                         help="processes the clients are spread over (default 2: the load generator's own Python "
                              "would otherwise cap the figure on a 2-core machine)")
+    parser.add_argument("--client-net", choices=("anyio", "asyncio"), default="anyio",
+                        help="the clients' network layer under httpx: anyio (httpx's default) or plain asyncio "
+                             "streams (httpcore's network-backend interface; a cheaper load generator)")
     args = parser.parse_args()
     result = run(clients=args.clients, per_client=args.per_client, tasks=args.tasks, crash=args.crash,
-                 crash_at=args.crash_at, db=args.db, timeout_s=args.timeout, client_procs=args.client_procs)
+                 crash_at=args.crash_at, db=args.db, timeout_s=args.timeout, client_procs=args.client_procs, client_net=args.client_net)
     print(json.dumps(result), flush=True)
     ok = result["acknowledged_but_missing"] == 0 and result["duplicates"] == 0
     sys.exit(0 if ok else 1)
