@@ -280,8 +280,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
     """httpcore's public network-backend interface on plain asyncio streams instead of anyio."""
 
-    async def connect_tcp(self, host: str, port: int, timeout: Optional[float] = None, local_address: Optional[str] = None,
-                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(self, host: str, port: int, timeout: Optional[float] = None,
+                          local_address: Optional[str] = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(host, port)
@@ -457,7 +457,8 @@ def main() -> None:
                              "streams (httpcore's network-backend interface; a cheaper load generator)")
     args = parser.parse_args()
     result = run(clients=args.clients, per_client=args.per_client, tasks=args.tasks, crash=args.crash,
-                 crash_at=args.crash_at, db=args.db, timeout_s=args.timeout, client_procs=args.client_procs, client_net=args.client_net)
+                 crash_at=args.crash_at, db=args.db, timeout_s=args.timeout, client_procs=args.client_procs,
+                 client_net=args.client_net)
     print(json.dumps(result), flush=True)
     ok = result["acknowledged_but_missing"] == 0 and result["duplicates"] == 0
     sys.exit(0 if ok else 1)
