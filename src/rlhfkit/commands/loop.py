@@ -95,8 +95,8 @@ def demo(run_dir: RunDirOption = None, set_: SetOption = None, resume: ResumeOpt
     except ConfigError as exc:
         fail(str(exc))
         return
-    model = "the built-in model" if loop_config.model == "builtin" else loop_config.model
-    _run(loop_config, resume, quiet, f"rlhfkit demo · {loop_config.task} on {model} · {loop_config.policy.algorithm}")
+    model = Path(loop_config.model).name or loop_config.model
+    _run(loop_config, resume, quiet, f"rlhfkit demo · {loop_config.task} · {model} · {loop_config.policy.algorithm}")
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="Run directory of `rlhfkit loop` or `rlhfkit demo`.")],
