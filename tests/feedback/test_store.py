@@ -262,8 +262,12 @@ def test_session_key_created_0600_and_group_readable_key_refused(tmp_path: Path)
 def test_parse_samples_jsonl_names_line_and_field() -> None:
     specs = crud.parse_samples_jsonl('{"prompt": "p", "completion": "c", "round": 2, "score": 1}\n\n', source="s.jsonl")
     assert specs == [crud.SampleSpec(prompt="p", response="c", model=None, round=2, meta={"score": 1})]
-    with pytest.raises(crud.InvalidError, match=r"s\.jsonl:2: field 'response' must be a string"):
+    with pytest.raises(crud.InvalidError, match=r"s\.jsonl:2: missing field 'response'; the record has \['prompt'\]"):
         crud.parse_samples_jsonl('{"prompt": "p", "response": "r"}\n{"prompt": "p"}', source="s.jsonl")
+    with pytest.raises(crud.InvalidError, match=r"missing field 'response'.*one sample per line"):
+        crud.parse_samples_jsonl('{"prompt": "p", "responses": ["a", "b"]}', source="s.jsonl")
+    with pytest.raises(crud.InvalidError, match=r"s\.jsonl:1: field 'response' must be a string, got list"):
+        crud.parse_samples_jsonl('{"prompt": "p", "response": ["a"]}', source="s.jsonl")
     with pytest.raises(crud.InvalidError, match=r"s\.jsonl:1: not valid JSON"):
         crud.parse_samples_jsonl("{oops", source="s.jsonl")
     with pytest.raises(crud.InvalidError, match="'round' must be an integer"):

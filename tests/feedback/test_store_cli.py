@@ -72,7 +72,7 @@ def test_cli_errors_are_one_line_and_name_the_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "response": "r"}\n{"prompt": "p"}\n')
     res = runner.invoke(app, ["campaign", "create", "--samples", str(bad), "--kind", "pairwise", "--db", f"sqlite:///{tmp_path / 'f.db'}"])
-    assert res.exit_code == 2 and "bad.jsonl:2: field 'response' must be a string" in _flat(res)
+    assert res.exit_code == 2 and "bad.jsonl:2: missing field 'response'; the record has ['prompt']" in _flat(res)
     res = runner.invoke(app, ["campaign", "create", "--samples", str(_samples(tmp_path / "s.jsonl")), "--kind", "essay",
                               "--db", f"sqlite:///{tmp_path / 'f.db'}"])
     assert res.exit_code == 2 and "unknown task kind 'essay'" in _flat(res)

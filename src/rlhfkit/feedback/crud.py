@@ -95,11 +95,16 @@ def parse_samples_jsonl(text: str, *, source: str) -> list[SampleSpec]:
         if not isinstance(obj, dict):
             raise InvalidError(f"{source}:{n}: expected a JSON object")
         obj = dict(obj)
+        keys = sorted(obj)
         response = obj.pop("response", obj.pop("completion", None))
         prompt = obj.pop("prompt", None)
         for field, value in (("prompt", prompt), ("response", response)):
+            if value is None:
+                hint = (" (one sample per line: write each of 'responses' as its own line)"
+                        if field == "response" and "responses" in keys else "")
+                raise InvalidError(f"{source}:{n}: missing field {field!r}; the record has {keys}{hint}")
             if not isinstance(value, str):
-                raise InvalidError(f"{source}:{n}: field {field!r} must be a string")
+                raise InvalidError(f"{source}:{n}: field {field!r} must be a string, got {type(value).__name__}")
         model, round_ = obj.pop("model", None), obj.pop("round", None)
         if model is not None and not isinstance(model, str):
             raise InvalidError(f"{source}:{n}: field 'model' must be a string")
