@@ -69,6 +69,7 @@ def test_train_eval_probe(workspace):
     assert set(evaluation["metrics"]) >= {"pairwise_accuracy", "pairwise_ece", "ranking_kendall_tau", "rating_spearman",
                                           "rating_rmse"}
     assert (workspace / "eval" / "reliability.png").is_file()
+    assert json.loads((workspace / "eval" / "logs" / "config.json").read_text())["bootstrap_samples"] == 50
 
     result = runner.invoke(app, ["probe-rm", "--model", str(out / "model"), "--data", str(workspace / "test.jsonl"),
                                  "-o", str(workspace / "probe"), "--samples", "8", "--suffix-length", "1",
@@ -78,6 +79,7 @@ def test_train_eval_probe(workspace):
     names = {p["name"] for p in probes["probes"]}
     assert names >= {"filler_padding", "repeated_sentence", "flattery", "claims_correct", "truncation", "off_topic_swap"}
     assert all(0.0 <= p["share_rose"] <= 1.0 and p["n"] == 8 for p in probes["probes"])
+    assert json.loads((workspace / "probe" / "logs" / "config.json").read_text())["suffix_candidates"] == 4
 
 
 def test_rerun_resumes_instead_of_retraining(workspace):

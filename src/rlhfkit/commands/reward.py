@@ -100,6 +100,7 @@ def eval_rm(
     from rlhfkit.data.preference_io import read_feedback_files
     from rlhfkit.data.records import require_valid
     from rlhfkit.models.reward_model import load_reward_model
+    from rlhfkit.config import config_to_dict
     from rlhfkit.reward.config import RewardEvalConfig
     from rlhfkit.reward.evaluation import evaluate_model
     from rlhfkit.reward.pipeline import write_evaluation
@@ -125,7 +126,7 @@ def eval_rm(
     output = Path(cfg.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     payload = write_evaluation(report, output)
-    with Tracker(output / "logs", report_to=cfg.report_to) as tracker:
+    with Tracker(output / "logs", report_to=cfg.report_to, config=config_to_dict(cfg)) as tracker:
         tracker.log(report.flat(), 0)
     console.print("\n".join(report.lines()))
     console.print(f"wrote {output / 'eval.json'}" + (f" and {payload['reliability_plot']}" if "reliability_plot" in payload else ""))
@@ -149,6 +150,7 @@ def probe_rm(
     from rlhfkit.data.preference_io import read_feedback_files
     from rlhfkit.data.records import require_valid
     from rlhfkit.models.reward_model import load_reward_model
+    from rlhfkit.config import config_to_dict
     from rlhfkit.reward.config import RewardProbeConfig
     from rlhfkit.reward.probes import probe_samples, run_probes, suffix_candidates
     from rlhfkit.utils.checkpoint import atomic_write_json
@@ -174,7 +176,7 @@ def probe_rm(
         fail(str(exc))
     output = Path(cfg.output_dir)
     atomic_write_json(output / "probes.json", report.to_dict())
-    with Tracker(output / "logs", report_to=cfg.report_to) as tracker:
+    with Tracker(output / "logs", report_to=cfg.report_to, config=config_to_dict(cfg)) as tracker:
         tracker.log({f"probe/{r.name}_share_rose": r.share_rose for r in report.results}
                     | {f"probe/{r.name}_mean_delta": r.mean_delta for r in report.results}, 0)
     table = Table(title=f"reward exploit probes ({len(chosen)} samples)")
