@@ -311,13 +311,26 @@ def run_panel(
     *,
     max_tasks: int | None = None,
     stop: threading.Event | None = None,
+    sequential: bool = False,
 ) -> dict[str, list[Acknowledged]]:
     """Run every member concurrently (one thread and one client each); returns acknowledgements by name.
 
+    ``sequential`` instead takes turns in member order, one task each, so the order of requests (and,
+    with a server started with an assignment seed, every choice) is the same run after run.
     An exception in any member is re-raised after all threads finish.
     """
     if len(clients) != len(members):
         raise ValueError(f"run_panel: {len(clients)} clients for {len(members)} members")
+    if sequential:
+        done: dict[str, list[Acknowledged]] = {m.name: [] for m in members}
+        active = list(zip(clients, members))
+        while active and not (stop and stop.is_set()):
+            for client, member in list(active):
+                answered = run_member(client, member, campaign_id, max_tasks=1, stop=stop)
+                done[member.name].extend(answered)
+                if not answered or (max_tasks is not None and len(done[member.name]) >= max_tasks):
+                    active.remove((client, member))
+        return done
     with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
         futures = [pool.submit(run_member, c, m, campaign_id, max_tasks=max_tasks, stop=stop)
                    for c, m in zip(clients, members)]

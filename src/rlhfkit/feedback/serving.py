@@ -112,13 +112,14 @@ class TaskContent:
 class AnnotationService:
     """Serves tasks and stores answers through the store's group-commit writer (shared by all requests)."""
 
-    def __init__(self, store: Store, *, assignment_timeout_s: float = 1800.0) -> None:
+    def __init__(self, store: Store, *, assignment_timeout_s: float = 1800.0, seed: Optional[int] = None) -> None:
         self.store = store
         self.timeout = timedelta(seconds=assignment_timeout_s)
         self.sql = Statements(store.engine.dialect)
         self.pools: dict[int, TaskPool] = {}
         self._content: OrderedDict[int, TaskContent] = OrderedDict()
         self._rng = random.SystemRandom()
+        self._seed = seed
 
     # ------------------------------------------------------------------ public (awaitable and blocking)
 
@@ -177,15 +178,16 @@ class AnnotationService:
             assignment_id, task_id, displayed, served_at = current
             return self._view(tx, assignment_id, task_id, displayed, served_at)
         pool = self._pool(tx, campaign_id, redundancy, gold_rate)
-        task_id = self._choose(tx, pool, campaign_id, annotator_id)
+        rng = self._rng_for(tx, pool, campaign_id, annotator_id)
+        task_id = self._choose(tx, pool, campaign_id, annotator_id, rng)
         if task_id is None and pool.built_at + POOL_MIN_REBUILD_S < time.monotonic():
             pool = self._pool(tx, campaign_id, redundancy, gold_rate, rebuild=True)
-            task_id = self._choose(tx, pool, campaign_id, annotator_id)
+            task_id = self._choose(tx, pool, campaign_id, annotator_id, rng)
         if task_id is None:
             return None
         content = self._task_content(tx, task_id)
         displayed = list(content.sample_ids)
-        self._rng.shuffle(displayed)
+        rng.shuffle(displayed)
         served_at = utcnow()
         new_id = tx.one(self.sql.insert_assignment, cid=campaign_id, tid=task_id, aid=annotator_id,
                         displayed=displayed, served_at=served_at)
@@ -194,11 +196,20 @@ class AnnotationService:
         tx.on_rollback.append(lambda: self.forget(campaign_id))
         return self._view(tx, new_id[0], task_id, displayed, served_at)
 
-    def _choose(self, tx: Tx, pool: TaskPool, campaign_id: int, annotator_id: int) -> Optional[int]:
+    def _rng_for(self, tx: Tx, pool: TaskPool, campaign_id: int, annotator_id: int) -> random.Random:
+        """Unpredictable choices by default; with a seed, a generator fixed by (seed, campaign, annotator,
+        how many tasks this annotator was served), so the same sequence of requests gets the same answers."""
+        if self._seed is None:
+            return self._rng
+        served = len(self._served(tx, pool, campaign_id, annotator_id))
+        return random.Random(f"{self._seed}:{campaign_id}:{annotator_id}:{served}")
+
+    def _choose(self, tx: Tx, pool: TaskPool, campaign_id: int, annotator_id: int,
+                rng: random.Random) -> Optional[int]:
         """The first candidate of the pool that the database confirms is eligible for this annotator."""
         served = self._served(tx, pool, campaign_id, annotator_id)
         cutoff = utcnow() - self.timeout
-        for tried, task_id in enumerate(pool.candidates(annotator_id, self._rng)):
+        for tried, task_id in enumerate(pool.candidates(annotator_id, rng)):
             if tried >= MAX_CANDIDATES:
                 return None
             mine, holding = tx.one(self.sql.task_check, tid=task_id, aid=annotator_id, cutoff=cutoff)  # type: ignore[misc]

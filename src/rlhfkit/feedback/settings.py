@@ -26,6 +26,7 @@ class FeedbackSettings(BaseSettings):
     busy_timeout_ms: int = Field(10_000, ge=5000, description="How long SQLite writers wait for the lock.")
     assignment_timeout_s: float = Field(1800.0, gt=0, description="An unanswered assignment stops holding its slot after this.")
     token_cache_s: float = Field(5.0, ge=0, description="How long a checked API token is trusted without a database lookup (0: always look up).")
+    assignment_seed: Optional[int] = Field(None, description="Seed task choice and display order per (campaign, annotator, n-th task) for reproducible simulations; unset: unpredictable, as people need.")
     parent_pid: Optional[int] = Field(None, description="Exit when this process (the one that started the server) is gone.")
     session_max_age_s: int = Field(8 * 3600, gt=0, description="Lifetime of a signed-in browser session.")
     cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set behind TLS).")

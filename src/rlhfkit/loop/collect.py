@@ -139,18 +139,20 @@ def complete_fraction(progress: dict[str, Any]) -> float:
 
 
 def run_members(admin: FeedbackClient, members: Sequence[Member], campaign_id: int, timeout_s: float,
-                on_progress: ProgressHook | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+                on_progress: ProgressHook | None = None, poll_s: float = 0.5,
+                sequential: bool = False) -> dict[str, Any]:
     """Let simulated members (or a judge) answer until nothing is left; bounded by ``timeout_s``.
 
-    Members run in a worker thread (one thread each inside it); this thread reports progress and
-    stops them at the deadline. Returns the campaign's final progress.
+    Members run in a worker thread (one thread each inside it, or taking turns with ``sequential``);
+    this thread reports progress and stops them at the deadline. Returns the campaign's final progress.
     """
     stop = threading.Event()
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
-            run_panel([m.client for m in members], [m.decider for m in members], campaign_id, stop=stop)
+            run_panel([m.client for m in members], [m.decider for m in members], campaign_id, stop=stop,
+                      sequential=sequential)
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
 

@@ -86,6 +86,9 @@ class FeedbackConfig:
                                               "(its admin token from $RLHFKIT_ADMIN_TOKEN).")
     port: int = field(0, help="Port of the loop's own server on 127.0.0.1 (0 = any free port).")
     redundancy: int = field(2, help="Answers collected per comparison (the judge always uses 1).")
+    reproducible: bool = field(True, help="Simulated panel or judge: members answer in turns and the loop's own "
+                                          "server seeds task choice and display order from `seed`, so a run "
+                                          "repeats exactly; false: members answer concurrently, as people do.")
     aggregate: Literal["reliability", "majority"] = field(
         "reliability", help="Combine answers by Dawid-Skene reliability EM or by majority vote.")
     instructions: str | None = field(None, help="Annotator instructions (default: the task's judge instructions).")

@@ -57,7 +57,9 @@ class LoopContext:
     def feedback(self) -> FeedbackServer:
         """The feedback server, started on first use (and stopped by the runner)."""
         if self.server is None:
-            self.server = FeedbackServer(self.config.feedback, self.paths.feedback_dir).start()
+            feedback = self.config.feedback
+            seed = self.config.seed if feedback.reproducible and feedback.source != "humans" else None
+            self.server = FeedbackServer(feedback, self.paths.feedback_dir, assignment_seed=seed).start()
             self.display.log(f"feedback server at {self.server.url}")
         return self.server
 
@@ -187,7 +189,8 @@ def _collect(ctx: LoopContext, campaign_id: int, show: Any) -> dict[str, Any]:
         if campaign["status"] == "open" and cfg.source in ("panel", "judge"):
             members = collect.join_members(admin, _deciders(ctx), campaign_id, ctx.paths.feedback_dir)
             try:
-                progress = collect.run_members(admin, members, campaign_id, cfg.wait_timeout_s, on_progress=show)
+                progress = collect.run_members(admin, members, campaign_id, cfg.wait_timeout_s, on_progress=show,
+                                               sequential=cfg.reproducible)
             finally:
                 for member in members:
                     member.client.close()

@@ -64,9 +64,10 @@ def _admin_token(directory: Path) -> str:
 class FeedbackServer:
     """A running feedback API: ``url``, ``admin_token`` and :meth:`admin` for an admin client."""
 
-    def __init__(self, config: FeedbackConfig, state_dir: Path) -> None:
+    def __init__(self, config: FeedbackConfig, state_dir: Path, assignment_seed: int | None = None) -> None:
         self.config = config
         self.state_dir = state_dir
+        self.assignment_seed = assignment_seed
         self.url = ""
         self.admin_token = ""
         self._server: Any = None
@@ -105,7 +106,7 @@ class FeedbackServer:
         # Simulated members resume their own open assignments after a restart; people get the default 30 min.
         timeout = 1800.0 if self.config.source == "humans" else 300.0
         settings = FeedbackSettings(state_dir=self.state_dir, db_url=db_url, admin_token=self.admin_token,
-                                    assignment_timeout_s=timeout)
+                                    assignment_timeout_s=timeout, assignment_seed=self.assignment_seed)
         app = create_app(settings)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -177,7 +177,8 @@ def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[S
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.settings = settings
-    app.state.service = AnnotationService(store, assignment_timeout_s=settings.assignment_timeout_s)
+    app.state.service = AnnotationService(store, assignment_timeout_s=settings.assignment_timeout_s,
+                                          seed=settings.assignment_seed)
     app.state.tokens = TokenCache(ttl_s=settings.token_cache_s)
 
     app.add_middleware(LazyPages, load=lambda: _include_pages(app))
