@@ -8,7 +8,6 @@ the newest one and finishes the remaining steps. Each step's metrics go to the s
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,19 +38,6 @@ class OffsetTee:
             self.timeline.log(metrics, step=self.offset + step)
 
 
-def dpo_steps(config: DPOConfig, feedback: Path) -> int:
-    """Optimizer steps of a DPO run on ``feedback``: run.steps, or epochs over its strict preference pairs."""
-    if config.run.steps:
-        return config.run.steps
-    from rlhfkit.data.preference_io import read_feedback
-    from rlhfkit.rl.preference_pairs import pairs_from_records
-
-    pairs, _ = pairs_from_records(read_feedback(str(feedback)).records)
-    if not pairs:
-        raise ValueError(f"{feedback}: no strict preference pairs for DPO (every comparison was a tie)")
-    return config.epochs * math.ceil(len(pairs) / config.batch_size)
-
-
 def trainer_config(config: LoopConfig, policy: str, output_dir: Path, reward_model: Path, round_index: int,
                    feedback: Path | None = None) -> PPOConfig | PolicyGradientConfig | DPOConfig:
     """The chosen algorithm's config with the loop's model, output, seed and reward model (or DPO data) filled in.
@@ -66,8 +52,11 @@ def trainer_config(config: LoopConfig, policy: str, output_dir: Path, reward_mod
     if isinstance(base, DPOConfig):
         if feedback is None:
             raise ValueError("DPO in the loop needs the round's feedback records")
-        cfg = dataclasses.replace(base, run=run, data=str(feedback))
-        return dataclasses.replace(cfg, run=dataclasses.replace(run, steps=dpo_steps(cfg, feedback)))
+        from rlhfkit.rl.preference_pairs import dpo_total_steps, read_preference_pairs
+
+        n_pairs = len(read_preference_pairs(str(feedback)).pairs) if not run.steps else 0
+        steps = dpo_total_steps(run.steps, base.epochs, base.batch_size, n_pairs)
+        return dataclasses.replace(base, run=dataclasses.replace(run, steps=steps), data=str(feedback))
     reward = dataclasses.replace(base.reward, models=[str(reward_model)], functions=[])
     if isinstance(base, PolicyGradientConfig):
         return dataclasses.replace(base, run=run, reward=reward, algo=algorithm)
@@ -76,15 +65,12 @@ def trainer_config(config: LoopConfig, policy: str, output_dir: Path, reward_mod
 
 def _train_dpo(cfg: DPOConfig, bundle: Any, tee: OffsetTee, output_dir: Path, on_step: StepHook | None) -> None:
     """DPO on the round's feedback against the base policy as reference, resuming from its checkpoints."""
-    from rlhfkit.data.preference_io import read_feedback
-    from rlhfkit.data.records import require_valid
     from rlhfkit.rl.checkpointing import resolve_resume
     from rlhfkit.rl.dpo import DPOTrainer
     from rlhfkit.rl.harness import run_loop
-    from rlhfkit.rl.preference_pairs import pairs_from_records
+    from rlhfkit.rl.preference_pairs import read_preference_pairs
 
-    feedback = read_feedback(cfg.data)
-    pairs, _ = pairs_from_records(require_valid(feedback.records, feedback.report))
+    pairs = read_preference_pairs(cfg.data).pairs
     trainer = DPOTrainer(cfg, bundle, pairs, tracker=tee)  # type: ignore[arg-type]
     latest = resolve_resume(True, output_dir)
     if latest is not None:

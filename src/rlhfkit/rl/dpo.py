@@ -23,7 +23,7 @@ from rlhfkit.rl.guard import SkipGuard
 from rlhfkit.rl.harness import fuse_bundle_gelu, run_loop
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import dpo_loss
-from rlhfkit.rl.preference_pairs import EncodedPairs, Pair, encode_pairs
+from rlhfkit.rl.preference_pairs import EncodedPairs, Pair, dpo_total_steps, encode_pairs
 from rlhfkit.rl.timers import PhaseTimer
 from rlhfkit.rl.update import OptimizerStep, make_optimizer, make_scheduler
 from rlhfkit.utils.checkpoint import all_finite, capture_rng_state, restore_rng_state
@@ -61,7 +61,7 @@ class DPOTrainer:
         self.data = self._to(encode_pairs(pairs, bundle.tokenizer, config.max_prompt_tokens,
                                           config.max_response_tokens, config.append_eos), device)
         self.steps_per_epoch = math.ceil(len(self.data) / config.batch_size)
-        total = config.run.steps or config.epochs * self.steps_per_epoch
+        total = dpo_total_steps(config.run.steps, config.epochs, config.batch_size, len(self.data))
         self.run = dataclasses.replace(config.run, steps=total)
         self.params = bundle.trainable_parameters()
         self.optimizer = make_optimizer(self.params, config.optim)

@@ -6,6 +6,7 @@ responses right-padded to R (EOS appended), ``response_start = P``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,32 @@ def pairs_from_records(records: Sequence[FeedbackRecord]) -> tuple[list[Pair], i
         else:
             unused += 1
     return pairs, unused
+
+
+@dataclass(frozen=True)
+class PreferenceData:
+    """The strict preference pairs of a feedback file, its validation report and how many records DPO cannot use."""
+
+    pairs: list[Pair]
+    report: Any
+    unused: int
+
+
+def read_preference_pairs(path: str) -> PreferenceData:
+    """Read and validate a feedback file and keep its strict preferences; a file without any is an error."""
+    from rlhfkit.data.preference_io import read_feedback
+    from rlhfkit.data.records import require_valid
+
+    feedback = read_feedback(path)
+    pairs, unused = pairs_from_records(require_valid(feedback.records, feedback.report))
+    if not pairs:
+        raise ValueError(f"{path}: no strict pairwise preferences (ties, ratings and labels are not used by DPO)")
+    return PreferenceData(pairs, feedback.report, unused)
+
+
+def dpo_total_steps(steps: int, epochs: int, batch_size: int, n_pairs: int) -> int:
+    """Optimizer steps of a DPO run: ``steps`` when set, else ``epochs`` passes of ``batch_size`` over the pairs."""
+    return steps or epochs * math.ceil(n_pairs / batch_size)
 
 
 @dataclass

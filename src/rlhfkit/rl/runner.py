@@ -131,24 +131,18 @@ def train_policy_gradient(config: PolicyGradientConfig, report_to: str = "tensor
 
 def train_dpo(config: DPOConfig, report_to: str = "tensorboard", resume: str | bool | None = None) -> TrainResult:
     """Read preference pairs from ``config.data`` and run DPO / IPO."""
-    from rlhfkit.data.preference_io import read_feedback
-    from rlhfkit.data.records import require_valid
     from rlhfkit.rl.dpo import DPOTrainer
-    from rlhfkit.rl.preference_pairs import pairs_from_records
+    from rlhfkit.rl.preference_pairs import read_preference_pairs
+    from rlhfkit.utils.progress import console
 
     config = with_output_dir(config, config.loss_type if config.loss_type == "ipo" else "dpo")
     if not config.data:
         raise ValueError("DPO needs preference data: pass --data FILE (pairwise/ranking JSONL, TRL formats, ...)")
-    from rlhfkit.utils.progress import console
-
-    feedback = read_feedback(config.data)
-    console.print("\n".join(feedback.report.lines()))
-    records = require_valid(feedback.records, feedback.report)
-    pairs, unused = pairs_from_records(records)
-    if not pairs:
-        raise ValueError(f"{config.data}: no strict pairwise preferences (ties, ratings and labels are not used by DPO)")
-    if unused:
-        console.print(f"{config.data}: {unused} record(s) carry no strict preference (ties, ratings, labels) "
+    data = read_preference_pairs(config.data)
+    console.print("\n".join(data.report.lines()))
+    pairs = data.pairs
+    if data.unused:
+        console.print(f"{config.data}: {data.unused} record(s) carry no strict preference (ties, ratings, labels) "
                       f"and are not used; {len(pairs)} pairs remain")
     device, dtype = _runtime(config.run)
     bundle = _bundle(config.run, "none", device, dtype)
