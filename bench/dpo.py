@@ -65,14 +65,14 @@ def main() -> None:
         trainer.precompute_reference()
         reference_seconds = time.perf_counter() - started
         train_started = time.perf_counter()
-        while trainer.step < trainer.run.steps:
+        while trainer.harness.step < trainer.harness.run.steps:
             metrics = trainer.train_step()
-            trainer.step += 1
+            trainer.harness.step += 1
         train_seconds = time.perf_counter() - train_started
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     print(json.dumps({
         "bench": "dpo", "baseline": args.baseline, "threads": threads, "pairs": PAIRS,
-        "batch_pairs": BATCH_PAIRS, "seq_len": wl.PROMPT_TOKENS + COMPLETION_TOKENS, "optimizer_steps": trainer.step,
+        "batch_pairs": BATCH_PAIRS, "seq_len": wl.PROMPT_TOKENS + COMPLETION_TOKENS, "optimizer_steps": trainer.harness.step,
         "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
         "reference_seconds": round(reference_seconds, 3), "train_seconds": round(train_seconds, 3),
         "pairs_per_s": round(PAIRS / seconds, 2), "train_pairs_per_s": round(PAIRS / train_seconds, 2),

@@ -1,8 +1,8 @@
 """GRPO step throughput on the fixed workload (see bench/rl_workload.py for the models).
 
 Per step: 16 prompts x 4 completions, prompts of 16 tokens, exactly 32 new tokens (no early stop),
-reward model scoring, reference log-probs once (k3 KL as a loss term, beta 0.04), group-normalized
-advantages, ONE optimizer step over all 64 completions. Float32, 2 threads, OMP_WAIT_POLICY=PASSIVE.
+reward model scoring, reference log-probs once, the published recipe pinned (recipe=grpo-paper: k3 KL
+as a loss term, beta 0.04, std-normalized group advantages, seq_mean), ONE optimizer step over all 64 completions. Float32, 2 threads, OMP_WAIT_POLICY=PASSIVE.
 
 Run: python bench/grpo.py [--steps 3] [--backend cached]   (prints ONE JSON line)
 """
@@ -22,7 +22,7 @@ import trainer_bench as bench  # noqa: E402
 
 from rlhfkit.config import load_config  # noqa: E402
 from rlhfkit.rl.config import PolicyGradientConfig  # noqa: E402
-from rlhfkit.rl.policy_gradient import PolicyGradientTrainer  # noqa: E402
+from rlhfkit.rl.onpolicy import OnPolicyTrainer  # noqa: E402
 from rlhfkit.rl.rollout import make_sampler  # noqa: E402
 from rlhfkit.utils.runtime import configure_threads  # noqa: E402
 
@@ -35,10 +35,11 @@ def main() -> None:
     load_before = wl.loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(PolicyGradientConfig, None, wl.run_overrides(tmp, args.steps + 1) + [
-            "algo=grpo", f"num_prompts={PROMPTS}", f"group_size={GROUP}", "epochs=1", "num_minibatches=1",
+            "algo=grpo", "recipe=grpo-paper", "kl.coef=0.04", f"num_prompts={PROMPTS}", f"group_size={GROUP}",
+            "epochs=1", "num_minibatches=1",
             *bench.speedup_overrides(args)])
-        trainer = PolicyGradientTrainer(config, wl.bundle(critic=False), wl.reward(fused_gelu=not args.baseline),
-                                        wl.prompts(256), make_sampler(args.backend))
+        trainer = OnPolicyTrainer(config, wl.bundle(critic=False), wl.reward(fused_gelu=not args.baseline),
+                                  wl.prompts(256), make_sampler(args.backend))
         timing = bench.time_steps(trainer, args.steps)
     completions = PROMPTS * GROUP * args.steps
     print(json.dumps({

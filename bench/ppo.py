@@ -22,7 +22,7 @@ import trainer_bench as bench  # noqa: E402
 
 from rlhfkit.config import load_config  # noqa: E402
 from rlhfkit.rl.config import PPOConfig  # noqa: E402
-from rlhfkit.rl.ppo import PPOTrainer  # noqa: E402
+from rlhfkit.rl.onpolicy import OnPolicyTrainer  # noqa: E402
 from rlhfkit.rl.rollout import make_sampler  # noqa: E402
 from rlhfkit.utils.runtime import configure_threads  # noqa: E402
 
@@ -35,10 +35,11 @@ def main() -> None:
     load_before = wl.loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(PPOConfig, None, wl.run_overrides(tmp, args.steps + 1) + [
-            f"batch_size={BATCH}", "epochs=1", f"num_minibatches={MINIBATCHES}", "value_model=critic",
+            f"num_prompts={BATCH}", "epochs=1", f"num_minibatches={MINIBATCHES}", "value_model=critic", "kl.coef=0.05",
+            "kl.estimator=k1", "kl_in=reward",
             "approx_kl_stop=null", *bench.speedup_overrides(args)])
-        trainer = PPOTrainer(config, wl.bundle(critic=True), wl.reward(fused_gelu=not args.baseline),
-                             wl.prompts(256), make_sampler(args.backend))
+        trainer = OnPolicyTrainer(config, wl.bundle(critic=True), wl.reward(fused_gelu=not args.baseline),
+                                  wl.prompts(256), make_sampler(args.backend))
         timing = bench.time_steps(trainer, args.steps)
     episodes = BATCH * args.steps
     print(json.dumps({

@@ -30,7 +30,7 @@ from transformers import GPT2Config, GPT2Model  # noqa: E402
 
 from rlhfkit.models.reward_model import RewardModel, RewardModelSettings  # noqa: E402
 from rlhfkit.reward.batching import EncodedRecord, epoch_batches  # noqa: E402
-from rlhfkit.reward.config import RewardTrainConfig  # noqa: E402
+from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig  # noqa: E402
 from rlhfkit.reward.losses import bradley_terry_loss  # noqa: E402
 from rlhfkit.reward.trainer import RewardTrainer, disable_dropout  # noqa: E402
 from rlhfkit.utils.runtime import configure_threads  # noqa: E402
@@ -76,8 +76,9 @@ def build_pairs(seed: int = 0) -> list[EncodedRecord]:
 
 def run_ours(model: RewardModel, records: list[EncodedRecord], output_dir: str) -> tuple[float, float, float]:
     """One epoch through RewardTrainer.train_step; returns (wall s, process CPU s, first-step loss)."""
-    config = RewardTrainConfig(output_dir=output_dir, batch_size=BATCH_PAIRS, epochs=1, lr=1e-4, warmup_ratio=0.0,
-                               progress=False, save_every=0, report_to="none", seed=0)
+    config = RewardTrainConfig(output_dir=output_dir, batch_size=BATCH_PAIRS, epochs=1,
+                               optim=RewardOptimConfig(lr=1e-4, warmup_ratio=0.0), progress=False, save_every=0,
+                               report_to="none", seed=0)
     trainer = RewardTrainer(model, config, records)
     started, cpu = time.perf_counter(), time.process_time()
     first = trainer.train_step()["loss/total"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,6 +105,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 def build_config(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     """Instantiate dataclass ``cls`` from a (possibly nested) mapping, checking keys and types."""
+    values = apply_renames(cls, values, prefix)
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(known))
@@ -114,9 +116,55 @@ def build_config(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T
     for name, value in values.items():
         default = _field_default(known[name])
         if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
-            value = _merge(_shallow_fields(default), value)
+            value = merge_values(_shallow_fields(default), value)
         kwargs[name] = _coerce(value, hints[name], prefix + name)
     return cls(**kwargs)
+
+
+def apply_renames(cls: type, values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``values`` with every deprecated key (``RENAMED`` of ``cls`` and its nested configs) moved to its new name.
+
+    Each move warns once (FutureWarning); an old key given together with its new name is an error.
+    """
+    renamed: dict[str, str] = getattr(cls, "RENAMED", {})
+    out = dict(values)
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        *parents, leaf = new.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            child = _shallow_fields(child) if dataclasses.is_dataclass(child) else child
+            node[part] = dict(child) if isinstance(child, Mapping) else {}
+            node = node[part]
+        if leaf in node:
+            raise ConfigError(f"both `{prefix}{old}` and `{prefix}{new}` are given; `{prefix}{old}` is the old name "
+                              f"of `{prefix}{new}`: keep only `{prefix}{new}`")
+        node[leaf] = value
+        _warn_renamed(prefix + old, prefix + new)
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        nested = _dataclass_type(hints[spec.name])
+        if nested is not None and isinstance(out.get(spec.name), Mapping):
+            out[spec.name] = apply_renames(nested, out[spec.name], f"{prefix}{spec.name}.")
+    return out
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    """Tell the user that ``old`` is deprecated in favour of ``new`` (a FutureWarning, shown by default)."""
+    warnings.warn_explicit(f"`{old}` is renamed `{new}`; the old name will be removed in the next release",
+                           FutureWarning, filename="rlhfkit config", lineno=0, module="rlhfkit.config")
+
+
+def _dataclass_type(annotation: Any) -> type | None:
+    """The dataclass named by ``annotation`` (also inside ``X | None``), else None."""
+    if dataclasses.is_dataclass(annotation):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)), None)
+    return None
 
 
 def _field_default(spec: dataclasses.Field) -> Any:
@@ -147,11 +195,12 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, nested mappings merged key by key (later sources win)."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
+            merged[key] = merge_values(dict(merged[key]), value)
         else:
             merged[key] = value
     return merged
@@ -177,13 +226,15 @@ def load_config(cls: type[T], path: str | Path | None = None,
                 overrides: Mapping[str, Any] | Iterable[str] | None = None) -> T:
     """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``.
 
-    ``overrides`` is a mapping (typer options that were given) or ``key=value`` strings.
+    ``overrides`` is a mapping (typer options that were given) or ``key=value`` strings. Deprecated
+    keys (a config's ``RENAMED``) are moved to their new names per source, so a later source still wins.
     """
     values: dict[str, Any] = read_yaml(path) if path else {}
-    if overrides:
-        extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-        values = _merge(values, {k: v for k, v in extra.items() if v is not None})
     try:
+        values = apply_renames(cls, values)
+        if overrides:
+            extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+            values = merge_values(values, apply_renames(cls, {k: v for k, v in extra.items() if v is not None}))
         return build_config(cls, values)
     except ConfigError as exc:
         where = f" (in {path})" if path else ""

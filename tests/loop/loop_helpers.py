@@ -19,7 +19,7 @@ def tiny_loop_settings(tmp_path: Path, rounds: int = 2, comparisons: int = 10) -
         "feedback": {"redundancy": 2, "panel": {"size": 3, "spammers": 1}, "wait_timeout_s": 120},
         "reward": {"train": {"epochs": 1, "batch_size": 8, "max_length": 64, "bootstrap_samples": 20,
                              "normalization_samples": 32, "save_every": 2}},
-        "policy": {"prompts": 16, "ppo": {"run": {"steps": 2, "save_every": 1}, "batch_size": 4,
+        "policy": {"prompts": 16, "ppo": {"run": {"steps": 2, "save_every": 1}, "num_prompts": 4,
                                           "num_minibatches": 1, "epochs": 1,
                                           "generation": {"max_new_tokens": 12}}},
         "eval": {"prompts": 4},

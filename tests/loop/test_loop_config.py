@@ -13,9 +13,9 @@ def test_partial_nested_override_keeps_the_other_tuned_defaults(tmp_path):
     default = LoopConfig()
     path = tmp_path / "loop.yaml"
     path.write_text("rounds: 2\npolicy:\n  ppo:\n    run: {steps: 3}\nfeedback: {panel: {size: 4}}\n")
-    config = load_loop_config(path, ["policy.ppo.batch_size=8", "rounds=5"])
+    config = load_loop_config(path, ["policy.ppo.num_prompts=8", "rounds=5"])
     assert config.rounds == 5  # --set beats YAML
-    assert config.policy.ppo.run.steps == 3 and config.policy.ppo.batch_size == 8
+    assert config.policy.ppo.run.steps == 3 and config.policy.ppo.num_prompts == 8
     assert config.policy.ppo.optim.lr == default.policy.ppo.optim.lr  # not the trainer's class default
     assert config.policy.ppo.run.save_every == default.policy.ppo.run.save_every
     assert config.feedback.panel.size == 4 and config.feedback.panel.spammers == default.feedback.panel.spammers
@@ -26,9 +26,9 @@ def test_partial_ppo_section_keeps_the_loops_ppo_defaults(tmp_path):
     default = LoopConfig()
     assert default.policy.ppo.run.steps == 16 and default.policy.ppo.reward.uncertainty_coef == 0.5
     path = tmp_path / "loop.yaml"
-    path.write_text("policy: {ppo: {batch_size: 32}}\n")
-    for config in (load_loop_config(path), load_loop_config(None, ["policy.ppo.batch_size=32"])):
-        assert config.policy.ppo.batch_size == 32
+    path.write_text("policy: {ppo: {num_prompts: 32}}\n")
+    for config in (load_loop_config(path), load_loop_config(None, ["policy.ppo.num_prompts=32"])):
+        assert config.policy.ppo.num_prompts == 32
         assert config.policy.ppo.run.steps == 16 and config.policy.ppo.run.save_every == 4
         assert config.policy.ppo.reward.uncertainty_coef == 0.5 and config.policy.ppo.kl.coef == 0.1
         assert config.policy.ppo.generation.max_new_tokens == 48

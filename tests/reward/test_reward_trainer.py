@@ -10,7 +10,7 @@ import torch
 from rlhfkit.data.records import Comparison, Label, Ranking, Rating
 from rlhfkit.reward.batching import (TRUNCATED_AWAY, assign_bootstrap_weights, collate, encode_records,
                                      epoch_batches)
-from rlhfkit.reward.config import RewardLossConfig, RewardTrainConfig
+from rlhfkit.reward.config import RewardLossConfig, RewardOptimConfig, RewardTrainConfig
 from rlhfkit.reward.trainer import RewardTrainer
 
 from .synthetic import comparisons, labels, ratings, rankings, tiny_reward_model, word_tokenizer
@@ -21,9 +21,9 @@ def _encode(records, tokenizer, max_length=32, **kwargs):
                           min_prompt_tokens=2, **kwargs)
 
 
-def _config(tmp_path, **overrides):
-    values = dict(output_dir=str(tmp_path), batch_size=8, lr=3e-3, progress=False, save_every=0,
-                  report_to="none", warmup_ratio=0.0)
+def _config(tmp_path, lr=3e-3, grad_accum=1, **overrides):
+    values = dict(output_dir=str(tmp_path), batch_size=8, progress=False, save_every=0, report_to="none",
+                  optim=RewardOptimConfig(lr=lr, grad_accum=grad_accum, warmup_ratio=0.0))
     values.update(overrides)
     return RewardTrainConfig(**values)
 
@@ -89,7 +89,7 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
         trainer = RewardTrainer(model, _config(tmp_path / f"{batch_size}", batch_size=batch_size, grad_accum=accum,
                                                group_by_length=False), encoded)
         metrics = trainer.train_step()
-        results.append((_params(model), metrics["train/grad_norm"]))
+        results.append((_params(model), metrics["grad/norm"]))
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-5)
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
 

@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from rlhfkit.reward.batching import encode_records
-from rlhfkit.reward.config import RewardLossConfig, RewardTrainConfig
+from rlhfkit.reward.config import RewardLossConfig, RewardOptimConfig, RewardTrainConfig
 from rlhfkit.reward.evaluation import evaluate_model, evaluate_scores
 from rlhfkit.reward.trainer import RewardTrainer
 
@@ -30,8 +30,9 @@ def _train(records, tmp_path, rating_loss="regression", epochs=2):
     encoded, report = encode_records(records, tokenizer, max_length=32, eos_id=tokenizer.eos_token_id,
                                      ordinal=rating_loss == "ordinal")
     assert not report.problems
-    config = RewardTrainConfig(output_dir=str(tmp_path), batch_size=32, epochs=epochs, lr=3e-3, progress=False,
-                               save_every=0, report_to="none", loss=RewardLossConfig(rating_loss=rating_loss))
+    config = RewardTrainConfig(output_dir=str(tmp_path), batch_size=32, epochs=epochs,
+                               optim=RewardOptimConfig(lr=3e-3), progress=False, save_every=0, report_to="none",
+                               loss=RewardLossConfig(rating_loss=rating_loss))
     trainer = RewardTrainer(model, config, encoded)
     trainer.train()
     model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None

@@ -22,7 +22,7 @@ def cli(*args: str) -> list[str]:
 def ppo_args(files: dict[str, Path], output_dir: Path, steps: int) -> list[str]:
     return cli("ppo", "--model", str(files["model"]), "--reward-fn", f"{files['reward']}:score",
                "--prompts", str(files["prompts"]), "--output-dir", str(output_dir), "--steps", str(steps),
-               "--report-to", "none", "--set", "batch_size=8", "--set", "generation.max_new_tokens=2",
+               "--report-to", "none", "--set", "num_prompts=8", "--set", "generation.max_new_tokens=2",
                "--set", "num_minibatches=2", "--set", "epochs=2", "--set", "optim.lr=1e-2",
                "--set", "run.save_every=1", "--set", "run.progress=false", "--set", "run.device=cpu",
                "--set", "run.threads=1")

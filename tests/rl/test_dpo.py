@@ -89,7 +89,7 @@ def test_ipo_and_cdpo_reduce_their_loss(tmp_path):
 
 def test_dpo_resume_is_bitwise_identical(tmp_path):
     _, _, pairs = exact_pairs()
-    common = ["optim.lr=1e-2", "run.steps=4", "batch_size=50", "grad_accum=2"]
+    common = ["optim.lr=1e-2", "run.steps=4", "batch_size=50", "optim.grad_accum=2"]
     straight = toy_bundle()
     DPOTrainer(load_config(DPOConfig, None, overrides(tmp_path / "a", *common)), straight, pairs).train()
     first = toy_bundle()
@@ -98,11 +98,11 @@ def test_dpo_resume_is_bitwise_identical(tmp_path):
     trainer.precompute_reference()
     for _ in range(2):
         trainer.train_step()
-        trainer.step += 1
-    trainer.save()
+        trainer.harness.step += 1
+    trainer.harness.save()
     resumed_bundle = toy_bundle(seed=5)  # different initial weights: everything must come from the checkpoint
     resumed = DPOTrainer(half, resumed_bundle, pairs)
-    resumed.resume(tmp_path / "b" / "checkpoint-2")
+    resumed.harness.resume(tmp_path / "b" / "checkpoint-2")
     resumed.train()
     for (name, a), b in zip(straight.policy.state_dict().items(), resumed_bundle.policy.state_dict().values()):
         assert torch.equal(a, b), name
@@ -114,7 +114,7 @@ def test_progress_bar_names_the_method_not_the_loss_function(tmp_path, monkeypat
     import rlhfkit.rl.dpo as dpo_module
 
     seen: list[str] = []
-    monkeypatch.setattr(dpo_module, "run_loop", lambda harness, step, description: seen.append(description) or [])
+    monkeypatch.setattr(dpo_module, "run_loop", lambda harness, step, description, on_step=None: seen.append(description) or [])
     _, _, pairs = exact_pairs()
     config = load_config(DPOConfig, None, overrides(tmp_path, "run.steps=1", f"loss_type={loss_type}"))
     DPOTrainer(config, toy_bundle(), pairs[:4]).train()

@@ -12,8 +12,7 @@ from toy_problem import PROMPT, reward_table, run_config_overrides, table_reward
 from rlhfkit.config import load_config
 from rlhfkit.rl.config import PolicyGradientConfig, PPOConfig, RewardConfig
 from rlhfkit.rl.guard import SkipGuard, TooManySkipsError
-from rlhfkit.rl.policy_gradient import PolicyGradientTrainer
-from rlhfkit.rl.ppo import PPOTrainer
+from rlhfkit.rl.onpolicy import OnPolicyTrainer
 from rlhfkit.rl.rewards import EnsembleReward, FunctionReward
 from rlhfkit.rl.rollout import SamplingParams, make_sampler
 from rlhfkit.rl.running_moments import RunningMoments
@@ -38,18 +37,18 @@ def same_weights(module: torch.nn.Module, saved: dict[str, torch.Tensor]) -> boo
 
 def test_ppo_logs_every_metric_and_adapts_kl(tmp_path):
     bundle = toy_bundle(value="head")
-    overrides = run_config_overrides(tmp_path, 2) + ["batch_size=8", "epochs=1", "num_minibatches=2", "grad_accum=2",
+    overrides = run_config_overrides(tmp_path, 2) + ["num_prompts=8", "epochs=1", "num_minibatches=2", "optim.grad_accum=2",
                                                      "kl.target=0.001", "kl.horizon=10", "optim.lr=1e-2"]
     config = load_config(PPOConfig, None, overrides)
     tracker = Tracker(tmp_path, report_to="none")
-    trainer = PPOTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"), tracker)
+    trainer = OnPolicyTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"), tracker)
     trainer.train()
     tracker.close()
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == [1, 2]
     assert EXPECTED_PPO_METRICS <= set(records[-1])
     assert records[-1]["train/updates"] == 2.0
-    assert trainer.harness.kl_controller.value != config.kl.coef  # adaptive controller moved
+    assert trainer.kl_controller.value != config.kl.coef  # adaptive controller moved
     assert (tmp_path / "checkpoint-2" / "policy.safetensors").is_file()
     assert (tmp_path / "final" / "value_head.safetensors").is_file()
 
@@ -59,11 +58,11 @@ def test_nan_reward_skips_update_and_stops_after_limit(tmp_path, caplog):
     nan_reward = EnsembleReward([FunctionReward(lambda p, r: [math.nan] * len(r), "nan")])
     config = load_config(PolicyGradientConfig, None, run_config_overrides(tmp_path, 5) + [
         "num_prompts=2", "group_size=2", "run.max_consecutive_skips=2"])
-    trainer = PolicyGradientTrainer(config, bundle, nan_reward, [PROMPT], make_sampler("cached"))
+    trainer = OnPolicyTrainer(config, bundle, nan_reward, [PROMPT], make_sampler("cached"))
     before = snapshot(bundle.policy)
     with caplog.at_level(logging.WARNING):
         metrics = trainer.train_step()
-    assert metrics["train/skipped_step"] == 1.0 and metrics["reward/non_finite"] == 4.0
+    assert trainer.harness.guard.total == 1 and metrics["reward/non_finite"] == 4.0
     assert same_weights(bundle.policy, before)
     assert "a reward is not finite" in caplog.text
     with pytest.raises(TooManySkipsError, match="3 consecutive updates skipped"):
@@ -96,7 +95,7 @@ def test_negative_kl_estimate_is_warned(tmp_path, caplog):
         bundle.frozen_reference.lm_head.weight.mul_(4.0)
     config = load_config(PolicyGradientConfig, None, run_config_overrides(tmp_path, 1) + [
         "num_prompts=4", "group_size=2", "generation.top_k=1", "kl.estimator=k1"])
-    trainer = PolicyGradientTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"))
+    trainer = OnPolicyTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"))
     with caplog.at_level(logging.WARNING):
         metrics = trainer.train_step()
     assert metrics["kl/mean"] < 0 and metrics["kl/negative_warning"] == 1.0
@@ -108,7 +107,7 @@ def hackable_reward(prompts, responses):
     return [5.0 if len(r.replace(" ", "")) != 1 else (0.5 if r.strip() in "ab" else -0.5) for r in responses]
 
 
-def test_empty_and_truncated_responses_do_not_outscore_baseline_by_default():
+def test_no_score_is_replaced_by_default_and_opt_in_replacement_is_counted():
     bundle = toy_bundle()
     with torch.no_grad():  # make every response type common: <eos>, x <eos>, and x y (no EOS)
         bundle.policy.lm_head.weight.mul_(0.0)
@@ -116,19 +115,24 @@ def test_empty_and_truncated_responses_do_not_outscore_baseline_by_default():
     rollout = make_sampler("cached").sample(bundle.policy, bundle.tokenizer, [PROMPT] * 200,
                                             SamplingParams(max_new_tokens=2), generator=generator)
     reward = EnsembleReward([FunctionReward(hackable_reward, "hackable")])
-    shaped = score_rollout(rollout, reward, RewardConfig(), RunningMoments())
+    default = score_rollout(rollout, reward, RewardConfig(), RunningMoments())
     empty = torch.tensor([not r.strip() for r in rollout.responses])
     truncated = ~rollout.finished
-    assert empty.any() and truncated.any() and (~shaped.invalid).any()
-    baseline = shaped.final.mean()
-    assert shaped.final[empty].max() < baseline and shaped.final[truncated].max() < baseline
-    unshaped = score_rollout(rollout, reward, RewardConfig(invalid_score=None, penalize_empty=False), RunningMoments())
-    assert unshaped.final[empty].min() > unshaped.final.mean()  # the canary would fire without the default
+    assert empty.any() and truncated.any()
+    assert torch.equal(default.final, default.raw) and not default.replaced.any()
+    assert default.metrics()["reward/replaced_frac"] == 0.0
+    opted = score_rollout(rollout, reward, RewardConfig(invalid_score=-1.0, penalize_empty=True), RunningMoments())
+    baseline = opted.final.mean()
+    assert opted.final[empty].max() < baseline and opted.final[truncated].max() < baseline
+    assert opted.metrics()["reward/replaced_frac"] == pytest.approx((empty | truncated).float().mean().item())
+    penalized = score_rollout(rollout, reward, RewardConfig(missing_eos_penalty=2.0), RunningMoments())
+    assert torch.equal(penalized.final[truncated], penalized.raw[truncated] - 2.0)
+    assert torch.equal(penalized.replaced, truncated)
 
 
 def test_ppo_requires_value_model(tmp_path):
     with pytest.raises(ValueError, match="value model"):
-        PPOTrainer(load_config(PPOConfig, None, run_config_overrides(tmp_path, 1)), toy_bundle(),
+        OnPolicyTrainer(load_config(PPOConfig, None, run_config_overrides(tmp_path, 1)), toy_bundle(),
                    table_reward(reward_table()), [PROMPT], make_sampler("cached"))
 
 
@@ -150,8 +154,8 @@ def test_score_scaling_options(scaling, check):
 
 
 @pytest.mark.parametrize("trainer_cls,config_cls,extra", [
-    (PPOTrainer, PPOConfig, ["batch_size=8", "value_model=critic"]),
-    (PolicyGradientTrainer, PolicyGradientConfig, ["num_prompts=4", "group_size=2"]),
+    (OnPolicyTrainer, PPOConfig, ["num_prompts=8", "value_model=critic"]),
+    (OnPolicyTrainer, PolicyGradientConfig, ["num_prompts=4", "group_size=2"]),
 ])
 def test_gradient_accumulation_equals_full_minibatch(tmp_path, trainer_cls, config_cls, extra):
     """One mini-batch of 8 in 1 micro-batch or in 4 micro-batches of 2: the same update.
@@ -160,14 +164,14 @@ def test_gradient_accumulation_equals_full_minibatch(tmp_path, trainer_cls, conf
     gradient entries is not blown up to +-lr as with the default eps."""
     results = []
     for accum in (1, 4):
-        bundle = toy_bundle(value="critic" if trainer_cls is PPOTrainer else "none")
+        bundle = toy_bundle(value="critic" if config_cls is PPOConfig else "none")
         config = load_config(config_cls, None, run_config_overrides(tmp_path / str(accum), 1) + extra + [
-            "epochs=1", "num_minibatches=1", f"grad_accum={accum}", "optim.lr=1.0", "optim.eps=1.0",
+            "epochs=1", "num_minibatches=1", f"optim.grad_accum={accum}", "optim.lr=1.0", "optim.eps=1.0",
             "optim.max_grad_norm=null", "loss_aggregation=token_mean"])
         trainer = trainer_cls(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"))
         trainer.train_step()
         results.append([p.detach().clone() for p in bundle.trainable_parameters()])
-    initial = [p.detach() for p in toy_bundle(value="critic" if trainer_cls is PPOTrainer else "none")
+    initial = [p.detach() for p in toy_bundle(value="critic" if config_cls is PPOConfig else "none")
                .trainable_parameters()]
     moved = max(float((full - start).abs().max()) for full, start in zip(results[0], initial))
     assert moved > 1e-3  # the update is not trivially zero

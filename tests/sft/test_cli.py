@@ -28,9 +28,19 @@ def test_example_config_matches_the_defaults() -> None:
 
 def test_yaml_then_set_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("learning_rate: 1.0e-3\nmax_steps: 5\n")
-    cfg = load_config(SFTConfig, path, ["max_steps=7", "lr_scheduler=linear"])
-    assert (cfg.learning_rate, cfg.max_steps, cfg.lr_scheduler) == (1e-3, 7, "linear")
+    path.write_text("optim:\n  lr: 1.0e-3\nmax_steps: 5\n")
+    cfg = load_config(SFTConfig, path, ["max_steps=7", "optim.schedule=linear"])
+    assert (cfg.optim.lr, cfg.max_steps, cfg.optim.schedule, cfg.optim.warmup_ratio) == (1e-3, 7, "linear", 0.05)
+
+
+def test_old_key_names_still_load_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("learning_rate: 1.0e-3\ngradient_accumulation_steps: 2\n")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(SFTConfig, path, ["lr_scheduler=linear"])
+    assert (cfg.optim.lr, cfg.optim.grad_accum, cfg.optim.schedule) == (1e-3, 2, "linear")
+    said = [str(w.message) for w in caught]
+    assert len(said) == 3 and "`learning_rate` is renamed `optim.lr`; the old name will be removed" in said[0]
 
 
 def test_cli_trains_and_prints_a_summary(tmp_path: Path, tiny_model_dir: Path, train_file: Path) -> None:
@@ -107,9 +117,11 @@ def test_write_demo_data_fits_the_model(tmp_path: Path) -> None:
 
 
 def test_help_lists_every_config_key() -> None:
-    import dataclasses
+    from rlhfkit.commands.common import config_keys
 
     result = CliRunner().invoke(app, ["sft", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    missing = [f.name for f in dataclasses.fields(SFTConfig) if f"{f.name} = " not in result.output]
+    keys = [line.split(" = ")[0] for line in config_keys(SFTConfig)]
+    assert "optim.lr" in keys
+    missing = [key for key in keys if f"{key} = " not in result.output]
     assert not missing

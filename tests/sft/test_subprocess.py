@@ -15,7 +15,7 @@ import pytest
 import torch
 from sft_helpers import read_safetensors
 
-from rlhfkit.sft.config import SFTConfig
+from rlhfkit.sft.config import SFTConfig, SFTOptimConfig
 from rlhfkit.sft.trainer import SFTTrainer
 from rlhfkit.utils.checkpoint import latest_checkpoint
 from rlhfkit.utils.tracking import read_metrics
@@ -62,8 +62,8 @@ def test_sigkill_then_resume_gives_the_same_final_weights(tmp_path: Path, tiny_m
     assert f"resumed at step {reached.name.split('-')[1]}" in " ".join(resumed.stdout.split())
 
     reference = SFTTrainer(SFTConfig(model=str(tiny_model_dir), data=str(train_file), output_dir=str(tmp_path / "ref"),
-                                     max_steps=steps, per_device_batch_size=4, save_steps=every, learning_rate=1e-3,
-                                     progress=False, report_to="none")).train()
+                                     max_steps=steps, per_device_batch_size=4, save_steps=every,
+                                     optim=SFTOptimConfig(lr=1e-3), progress=False, report_to="none")).train()
     a = read_safetensors(reference.final_dir / "model.safetensors")
     b = read_safetensors(killed_dir / "final" / "model.safetensors")
     assert a.keys() == b.keys()
@@ -86,9 +86,9 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert re.search(r"processes\W+2\W", ddp.stdout), ddp.stdout
     single = SFTTrainer(SFTConfig(model=str(no_dropout_model_dir), data=str(train_file),
                                   output_dir=str(tmp_path / "single"), max_steps=steps, per_device_batch_size=4,
-                                  learning_rate=1e-3, save_steps=0, progress=False)).train()
-    ddp_losses = [r["loss/train"] for r in read_metrics(next((tmp_path / "ddp" / "logs").iterdir()))]
-    single_losses = [r["loss/train"] for r in read_metrics(single.run_dir)]
+                                  optim=SFTOptimConfig(lr=1e-3), save_steps=0, progress=False)).train()
+    ddp_losses = [r["loss/total"] for r in read_metrics(next((tmp_path / "ddp" / "logs").iterdir()))]
+    single_losses = [r["loss/total"] for r in read_metrics(single.run_dir)]
     assert len(ddp_losses) == len(single_losses) == steps
     assert single_losses[-1] < single_losses[0]
     diffs = [abs(a - b) for a, b in zip(ddp_losses, single_losses)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,17 +11,23 @@ import torch
 from sft_helpers import read_safetensors, reset_accelerate, write_jsonl
 
 from rlhfkit.sft.checkpointing import SFTError, save_checkpoint
-from rlhfkit.sft.config import SFTConfig
+from rlhfkit.sft.config import SFTConfig, SFTOptimConfig
 from rlhfkit.sft.stream import global_batch_indices, rank_micro_batches, total_steps
 from rlhfkit.sft.trainer import SFTTrainer
 from rlhfkit.utils.checkpoint import latest_checkpoint
 from rlhfkit.utils.tracking import read_metrics
 
 
+OPTIM_KEYS = {f.name for f in dataclasses.fields(SFTOptimConfig)}
+
+
 def config(model: Path, data: Path, out: Path, **kw: object) -> SFTConfig:
+    """A quick test config; optimizer keys (lr, schedule, grad_accum, ...) go into its optim section."""
     base = {"model": str(model), "data": str(data), "output_dir": str(out), "progress": False, "report_to": "none",
-            "per_device_batch_size": 4, "save_steps": 0, "learning_rate": 1e-3}
-    return SFTConfig(**{**base, **kw})
+            "per_device_batch_size": 4, "save_steps": 0}
+    optim = {"lr": 1e-3, **{k: v for k, v in kw.items() if k in OPTIM_KEYS}}
+    rest = {k: v for k, v in kw.items() if k not in OPTIM_KEYS}
+    return SFTConfig(**{**base, **rest}, optim=SFTOptimConfig(**optim))  # type: ignore[arg-type]
 
 
 def test_stream_covers_each_epoch_once_and_splits_by_rank() -> None:
@@ -36,10 +43,10 @@ def test_stream_covers_each_epoch_once_and_splits_by_rank() -> None:
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_logged_learning_rate_follows_warmup_then_schedule(tmp_path: Path, tiny_model_dir: Path, train_file: Path,
                                                           schedule: str) -> None:
-    cfg = config(tiny_model_dir, train_file, tmp_path / "out", max_steps=10, warmup_steps=3, lr_scheduler=schedule,
+    cfg = config(tiny_model_dir, train_file, tmp_path / "out", max_steps=10, warmup_steps=3, schedule=schedule,
                  report_to="tensorboard")
     result = SFTTrainer(cfg).train()
-    lrs = [r["lr"] for r in read_metrics(result.run_dir)]
+    lrs = [r["optim/lr"] for r in read_metrics(result.run_dir)]
     peak, warm, total = 1e-3, 3, 10
 
     def expected(step: int) -> float:
@@ -57,9 +64,9 @@ def test_batch_4_accum_1_equals_batch_1_accum_4(tmp_path: Path, no_dropout_model
     for batch, accum in [(4, 1), (1, 4)]:
         reset_accelerate()
         cfg = config(no_dropout_model_dir, train_file, tmp_path / f"b{batch}", max_steps=4,
-                     per_device_batch_size=batch, gradient_accumulation_steps=accum)
+                     per_device_batch_size=batch, grad_accum=accum)
         result = SFTTrainer(cfg).train()
-        losses.append([r["loss/train"] for r in read_metrics(result.run_dir)])
+        losses.append([r["loss/total"] for r in read_metrics(result.run_dir)])
         weights.append(read_safetensors(result.final_dir / "model.safetensors"))
     assert len(losses[0]) == 4
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
@@ -93,7 +100,7 @@ def test_non_finite_step_is_skipped_and_counted(tmp_path: Path, tiny_model_dir: 
     assert torch.equal(snapshots[2], snapshots[1])  # step 3 changed nothing
     assert not torch.equal(snapshots[3], snapshots[2])  # training went on
     metrics = read_metrics(result.run_dir)
-    assert metrics[2]["loss/train"] == "nan" and metrics[2]["train/skipped_steps"] == 1
+    assert metrics[2]["loss/total"] == "nan" and metrics[2]["train/skipped_steps"] == 1
     assert all(torch.isfinite(t).all() for t in read_safetensors(result.final_dir / "model.safetensors").values())
 
 
@@ -155,7 +162,7 @@ def test_final_model_loads_and_learned_the_data(tmp_path: Path, no_dropout_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "The movie", "completion": " was great."}] * 8)
-    result = SFTTrainer(config(no_dropout_model_dir, data, tmp_path / "out", max_steps=30, learning_rate=1e-2,
+    result = SFTTrainer(config(no_dropout_model_dir, data, tmp_path / "out", max_steps=30, lr=1e-2,
                                warmup_ratio=0.0)).train()
     model = AutoModelForCausalLM.from_pretrained(result.final_dir)
     tokenizer = AutoTokenizer.from_pretrained(result.final_dir)

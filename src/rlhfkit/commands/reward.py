@@ -24,11 +24,11 @@ OutputOption = Annotated[Optional[str], typer.Option("--output-dir", "-o", help=
 
 
 def _config(cls: type, config: Any, set_: list[str] | None, flags: dict[str, Any]) -> Any:
-    from rlhfkit.config import ConfigError, load_config, parse_overrides
+    from rlhfkit.config import ConfigError, apply_renames, load_config, merge_values, parse_overrides
 
+    given = {k: v for k, v in flags.items() if v is not None}
     try:
-        overrides = parse_overrides(set_ or [])
-        overrides.update({k: v for k, v in flags.items() if v is not None})
+        overrides = merge_values(apply_renames(cls, parse_overrides(set_ or [])), given)
         return load_config(cls, config, overrides)
     except ConfigError as exc:
         fail(str(exc))
@@ -56,7 +56,7 @@ def train_rm(
     output_dir: OutputOption = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the data.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Records per micro-batch.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (optim.lr).")] = None,
     num_heads: Annotated[Optional[int], typer.Option("--num-heads", help="Heads on one trunk (ensemble).")] = None,
     ensemble_size: Annotated[Optional[int], typer.Option("--ensemble-size", help="Independent models (ensemble).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
@@ -70,8 +70,8 @@ def train_rm(
 
     cfg = _config(RewardTrainConfig, config, set_, {
         "model": model, "data": data or None, "eval_data": eval_data or None, "output_dir": output_dir,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "num_heads": num_heads,
-        "ensemble_size": ensemble_size, "seed": seed, "report_to": report_to})
+        "epochs": epochs, "batch_size": batch_size, "optim": {"lr": lr} if lr is not None else None,
+        "num_heads": num_heads, "ensemble_size": ensemble_size, "seed": seed, "report_to": report_to})
     _quiet_transformers()
     try:
         outcome = train_reward_model(cfg)

@@ -20,6 +20,7 @@ OutputOption = Annotated[Optional[str], typer.Option("--output-dir", "-o", help=
 StepsOption = Annotated[Optional[int], typer.Option("--steps", help="Training steps.")]
 SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --output-dir.")]
+RecipeOption = Annotated[Optional[str], typer.Option("--recipe", help="exact (default: E[r] - beta KL(pi||ref)) or grpo-paper (Shao et al. 2024: k3 KL loss = forward KL, std scaling).")]
 ResumeFromOption = Annotated[Optional[str], typer.Option("--resume-from", help="Continue from this checkpoint directory.")]
 
 
@@ -63,6 +64,8 @@ def _run(train: Any, cfg: Any, report_to: str, resume: bool, resume_from: str | 
     from rlhfkit.rl.prompts import PromptError
     from rlhfkit.rl.rewards import RewardError
 
+    if hasattr(cfg, "objective"):
+        typer.echo(f"{cfg.algo} objective: {cfg.objective()}")
     try:
         result = train(cfg, report_to=report_to or "tensorboard", resume=resume_from or resume)
     except (ConfigError, ModelError, RewardModelError, RewardError, PromptError, CheckpointError, NoValidRecordsError,
@@ -82,31 +85,33 @@ def ppo(model: ModelOption = None, reward_model: RewardModelOption = None, rewar
         config: ConfigOption = None, set_: SetOption = None, report_to: ReportToOption = "tensorboard") -> None:
     """PPO with a value head or critic, per-token KL penalty, GAE (see --help for every key)."""
     from rlhfkit.rl.config import PPOConfig
-    from rlhfkit.rl.runner import train_ppo
+    from rlhfkit.rl.runner import train_on_policy
 
     flags = {**_common_flags(model, prompts, output_dir or None, steps, seed), **_reward_flags(reward_model, reward_fn)}
-    _run(train_ppo, _load(PPOConfig, config, set_, flags), report_to, resume, resume_from)
+    _run(train_on_policy, _load(PPOConfig, config, set_, flags), report_to, resume, resume_from)
 
 
 def _policy_gradient(algo: str | None, model: str | None, reward_model: list[str] | None, reward_fn: list[str] | None,
                      prompts: str | None, output_dir: str | None, steps: int | None, seed: int | None, resume: bool,
-                     resume_from: str | None, config: Any, set_: list[str] | None, report_to: str) -> None:
+                     resume_from: str | None, config: Any, set_: list[str] | None, report_to: str,
+                     recipe: str | None = None) -> None:
     from rlhfkit.rl.config import PolicyGradientConfig
-    from rlhfkit.rl.runner import train_policy_gradient
+    from rlhfkit.rl.runner import train_on_policy
 
     flags = {**_common_flags(model, prompts, output_dir, steps, seed), **_reward_flags(reward_model, reward_fn),
-             "algo": algo}
-    _run(train_policy_gradient, _load(PolicyGradientConfig, config, set_, flags), report_to, resume, resume_from)
+             "algo": algo, "recipe": recipe}
+    _run(train_on_policy, _load(PolicyGradientConfig, config, set_, flags), report_to, resume, resume_from)
 
 
 def grpo(algo: Annotated[Optional[str], typer.Option("--algo", help="grpo (default), rloo or reinforce.")] = None,
          model: ModelOption = None, reward_model: RewardModelOption = None, reward_fn: RewardFnOption = None,
          prompts: PromptsOption = None, output_dir: OutputOption = None, steps: StepsOption = None,
          seed: SeedOption = None, resume: ResumeOption = False, resume_from: ResumeFromOption = None,
-         config: ConfigOption = None, set_: SetOption = None, report_to: ReportToOption = "tensorboard") -> None:
+         recipe: RecipeOption = None, config: ConfigOption = None, set_: SetOption = None,
+         report_to: ReportToOption = "tensorboard") -> None:
     """GRPO / RLOO / REINFORCE on groups of sampled completions (see --help for every key)."""
     _policy_gradient(algo, model, reward_model, reward_fn, prompts, output_dir, steps, seed, resume, resume_from,
-                     config, set_, report_to)
+                     config, set_, report_to, recipe)
 
 
 def _fixed_algo(algo: str) -> Any:
@@ -136,12 +141,18 @@ def dpo(data: Annotated[Optional[str], typer.Option("--data", "-d", help="Prefer
     _run(train_dpo, _load(DPOConfig, config, set_, flags), report_to, resume, resume_from)
 
 
-def _help(intro: str, cls_name: str) -> str:
-    """Command help: intro plus every config key (rlhfkit.rl.config imports no torch)."""
+def _help(intro: str, cls_name: str, objectives: bool = True) -> str:
+    """Command help: intro, what each KL setting optimizes, and every config key (no torch imported)."""
     from rlhfkit.rl import config as rl_config
+    from rlhfkit.rl.objectives import objective_table_text
 
     keys = "\n".join(f"- {line}" for line in config_keys(getattr(rl_config, cls_name)))
-    return intro + "\n\nConfig keys (--set key=value):\n\n" + keys
+    table = ""
+    if objectives:
+        rows = "\n".join(f"- {line}" for line in objective_table_text().splitlines())
+        table = ("\n\nWhat the objective settings optimize (defaults: KL in the reward with k1 = the exact "
+                 "E[r] - beta KL(pi||ref); --recipe grpo-paper = k3 loss, std scaling, seq_mean):\n\n" + rows)
+    return intro + table + "\n\nConfig keys (--set key=value):\n\n" + keys
 
 
 def register(app: typer.Typer) -> None:
@@ -153,4 +164,4 @@ def register(app: typer.Typer) -> None:
     app.command("reinforce", help=_help("REINFORCE: same as `rlhfkit grpo --algo reinforce`.",
                                         "PolicyGradientConfig"))(_fixed_algo("reinforce"))
     app.command("dpo", help=_help("DPO / IPO on offline preference pairs; reference log-probs computed once.",
-                                  "DPOConfig"))(dpo)
+                                  "DPOConfig", objectives=False))(dpo)

@@ -23,12 +23,10 @@ INTRO = (
 
 def _help() -> str:
     """The command help: intro plus every config key with its default and help."""
-    import dataclasses
-
+    from rlhfkit.commands.common import config_keys
     from rlhfkit.sft.config import SFTConfig
 
-    keys = [f"- {f.name} = {f.default!r}: {f.metadata['help']}" for f in dataclasses.fields(SFTConfig)]
-    return INTRO + "\n\n" + "\n".join(keys)
+    return INTRO + "\n\n" + "\n".join(f"- {line}" for line in config_keys(SFTConfig))
 
 
 
@@ -80,8 +78,8 @@ def sft(
     epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the data (default 3).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Per-process micro-batch size (default 8).")] = None,
-    grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Gradient accumulation steps (default 1).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 5e-4).")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="optim.grad_accum: micro-batches per step (1).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="optim.lr: peak learning rate (5e-4).")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Longest sequence in tokens.")] = None,
     save_steps: Annotated[Optional[int], typer.Option("--save-steps", help="Checkpoint every N steps (default 50).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).")] = None,
@@ -93,7 +91,7 @@ def sft(
     report_to: ReportToOption = None,  # type: ignore[assignment]
 ) -> None:
     """Fine-tune a causal LM on completions (see --help for data formats)."""
-    from rlhfkit.config import ConfigError, load_config, parse_overrides
+    from rlhfkit.config import ConfigError, apply_renames, load_config, merge_values, parse_overrides
     from rlhfkit.sft.config import SFTConfig
 
     if write_demo_data is not None:
@@ -101,12 +99,12 @@ def sft(
         return
     _check_report_to(report_to)
     flags = _flag_overrides(model=model, data=data, output_dir=output_dir, num_epochs=epochs, max_steps=max_steps,
-                            per_device_batch_size=batch_size, gradient_accumulation_steps=grad_accum,
-                            learning_rate=lr, max_length=max_length, save_steps=save_steps, seed=seed,
-                            resume=resume, overwrite=overwrite, report_to=report_to)
+                            per_device_batch_size=batch_size, max_length=max_length, save_steps=save_steps,
+                            seed=seed, resume=resume, overwrite=overwrite, report_to=report_to)
+    optim = _flag_overrides(lr=lr, grad_accum=grad_accum)
     try:
-        overrides = parse_overrides(set_ or [])
-        overrides.update(flags)
+        overrides = apply_renames(SFTConfig, parse_overrides(set_ or []))
+        overrides = merge_values(overrides, {**flags, **({"optim": optim} if optim else {})})
         cfg = load_config(SFTConfig, config, overrides)
     except ConfigError as exc:
         fail(str(exc))

@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from rlhfkit.utils.text_metrics import ngrams as _ngrams
+from rlhfkit.utils.text_metrics import reference_streams as _reference_streams
+from rlhfkit.utils.text_metrics import repetition_rate, rouge_per_item
+
 if TYPE_CHECKING:  # torch is imported only by the KL helpers' callers, keeping text metrics light
     import torch
 
@@ -27,11 +31,6 @@ if TYPE_CHECKING:  # torch is imported only by the KL helpers' callers, keeping 
 
 Outcome = float | str
 _OUTCOME_VALUES = {"win": 1.0, "loss": 0.0, "tie": 0.5}
-
-
-def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    """All contiguous n-grams of a token list."""
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -45,14 +44,6 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     for text in texts:
         grams.extend(_ngrams(text.split(), n))
     return len(set(grams)) / len(grams) if grams else 0.0
-
-
-def repetition_rate(text: str, n: int = 2) -> float:
-    """Fraction of a single text's n-grams that repeat an earlier one (0 = none, ->1 = a loop)."""
-    grams = _ngrams(text.split(), n)
-    if not grams:
-        return 0.0
-    return 1.0 - len(set(grams)) / len(grams)
 
 
 @dataclass(frozen=True)
@@ -88,14 +79,6 @@ def length_stats(texts: Sequence[str], tokenizer: Any | None = None) -> LengthSt
                        empty_fraction=float(np.mean([not t.strip() for t in texts])))
 
 
-def _reference_streams(references: Sequence[str] | Sequence[Sequence[str]],
-                       n_hyp: int) -> list[list[str]]:
-    """Normalize one-or-many references per hypothesis into a list per hypothesis."""
-    if len(references) != n_hyp:
-        raise ValueError(f"got {n_hyp} hypotheses but {len(references)} reference entries")
-    return [[ref] if isinstance(ref, str) else list(ref) for ref in references]
-
-
 def bleu(hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> float:
     """Corpus BLEU on sacrebleu's 0-100 scale (13a tokenization); one or several references each."""
     refs = _reference_streams(references, len(hypotheses))
@@ -109,27 +92,6 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequenc
     import sacrebleu
 
     return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score)
-
-
-def _rouge_scorer() -> Any:
-    """A shared ROUGE-1/2/L scorer (rouge-score's default tokenizer, no stemming)."""
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
-
-
-def rouge_per_item(hypotheses: Sequence[str],
-                   references: Sequence[str] | Sequence[Sequence[str]]) -> list[dict[str, float]]:
-    """ROUGE-1/2/L F1 per hypothesis (the best over its references), each in [0, 1]."""
-    refs = _reference_streams(references, len(hypotheses))
-    scorer = _rouge_scorer()
-    out = []
-    for hyp, targets in zip(hypotheses, refs):
-        if not targets:
-            raise ValueError("rouge: every hypothesis needs at least one reference")
-        scores = scorer.score_multi(targets, hyp)
-        out.append({name: float(s.fmeasure) for name, s in scores.items()})
-    return out
 
 
 def rouge(hypotheses: Sequence[str],

@@ -13,7 +13,7 @@ from typing import Literal
 
 from rlhfkit.config import field
 from rlhfkit.eval.overoptimization import WatchConfig
-from rlhfkit.reward.config import RewardTrainConfig
+from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
 from rlhfkit.rl.config import (DPOConfig, DPOOptimConfig, DPORunConfig, GenerationConfig, KLConfig, OptimConfig,
                                PolicyGradientConfig, PPOConfig, RewardConfig, RunConfig)
 
@@ -99,9 +99,9 @@ class FeedbackConfig:
 
 
 def _default_reward_train() -> RewardTrainConfig:
-    return RewardTrainConfig(num_heads=3, epochs=3, batch_size=16, lr=1e-3, max_length=128, min_prompt_tokens=16,
-                             eval_fraction=0.15, save_every=50, log_every=5, normalization_samples=256,
-                             bootstrap_samples=200, progress=False)
+    return RewardTrainConfig(num_heads=3, epochs=3, batch_size=16, optim=RewardOptimConfig(lr=1e-3), max_length=128,
+                             min_prompt_tokens=16, eval_fraction=0.15, save_every=50, log_every=5,
+                             normalization_samples=256, bootstrap_samples=200, progress=False)
 
 
 @dataclass
@@ -119,7 +119,7 @@ def _default_ppo() -> PPOConfig:
     return PPOConfig(run=RunConfig(steps=16, save_every=4, progress=False),
                      generation=GenerationConfig(max_new_tokens=48),
                      reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.1), optim=OptimConfig(lr=3e-4),
-                     batch_size=64, epochs=4, num_minibatches=4)
+                     num_prompts=64, epochs=4, num_minibatches=4)
 
 
 def _default_group() -> PolicyGradientConfig:

@@ -38,7 +38,7 @@ def expected_steps(train_config: RewardTrainConfig, n_records: int) -> int:
         return train_config.max_steps
     n_train = n_records - min(n_records - 1, max(1, round(train_config.eval_fraction * n_records)))
     batches = math.ceil(max(1, n_train) / train_config.batch_size)
-    return max(1, math.ceil(train_config.epochs * batches / train_config.grad_accum)) * max(1, train_config.ensemble_size)
+    return max(1, math.ceil(train_config.epochs * batches / train_config.optim.grad_accum)) * max(1, train_config.ensemble_size)
 
 
 def train_round_reward(train_config: RewardTrainConfig,

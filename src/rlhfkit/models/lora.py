@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from rlhfkit.config import field
+from rlhfkit.training_config import LoraConfig
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -23,25 +22,7 @@ TARGET_FAMILIES: tuple[tuple[str, ...], ...] = (
 )
 
 
-@dataclasses.dataclass
-class LoraSettings:
-    """Low-rank adapters on the attention projections; the frozen base doubles as the reference policy."""
-
-    r: int = field(16, help="Rank of the low-rank update.")
-    alpha: float = field(32.0, help="Scaling numerator: the update is scaled by alpha / r.")
-    dropout: float = field(0.05, help="Dropout on the adapter input during training.")
-    target_modules: list[str] | None = field(None, help="Module names to adapt; None = detect (q_proj,v_proj / c_attn / ...).")
-    bias: Literal["none", "all", "lora_only"] = field("none", help="Which biases to train (peft's 'bias').")
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"lora.r must be >= 1, got {self.r}")
-        if self.alpha <= 0:
-            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
-        if self.target_modules is not None and not self.target_modules:
-            raise ValueError("lora.target_modules is empty; leave it unset to detect the attention projections")
+LoraSettings = LoraConfig  # the shared LoRA config under its earlier name
 
 
 def _leaf_names(model: nn.Module) -> set[str]:
@@ -65,15 +46,16 @@ def _uses_conv1d(model: nn.Module, targets: list[str]) -> bool:
                for name, module in model.named_modules())
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings, task_type: str = "CAUSAL_LM") -> PeftModel:
+def apply_lora(model: nn.Module, settings: LoraConfig, task_type: str = "CAUSAL_LM") -> PeftModel:
     """Wrap ``model`` with trainable LoRA adapters; the base weights are frozen by peft."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     targets = list(settings.target_modules) if settings.target_modules else detect_target_modules(model)
     missing = [name for name in targets if name not in _leaf_names(model)]
     if missing:
         raise ValueError(f"lora.target_modules {missing} are not modules of {type(model).__name__}")
-    config = LoraConfig(
+    config = PeftLoraConfig(
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
         bias=settings.bias, task_type=task_type, fan_in_fan_out=_uses_conv1d(model, targets),
     )

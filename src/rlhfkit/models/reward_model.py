@@ -2,8 +2,8 @@
 
 ``RewardModel`` also wraps any ``AutoModelForSequenceClassification`` with ``num_labels=1``.
 A saved reward model is a directory that ``AutoModel.from_pretrained`` can read as the trunk, plus
-``reward_head.safetensors`` and ``reward_config.json`` (head count, normalization mean/std, text
-encoding). ``k`` heads on one trunk, or ``k`` whole models (:class:`RewardEnsemble`), give an
+``reward_head.safetensors`` and ``reward_config.json`` (head count, per-head normalization mean/std,
+text encoding). ``k`` heads on one trunk, or ``k`` whole models (:class:`RewardEnsemble`), give an
 ensemble: the mean over members is the reward, their standard deviation the uncertainty.
 """
 
@@ -31,12 +31,20 @@ class RewardModelError(ValueError):
 
 @dataclass
 class RewardModelSettings:
-    """What ``reward_config.json`` stores next to the weights."""
+    """What ``reward_config.json`` stores next to the weights.
+
+    ``head_mean``/``head_std`` normalize each head on its own: heads' offsets and scales are arbitrary,
+    so with shared statistics the spread over heads would measure those instead of disagreement.
+    ``mean``/``std`` describe the head-average score; they normalize every head only in models saved
+    before per-head statistics (``head_mean`` None).
+    """
 
     architecture: str = "trunk_head"
     num_heads: int = 1
     mean: float = 0.0
     std: float = 1.0
+    head_mean: list[float] | None = None
+    head_std: list[float] | None = None
     max_length: int = 512
     min_prompt_tokens: int = 64
     append_eos: bool = True
@@ -163,13 +171,20 @@ class RewardModel(nn.Module):
         return self.head(pooled)
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
-        """Apply the stored reference statistics: ``(r - mean) / std``."""
-        return (rewards - self.settings.mean) / self.settings.std
+        """Per-head reference statistics, ``(r_h - mean_h) / std_h`` on (..., num_heads) scores.
+
+        Models saved without per-head statistics apply their single ``mean``/``std`` to every head.
+        """
+        if self.settings.head_mean is None or self.settings.head_std is None:
+            return (rewards - self.settings.mean) / self.settings.std
+        mean = torch.tensor(self.settings.head_mean, dtype=rewards.dtype, device=rewards.device)
+        std = torch.tensor(self.settings.head_std, dtype=rewards.dtype, device=rewards.device)
+        return (rewards - mean) / std
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-        """Reward per sequence, the mean over heads; (b, T) -> (b,) float."""
-        rewards = self.forward(input_ids, attention_mask).float().mean(dim=-1)
-        return self.normalize(rewards) if normalized else rewards
+        """Reward per sequence, the mean over (normalized) heads; (b, T) -> (b,) float."""
+        rewards = self.forward(input_ids, attention_mask).float()
+        return (self.normalize(rewards) if normalized else rewards).mean(dim=-1)
 
     def score_with_uncertainty(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,12 +239,23 @@ class RewardModel(nn.Module):
         return out
 
     def set_normalization(self, rewards: torch.Tensor) -> tuple[float, float]:
-        """Store mean/std of raw rewards on a reference set so ``normalized=True`` centres and scales."""
-        rewards = rewards.detach().float().flatten()
-        if rewards.numel() < 2:
+        """Store each head's mean/std of raw rewards on a reference set, so that ``normalized=True``
+        gives every head mean 0 and std 1 there; ``rewards`` is (n, num_heads), or (n,) for one head.
+
+        Returns the mean and std of the raw head-average score (also stored, as ``mean``/``std``).
+        """
+        rewards = rewards.detach().float()
+        if rewards.dim() == 1 and self.num_heads == 1:
+            rewards = rewards.unsqueeze(-1)
+        if rewards.dim() != 2 or rewards.shape[1] != self.num_heads:
+            raise ValueError(f"normalization needs rewards of shape (n, {self.num_heads}) (score_texts with "
+                             f"per_head=True), got {tuple(rewards.shape)}")
+        if rewards.shape[0] < 2:
             raise ValueError("normalization needs rewards of at least 2 reference samples")
-        mean, std = float(rewards.mean()), float(rewards.std(unbiased=False))
-        self.settings.mean, self.settings.std = mean, max(std, 1e-6)
+        self.settings.head_mean = rewards.mean(0).tolist()
+        self.settings.head_std = rewards.std(0, unbiased=False).clamp_min(1e-6).tolist()
+        average = rewards.mean(-1)
+        self.settings.mean, self.settings.std = float(average.mean()), max(float(average.std(unbiased=False)), 1e-6)
         return self.settings.mean, self.settings.std
 
     def save_pretrained(self, directory: str | Path) -> Path:

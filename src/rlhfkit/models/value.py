@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rlhfkit.rl.logprobs import position_ids_from_mask
+from rlhfkit.models.positions import position_ids_from_mask
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 CRITIC_CONFIG_FILE = "rlhfkit_critic.json"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from rlhfkit.config import field
+from rlhfkit.training_config import OptimConfig, Schedule
 
 
 @dataclass
@@ -28,8 +29,22 @@ class RewardLossConfig:
 
 
 @dataclass
+class RewardOptimConfig(OptimConfig):
+    """Optimizer defaults of reward-model training: 5% warmup, then linear decay; unfused AdamW."""
+
+    lr: float = field(1e-4, help="Peak learning rate (after warmup).")
+    schedule: Schedule = field("linear", help="Learning-rate decay after warmup: constant, linear or cosine (to 0).")
+    warmup_ratio: float = field(0.05, help="Share of the optimizer steps spent warming up (when warmup_steps is None).")
+    fused: bool = field(False, help="Fused AdamW kernel on CPU/CUDA; same update, fewer passes over the parameters.")
+
+
+@dataclass
 class RewardTrainConfig:
     """Everything ``rlhfkit train-rm`` needs; each field can be set in YAML or with ``--set``."""
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        "lr": "optim.lr", "grad_accum": "optim.grad_accum", "weight_decay": "optim.weight_decay",
+        "warmup_ratio": "optim.warmup_ratio", "max_grad_norm": "optim.max_grad_norm"}
 
     model: str = field("builtin", help="Trunk: 'builtin', a local model directory, or a sequence classifier.")
     data: list[str] = field(default_factory=list, help="Feedback files (.jsonl/.json/.csv/.parquet or HF dataset dirs).")
@@ -40,13 +55,10 @@ class RewardTrainConfig:
     max_length: int = field(512, help="Tokens per prompt+response (capped by the trunk's context length).")
     min_prompt_tokens: int = field(64, help="Prompt tokens kept (from its end) before a long response is cut.")
     batch_size: int = field(16, help="Records per micro-batch (a pair's two responses share one forward pass).")
-    grad_accum: int = field(1, help="Micro-batches per optimizer step.")
     epochs: int = field(1, help="Passes over the training records.")
     max_steps: Optional[int] = field(None, help="Optimizer steps; overrides epochs when set.")
-    lr: float = field(1e-4, help="AdamW learning rate.")
-    weight_decay: float = field(0.0, help="AdamW weight decay (not applied to biases and norms).")
-    warmup_ratio: float = field(0.05, help="Share of steps with linear learning-rate warm-up; then linear decay.")
-    max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 = off).")
+    optim: RewardOptimConfig = field(default_factory=RewardOptimConfig,
+                                     help="AdamW, accumulation, clipping and schedule.")
     disable_dropout: bool = field(True, help="Turn dropout off in the trunk (steadier reward training).")
     num_heads: int = field(1, help="Scalar heads on one trunk; >1 makes a k-head ensemble.")
     ensemble_size: int = field(1, help="Independent models trained with seeds seed..seed+k-1 (bootstrapped data).")

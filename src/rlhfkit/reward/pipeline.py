@@ -124,7 +124,7 @@ FEW_REFERENCE_RESPONSES = 32
 
 
 def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], limit: int, seed: int) -> None:
-    """Store mean/std of rewards over up to ``limit`` distinct reference responses in the model.
+    """Store each head's mean/std of rewards over up to ``limit`` distinct reference responses in the model.
 
     Few references give a noisy std that can blow normalized scores up (near-identical responses
     give a std near 0), so fewer than ``FEW_REFERENCE_RESPONSES`` are reported in the log.
@@ -137,7 +137,7 @@ def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], lim
     if len(pairs) < min(limit, FEW_REFERENCE_RESPONSES):
         logger.warning("reward normalization from only %d distinct responses: normalized scores may be badly "
                        "scaled (more feedback, or a larger normalization_samples, helps)", len(pairs))
-    rewards = model.score_texts([p for p, _ in pairs], [t for _, t in pairs])
+    rewards = model.score_texts([p for p, _ in pairs], [t for _, t in pairs], per_head=True)
     model.set_normalization(rewards)
 
 

@@ -1,8 +1,8 @@
 """The reward-model training loop: micro-batches, gradient accumulation, checkpoints with exact resume.
 
-One optimizer step = ``grad_accum`` micro-batches; every micro-batch scores all responses of its
+One optimizer step = ``optim.grad_accum`` micro-batches; every micro-batch scores all responses of its
 records in one forward pass. Per-kind loss denominators are those of the whole step, so
-``batch_size=8, grad_accum=1`` and ``batch_size=2, grad_accum=4`` follow the same trajectory.
+``batch_size=8, optim.grad_accum=1`` and ``batch_size=2, optim.grad_accum=4`` follow the same trajectory.
 The data order is a pure function of (seed, epoch), so a checkpoint needs only the step counter,
 weights, optimizer, scheduler and RNG state to continue exactly where it stopped.
 """
@@ -70,8 +70,7 @@ def _initial_thresholds(levels: int) -> torch.Tensor:
     return torch.cat([cuts[:1], torch.log(torch.expm1(steps))])
 
 
-TRAJECTORY_FIELDS = ("batch_size", "grad_accum", "epochs", "max_steps", "lr", "weight_decay", "warmup_ratio",
-                     "max_grad_norm", "seed", "group_by_length", "loss")
+TRAJECTORY_FIELDS = ("batch_size", "epochs", "max_steps", "optim", "seed", "group_by_length", "loss")
 
 
 def data_fingerprint(records: Sequence[EncodedRecord], config: RewardTrainConfig | None = None) -> str:
@@ -117,8 +116,8 @@ class RewardTrainer:
                     self.thresholds[_threshold_name(record.scale_key)] = nn.Parameter(raw.to(self.device))
         self.batches_per_epoch = batches_per_epoch(len(self.train_set), config.batch_size)
         micro_total = config.epochs * self.batches_per_epoch
-        self.total_steps = config.max_steps or math.ceil(micro_total / config.grad_accum)
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr)
+        self.total_steps = config.max_steps or math.ceil(micro_total / config.optim.grad_accum)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), **config.optim.adamw_kwargs({self.device.type}))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.fingerprint = data_fingerprint(self.train_set, config)
@@ -131,16 +130,12 @@ class RewardTrainer:
                 continue
             (no_decay if param.ndim < 2 or "norm" in name.lower() or "ln_" in name else decay).append(param)
         no_decay.extend(self.thresholds.parameters())
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+        groups = [{"params": decay, "weight_decay": self.config.optim.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return [g for g in groups if g["params"]]
 
     def _lr_factor(self, step: int) -> float:
-        warmup = int(self.config.warmup_ratio * self.total_steps)
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        remaining = max(1, self.total_steps - warmup)
-        return max(0.0, 1.0 - (step - warmup) / remaining)
+        return self.config.optim.lr_factor(step, self.total_steps)
 
     def _micro_batch(self, global_index: int) -> list[EncodedRecord]:
         epoch, position = divmod(global_index, self.batches_per_epoch)
@@ -151,8 +146,8 @@ class RewardTrainer:
 
     def _step_micro_batches(self, step: int) -> list[list[EncodedRecord]]:
         micro_total = self.config.epochs * self.batches_per_epoch
-        start = step * self.config.grad_accum
-        stop = start + self.config.grad_accum
+        start = step * self.config.optim.grad_accum
+        stop = start + self.config.optim.grad_accum
         if not self.config.max_steps:
             stop = min(stop, micro_total)
         return [self._micro_batch(g) for g in range(start, stop)]
@@ -167,7 +162,7 @@ class RewardTrainer:
                 if _threshold_name(key) in self.thresholds}
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns its metrics."""
+        """One optimizer step over ``optim.grad_accum`` micro-batches; returns its metrics."""
         self.model.train()
         started = time.perf_counter()
         micro_batches = self._step_micro_batches(self.step)
@@ -195,14 +190,14 @@ class RewardTrainer:
             pairs += batch.num_pairs
             sequences += batch.input_ids.shape[0]
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.clip_threshold())
+        lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         elapsed = time.perf_counter() - started
-        sums.update({"train/grad_norm": float(grad_norm), "train/lr": self.scheduler.get_last_lr()[0],
+        sums.update({"grad/norm": float(grad_norm), "optim/lr": lr,
                      "perf/pairs_per_s": pairs / elapsed, "perf/sequences_per_s": sequences / elapsed,
                      "perf/tokens_per_s": tokens / elapsed, "perf/padding_fraction": 1.0 - tokens / max(1, padded),
                      "time/step": elapsed, "count/pairs": float(pairs)})
@@ -232,7 +227,8 @@ class RewardTrainer:
                              "use a new output_dir or --set resume=false")
         saved = RewardModel.from_pretrained(directory)
         self.model.load_state_dict(saved.state_dict())
-        self.model.settings.mean, self.model.settings.std = saved.settings.mean, saved.settings.std
+        for name in ("mean", "std", "head_mean", "head_std"):
+            setattr(self.model.settings, name, getattr(saved.settings, name))
         for key, value in state["thresholds"].items():
             self.thresholds[key].data.copy_(value.to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])

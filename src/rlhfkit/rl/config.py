@@ -7,22 +7,19 @@ Loaded with ``rlhfkit.config.load_config(cls, yaml, ["key=value", ...])``; neste
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from rlhfkit.config import field
+from rlhfkit.config import ConfigError, field
+from rlhfkit.rl.sampling import SamplingConfig
+from rlhfkit.training_config import LoraConfig, OptimConfig
 
 
 @dataclass
-class GenerationConfig:
-    """How responses are sampled (logits of policy and reference use the same temperature)."""
+class GenerationConfig(SamplingConfig):
+    """Sampling of the RL trainers: the shared sampling config with shorter responses by default
+    (logits of policy and reference use the same temperature)."""
 
     max_new_tokens: int = field(32, help="Tokens sampled per response at most.")
-    min_new_tokens: int = field(0, help="EOS is suppressed before this many tokens.")
-    temperature: float = field(1.0, help="Sampling temperature; log-probs use softmax(logits / temperature).")
-    top_k: int = field(0, help="Sample from the k most likely tokens (0 = off).")
-    top_p: float = field(1.0, help="Nucleus sampling mass (1.0 = off).")
-    stop_strings: list[str] = field(default_factory=list, help="Responses are truncated after any of these.")
-    backend: Literal["hf", "cached", "cached-static"] = field("cached", help="Rollout backend: transformers generate or our KV-cache loop.")
 
 
 @dataclass
@@ -35,9 +32,12 @@ class RewardConfig:
     normalized: bool = field(True, help="Apply the reward models' stored mean/std normalization.")
     uncertainty_coef: float = field(0.0, help="Uncertainty penalty: reward = mean - coef * std over all heads of all "
                                                 "reward models (a k-head model counts as k).")
-    invalid_score: float | None = field(-1.0, help="Score replacing that of responses without EOS or empty ones (None = keep).")
-    missing_eos_penalty: float | None = field(None, help="Instead of replacement, subtract this from scores of responses without EOS.")
-    penalize_empty: bool = field(True, help="Treat responses with no token before EOS as invalid.")
+    invalid_score: float | None = field(None, help="Opt-in: score replacing that of responses without EOS (and empty "
+                                                    "ones with penalize_empty); None = every score is kept as given.")
+    missing_eos_penalty: float | None = field(None, help="Opt-in: subtract this from the scores of responses without EOS "
+                                                          "(instead of replacing them).")
+    penalize_empty: bool = field(False, help="With invalid_score or missing_eos_penalty on: also treat responses with "
+                                             "no text before EOS as invalid.")
     clip: float | None = field(None, help="Clip scores to [-clip, clip] before shaping.")
     scaling: Literal["none", "batch", "running", "whiten"] = field("none", help="Divide scores by the batch std or a running std, or whiten them over the batch (mean 0, std 1).")
     non_finite: Literal["skip", "error"] = field("skip", help="NaN/inf scores: skip the step (logged) or stop with an error.")
@@ -48,36 +48,18 @@ class KLConfig:
     """KL regularisation toward the reference policy."""
 
     coef: float = field(0.05, help="Initial KL coefficient beta.")
-    estimator: Literal["k1", "k2", "k3"] = field("k1", help="Per-token KL estimator (Schulman 2020).")
+    estimator: Literal["k1", "k2", "k3"] = field("k1", help="Per-token KL estimator of the penalty (Schulman 2020); "
+                                                             "k1 in the reward is exact, see the objective table.")
     target: float | None = field(None, help="Target sequence KL for the adaptive controller (None = fixed beta).")
     horizon: float = field(10000.0, help="Adaptive controller horizon in episodes (Ziegler et al. 2019).")
     warn_negative: bool = field(True, help="Warn when the batch-mean KL estimate goes negative.")
 
 
 @dataclass
-class OptimConfig:
-    """AdamW and learning-rate schedule."""
+class LoraOptions(LoraConfig):
+    """LoRA defaults of the RL trainers: the shared LoraConfig without adapter dropout."""
 
-    lr: float = field(1e-5, help="Peak learning rate.")
-    weight_decay: float = field(0.0, help="AdamW weight decay.")
-    beta1: float = field(0.9, help="AdamW beta1.")
-    beta2: float = field(0.999, help="AdamW beta2.")
-    eps: float = field(1e-8, help="AdamW epsilon.")
-    max_grad_norm: float | None = field(1.0, help="Clip the global gradient norm (None = off).")
-    warmup_steps: int = field(0, help="Linear warmup, in optimizer steps.")
-    schedule: Literal["constant", "linear", "cosine"] = field("constant", help="Learning-rate decay after warmup.")
-    fused: bool = field(True, help="Fused AdamW kernel on CPU/CUDA (else foreach); same update, fewer passes.")
-
-
-@dataclass
-class LoraOptions:
-    """LoRA adapter settings (mirrors rlhfkit.models.lora.LoraSettings without importing torch)."""
-
-    r: int = field(16, help="Rank of the low-rank update.")
-    alpha: float = field(32.0, help="Scaling numerator: the update is scaled by alpha / r.")
     dropout: float = field(0.0, help="Adapter dropout (RL trainers run the policy in eval mode, so it stays off).")
-    target_modules: list[str] | None = field(None, help="Module names to adapt; None = detect the attention projections.")
-    bias: Literal["none", "all", "lora_only"] = field("none", help="Which biases to train.")
 
 
 @dataclass
@@ -102,14 +84,6 @@ class RunConfig:
 
 
 @dataclass
-class GroupKLConfig(KLConfig):
-    """KL defaults of GRPO: k3 as a loss term with beta = 0.04 (Shao et al. 2024)."""
-
-    coef: float = field(0.04, help="KL coefficient beta.")
-    estimator: Literal["k1", "k2", "k3"] = field("k3", help="Per-token KL estimator (Schulman 2020).")
-
-
-@dataclass
 class DPORunConfig(RunConfig):
     """Run settings of DPO: steps default to whole epochs over the data."""
 
@@ -124,60 +98,91 @@ class DPOOptimConfig(OptimConfig):
 
 
 @dataclass
-class PPOConfig:
-    """PPO for language models (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022)."""
+class OnPolicyConfig:
+    """What PPO, GRPO, RLOO and REINFORCE share: one batch of num_prompts x group_size responses a step,
+    epochs of clipped updates on it, and the KL to the reference in the reward or the loss."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"grad_accum": "optim.grad_accum"}
 
     run: RunConfig = field(default_factory=RunConfig, help="Model, data, output, run length.")
     generation: GenerationConfig = field(default_factory=GenerationConfig, help="Sampling.")
     reward: RewardConfig = field(default_factory=RewardConfig, help="Reward source and shaping.")
-    kl: KLConfig = field(default_factory=KLConfig, help="KL penalty in the reward.")
-    optim: OptimConfig = field(default_factory=OptimConfig, help="Optimizer (policy and value).")
-    batch_size: int = field(64, help="Prompts (= episodes) per step.")
-    epochs: int = field(4, help="PPO epochs over each batch.")
-    num_minibatches: int = field(4, help="Optimizer steps per epoch.")
-    grad_accum: int = field(1, help="Micro-batches per mini-batch (gradient accumulation).")
+    kl: KLConfig = field(default_factory=KLConfig, help="KL regularisation toward the reference.")
+    optim: OptimConfig = field(default_factory=OptimConfig, help="Optimizer (policy and value model).")
+    algo: Literal["ppo", "grpo", "rloo", "reinforce"] = field("ppo", help="Advantage estimator (rlhfkit.rl.algorithms).")
+    recipe: Literal["exact", "grpo-paper"] = field("exact", help="Objective settings: exact = E[r] - beta KL(pi||ref); "
+                                                                "grpo-paper = Shao et al. 2024 (k3 KL loss, std "
+                                                                "scaling, seq_mean), which follows the forward KL.")
+    num_prompts: int = field(64, help="Prompts per step.")
+    group_size: int = field(1, help="Responses sampled per prompt (rows per step = num_prompts x group_size).")
+    epochs: int = field(1, help="Passes over each batch (1 with one mini-batch = purely on-policy, ratio 1).")
+    num_minibatches: int = field(1, help="Optimizer steps per epoch.")
     clip_range: float = field(0.2, help="Policy ratio clip epsilon.")
     clip_range_high: float | None = field(None, help="Upper ratio clip (None = clip_range).")
-    value_model: Literal["head", "critic"] = field("head", help="Value head on the policy trunk, or a separate critic.")
-    critic_model: str | None = field(None, help="Critic initialisation (default: the policy model).")
-    value_clip: float | None = field(0.2, help="Value clipping range (None = off).")
-    vf_coef: float = field(0.1, help="Value-loss weight.")
-    gamma: float = field(1.0, help="Discount.")
-    lam: float = field(0.95, help="GAE lambda.")
-    whiten_advantages: bool = field(True, help="Whiten advantages over the batch.")
-    entropy_coef: float = field(0.0, help="Entropy bonus weight.")
-    approx_kl_stop: float | None = field(0.1, help="Stop an update epoch once the mini-batch approx KL exceeds this.")
-    loss_aggregation: Literal["token_mean", "seq_mean"] = field("token_mean", help="How per-token losses are averaged.")
+    kl_in: Literal["reward", "loss"] = field("reward", help="KL penalty in the per-token reward (exact with k1) or as a "
+                                                            "loss term (k2: reverse KL at sampled prefixes; k3: forward KL).")
+    scale_by_std: bool = field(False, help="GRPO: divide advantages by the group std (re-weights prompts: biased).")
+    gamma: float = field(1.0, help="Discount of the per-token rewards.")
+    whiten_advantages: bool = field(True, help="PPO/REINFORCE: whiten advantages over the batch (baseline + scale).")
+    entropy_coef: float = field(0.0, help="Entropy bonus weight (changes the objective).")
+    loss_aggregation: Literal["token_mean", "seq_mean"] = field("token_mean", help="Per-token losses averaged over the "
+                                                                                   "mini-batch's tokens, or per response "
+                                                                                   "first (length-biased).")
+    value_model: Literal["head", "critic"] = field("head", help="PPO: value head on the policy trunk, or a separate critic.")
+    critic_model: str | None = field(None, help="PPO: critic initialisation (default: the policy model).")
+    value_clip: float | None = field(0.2, help="PPO: value clipping range (None = off).")
+    vf_coef: float = field(0.1, help="PPO: value-loss weight.")
+    lam: float = field(0.95, help="PPO: GAE lambda.")
+    approx_kl_stop: float | None = field(None, help="Stop an update epoch once the mini-batch approx KL exceeds this.")
+
+    def __post_init__(self) -> None:
+        from rlhfkit.rl.objectives import RECIPES, check_objective
+
+        for dotted, value in RECIPES[self.recipe].items():
+            owner, _, name = dotted.rpartition(".")
+            setattr(getattr(self, owner) if owner else self, name, value)
+        check_objective(self.kl_in, self.kl.estimator, self.kl.coef, self.kl.target is not None)
+        if self.num_prompts < 1 or self.group_size < 1:
+            raise ConfigError(f"num_prompts and group_size must be >= 1, got {self.num_prompts} and {self.group_size}")
+        if self.algo in ("grpo", "rloo") and self.group_size < 2:
+            raise ConfigError(f"{self.algo} compares responses within a group: set group_size >= 2")
+
+    def objective(self) -> str:
+        """One line saying what this configuration optimizes (logged and printed at the start)."""
+        from rlhfkit.rl.objectives import describe_objective
+
+        replaces = self.reward.invalid_score is not None or self.reward.missing_eos_penalty is not None
+        return describe_objective(self.kl_in, self.kl.estimator, self.scale_by_std and self.algo == "grpo",
+                                  self.loss_aggregation, self.reward.scaling, replaces, self.entropy_coef)
 
 
 @dataclass
-class PolicyGradientConfig:
+class PPOConfig(OnPolicyConfig):
+    """PPO for language models (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"grad_accum": "optim.grad_accum", "batch_size": "num_prompts"}
+
+    algo: Literal["ppo", "grpo", "rloo", "reinforce"] = field("ppo", help="Advantage estimator: ppo = GAE on a value model.")
+    num_prompts: int = field(64, help="Prompts (= episodes with group_size 1) per step.")
+    epochs: int = field(4, help="PPO epochs over each batch.")
+    num_minibatches: int = field(4, help="Optimizer steps per epoch.")
+    approx_kl_stop: float | None = field(0.1, help="Stop an update epoch once the mini-batch approx KL exceeds this.")
+
+
+@dataclass
+class PolicyGradientConfig(OnPolicyConfig):
     """GRPO (Shao et al. 2024), RLOO (Ahmadian et al. 2024) and REINFORCE on groups of samples."""
 
-    run: RunConfig = field(default_factory=RunConfig, help="Model, data, output, run length.")
-    generation: GenerationConfig = field(default_factory=GenerationConfig, help="Sampling.")
-    reward: RewardConfig = field(default_factory=RewardConfig, help="Reward source and shaping.")
-    kl: GroupKLConfig = field(default_factory=GroupKLConfig, help="KL regularisation.")
-    optim: OptimConfig = field(default_factory=OptimConfig, help="Optimizer.")
-    algo: Literal["grpo", "rloo", "reinforce"] = field("grpo", help="Advantage estimator.")
+    algo: Literal["ppo", "grpo", "rloo", "reinforce"] = field("grpo", help="Advantage estimator: grpo, rloo or reinforce.")
     num_prompts: int = field(16, help="Prompts per step.")
     group_size: int = field(4, help="Completions per prompt.")
-    epochs: int = field(1, help="Passes over each batch (1 = on-policy, ratio 1).")
-    num_minibatches: int = field(1, help="Optimizer steps per epoch.")
-    grad_accum: int = field(1, help="Micro-batches per mini-batch (gradient accumulation).")
-    clip_range: float = field(0.2, help="Ratio clip epsilon (matters when epochs or mini-batches > 1).")
-    clip_range_high: float | None = field(None, help="Upper ratio clip (None = clip_range).")
-    kl_in: Literal["auto", "loss", "reward"] = field("auto", help="KL as a loss term or in the reward; auto = loss for GRPO, reward for RLOO/REINFORCE.")
-    scale_by_std: bool = field(True, help="GRPO: divide by the group std (False = Dr. GRPO).")
-    gamma: float = field(1.0, help="REINFORCE discount.")
-    whiten_advantages: bool = field(True, help="REINFORCE: whiten returns over the batch (baseline + scale).")
-    entropy_coef: float = field(0.0, help="Entropy bonus weight.")
-    loss_aggregation: Literal["token_mean", "seq_mean"] = field("seq_mean", help="How per-token losses are averaged.")
 
 
 @dataclass
 class DPOConfig:
     """DPO (Rafailov et al. 2023) / IPO (Azar et al. 2023) on offline preference pairs."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"grad_accum": "optim.grad_accum"}
 
     run: DPORunConfig = field(default_factory=DPORunConfig, help="Model, output, seed.")
     optim: DPOOptimConfig = field(default_factory=DPOOptimConfig, help="Optimizer.")
@@ -187,7 +192,14 @@ class DPOConfig:
     label_smoothing: float = field(0.0, help="cDPO: assumed fraction of flipped labels.")
     epochs: int = field(1, help="Passes over the data (used when run.steps = 0).")
     batch_size: int = field(16, help="Pairs per optimizer step.")
-    grad_accum: int = field(1, help="Micro-batches per optimizer step.")
     max_prompt_tokens: int = field(128, help="Prompt tokens kept (from the end).")
     max_response_tokens: int = field(128, help="Response tokens kept (from the start).")
     append_eos: bool = field(True, help="End every response with EOS (as sampled responses end).")
+
+    def __post_init__(self) -> None:
+        """Refuse label smoothing outside [0, 0.5) or under IPO, where it would be silently ignored."""
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.loss_type == "ipo" and self.label_smoothing != 0.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing} applies only to loss_type=sigmoid "
+                              "(cDPO); set label_smoothing=0 for loss_type=ipo")

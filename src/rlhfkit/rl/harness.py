@@ -1,5 +1,5 @@
-"""State and bookkeeping every on-policy trainer shares: optimizer, scheduler, KL controller,
-RNG streams, data position, skip guard, checkpoints with exact resume, logging, the step loop.
+"""State and bookkeeping every trainer shares: optimizer, scheduler, skip guard, registered state
+(KL controller, RNG streams, data position, ...), checkpoints with exact resume, logging, the step loop.
 
 Trainers own a :class:`Harness` (composition) and supply only their ``train_step``.
 """
@@ -18,12 +18,8 @@ from rlhfkit.config import config_to_dict
 from rlhfkit.models.loading import PolicyBundle
 from rlhfkit.models.value import CriticModel, PolicyWithValueHead
 from rlhfkit.rl.checkpointing import load_checkpoint, save_checkpoint
-from rlhfkit.rl.config import GenerationConfig, KLConfig, OptimConfig, RunConfig
+from rlhfkit.rl.config import OptimConfig, RunConfig
 from rlhfkit.rl.guard import SkipGuard
-from rlhfkit.rl.kl import make_kl_controller
-from rlhfkit.rl.prompts import PromptStream
-from rlhfkit.rl.rollout import SamplingParams
-from rlhfkit.rl.running_moments import RunningMoments
 from rlhfkit.rl.speedups import fuse_gelu
 from rlhfkit.rl.timers import PhaseTimer
 from rlhfkit.rl.update import OptimizerStep, make_optimizer, make_scheduler
@@ -38,13 +34,6 @@ def fuse_bundle_gelu(bundle: PolicyBundle) -> None:
     for module in (bundle.policy, bundle.frozen_reference, bundle.value_model):
         if module is not None:
             fuse_gelu(module)
-
-
-def sampling_params(config: GenerationConfig) -> SamplingParams:
-    """The rollout backend's parameters from the trainer's generation config."""
-    return SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                          top_k=config.top_k, top_p=config.top_p, stop_strings=list(config.stop_strings),
-                          min_new_tokens=config.min_new_tokens)
 
 
 def checkpoint_modules(bundle: PolicyBundle) -> dict[str, nn.Module]:
@@ -75,12 +64,38 @@ def warn_negative_kl(kl_mean: float, step: int) -> bool:
     return False
 
 
-class Harness:
-    """Optimizer, scheduler, KL controller, counters and checkpoints around one PolicyBundle."""
+class Stateful(Protocol):
+    """Anything whose state a checkpoint keeps: KL controller, running moments, prompt stream, ..."""
 
-    def __init__(self, run: RunConfig, optim: OptimConfig, kl: KLConfig, bundle: PolicyBundle,
-                 prompts: list[str], optimizer_steps_per_step: int, config: Any,
-                 tracker: Tracker | None = None) -> None:
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class GeneratorState:
+    """A torch.Generator as a :class:`Stateful`."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state tensor."""
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the generator from a saved state."""
+        self.generator.set_state(state["state"])
+
+
+class Harness:
+    """Optimizer, scheduler, skip guard, step counter, logging and checkpoints around one PolicyBundle.
+
+    Every trainer (the on-policy trainer and DPO) owns one; what else it must save to resume
+    bit-for-bit it registers with :meth:`register`.
+    """
+
+    def __init__(self, run: RunConfig, optim: OptimConfig, bundle: PolicyBundle, total_optimizer_steps: int,
+                 config: Any, tracker: Tracker | None = None) -> None:
         self.run = run
         self.bundle = bundle
         self.config = config
@@ -89,30 +104,26 @@ class Harness:
             fuse_bundle_gelu(bundle)
         self.params = bundle.trainable_parameters()
         self.optimizer = make_optimizer(self.params, optim)
-        self.scheduler = make_scheduler(self.optimizer, optim, run.steps * optimizer_steps_per_step)
+        self.scheduler = make_scheduler(self.optimizer, optim, total_optimizer_steps)
         self.guard = SkipGuard(run.max_consecutive_skips)
         self.optimizer_step = OptimizerStep(self.params, self.optimizer, self.scheduler, optim.max_grad_norm, self.guard)
-        self.kl_controller = make_kl_controller(kl.coef, kl.target, kl.horizon)
-        self.moments = RunningMoments()
-        self.stream = PromptStream(prompts, seed=run.seed)
-        device = next(bundle.policy.parameters()).device
-        self.sample_generator = torch.Generator(device=device).manual_seed(run.seed)
-        self.shuffle_generator = torch.Generator().manual_seed(run.seed + 1)
         self.timer = PhaseTimer()
         self.step = 0
+        self.stateful: dict[str, Stateful] = {}
+        self.log_extras: list[Callable[[], dict[str, float]]] = []
         if not run.output_dir:
             raise ValueError("run.output_dir is not set: where should checkpoints and the final model go?")
         self.output_dir = Path(run.output_dir)
 
+    def register(self, name: str, state: Stateful) -> None:
+        """Save and restore ``state`` with every checkpoint under ``name``."""
+        self.stateful[name] = state
+
     def state_dict(self) -> dict[str, Any]:
         """Everything besides module weights needed to continue bit-for-bit."""
-        return {
-            "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "kl_controller": self.kl_controller.state_dict(), "moments": self.moments.state_dict(),
-            "guard": self.guard.state_dict(), "data": self.stream.state_dict(), "rng": capture_rng_state(),
-            "sample_generator": self.sample_generator.get_state(),
-            "shuffle_generator": self.shuffle_generator.get_state(),
-        }
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "guard": self.guard.state_dict(), "rng": capture_rng_state(),
+                **{name: state.state_dict() for name, state in self.stateful.items()}}
 
     def save(self) -> Path | None:
         """Checkpoint the current step (skipped, with an error log, if any weight is non-finite)."""
@@ -125,19 +136,23 @@ class Harness:
         self.step = int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.kl_controller.load_state_dict(state["kl_controller"])
-        self.moments.load_state_dict(state["moments"])
         self.guard.load_state_dict(state["guard"])
-        self.stream.load_state_dict(state["data"])
+        for name, stateful in self.stateful.items():
+            stateful.load_state_dict(state[name])
         restore_rng_state(state["rng"])
-        self.sample_generator.set_state(state["sample_generator"])
-        self.shuffle_generator.set_state(state["shuffle_generator"])
         logger.info("resumed from %s at step %d", path, self.step)
 
-    def log(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Add lr, skip counter and phase times to ``metrics``, send them to the tracker, return them."""
-        metrics = {**metrics, **self.timer.pop(), "optim/lr": self.scheduler.get_last_lr()[0],
-                   "train/skipped_updates": float(self.guard.total), "kl/coef": self.kl_controller.value}
+    def current_lr(self) -> float:
+        """The learning rate the next optimizer step will use."""
+        return float(self.scheduler.get_last_lr()[0])
+
+    def log(self, metrics: dict[str, float], lr: float | None = None) -> dict[str, float]:
+        """Add the step's learning rate (``lr``, read before it ran), the skip counter, phase times and registered
+        extras to ``metrics``; send them to the tracker."""
+        metrics = {**metrics, **self.timer.pop(), "optim/lr": self.current_lr() if lr is None else lr,
+                   "train/skipped_steps": float(self.guard.total)}
+        for extra in self.log_extras:
+            metrics.update(extra())
         if self.tracker is not None and self.step % max(1, self.run.log_every) == 0:
             self.tracker.log(metrics, step=self.step)
         return metrics
@@ -158,21 +173,15 @@ class Harness:
 PROGRESS_METRICS = (("reward", "reward/mean"), ("kl", "kl/mean"), ("loss", "loss/dpo"), ("acc", "rewards/accuracy"))
 
 
-class Loop(Protocol):
-    """What :func:`run_loop` needs: run settings, a step counter, logging and saving."""
-
-    run: RunConfig
-    step: int
-
-    def log(self, metrics: dict[str, float]) -> dict[str, float]: ...
-
-    def save(self) -> Path | None: ...
-
-    def save_final(self) -> Path | None: ...
+StepHook = Callable[[int, dict[str, float]], None]
 
 
-def run_loop(harness: Loop, train_step: Callable[[], dict[str, float]], description: str) -> list[dict[str, float]]:
-    """Call ``train_step`` until ``run.steps``, logging, checkpointing and showing progress."""
+def run_loop(harness: Harness, train_step: Callable[[], dict[str, float]], description: str,
+             on_step: StepHook | None = None) -> list[dict[str, float]]:
+    """Call ``train_step`` until ``run.steps``, logging, checkpointing and showing progress.
+
+    ``on_step(step, metrics)`` sees each finished step's logged metrics (the loop's timeline uses it).
+    """
     from rlhfkit.utils.progress import make_progress
 
     run = harness.run
@@ -180,9 +189,13 @@ def run_loop(harness: Loop, train_step: Callable[[], dict[str, float]], descript
     with make_progress(disable=not run.progress) as progress:
         task = progress.add_task(description, total=run.steps, completed=harness.step, info="")
         while harness.step < run.steps:
+            lr = harness.current_lr()
             metrics = train_step()
             harness.step += 1
-            history.append(harness.log(metrics))
+            logged = harness.log(metrics, lr)
+            history.append(logged)
+            if on_step is not None:
+                on_step(harness.step, logged)
             shown = [(name, metrics[key]) for name, key in PROGRESS_METRICS if key in metrics]
             progress.update(task, advance=1, info=" ".join(f"{name} {value:.3f}" for name, value in shown))
             last = harness.step == run.steps

@@ -28,13 +28,29 @@ def kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return 0.5 * (ref_logprobs - logprobs) ** 2
 
 
+EXP_CAP = 20.0
+"""Log-ratio above which exp is continued along its tangent (exp(20) ~ 4.9e8) so it never overflows."""
+
+
+def capped_exp(x: torch.Tensor, cap: float = EXP_CAP) -> torch.Tensor:
+    """exp(x) for x <= cap, continued linearly above (exp(cap) * (1 + x - cap)): finite, with slope > 0.
+
+    Equal to ``torch.exp(x)`` bit for bit below the cap; above it the value and the gradient stay
+    finite and nonzero where exp would overflow (a hard clamp would zero the gradient instead).
+    """
+    return torch.exp(x.clamp(max=cap)) * (1.0 + (x - cap).clamp(min=0.0))
+
+
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token k3 = exp(log r) - 1 - log r with log r = log pi_ref - log pi, shape (b, T).
 
-    log r is clamped to [-20, 20] so a token the reference finds impossible cannot overflow exp.
+    Exact for log r <= EXP_CAP (exp cannot overflow below, so no lower clamp); above, exp is
+    continued along its tangent, so a token the reference finds far likelier than the policy does
+    gives a finite k3 with a gradient of the right sign instead of inf or zero.
     """
-    log_ratio = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
-    return torch.expm1(log_ratio) - log_ratio
+    log_ratio = ref_logprobs - logprobs
+    capped = log_ratio.clamp(max=EXP_CAP)
+    return torch.expm1(capped) + (log_ratio - EXP_CAP).clamp(min=0.0) * torch.exp(capped) - log_ratio
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor,

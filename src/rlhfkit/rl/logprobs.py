@@ -14,11 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions of a left-padded batch: (b, T) mask -> (b, T) ``cumsum(mask) - 1``, 0 on padding."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.masked_fill(attention_mask == 0, 0)
+from rlhfkit.models.positions import position_ids_from_mask
 
 
 def _gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhfkit.rl.advantages import masked_mean
+from rlhfkit.rl.kl import capped_exp, kl_k3
 
 LossAggregation = Literal["token_mean", "seq_mean"]
 DPOLossType = Literal["sigmoid", "ipo"]
@@ -58,16 +59,18 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     L_t = max(-A_t * r_t, -A_t * clip(r_t, 1 - clip_low, 1 + clip_high)), r_t = exp(logp - old_logp).
     ``clip_high`` defaults to ``clip_low`` (DAPO's "clip-higher" when larger). All inputs (b, T).
     approx_kl is Schulman's k3 estimate of KL(old || new): mean((r - 1) - log r).
+    r_t is exact up to log r_t = 20 (far outside any clip range) and continues linearly above
+    (:func:`capped_exp`), so finite inputs never give an inf or NaN loss.
     """
     clip_high = clip_low if clip_high is None else clip_high
     log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
+    ratio = capped_exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
     per_token = torch.maximum(unclipped, clipped)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).float(), mask)
-        approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+        approx_kl = masked_mean(kl_k3(old_logprobs, logprobs), mask)
         ratio_mean = masked_mean(ratio, mask)
     return PolicyLossOutput(per_token, clipfrac, approx_kl, ratio_mean)
 
@@ -125,7 +128,11 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     Inputs are (b,) sequence log-probs. With h = (log pi_c - log ref_c) - (log pi_r - log ref_r):
       sigmoid: -(1 - eps) * log sigmoid(beta h) - eps * log sigmoid(-beta h)
                (eps = label_smoothing, cDPO: Mitchell 2023, "A note on DPO with noisy preferences");
-      ipo:     (h - 1 / (2 beta))^2  (pass length-averaged log-probs, as the IPO paper does).
+      ipo:     (h - 1 / (2 beta))^2.
+    The IPO paper defines h on whole-sequence log-probs and does not length-normalize; averaging
+    the log-probs over response tokens is our choice (as in TRL's ipo loss), made by the caller:
+    the DPO trainer passes token-averaged log-probs for ipo. label_smoothing exists only for
+    sigmoid and is refused under ipo rather than ignored.
     """
     chosen_logratio = policy_chosen - ref_chosen
     rejected_logratio = policy_rejected - ref_rejected
@@ -137,6 +144,9 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
             losses = (-(1.0 - label_smoothing) * F.logsigmoid(beta * h)
                       - label_smoothing * F.logsigmoid(-beta * h))
         case "ipo":
+            if label_smoothing != 0.0:
+                raise ValueError(f"label_smoothing={label_smoothing} applies only to loss_type sigmoid "
+                                 "(cDPO); IPO has no label smoothing, set label_smoothing=0")
             losses = (h - 1.0 / (2.0 * beta)) ** 2
         case _:
             raise ValueError(f"unknown DPO loss type {loss_type!r}; choose sigmoid or ipo")

@@ -1,8 +1,9 @@
 """Reward sources for policy optimization: reward models, ensembles, and Python functions.
 
 Every source maps (prompts, responses) to a (b,) float32 tensor of scores. Reward models are
-scored with their stored normalization statistics (mean 0 / std 1 on their training data) so a
-KL coefficient means the same thing across models. Non-finite scores are never passed on
+scored with their stored normalization statistics (each head mean 0 / std 1 on reference responses
+from its feedback data) so a KL coefficient means the same thing across models, and the std over heads
+measures their disagreement rather than their arbitrary offsets. Non-finite scores are never passed on
 silently: :func:`check_scores` either raises naming the record or reports them for the trainer
 to skip the step.
 """
@@ -128,6 +129,32 @@ def _import_from_cwd(module_name: str) -> Any:
         return importlib.import_module(module_name)
 
 
+def _import_file(spec: str, file_name: str) -> Any:
+    """Import a .py file as ``python file.py`` would: its folder goes first on ``sys.path`` (and
+    stays, for imports inside the function), so modules beside it import; a missing one is named."""
+    path = Path(file_name).expanduser().resolve()
+    if not path.is_file():
+        raise RewardError(f"reward function {spec!r}: file {path} does not exist")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+        importlib.invalidate_caches()
+    unit = importlib.util.spec_from_file_location(f"rlhfkit_reward_{path.stem}", path)
+    assert unit is not None and unit.loader is not None
+    module = importlib.util.module_from_spec(unit)
+    sys.modules[unit.name] = module
+    try:
+        unit.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        sys.modules.pop(unit.name, None)
+        raise RewardError(f"reward function {spec!r}: {path} imports {exc.name!r}, which is neither "
+                          f"installed nor a module in {folder}") from exc
+    except BaseException:
+        sys.modules.pop(unit.name, None)
+        raise
+    return module
+
+
 def load_function(spec: str) -> Callable[..., Any]:
     """Import ``module:function`` (a dotted module, importable or in the working directory, or a path
     to a .py file, before the colon)."""
@@ -135,17 +162,7 @@ def load_function(spec: str) -> Callable[..., Any]:
     if not sep or not module_name or not attr:
         raise RewardError(f"reward function {spec!r} must look like module:function or path/file.py:function")
     try:
-        if module_name.endswith(".py"):
-            path = Path(module_name).expanduser()
-            if not path.is_file():
-                raise RewardError(f"reward function {spec!r}: file {path} does not exist")
-            unit = importlib.util.spec_from_file_location(f"rlhfkit_reward_{path.stem}", path)
-            assert unit is not None and unit.loader is not None
-            module = importlib.util.module_from_spec(unit)
-            sys.modules[unit.name] = module
-            unit.loader.exec_module(module)
-        else:
-            module = _import_from_cwd(module_name)
+        module = _import_file(spec, module_name) if module_name.endswith(".py") else _import_from_cwd(module_name)
     except ImportError as exc:
         raise RewardError(f"reward function {spec!r}: cannot import {module_name!r} ({exc})") from exc
     function = getattr(module, attr, None)

@@ -22,39 +22,16 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-from rlhfkit.config import field
-from rlhfkit.rl.logprobs import forward_parameters, position_ids_from_mask
+from rlhfkit.models.positions import position_ids_from_mask
+from rlhfkit.rl.logprobs import forward_parameters
+from rlhfkit.rl.sampling import SamplingConfig
 
 
 class PromptTooLongError(ValueError):
     """A prompt plus ``max_new_tokens`` does not fit in the model's context."""
 
 
-@dataclasses.dataclass
-class SamplingParams:
-    """How to sample responses; every default works for the built-in model."""
-
-    max_new_tokens: int = field(64, help="Most tokens generated per response.")
-    temperature: float = field(1.0, help="Softmax temperature (> 0); log-probs use softmax(logits / temperature).")
-    top_k: int = field(0, help="Sample only among the k most likely tokens (0 = off).")
-    top_p: float = field(1.0, help="Nucleus sampling: smallest token set with this total probability (1 = off).")
-    stop_strings: list[str] = field(default_factory=list, help="Stop a response when its text contains one of these.")
-    min_new_tokens: int = field(0, help="EOS is blocked and stop strings are not checked before this many tokens.")
-    do_sample: bool = field(True, help="False = greedy decoding (log-probs still use the temperature).")
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 (use do_sample=False for greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], got {self.min_new_tokens}")
-        if any(not s for s in self.stop_strings):
-            raise ValueError("stop_strings must not contain an empty string")
+SamplingParams = SamplingConfig  # the one sampling config, under the name the samplers always used
 
 
 @dataclasses.dataclass
@@ -459,8 +436,8 @@ class CachedSampler:
         cache = self._new_cache(model, total)
         cache_kw = _cache_argument(model)
         checker = StopStringChecker(tokenizer, params.stop_strings, params.min_new_tokens)
-        # Like generate: no mask at all when nothing is padded (cheaper, and the same numerics).
-        padded = static or bool((prompt_mask == 0).any())
+        # Always pass the mask: without one, transformers warns whenever a row holds the pad token
+        # (pad == eos fed by finished rows, or an empty prompt's bos); transformers skips an all-ones mask.
         mask = torch.ones((batch, total), dtype=prompt_mask.dtype, device=device)
         mask[:, :prompt_length] = prompt_mask
         if static:
@@ -473,7 +450,7 @@ class CachedSampler:
         running = torch.ones(batch, dtype=torch.bool, device=device)
 
         prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
-        output = model(input_ids=prompt_ids, attention_mask=(mask if static else prompt_mask) if padded else None,
+        output = model(input_ids=prompt_ids, attention_mask=mask if static else prompt_mask,
                        position_ids=positions, use_cache=True, **prefill_kwargs, **{cache_kw: cache})
         for step in range(params.max_new_tokens):
             block_eos = eos if step < params.min_new_tokens else None
@@ -496,7 +473,7 @@ class CachedSampler:
             if static:
                 mask[:, prompt_length + step] = 1
             step_mask = mask if static else mask[:, : prompt_length + step + 1]
-            output = model(input_ids=chosen.unsqueeze(1), attention_mask=step_mask if padded else None,
+            output = model(input_ids=chosen.unsqueeze(1), attention_mask=step_mask,
                            position_ids=next_position, use_cache=True, **{cache_kw: cache})
             next_position = next_position + 1
         return tokens[:, : step + 1], token_logprobs[:, : step + 1]

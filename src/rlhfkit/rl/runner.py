@@ -1,17 +1,28 @@
 """Assemble and run a trainer from its config: runtime, models, reward, prompts, tracker, resume.
 
-The CLI commands are thin wrappers over these functions; the loop (issue 7) calls them too.
+The CLI commands are thin wrappers over these functions, and the loop's policy phase calls the same
+ones: there is one assembly path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from rlhfkit.rl.config import DPOConfig, PolicyGradientConfig, PPOConfig, RewardConfig, RunConfig
+from rlhfkit.rl.config import DPOConfig, OnPolicyConfig, RewardConfig, RunConfig
+
+StepHook = Callable[[int, dict[str, float]], None]
+
+
+class MetricSink(Protocol):
+    """Where a trainer logs (a Tracker, or the loop's stage-and-timeline tee)."""
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None: ...
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +64,11 @@ def _prompts(run: RunConfig) -> list[str]:
 
 
 def _bundle(run: RunConfig, value: Literal["none", "head", "critic"], device: Any, dtype: Any,
-            critic: str | None = None) -> Any:
+            critic: str | None = None, reference: str | None = None) -> Any:
     from rlhfkit.models.loading import load_policy_bundle
-    from rlhfkit.models.lora import LoraSettings
 
-    lora = LoraSettings(**dataclasses.asdict(run.lora)) if run.lora is not None else None
-    return load_policy_bundle(run.model, lora=lora, value=value, device=device, dtype=dtype, critic=critic)
+    return load_policy_bundle(run.model, lora=run.lora, value=value, device=device, dtype=dtype, critic=critic,
+                              reference=reference)
 
 
 def _reward(config: RewardConfig, device: Any, fused_gelu: bool) -> tuple[Any, Any]:
@@ -70,11 +80,17 @@ def _reward(config: RewardConfig, device: Any, fused_gelu: bool) -> tuple[Any, A
     return reward, gold
 
 
-def _tracker(run: RunConfig, report_to: str, config: Any) -> Any:
+@contextlib.contextmanager
+def _tracking(run: RunConfig, report_to: str, config: Any, tracker: MetricSink | None) -> Iterator[MetricSink]:
+    """The caller's tracker, or a new one in the run directory (closed at the end)."""
+    if tracker is not None:
+        yield tracker
+        return
     from rlhfkit.config import config_to_dict
     from rlhfkit.utils.tracking import Tracker
 
-    return Tracker(run.output_dir, report_to=report_to, config=config_to_dict(config))
+    with Tracker(run.output_dir, report_to=report_to, config=config_to_dict(config)) as own:
+        yield own
 
 
 def _resume_point(trainer_resume: Any, resume: str | bool | None, output_dir: str) -> Path | None:
@@ -94,43 +110,36 @@ def _finish(output_dir: str, steps: int, resumed: Path | None, history: list[dic
                        history[-1] if history else {})
 
 
-def train_ppo(config: PPOConfig, report_to: str = "tensorboard", resume: str | bool | None = None) -> TrainResult:
-    """Load everything named in ``config`` and run PPO (resuming when asked)."""
-    from rlhfkit.rl.ppo import PPOTrainer
-    from rlhfkit.rl.rollout import make_sampler
+def train_on_policy(config: OnPolicyConfig, report_to: str = "tensorboard", resume: str | bool | None = None, *,
+                    prompts: list[str] | None = None, gold: Any = None, tracker: MetricSink | None = None,
+                    reference: str | None = None, on_step: StepHook | None = None) -> TrainResult:
+    """Load everything named in ``config`` and run PPO / GRPO / RLOO / REINFORCE (resuming when asked).
 
-    config = with_output_dir(config, "ppo")
-    device, dtype = _runtime(config.run)
-    reward, gold = _reward(config.reward, device, config.run.fused_gelu)
-    bundle = _bundle(config.run, config.value_model, device, dtype, config.critic_model)
-    with _tracker(config.run, report_to, config) as tracker:
-        trainer = PPOTrainer(config, bundle, reward, _prompts(config.run), make_sampler(config.generation.backend),
-                             tracker, gold)
-        resumed = _resume_point(trainer.harness.resume, resume, config.run.output_dir)
-        history = trainer.train()
-    return _finish(config.run.output_dir, trainer.harness.step, resumed, history)
-
-
-def train_policy_gradient(config: PolicyGradientConfig, report_to: str = "tensorboard",
-                          resume: str | bool | None = None) -> TrainResult:
-    """Load everything named in ``config`` and run GRPO / RLOO / REINFORCE."""
-    from rlhfkit.rl.policy_gradient import PolicyGradientTrainer
+    The loop passes its round's prompts, task gold, timeline tracker and the base policy as ``reference``
+    (when the policy it starts from is not the base); the CLI passes none of them.
+    """
+    from rlhfkit.rl.algorithms import needs_value_model
+    from rlhfkit.rl.onpolicy import OnPolicyTrainer
     from rlhfkit.rl.rollout import make_sampler
 
     config = with_output_dir(config, config.algo)
     device, dtype = _runtime(config.run)
-    reward, gold = _reward(config.reward, device, config.run.fused_gelu)
-    bundle = _bundle(config.run, "none", device, dtype)
-    with _tracker(config.run, report_to, config) as tracker:
-        trainer = PolicyGradientTrainer(config, bundle, reward, _prompts(config.run),
-                                        make_sampler(config.generation.backend), tracker, gold)
+    reward, configured_gold = _reward(config.reward, device, config.run.fused_gelu)
+    value = config.value_model if needs_value_model(config.algo) else "none"
+    bundle = _bundle(config.run, value, device, dtype, config.critic_model, reference)
+    with _tracking(config.run, report_to, config, tracker) as sink:
+        trainer = OnPolicyTrainer(config, bundle, reward, prompts if prompts is not None else _prompts(config.run),
+                                  make_sampler(config.generation.backend), sink, gold or configured_gold)
         resumed = _resume_point(trainer.harness.resume, resume, config.run.output_dir)
-        history = trainer.train()
+        history = trainer.train(on_step)
     return _finish(config.run.output_dir, trainer.harness.step, resumed, history)
 
 
-def train_dpo(config: DPOConfig, report_to: str = "tensorboard", resume: str | bool | None = None) -> TrainResult:
-    """Read preference pairs from ``config.data`` and run DPO / IPO."""
+def train_dpo(config: DPOConfig, report_to: str = "tensorboard", resume: str | bool | None = None, *,
+              tracker: MetricSink | None = None, reference: str | None = None,
+              on_step: StepHook | None = None, quiet: bool = False) -> TrainResult:
+    """Read preference pairs from ``config.data`` and run DPO / IPO (the loop passes its tracker and reference,
+    and ``quiet`` to keep the data report off its live display)."""
     from rlhfkit.rl.dpo import DPOTrainer
     from rlhfkit.rl.preference_pairs import read_preference_pairs
     from rlhfkit.utils.progress import console
@@ -139,15 +148,16 @@ def train_dpo(config: DPOConfig, report_to: str = "tensorboard", resume: str | b
     if not config.data:
         raise ValueError("DPO needs preference data: pass --data FILE (pairwise/ranking JSONL, TRL formats, ...)")
     data = read_preference_pairs(config.data)
-    console.print("\n".join(data.report.lines()))
+    if not quiet:
+        console.print("\n".join(data.report.lines()))
     pairs = data.pairs
-    if data.unused:
+    if data.unused and not quiet:
         console.print(f"{config.data}: {data.unused} record(s) carry no strict preference (ties, ratings, labels) "
                       f"and are not used; {len(pairs)} pairs remain")
     device, dtype = _runtime(config.run)
-    bundle = _bundle(config.run, "none", device, dtype)
-    with _tracker(config.run, report_to, config) as tracker:
-        trainer = DPOTrainer(config, bundle, pairs, tracker)
-        resumed = _resume_point(trainer.resume, resume, config.run.output_dir)
-        history = trainer.train()
-    return _finish(config.run.output_dir, trainer.step, resumed, history)
+    bundle = _bundle(config.run, "none", device, dtype, reference=reference)
+    with _tracking(config.run, report_to, config, tracker) as sink:
+        trainer = DPOTrainer(config, bundle, pairs, sink)
+        resumed = _resume_point(trainer.harness.resume, resume, config.run.output_dir)
+        history = trainer.train(on_step)
+    return _finish(config.run.output_dir, trainer.harness.step, resumed, history)

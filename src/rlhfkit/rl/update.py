@@ -32,21 +32,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) ->
 def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup, then constant / linear / cosine decay to 0 over ``total_steps`` optimizer steps."""
-    warmup = max(0, config.warmup_steps)
-    total = max(total_steps, warmup + 1)
-    schedule = config.schedule
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if schedule == "linear":
-            return 1.0 - progress
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_factor(step, total_steps))
 
 
 def minibatch_indices(size: int, num_minibatches: int, grad_accum: int,

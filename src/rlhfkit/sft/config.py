@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlhfkit.config import ConfigError, field
+from rlhfkit.training_config import OptimConfig, Schedule
+
+
+@dataclass
+class SFTOptimConfig(OptimConfig):
+    """Optimizer defaults of SFT: a cosine schedule after 5% warmup, unfused AdamW."""
+
+    lr: float = field(5e-4, help="Peak learning rate (after warmup).")
+    schedule: Schedule = field("cosine", help="Learning-rate decay after warmup: constant, linear or cosine (to 0).")
+    warmup_ratio: float = field(0.05, help="Share of the optimizer steps spent warming up (when warmup_steps is None).")
+    fused: bool = field(False, help="Fused AdamW kernel on CPU/CUDA; same update, fewer passes over the parameters.")
 
 
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning settings (defaults < YAML file < ``--set key=value`` < flags)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        "learning_rate": "optim.lr", "gradient_accumulation_steps": "optim.grad_accum",
+        "weight_decay": "optim.weight_decay", "adam_beta1": "optim.beta1", "adam_beta2": "optim.beta2",
+        "adam_epsilon": "optim.eps", "lr_scheduler": "optim.schedule", "warmup_ratio": "optim.warmup_ratio",
+        "warmup_steps": "optim.warmup_steps", "max_grad_norm": "optim.max_grad_norm"}
 
     model: str = field("builtin", help="Model to fine-tune: 'builtin', a local save_pretrained directory or a hub id.")
     data: str | None = field(None, help="JSONL file (prompt/completion or messages records) or a save_to_disk "
@@ -22,20 +39,11 @@ class SFTConfig:
     skip_long_prompts: bool = field(False, help="Skip (and count) records whose prompt fills max_length instead "
                                                 "of stopping with an error naming the record.")
     per_device_batch_size: int = field(8, help="Examples per process per micro-batch.")
-    gradient_accumulation_steps: int = field(1, help="Micro-batches per optimizer step; global batch = "
-                                                     "per_device_batch_size x gradient_accumulation_steps x processes.")
     num_epochs: float = field(3.0, help="Passes over the data (fractions allowed); ignored when max_steps is set.")
     max_steps: int | None = field(None, help="Optimizer steps to run; overrides num_epochs.")
-    learning_rate: float = field(5e-4, help="Peak AdamW learning rate (after warmup).")
-    weight_decay: float = field(0.0, help="AdamW decoupled weight decay.")
-    adam_beta1: float = field(0.9, help="AdamW beta1.")
-    adam_beta2: float = field(0.999, help="AdamW beta2.")
-    adam_epsilon: float = field(1e-8, help="AdamW epsilon.")
-    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = field(
-        "cosine", help="Learning-rate schedule after warmup (transformers.get_scheduler).")
-    warmup_ratio: float = field(0.05, help="Fraction of the steps spent warming up linearly from 0.")
-    warmup_steps: int | None = field(None, help="Warmup steps; overrides warmup_ratio when set.")
-    max_grad_norm: float = field(1.0, help="Clip the global gradient L2 norm to this; 0 disables clipping.")
+    optim: SFTOptimConfig = field(default_factory=SFTOptimConfig,
+                                  help="AdamW, accumulation, clipping and schedule; global batch = "
+                                       "per_device_batch_size x optim.grad_accum x processes.")
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
         None, help="Mixed precision through accelerate; unset: what `accelerate config`/launch chose, else no.")
     cpu: bool = field(False, help="Train on CPU even when a GPU is present (forced when there is none).")
@@ -50,9 +58,7 @@ class SFTConfig:
     progress: bool = field(True, help="Show a rich progress bar.")
 
     def __post_init__(self) -> None:
-        positive = {"per_device_batch_size": self.per_device_batch_size,
-                    "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                    "demo_records": self.demo_records, "logging_steps": self.logging_steps,
+        positive = {"per_device_batch_size": self.per_device_batch_size, "demo_records": self.demo_records, "logging_steps": self.logging_steps,
                     "save_total_limit": self.save_total_limit}
         for name, value in positive.items():
             if value < 1:
@@ -63,8 +69,5 @@ class SFTConfig:
             raise ConfigError(f"num_epochs must be positive, got {self.num_epochs}")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError(f"max_length must be at least 2, got {self.max_length}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("learning_rate", "weight_decay", "max_grad_norm", "save_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.save_steps < 0:
+            raise ConfigError(f"save_steps must not be negative, got {self.save_steps}")

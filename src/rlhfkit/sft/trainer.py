@@ -34,6 +34,9 @@ from rlhfkit.sft.stream import global_batch_indices, rank_micro_batches, total_s
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
+# The shared schedule names as transformers.get_scheduler spells them (linear warmup in each).
+HF_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
 
 @dataclass
 class StepStats:
@@ -72,7 +75,7 @@ def make_accelerator(config: SFTConfig) -> Accelerator:
     has_gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
     try:
         return Accelerator(cpu=config.cpu or not has_gpu, mixed_precision=config.mixed_precision,
-                           gradient_accumulation_steps=config.gradient_accumulation_steps)
+                           gradient_accumulation_steps=config.optim.grad_accum)
     except (ValueError, RuntimeError) as exc:
         raise SFTError(f"accelerate could not start: {exc}") from None
 
@@ -140,14 +143,15 @@ class SFTTrainer:
                                         config.skip_long_prompts, config.data_split)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.collate = SFTCollator(pad_token_id=pad_id if pad_id is not None else 0)
-        self.global_batch = config.per_device_batch_size * config.gradient_accumulation_steps * acc.num_processes
+        self.global_batch = config.per_device_batch_size * config.optim.grad_accum * acc.num_processes
         steps = total_steps(len(self.dataset), self.global_batch, config.num_epochs, config.max_steps)
         self.progress = TrainProgress(global_batch_size=self.global_batch, total_steps=steps,
                                       num_examples=len(self.dataset))
-        optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate,
-                                      betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
-        warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio * steps)
-        self.scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+        optim = config.optim
+        optimizer = torch.optim.AdamW(_param_groups(model, optim.weight_decay),
+                                      **optim.adamw_kwargs({acc.device.type}))
+        self.scheduler = get_scheduler(HF_SCHEDULES[optim.schedule], optimizer, num_warmup_steps=optim.warmup(steps),
+                                       num_training_steps=steps)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -190,7 +194,7 @@ class SFTTrainer:
         nll_total = torch.zeros((), device=acc.device)
         tokens = torch.zeros((), device=acc.device, dtype=torch.long)
         micro = rank_micro_batches(indices, acc.process_index, acc.num_processes, cfg.per_device_batch_size,
-                                   cfg.gradient_accumulation_steps)
+                                   cfg.optim.grad_accum)
         for micro_indices in micro:
             examples = [self.dataset.examples[i] for i in micro_indices]
             batch = {k: v.to(acc.device) for k, v in self.collate(examples).items()}
@@ -202,8 +206,7 @@ class SFTTrainer:
             tokens += batch["attention_mask"].sum()
         loss = (acc.reduce(nll_total, reduction="sum") / max(target_tokens, 1)).item()
         total_tokens = int(acc.reduce(tokens, reduction="sum").item())
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-        norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+        norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_threshold())
         grad_norm = float(norm) if norm is not None else float("nan")
         lr = self.scheduler.get_last_lr()[0]
         finite = math.isfinite(loss) and (norm is None or math.isfinite(grad_norm))
@@ -258,7 +261,7 @@ class SFTTrainer:
 
     def _metrics(self, stats: StepStats, seconds: float) -> dict[str, float]:
         prog = self.progress
-        return {"loss/train": stats.loss, "lr": stats.lr, "grad/norm": stats.grad_norm,
+        return {"loss/total": stats.loss, "optim/lr": stats.lr, "grad/norm": stats.grad_norm,
                 "perf/tokens_per_s": stats.tokens / max(seconds, 1e-9), "time/step": seconds,
                 "train/epoch": prog.position()["epoch"],
                 "train/skipped_steps": prog.skipped_steps}

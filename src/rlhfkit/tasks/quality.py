@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from rlhfkit.eval.metrics import repetition_rate
+from rlhfkit.utils.text_metrics import repetition_rate
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 SENTENCE_END = (".", "!", "?")

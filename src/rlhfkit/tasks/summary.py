@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from functools import cache
 
-from rlhfkit.eval.metrics import rouge_per_item
+from rlhfkit.utils.text_metrics import rouge_per_item
 from rlhfkit.models import corpus
 from rlhfkit.tasks.base import Task, TaskError
 from rlhfkit.tasks.quality import degeneracy, penalized

@@ -1,7 +1,13 @@
-"""Bradley-Terry with per-annotator temperature and sign ("crowd-BT") for pairwise and ranking answers.
+"""Bradley-Terry with a per-annotator temperature and sign for pairwise and ranking answers.
 
-Bradley & Terry (1952); per-rater temperatures as in Chen et al. (2013), "Pairwise ranking aggregation
-in a crowdsourced setting": P(annotator j says a > b) = sigmoid(beta_j (s_a - s_b)).
+The model fitted here is Bradley & Terry (1952) with one signed scale beta_j per annotator:
+P(annotator j says a > b) = sigmoid(beta_j (s_a - s_b)); beta_j ~ 0 is a random rater, beta_j < 0 an
+inverted one. It is not the Crowd-BT model of Chen et al. (2013), "Pairwise ranking aggregation in a
+crowdsourced setting", which mixes the true preference and its reverse with a per-annotator probability
+eta_j of agreeing with the truth: P(j says a > b) = eta_j sigmoid(s_a - s_b) + (1 - eta_j) sigmoid(s_b - s_a).
+Both discount random raters and invert adversaries; they differ on clear pairs: Crowd-BT caps a rater's
+agreement at eta_j however large the score gap, while here any beta_j > 0 agrees almost surely on a
+large gap.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ class Comparison:
 
 @dataclass
 class CrowdBTResult:
-    """Latent scores per object and per-annotator temperatures beta (1 = typical, 0 = random, < 0 = inverted)."""
+    """Latent scores per object and per-annotator scales beta (1 = typical, 0 = random, < 0 = inverted)."""
 
     scores: dict[Hashable, float]
     beta: dict[str, float]

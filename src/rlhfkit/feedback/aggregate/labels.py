@@ -172,9 +172,12 @@ def dawid_skene(
     votes is best explained as a constant answerer and small campaigns collapse to 50/50. Use
     fit_class_prior=False when the class order is arbitrary (pairwise a/b). `gold` maps
     items with a known answer (honeypots) to their class; their posteriors are clamped to that class, which
-    anchors the EM (and fixes the label-switching symmetry). Initialized from majority vote (Dawid & Skene
-    1979). Vote weights are ignored (votes are evidence, not preferences of the caller). With flipped
-    votes (see `Vote`) the confusion matrices are indexed by displayed position, not canonical class.
+    anchors the EM (and fixes the label-switching symmetry). Without gold, EM starts from majority vote
+    (Dawid & Skene 1979); with gold, the first M-step sees only the gold items, so each annotator's starting
+    error model is estimated from its gold votes (the priors alone for one without any) and a
+    coordinated wrong majority cannot set the start. Vote weights are ignored (votes are evidence, not
+    preferences of the caller). With flipped votes (see `Vote`) the confusion matrices are indexed by
+    displayed position, not canonical class.
     """
     if model not in ("one-coin", "two-coin", "confusion"):
         raise ValueError(f"dawid_skene: unknown model {model!r}; use one-coin, two-coin or confusion")
@@ -201,20 +204,23 @@ def dawid_skene(
     posterior = counts / counts.sum(axis=1, keepdims=True)
     posterior[clamp] = clamp_rows[clamp]
     n_votes = np.bincount(jj, minlength=n_ann).astype(float)
+    start_from_gold = bool(clamp.any())
     log_lik = -np.inf
     converged = False
     iteration = 0
     for iteration in range(1, max_iter + 1):
-        # M-step
+        # M-step (the first one from the gold items only, when there are any)
+        seen = clamp if iteration == 1 and start_from_gold else np.ones(n_items, dtype=bool)
         if fit_class_prior:
-            prior = (posterior.sum(axis=0) + smoothing) / (n_items + k * smoothing)
+            prior = (posterior[seen].sum(axis=0) + smoothing) / (seen.sum() + k * smoothing)
         else:
             prior = np.full(k, 1.0 / k)
-        soft = posterior[ii]  # (V, K): belief about the true class of each vote's item
+        soft = posterior[ii] * seen[ii, None]  # (V, K): belief about the true class of each vote's item
         soft[flipped] = soft[flipped, ::-1]  # ... in displayed positions
         if model == "one-coin":
             correct = np.bincount(jj, weights=soft[np.arange(len(ll)), shown_label], minlength=n_ann)
-            acc = (correct + smoothing + diagonal_prior) / (n_votes + 2.0 * smoothing + diagonal_prior)
+            seen_votes = np.bincount(jj, weights=seen[ii].astype(float), minlength=n_ann)
+            acc = (correct + smoothing + diagonal_prior) / (seen_votes + 2.0 * smoothing + diagonal_prior)
             confusion = np.broadcast_to(((1.0 - acc) / (k - 1))[:, None, None], (n_ann, k, k)).copy()
             confusion[:, np.arange(k), np.arange(k)] = acc[:, None]
         else:

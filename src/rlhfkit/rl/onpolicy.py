@@ -1,0 +1,243 @@
+"""The one on-policy trainer: PPO, GRPO, RLOO and REINFORCE (after Ziegler et al. 2019, Stiennon et al.
+2020, Ouyang et al. 2022, Shao et al. 2024, Ahmadian et al. 2024, Williams 1992, and the "N implementation
+details of RLHF with PPO", Huang et al. 2023).
+
+One step reads top to bottom: sample num_prompts x group_size responses -> score -> reference
+log-probs (and old values for PPO), once per rollout -> per-token rewards (score at the last token,
+minus beta * KL when the KL goes in the reward) -> the algorithm's advantages
+(:mod:`rlhfkit.rl.algorithms`, the only place they differ) -> epochs x mini-batches of the clipped
+surrogate (+ value loss, + KL loss term) -> KL-controller update. Math lives in ``advantages``,
+``kl`` and ``losses``; state, checkpoints and logging in ``harness``; what each setting optimizes
+in ``objectives``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from rlhfkit.models.loading import PolicyBundle
+from rlhfkit.models.value import CriticModel, PolicyWithValueHead
+from rlhfkit.rl.advantages import masked_mean
+from rlhfkit.rl.algorithms import AdvantageSettings, compute_advantages, needs_value_model
+from rlhfkit.rl.config import OnPolicyConfig
+from rlhfkit.rl.epochs import micro_batch, run_epochs
+from rlhfkit.rl.forward import critic_forward, policy_forward
+from rlhfkit.rl.guard import first_non_finite
+from rlhfkit.rl.harness import GeneratorState, Harness, StepHook, run_loop, warn_negative_kl
+from rlhfkit.rl.kl import kl_estimate, make_kl_controller
+from rlhfkit.rl.logprobs import token_logprobs
+from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance, ppo_policy_loss, shape_token_rewards
+from rlhfkit.rl.prompts import PromptStream
+from rlhfkit.rl.rewards import EnsembleReward, RewardSource
+from rlhfkit.rl.rollout import Rollout, Sampler
+from rlhfkit.rl.running_moments import RunningMoments
+from rlhfkit.rl.scoring import Scores, score_rollout
+from rlhfkit.utils.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RolloutBatch:
+    """A scored rollout ready for updates; tensors (b, R) unless noted, b = num_prompts x group_size."""
+
+    sequences: torch.Tensor        # (b, P + R)
+    attention_mask: torch.Tensor   # (b, P + R)
+    response_start: int
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor | None
+    old_values: torch.Tensor | None
+    advantages: torch.Tensor
+    returns: torch.Tensor | None
+
+
+def kl_metrics(k1_tokens: torch.Tensor, k3_tokens: torch.Tensor) -> dict[str, float]:
+    """Sequence KL(pi_old || ref) estimates over a rollout: k1 mean (``kl/mean``) with its standard error, and k3.
+
+    Both are unbiased for responses sampled from pi_old at the scoring temperature without top-k/top-p.
+    """
+    per_sequence = k1_tokens.sum(1)
+    n = per_sequence.numel()
+    sem = per_sequence.std(unbiased=True).item() / n ** 0.5 if n > 1 else float("nan")
+    return {"kl/mean": per_sequence.mean().item(), "kl/mean_sem": sem, "kl/k3_mean": k3_tokens.sum(1).mean().item()}
+
+
+class OnPolicyTrainer:
+    """PPO / GRPO / RLOO / REINFORCE over a :class:`PolicyBundle` (PPO needs its value head or critic)."""
+
+    def __init__(self, config: OnPolicyConfig, bundle: PolicyBundle, reward: EnsembleReward, prompts: list[str],
+                 sampler: Sampler, tracker: Tracker | None = None, gold: RewardSource | None = None) -> None:
+        if needs_value_model(config.algo) and bundle.value_model is None:
+            raise ValueError("PPO needs a value model: load the bundle with value='head' or value='critic'")
+        self.config = config
+        self.bundle = bundle
+        self.reward = reward
+        self.gold = gold
+        self.sampler = sampler
+        self.params = config.generation
+        self.uses_values = needs_value_model(config.algo)
+        self.shared_trunk = self.uses_values and isinstance(bundle.value_model, PolicyWithValueHead)
+        self.advantage_settings = AdvantageSettings(config.group_size, config.gamma, config.lam,
+                                                    config.scale_by_std, config.whiten_advantages)
+        total_updates = config.run.steps * config.epochs * config.num_minibatches
+        self.harness = h = Harness(config.run, config.optim, bundle, total_updates, config, tracker)
+        self.kl_controller = make_kl_controller(config.kl.coef, config.kl.target, config.kl.horizon)
+        self.moments = RunningMoments()
+        self.stream = PromptStream(prompts, seed=config.run.seed)
+        device = next(bundle.policy.parameters()).device
+        self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
+        self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
+        for name, state in (("kl_controller", self.kl_controller), ("moments", self.moments), ("data", self.stream),
+                            ("sample_generator", GeneratorState(self.sample_generator)),
+                            ("shuffle_generator", GeneratorState(self.shuffle_generator))):
+            h.register(name, state)
+        h.log_extras.append(lambda: {"kl/coef": self.kl_controller.value})
+        logger.info("%s objective: %s", config.algo, config.objective())
+
+    @property
+    def rows_per_step(self) -> int:
+        """Responses sampled per step."""
+        return self.config.num_prompts * self.config.group_size
+
+    def train(self, on_step: StepHook | None = None) -> list[dict[str, float]]:
+        """Run until ``run.steps``; returns the metrics of each step."""
+        return run_loop(self.harness, self.train_step, self.config.algo, on_step)
+
+    def train_step(self) -> dict[str, float]:
+        """One iteration: rollout, scores, advantages, updates. Returns its metrics."""
+        h, cfg = self.harness, self.config
+        start = time.perf_counter()
+        prompts = [p for p in self.stream.next_batch(cfg.num_prompts) for _ in range(cfg.group_size)]
+        with h.timer.phase("generation"):
+            rollout = self.sampler.sample(self.bundle.policy, self.bundle.tokenizer, prompts, self.params,
+                                          generator=self.sample_generator)
+        with h.timer.phase("scoring"):
+            scores = score_rollout(rollout, self.reward, cfg.reward, self.moments, self.gold)
+        batch, metrics = self.make_batch(rollout, scores)
+        checked = {"advantages": batch.advantages, "old_logprobs": batch.old_logprobs}
+        if batch.returns is not None:
+            checked["returns"] = batch.returns
+        bad = "a reward" if bool(scores.non_finite.any()) else first_non_finite(**checked)
+        if bad is not None:
+            h.guard.skip(f"{bad} is not finite", h.step)
+        else:
+            with h.timer.phase("training"):
+                metrics.update(self.update(batch))
+            if "kl/mean" in metrics:
+                self.kl_controller.update(metrics["kl/mean"], len(prompts))
+        elapsed = time.perf_counter() - start
+        metrics["perf/tokens_per_s"] = float(rollout.response_mask.sum()) / elapsed
+        metrics["perf/episodes_per_s"] = len(prompts) / elapsed
+        return metrics
+
+    def _old_logprobs_and_values(self, rollout: Rollout, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of the sampled tokens (the sampler's, or the value-head forward's) and PPO's old values."""
+        if not self.uses_values:
+            return rollout.logprobs * mask, None
+        seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
+        with self.harness.timer.phase("values"), torch.no_grad():
+            if self.shared_trunk:
+                logprobs, _, values = policy_forward(self.bundle.value_model, seqs, attn, start,
+                                                     self.config.generation.temperature)
+                assert values is not None
+            else:
+                assert isinstance(self.bundle.value_model, CriticModel)
+                values = critic_forward(self.bundle.value_model, seqs, attn, start)
+                logprobs = rollout.logprobs
+        return logprobs * mask, values * mask
+
+    def make_batch(self, rollout: Rollout, scores: Scores) -> tuple[RolloutBatch, dict[str, float]]:
+        """Reference log-probs, old values, per-token rewards and advantages, once per rollout."""
+        cfg = self.config
+        seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
+        mask = rollout.response_mask.to(torch.float32)
+        old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
+        beta = self.kl_controller.value
+        ref_logprobs = None
+        kl = torch.zeros_like(mask)
+        metrics: dict[str, float] = {}
+        if beta > 0 or cfg.kl.target is not None:
+            with self.harness.timer.phase("reference"), self.bundle.reference() as reference:
+                ref_logprobs = token_logprobs(reference, seqs, attn, start, cfg.generation.temperature) * mask
+            kl = kl_estimate(old_logprobs, ref_logprobs, cfg.kl.estimator) * mask
+            metrics.update(kl_metrics((old_logprobs - ref_logprobs) * mask,
+                                      kl_estimate(old_logprobs, ref_logprobs, "k3") * mask))
+            metrics["kl/negative_warning"] = float(warn_negative_kl(metrics["kl/mean"], self.harness.step))
+        final = scores.final.to(mask.device)
+        token_rewards, penalty = shape_token_rewards(final, kl, mask, beta if cfg.kl_in == "reward" else 0.0)
+        advantages, returns = compute_advantages(cfg.algo, token_rewards, values, mask, self.advantage_settings)
+        lengths = mask.sum(1)
+        truncated = (~rollout.finished.to(mask.device)) & (lengths >= cfg.generation.max_new_tokens)
+        metrics.update({**scores.metrics(), "kl/penalty": penalty.sum(1).mean().item(),
+                        "response/length_mean": lengths.mean().item(),
+                        "response/finished_frac": rollout.finished.float().mean().item(),
+                        "response/truncated_frac": truncated.float().mean().item(),
+                        "adv/mean": masked_mean(advantages, mask).item()})
+        if cfg.group_size > 1:
+            metrics["reward/group_std"] = final.view(-1, cfg.group_size).std(1).mean().item()
+        if values is not None and returns is not None:
+            metrics.update({"val/mean": masked_mean(values, mask).item(),
+                            "returns/mean": masked_mean(returns, mask).item(),
+                            "val/explained_var": explained_variance(values, returns, mask).item()})
+        batch = RolloutBatch(seqs, attn, start, mask, old_logprobs, ref_logprobs, values, advantages, returns)
+        return batch, metrics
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """epochs x mini-batches of guarded optimizer steps; stops early once approx KL passes the bound."""
+        cfg = self.config
+        bound = cfg.approx_kl_stop
+        metrics, early_stop = run_epochs(
+            self.harness.optimizer_step, batch.mask, partial(self.loss, batch), epochs=cfg.epochs,
+            num_minibatches=cfg.num_minibatches, grad_accum=cfg.optim.grad_accum, aggregation=cfg.loss_aggregation,
+            generator=self.shuffle_generator, step=self.harness.step,
+            stop=None if bound is None else lambda stats: stats["policy/approx_kl"] > bound)
+        metrics["policy/early_stopped"] = float(early_stop)
+        return metrics
+
+    def loss(self, batch: RolloutBatch, idx: torch.Tensor, denominator: float,
+             tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """This micro-batch's share of the mini-batch loss, and its share of the diagnostics."""
+        cfg = self.config
+        part = micro_batch(batch, idx)
+        ids, attn, mask, rcols, start = part.ids, part.attn, part.mask, part.rcols, part.response_start
+        model = self.bundle.value_model if self.shared_trunk else self.bundle.policy
+        logprobs, entropy, values = policy_forward(model, ids, attn, start, cfg.generation.temperature,
+                                                   with_entropy=True)
+        assert entropy is not None
+        policy = ppo_policy_loss(logprobs, batch.old_logprobs[idx][:, rcols], batch.advantages[idx][:, rcols], mask,
+                                 cfg.clip_range, cfg.clip_range_high)
+
+        def mean(per_token: torch.Tensor) -> torch.Tensor:
+            return aggregate(per_token, mask, cfg.loss_aggregation, denominator)
+
+        policy_loss = mean(policy.per_token)
+        loss = policy_loss
+        share = float(mask.sum()) / max(tokens, 1.0)
+        stats = {"loss/policy": policy_loss.item(), "policy/clipfrac": policy.clipfrac.item() * share,
+                 "policy/approx_kl": policy.approx_kl.item() * share,
+                 "policy/ratio_mean": policy.ratio_mean.item() * share}
+        if cfg.kl_in == "loss" and batch.ref_logprobs is not None:
+            kl_loss = mean(kl_estimate(logprobs, batch.ref_logprobs[idx][:, rcols], cfg.kl.estimator))
+            loss = loss + self.kl_controller.value * kl_loss
+            stats["loss/kl"] = kl_loss.item()
+        if self.uses_values:
+            assert batch.old_values is not None and batch.returns is not None
+            if not self.shared_trunk:
+                assert isinstance(self.bundle.value_model, CriticModel)
+                values = critic_forward(self.bundle.value_model, ids, attn, start)
+            assert values is not None
+            value_tokens, value_clipfrac = clipped_value_loss(values, batch.old_values[idx][:, rcols],
+                                                              batch.returns[idx][:, rcols], mask, cfg.value_clip)
+            value_loss = mean(value_tokens)
+            loss = loss + cfg.vf_coef * value_loss
+            stats.update({"loss/value": value_loss.item(), "val/clipfrac": value_clipfrac.item() * share})
+        entropy_term = mean(entropy if cfg.entropy_coef else entropy.detach())
+        loss = loss - cfg.entropy_coef * entropy_term
+        stats.update({"loss/total": loss.item(), "policy/entropy": entropy_term.item()})
+        return loss, stats
