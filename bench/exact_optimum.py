@@ -120,8 +120,8 @@ def main() -> None:
                     kls.append(round(run.kl, 4))
                 runs[lr] = {"median_share": round(statistics.median(shares), 4), "shares": shares, "final_kl": kls}
             best = max(runs, key=lambda lr: runs[lr]["median_share"])
-            results[f"{algo}/beta_{beta}"] = {"best_lr": best, **runs[best],
-                                              "median_share_by_lr": {str(lr): r["median_share"] for lr, r in runs.items()}}
+            by_lr = {str(lr): r["median_share"] for lr, r in runs.items()}
+            results[f"{algo}/beta_{beta}"] = {"best_lr": best, **runs[best], "median_share_by_lr": by_lr}
     print(json.dumps({
         "bench": "exact_optimum", "quick": args.quick, "threads": torch.get_num_threads(), "episodes": args.episodes,
         "episodes_per_step": args.per_step, "lrs": lrs, "seeds": seeds, "extra_settings": args.set,

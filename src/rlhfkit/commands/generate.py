@@ -17,11 +17,16 @@ Example: rlhfkit generate --prompt "Review: the film was" --num 4 --temperature 
 
 
 def _read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
+    from rlhfkit.rl.prompts import PromptError, read_prompts
+
     collected = list(prompts or [])
     if prompts_file is not None:
         if not prompts_file.is_file():
             fail(f"--prompts-file: {prompts_file} does not exist")
-        collected += [line.rstrip("\n") for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            collected += read_prompts(prompts_file)
+        except PromptError as exc:
+            fail(str(exc))
     if not collected:
         fail("give at least one --prompt or a --prompts-file with one prompt per line")
     return collected

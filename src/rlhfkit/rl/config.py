@@ -67,7 +67,8 @@ class RunConfig:
     """What to train, where to write, how long, how robustly."""
 
     model: str = field("builtin", help="Policy: 'builtin', a local directory, or a cached hub id.")
-    prompts: str | None = field(None, help="Prompt file (.txt one per line, or .jsonl with 'prompt'); default: a small built-in set.")
+    prompts: str | None = field(None, help="Prompt file (.txt one per line, or .jsonl with 'prompt' or chat "
+                                                     "'messages'); default: a small built-in set.")
     output_dir: str | None = field(None, help="Run directory: checkpoints, metrics.jsonl, TensorBoard, final model (default runs/ppo, runs/grpo, ... after the command).")
     steps: int = field(100, help="Training steps (one rollout batch each).")
     seed: int = field(0, help="Seed for sampling, shuffling and initialisation.")
