@@ -34,7 +34,7 @@ def test_each_kind_parses_and_round_trips():
 
 @pytest.mark.parametrize("row, reason", [
     ({"kind": "pairwise", "prompt": "p", "chosen": "same", "rejected": "same"}, IDENTICAL),
-    ({"kind": "pairwise", "prompt": "p", "chosen": "  ", "rejected": "b"}, EMPTY),
+    ({"kind": "pairwise", "prompt": "p", "chosen": "", "rejected": "b"}, EMPTY),
     ({"kind": "pairwise", "prompt": "p", "chosen": "a"}, MISSING),
     ({"prompt": "p", "chosen": "a", "rejected": "b"}, MISSING),
     ({"kind": "rating", "prompt": "p", "response": "a", "rating": 6, "scale": [1, 5]}, OUT_OF_SCALE),

@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from rlhfkit.feedback import crud, reports
-from rlhfkit.feedback.models import AdminToken, Annotation, Annotator, SchemaVersion
+from rlhfkit.feedback.models import AdminToken, Annotation, Annotator, Base, SchemaVersion
 from rlhfkit.feedback.security import (csrf_matches, hash_token, load_or_create_secret_key, new_token,
                                        token_matches)
+from rlhfkit.feedback.schema import HEAD_REVISION
 from rlhfkit.feedback.store import (SCHEMA_VERSION, DatabaseBusyError, DatabaseMissingError, StoreError,
                                     make_engine, normalize_url, open_store)
 
@@ -141,26 +142,70 @@ def test_fresh_schema_and_reopen(db_url: str) -> None:
     again.close()
 
 
-def test_upgrade_from_version_1_adds_column_and_keeps_rows(db_url: str) -> None:
+@pytest.mark.parametrize("old_version", [1, 2])
+def test_upgrade_from_a_released_version_adds_columns_and_keeps_rows(db_url: str, old_version: int) -> None:
     store = open_store(db_url)
     with store.session() as s:
         campaign = _pairwise_campaign(s)
         annotator, _ = crud.create_annotator(s, name="a", campaign_ids=[campaign.id])
         assignment = crud.next_assignment(s, campaign=campaign, annotator_id=annotator.id)
         crud.submit_annotation(s, assignment=assignment, idempotency_key="k" * 8, answer={"choice": "left"})
-    with store.engine.begin() as conn:  # turn the database back into a version-1 one
-        conn.execute(text("ALTER TABLE annotations DROP COLUMN source"))
-        conn.execute(text("UPDATE schema_version SET version = 1"))
+    with store.engine.begin() as conn:  # turn the database back into one of that release (before Alembic)
+        for table, column in (("admin_tokens", "label"), ("admin_tokens", "expires_at"), ("admin_tokens", "revoked_at"),
+                              ("annotators", "token_expires_at")):
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(text("DROP TABLE web_sessions"))
+        conn.execute(text("DROP TABLE alembic_version"))
+        if old_version == 1:
+            conn.execute(text("ALTER TABLE annotations DROP COLUMN source"))
+        conn.execute(text(f"UPDATE schema_version SET version = {old_version}"))
     store.close()
     upgraded = open_store(db_url)
     assert upgraded.schema_version == SCHEMA_VERSION
-    columns = {c["name"] for c in inspect(upgraded.engine).get_columns("annotations")}
-    assert "source" in columns
+    assert "source" in {c["name"] for c in inspect(upgraded.engine).get_columns("annotations")}
+    assert {"label", "expires_at", "revoked_at"} <= {c["name"] for c in inspect(upgraded.engine).get_columns("admin_tokens")}
+    assert "web_sessions" in inspect(upgraded.engine).get_table_names()
     with upgraded.session() as s:
         row = s.scalars(select(Annotation)).one()
         assert row.source == "api" and row.answer == {"choice": "left"}
         assert s.scalar(select(SchemaVersion.version)) == SCHEMA_VERSION
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        assert crud.authenticate(s, token="nope") is None
     upgraded.close()
+
+
+def test_migrations_build_the_schema_the_models_declare(db_url: str) -> None:
+    """Upgrading a release-1 database yields what the models create (Alembic's autogenerate finds nothing)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    store = open_store(db_url)
+    with store.engine.begin() as conn:
+        for table, column in (("admin_tokens", "label"), ("admin_tokens", "expires_at"), ("admin_tokens", "revoked_at"),
+                              ("annotators", "token_expires_at"), ("annotations", "source")):
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(text("DROP TABLE web_sessions"))
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("UPDATE schema_version SET version = 1"))
+    store.close()
+    upgraded = open_store(db_url)
+    with upgraded.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    upgraded.close()
+    assert [d for d in diff if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")] == []
+
+
+def test_two_processes_opening_a_new_database_at_once_create_it_once(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    url = _sqlite(tmp_path)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_store(url), range(4)))
+    with stores[0].read_session() as s:
+        assert s.scalar(select(SchemaVersion.version)) == SCHEMA_VERSION
+        assert s.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    for store in stores:
+        store.close()
 
 
 def test_newer_schema_and_foreign_database_are_refused(tmp_path: Path) -> None:
@@ -282,3 +327,22 @@ def test_timestamps_read_back_as_aware_utc(db_url: str) -> None:
         created = s.get(Annotator, annotator.id).created_at
         assert created.tzinfo is not None and created.utcoffset().total_seconds() == 0
     store.close()
+
+
+def test_a_database_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> None:
+    """data/feedback_schema2_release.sql: a SQLite database written by the release before Alembic (schema 2)."""
+    path = tmp_path / "release.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript((Path(__file__).parent / "data" / "feedback_schema2_release.sql").read_text())
+    store = open_store(f"sqlite:///{path}", create=False)
+    assert store.schema_version == SCHEMA_VERSION
+    with store.session() as s:
+        assert crud.authenticate(s, token="release-admin-token-0123456789") == crud.Principal(role="admin")
+        annotator = crud.authenticate(s, token="ann_8c3frD4biju9pwWz6S38cSQcu2PuDK2xQrB_mTT5Ecs")
+        assert annotator is not None and annotator.name == "ann"
+        row = s.scalars(select(Annotation)).one()
+        assert row.resolved["margin"] == 1.5 and row.source == "api"
+    store.close()
+    again = open_store(f"sqlite:///{path}", create=False)  # at the newest revision: nothing to do
+    assert again.schema_version == SCHEMA_VERSION
+    again.close()

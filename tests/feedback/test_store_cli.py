@@ -114,10 +114,20 @@ def test_serve_prints_admin_token_on_first_run_only(tmp_path: Path, monkeypatch:
     token = next(line for line in first.stdout.splitlines() if line.startswith("Admin token")).rsplit(" ", 1)[1]
     second = runner.invoke(app, [*args, "--admin-token", "automation-token-0123456789", "--access-log"])
     assert "Admin token" not in second.stdout and served == [("127.0.0.1", 8123, False), ("127.0.0.1", 8123, True)]
-    store = open_store(f"sqlite:///{tmp_path / 'state' / 'feedback.db'}", create=False)
-    with store.read_session() as s:
-        assert crud.authenticate(s, token=token) == crud.Principal(role="admin")
+    db = f"sqlite:///{tmp_path / 'state' / 'feedback.db'}"
+    store = open_store(db, create=False)
+    with store.read_session() as s:  # a new --admin-token replaces the generated one
+        assert crud.authenticate(s, token=token) is None
         assert crud.authenticate(s, token="automation-token-0123456789") == crud.Principal(role="admin")
+    store.close()
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("file-token-0123456789abcdef\n")
+    kept = runner.invoke(app, [*args, "--admin-token-file", str(token_file), "--keep-admin-tokens"])
+    assert kept.exit_code == 0, kept.output
+    store = open_store(db, create=False)
+    with store.read_session() as s:  # ... unless --keep-admin-tokens says otherwise
+        assert crud.authenticate(s, token="automation-token-0123456789") == crud.Principal(role="admin")
+        assert crud.authenticate(s, token="file-token-0123456789abcdef") == crud.Principal(role="admin")
     store.close()
     short = runner.invoke(app, [*args, "--admin-token", "short"])
     assert short.exit_code == 2 and "16 characters" in _flat(short)

@@ -13,7 +13,8 @@ from rlhfkit.commands.common import fail
 
 DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (sqlite:///path or postgresql://...) or SQLite path; default $RLHFKIT_DB_URL or STATE_DIR/feedback.db.")]
 StateDirOption = Annotated[Optional[Path], typer.Option("--state-dir", help="Directory for the default database and the session key; default $RLHFKIT_STATE_DIR or ~/.local/share/rlhfkit.")]
-CampaignOption = Annotated[int, typer.Option("--campaign", help="Campaign id.")]
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns (rlhfkit.feedback.rules.MAX_ID)
+CampaignOption = Annotated[int, typer.Option("--campaign", min=1, max=MAX_ID, help="Campaign id.")]
 
 campaign_app = typer.Typer(help="Create, inspect, and close annotation campaigns.", no_args_is_help=True)
 
@@ -36,34 +37,52 @@ def _open(db: Optional[str], state_dir: Optional[Path], *, create: bool):  # -> 
     from rlhfkit.feedback.store import StoreError, open_store
 
     settings = _settings(db, state_dir)
-    if create:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
     try:
+        if create:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
         return open_store(settings.database_url, create=create, busy_timeout_ms=settings.busy_timeout_ms)
     except StoreError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"state directory {settings.state_dir}: {exc.strerror or exc}")
 
 
 def serve(db: DbOption = None, state_dir: StateDirOption = None,
           host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless behind a TLS proxy.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-          admin_token: Annotated[Optional[str], typer.Option("--admin-token", envvar="RLHFKIT_ADMIN_TOKEN", help="Install this admin token (for automation) instead of generating one.")] = None,
+          port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (1-65535).")] = 8000,
+          admin_token: Annotated[Optional[str], typer.Option("--admin-token", envvar="RLHFKIT_ADMIN_TOKEN", help="Install this admin token (for automation) instead of generating one; it revokes the other admin tokens unless --keep-admin-tokens. Prefer $RLHFKIT_ADMIN_TOKEN or --admin-token-file: a flag shows in the process list.")] = None,
+          admin_token_file: Annotated[Optional[Path], typer.Option("--admin-token-file", envvar="RLHFKIT_ADMIN_TOKEN_FILE", dir_okay=False, help="Read the admin token to install from the first line of this file.")] = None,
+          keep_admin_tokens: Annotated[bool, typer.Option("--keep-admin-tokens", envvar="RLHFKIT_KEEP_ADMIN_TOKENS", help="Installing --admin-token keeps the other admin tokens valid.")] = False,
           access_log: Annotated[bool, typer.Option("--access-log", help="Log one line per request (off by default: it costs CPU on every request).")] = False) -> None:
     """Run the annotation web app and JSON API; prints the admin token on first run."""
     from rlhfkit.feedback import crud
+    from rlhfkit.feedback.security import load_or_create_secret_key
     from rlhfkit.feedback.server.main import run_server
 
-    settings = _settings(db, state_dir, admin_token=admin_token)
+    settings = _settings(db, state_dir, admin_token=admin_token, admin_token_file=admin_token_file,
+                         keep_admin_tokens=keep_admin_tokens)
+    try:
+        token = settings.configured_admin_token()
+    except ValueError as exc:
+        fail(str(exc))
     store = _open(db, state_dir, create=True)
     try:
+        load_or_create_secret_key(settings.secret_key_path)
         with store.session() as session:
-            created = crud.ensure_admin_token(session, token=admin_token)
+            created = crud.ensure_admin_token(session, token=token, keep_others=keep_admin_tokens)
     except crud.InvalidError as exc:
+        store.close()
         fail(str(exc))
+    except OSError as exc:
+        store.close()
+        fail(f"session key {settings.secret_key_path}: {exc.strerror or exc}")
     if created:
         typer.echo(f"Admin token (shown once, stored hashed): {created}")
     typer.echo(f"Serving rlhfkit feedback on http://{host}:{port}  (database: {store.engine.url.render_as_string(hide_password=True)})")
-    run_server(settings, store=store, host=host, port=port, access_log=access_log)
+    try:
+        run_server(settings, store=store, host=host, port=port, access_log=access_log)
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 @campaign_app.command("create")
@@ -90,8 +109,12 @@ def campaign_create(
         fail(f"--scale: expected lo,hi numbers, got {scale!r}")
     try:
         specs = crud.parse_samples_jsonl(samples.read_text(encoding="utf-8"), source=str(samples))
-    except (crud.InvalidError, UnicodeDecodeError) as exc:
+    except crud.InvalidError as exc:
         fail(str(exc))
+    except UnicodeDecodeError as exc:
+        fail(f"{samples}: not valid UTF-8 (byte {exc.start}: {exc.reason})")
+    except OSError as exc:
+        fail(f"{samples}: cannot read ({exc.strerror or exc})")
     specs = [replace(s, model=s.model if s.model is not None else model, round=s.round if s.round is not None else round_)
              for s in specs]
     store = _open(db, state_dir, create=True)
@@ -105,6 +128,8 @@ def campaign_create(
         fail(str(exc))
     finally:
         store.close()
+    if summary.get("warning"):
+        typer.echo(f"warning: {summary['warning']}", err=True)
     typer.echo(json.dumps(summary))
 
 
@@ -177,19 +202,23 @@ def campaign_status(campaign: CampaignOption, db: DbOption = None, state_dir: St
 
 
 @campaign_app.command("close")
-def campaign_close(campaign: CampaignOption, db: DbOption = None, state_dir: StateDirOption = None) -> None:
+def campaign_close(campaign: CampaignOption, db: DbOption = None, state_dir: StateDirOption = None,
+                   revoke_tokens: Annotated[bool, typer.Option("--revoke-tokens", help="Also revoke the tokens (and end the web sessions) of members left with no open campaign.")] = False) -> None:
     """Stop serving tasks and accepting answers for a campaign."""
-    from rlhfkit.feedback import crud
+    from rlhfkit.feedback import access, crud
 
     store = _open(db, state_dir, create=False)
+    revoked: list[int] = []
     try:
         with store.session() as session:
-            crud.close_campaign(session, campaign=crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin")))
+            c = crud.close_campaign(session, campaign=crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin")))
+            if revoke_tokens:
+                revoked = access.revoke_members_of_closed(session, campaign=c)
     except crud.CrudError as exc:
         fail(str(exc))
     finally:
         store.close()
-    typer.echo(f"campaign {campaign} closed")
+    typer.echo(f"campaign {campaign} closed" + (f"; revoked annotators {revoked}" if revoke_tokens else ""))
 
 
 def export(campaign: CampaignOption,
@@ -199,26 +228,32 @@ def export(campaign: CampaignOption,
     """Write a campaign's feedback records (the format train-rm reads)."""
     from rlhfkit.feedback import crud, reports
 
+    from rlhfkit.utils.atomic_file import atomic_write_lines
+
     store = _open(db, state_dir, create=False)
+    skipped: list[str] = []
     try:
         with store.read_session() as session:
             c = crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin"))
-            records = reports.export_records(session, campaign=c, aggregate=aggregate)
+            records = reports.export_records(session, campaign=c, aggregate=aggregate, skipped=skipped)
     except (crud.CrudError, NotImplementedError) as exc:
         fail(str(exc))
     finally:
         store.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(out)
-    typer.echo(f"wrote {len(records)} records to {out}")
+    for line in skipped:
+        typer.echo(f"skipped {line}", err=True)
+    try:
+        atomic_write_lines(out, (json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
+    except OSError as exc:
+        fail(f"--out {out}: cannot write ({exc.strerror or exc})")
+    typer.echo(f"wrote {len(records)} records to {out}" + (f" ({len(skipped)} skipped, see above)" if skipped else ""))
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``campaign`` and ``export`` to the CLI."""
+    """Add ``serve``, ``campaign``, ``export`` and ``token`` to the CLI."""
+    from rlhfkit.commands.token import token_app
+
     app.command("serve")(serve)
     app.add_typer(campaign_app, name="campaign")
     app.command("export")(export)
+    app.add_typer(token_app, name="token")

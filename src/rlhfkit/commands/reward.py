@@ -8,8 +8,10 @@ import typer
 
 from rlhfkit.commands.common import ConfigOption, ReportToOption, SetOption, config_keys, fail
 
-DATA_HELP = ("Feedback file: rlhfkit JSONL/CSV (pairwise, ranking, rating, label), TRL prompt/chosen/rejected "
-             "(explicit, implicit prompt or conversational), .parquet, or a save_to_disk dir (dir:split). Repeatable.")
+DATA_HELP = ("[required, or 'data' in --config] Feedback file: rlhfkit JSONL/CSV (pairwise, ranking, rating, label), "
+             "TRL prompt/chosen/rejected (explicit, implicit prompt or conversational), FineGrainedRLHF "
+             "qa-feedback JSON, .parquet, or a save_to_disk dir (dir:split); text files may be .gz/.bz2/.xz/.zst. "
+             "Repeatable.")
 
 TRAIN_HELP = """Train a reward model from comparisons, rankings, ratings and good/bad labels (mixed freely).
 

@@ -3,26 +3,41 @@
 TRL preference data loads unchanged: explicit ``prompt``/``chosen``/``rejected``; implicit prompt
 (``chosen``/``rejected`` only, the prompt is their shared prefix, as in Anthropic HH); and
 conversational rows where those fields are lists of ``{"role", "content"}`` messages. TRL's
-unpaired format (``prompt``/``completion``/``label``) becomes a :class:`Label`.
-Conversations are rendered as plain text, one ``role: content`` line per message, the prompt
-ending with a newline so that ``prompt + response`` reads as the whole dialogue.
+unpaired format (``prompt``/``completion``/``label``) becomes a :class:`Label`. A FineGrainedRLHF
+qa-feedback row (``question``, ``prediction 1..4``, six ``preference`` votes) becomes one
+:class:`Comparison` per strict preference, all numbered by the row. Text files may be compressed
+(``.gz``, ``.bz2``, ``.xz``, and ``.zst``/``.lz4`` when ``zstandard``/``lz4`` are installed), as
+``datasets`` reads them.
+Conversations become plain text, one ``role: content`` line per message, the prompt ending with a
+newline so that ``prompt + response`` reads as the whole dialogue; the texts are
+:class:`~rlhfkit.models.chat.Conversation` strings that keep their messages, so DPO and reward models
+render them with the model's chat template when its tokenizer has one.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import importlib
+import io
 import json
+import lzma
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rlhfkit.data.records import (INVALID, MISSING, FeedbackRecord, RecordError, ValidationReport,
                                   parse_records, record_to_dict)
+from rlhfkit.models.chat import Conversation
 
 Row = Mapping[str, Any]
 TEXT_FIELDS = ("prompt", "chosen", "rejected", "response", "completion")
 JSON_CELLS = ("responses", "ranks", "scale", "prompt", "chosen", "rejected", "completion", "messages")
+COMPRESSIONS = (".gz", ".gzip", ".bz2", ".xz", ".lzma", ".zst", ".zstd", ".lz4")
+TEXT_FORMATS = (".jsonl", ".ndjson", ".json", ".csv")
+FINE_GRAINED_PAIRS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
 
 
 @dataclass
@@ -78,12 +93,12 @@ def _split_implicit(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
 
 def _as_prompt(value: Any) -> Any:
     if is_conversation(value):
-        return render_messages(value) + "\n"
+        return Conversation(value, render_messages(value) + "\n")
     return value
 
 
 def _as_response(value: Any) -> Any:
-    return render_messages(value) if is_conversation(value) else value
+    return Conversation(value, render_messages(value)) if is_conversation(value) else value
 
 
 def normalize_row(row: Row) -> dict[str, Any]:
@@ -124,20 +139,83 @@ def normalize_row(row: Row) -> dict[str, Any]:
     return data
 
 
+def is_fine_grained_row(row: Row) -> bool:
+    """True for a FineGrainedRLHF qa-feedback row: ``question``, ``prediction 1``.. and ``preference``."""
+    return "question" in row and "preference" in row and "prediction 1" in row and "kind" not in row
+
+
+def fine_grained_pairs(row: Row) -> list[dict[str, Any]] | RecordError:
+    """The strict preferences of a FineGrainedRLHF row as pairwise rows (votes of 0, no preference, are left out).
+
+    Votes follow the pairs 1-2, 1-3, 1-4, 2-3, 2-4, 3-4: 1 prefers the first, 2 the second. The
+    prompt is the question and a newline, so that ``prompt + response`` reads as question and answer.
+    """
+    votes = row["preference"]
+    if not isinstance(votes, (list, tuple)) or len(votes) != len(FINE_GRAINED_PAIRS):
+        return RecordError(INVALID, f"field 'preference' must hold {len(FINE_GRAINED_PAIRS)} votes, got {votes!r}")
+    question = row["question"]
+    prompt = f"{question}\n" if isinstance(question, str) else question
+    pairs = []
+    for (first, second), vote in zip(FINE_GRAINED_PAIRS, votes):
+        if vote not in (1, 2):
+            continue
+        better, worse = (first, second) if vote == 1 else (second, first)
+        pairs.append({"kind": "pairwise", "prompt": prompt, "chosen": row.get(f"prediction {better}"),
+                      "rejected": row.get(f"prediction {worse}")})
+    return pairs
+
+
 def _normalized(rows: Iterable[tuple[int, Row | RecordError]]) -> Iterator[tuple[int, Row | RecordError]]:
     for number, row in rows:
         if isinstance(row, RecordError):
             yield number, row
             continue
-        try:
-            yield number, normalize_row(row)
-        except RecordError as exc:
-            yield number, exc
+        expanded = fine_grained_pairs(row) if is_fine_grained_row(row) else [row]
+        if isinstance(expanded, RecordError):
+            yield number, expanded
+            continue
+        for item in expanded:
+            try:
+                yield number, normalize_row(item)
+            except RecordError as exc:
+                yield number, exc
+
+
+def compression_of(path: Path) -> str | None:
+    """The compression suffix of ``path`` (``.gz``, ``.bz2``, ...), or None for a plain file."""
+    suffix = path.suffix.lower()
+    return suffix if suffix in COMPRESSIONS else None
+
+
+def format_of(path: Path) -> str:
+    """The data format suffix of ``path``, looking through a compression suffix (``a.jsonl.gz`` -> ``.jsonl``)."""
+    inner = path.with_suffix("") if compression_of(path) else path
+    return inner.suffix.lower()
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open ``path`` as UTF-8 text, decompressing by its suffix (zstd and lz4 need their packages)."""
+    compression = compression_of(path)
+    if compression is None:
+        return open(path, encoding="utf-8", newline="")
+    if compression in (".gz", ".gzip"):
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    if compression == ".bz2":
+        return bz2.open(path, "rt", encoding="utf-8", newline="")
+    if compression in (".xz", ".lzma"):
+        return lzma.open(path, "rt", encoding="utf-8", newline="")
+    package, module_name = ("zstandard", "zstandard") if compression in (".zst", ".zstd") else ("lz4", "lz4.frame")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ValueError(f"{path}: reading {compression} files needs the '{package}' package "
+                         f"(pip install {package})") from None
+    return io.TextIOWrapper(module.open(path, "rb"), encoding="utf-8", newline="")
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
     """``(line_number, object)`` for each non-blank line; undecodable lines become errors."""
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -155,7 +233,8 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
 def iter_json(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
     """Records of a ``.json`` file holding one array of objects (record numbers from 1)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open_text(path) as handle:
+            data = json.loads(handle.read())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, list):
@@ -179,7 +258,7 @@ def _csv_cell(name: str, value: str) -> Any:
 
 def iter_csv(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
     """CSV rows (header = field names; lists as JSON cells); record number = data row from 1."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path) as handle:
         for number, row in enumerate(csv.DictReader(handle), start=1):
             cells = {k: _csv_cell(k, v or "") for k, v in row.items() if k is not None}
             bad = next((v for v in cells.values() if isinstance(v, RecordError)), None)
@@ -220,18 +299,19 @@ def _split_spec(spec: str | Path) -> tuple[Path, str | None]:
 
 
 def iter_rows(spec: str | Path) -> Iterator[tuple[int, Row | RecordError]]:
-    """Raw rows of one source, by extension: .jsonl, .json, .csv, .parquet, or an HF dataset dir."""
+    """Raw rows of one source, by extension: .jsonl, .json, .csv (each maybe compressed), .parquet, or a dataset dir."""
     path, split = _split_spec(spec)
     if not path.exists():
         raise FileNotFoundError(f"feedback data {spec} does not exist")
     if path.is_dir():
         return iter_hf_dataset(path, split)
-    suffix = path.suffix.lower()
+    suffix = format_of(path)
     readers = {".jsonl": iter_jsonl, ".ndjson": iter_jsonl, ".json": iter_json, ".csv": iter_csv,
                ".parquet": iter_parquet}
-    if suffix not in readers:
-        raise ValueError(f"{path}: unknown feedback format {suffix!r}; use .jsonl, .json, .csv, .parquet "
-                         "or a directory written by datasets' save_to_disk")
+    if suffix not in readers or (compression_of(path) and suffix not in TEXT_FORMATS):
+        raise ValueError(f"{path}: unknown feedback format {''.join(path.suffixes[-2:]).lower()!r}; use .jsonl, "
+                         ".json, .csv (plain or .gz/.bz2/.xz/.zst/.lz4), .parquet or a directory written by "
+                         "datasets' save_to_disk")
     return readers[suffix](path)
 
 

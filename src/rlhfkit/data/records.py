@@ -20,11 +20,18 @@ KINDS: tuple[str, ...] = ("pairwise", "ranking", "rating", "label")
 IDENTICAL = "identical chosen/rejected"
 DUPLICATE_RESPONSES = "duplicate responses in ranking"
 EMPTY = "empty response"
+WHITESPACE_KEPT = "whitespace-only response kept"
 MISSING = "missing field"
 OUT_OF_SCALE = "rating outside the declared scale"
 NOT_FINITE = "NaN or infinite value"
+OUT_OF_RANGE = "number out of range for float32 training"
 INVALID = "invalid value"
 UNKNOWN_KIND = "unknown record kind"
+
+# Largest magnitude accepted for any number of a record (margin, weight, rating, scale, rank): far
+# inside float32 (3.4e38), so a value, and sums and products of such values over a batch, stay finite
+# after the cast to the precision training runs in.
+MAX_ABS = 1e6
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def _text(obj: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> st
         raise RecordError(NOT_FINITE, f"field '{name}' is NaN")
     if not isinstance(value, str):
         raise RecordError(INVALID, f"field '{name}' must be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
+    if not allow_empty and not value:
         raise RecordError(EMPTY, f"field '{name}' is empty")
     return value
 
@@ -187,6 +194,8 @@ def _number(value: Any, name: str) -> float:
         raise RecordError(INVALID, f"field '{name}' must be a number, got {value!r}") from None
     if not math.isfinite(number):
         raise RecordError(NOT_FINITE, f"field '{name}' is {value!r}")
+    if abs(number) > MAX_ABS:
+        raise RecordError(OUT_OF_RANGE, f"field '{name}' is {value!r}, beyond +-{MAX_ABS:g}")
     return number
 
 
@@ -307,6 +316,8 @@ def parse_records(rows: Iterable[tuple[int, Mapping[str, Any] | RecordError]], s
             continue
         records.append(record)
         numbers.append(number)
+        if any(not text.strip() for text in responses_of(record)):
+            report.notes[WHITESPACE_KEPT] = report.notes.get(WHITESPACE_KEPT, 0) + 1
     report.valid = len(records)
     return records, numbers, report
 

@@ -26,27 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlhfkit.models.chat import DEFAULT_CHAT_TEMPLATE, chat_template, render
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
-
-#: Used for chat data when the tokenizer has no chat template. It renders
-#: ``"<system>\n\nUser: <user>\nAssistant: <assistant><eos>\nUser: ..."``; the generation prompt is
-#: ``"Assistant:"``, so an assistant turn's trained tokens are ``" <content><eos>"``.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
-    "{% else %}{% if not loop.first and messages[loop.index0 - 1]['role'] != 'system' %}{{ '\\n' }}{% endif %}"
-    "{% if message['role'] == 'user' %}{{ 'User: ' + message['content'] }}"
-    "{% else %}{{ 'Assistant: ' + message['content'] + eos_token }}{% endif %}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}"
-    "{% if messages and messages[-1]['role'] != 'system' %}{{ '\\n' }}{% endif %}{{ 'Assistant:' }}"
-    "{% endif %}"
-)
 
 
 class SFTDataError(ValueError):
@@ -180,13 +167,11 @@ def read_sft_records(path: str | Path, split: str = "train") -> list[SFTRecord]:
 
 def chat_template_for(tokenizer: PreTrainedTokenizerBase) -> str:
     """The tokenizer's own chat template, or :data:`DEFAULT_CHAT_TEMPLATE` when it has none."""
-    template = getattr(tokenizer, "chat_template", None)
-    return template if isinstance(template, str) and template else DEFAULT_CHAT_TEMPLATE
+    return chat_template(tokenizer) or DEFAULT_CHAT_TEMPLATE
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(list(messages), chat_template=chat_template_for(tokenizer), tokenize=False,
-                                         add_generation_prompt=generation_prompt)
+    return render(tokenizer, messages, generation_prompt, chat_template_for(tokenizer))
 
 
 def render_chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]]) -> str:

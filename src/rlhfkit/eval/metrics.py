@@ -4,6 +4,8 @@ Pure functions over plain Python sequences (and torch tensors for the KL helpers
 the report and the tests share one definition of each number.
 - distinct-n: Li et al. (2016), "A Diversity-Promoting Objective Function for Neural Conversation
   Models", sec. 4.3: distinct n-grams / total n-grams over all responses.
+- Collapse across prompts: the share of responses also given to another prompt, and the largest
+  share of prompts given one same response (texts compared lower-cased, punctuation dropped).
 - BLEU: Papineni et al. (2002) through sacrebleu (Post, 2018); ROUGE: Lin (2004) through rouge-score.
 - Win-rate interval: Wilson (1927) score interval, or a percentile bootstrap (Efron, 1979).
 - KL per sequence: sum of per-token estimates over the response mask (Schulman, 2020, k1/k2/k3;
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from rlhfkit.tasks.aspects import normalized
 from rlhfkit.utils.text_metrics import ngrams as _ngrams
 from rlhfkit.utils.text_metrics import reference_streams as _reference_streams
 from rlhfkit.utils.text_metrics import repetition_rate, rouge_per_item
@@ -44,6 +48,35 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     for text in texts:
         grams.extend(_ngrams(text.split(), n))
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _prompts_by_response(prompts: Sequence[str], responses: Sequence[str]) -> dict[str, set[str]]:
+    """normalized response -> the distinct prompts it was given to."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+    given: dict[str, set[str]] = defaultdict(set)
+    for prompt, response in zip(prompts, responses):
+        given[normalized(response)].add(prompt)
+    return given
+
+
+def duplicate_share(prompts: Sequence[str], responses: Sequence[str]) -> float:
+    """Share of responses whose text (normalized) was also given to a different prompt (0.0 when none).
+
+    A base policy repeats a short stock line now and then; a collapsed one gives most prompts the
+    same answer.
+    """
+    if not responses:
+        return 0.0
+    given = _prompts_by_response(prompts, responses)
+    return sum(len(given[normalized(r)]) > 1 for r in responses) / len(responses)
+
+
+def top_response_share(prompts: Sequence[str], responses: Sequence[str]) -> float:
+    """The largest share of the distinct prompts that got one same response (0.0 when none)."""
+    given = _prompts_by_response(prompts, responses)
+    n_prompts = len(set(prompts))
+    return max(len(p) for p in given.values()) / n_prompts if n_prompts else 0.0
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,23 @@ Three signals, each computed from the per-evaluation series (one value per round
   and, when standard errors of the gold means are given, by more than ``drop_z`` standard errors of
   the difference (so a 64-prompt evaluation's noise does not fire it, and a large eval set reacts to
   smaller real drops);
-- disagreement: ensemble disagreement exceeds ``disagreement_factor`` x its first value.
+- disagreement: ensemble disagreement exceeds ``disagreement_factor`` x its first value;
+- collapse (rlhfkit.eval.collapse): the latest evaluation's diversity, length or topicality fell too
+  far below the base policy's (the first evaluation).
 A signal that fires gives ``on_trigger`` ("stop" by default, or "warn"); a divergence streak shorter
 than ``patience`` gives "warn". The best evaluation to roll back to is the one with the highest gold
-reward (earliest on ties); without gold, the highest proxy among evaluations whose disagreement stayed
-within the bound.
+reward (earliest on ties) among those that did not collapse; without gold, the highest proxy among
+evaluations whose disagreement stayed within the bound.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from rlhfkit.eval.collapse import CollapseLimits, CollapseSeries, collapse_flags
 
 Status = Literal["ok", "warn", "stop"]
 _SEVERITY = {"ok": 0, "warn": 1, "stop": 2}
@@ -46,6 +50,16 @@ class WatchConfig:
         "help": "floor for the first disagreement value, so a zero start does not divide by zero"})
     on_trigger: Literal["warn", "stop"] = field(default="stop", metadata={
         "help": "decision when a signal fires: stop (and roll back) or only warn"})
+    distinct_ratio: float = field(default=0.75, metadata={
+        "help": "diversity collapse when distinct-2 falls below this fraction of the base policy's"})
+    duplicate_rise: float = field(default=0.1, metadata={
+        "help": "diversity collapse when the share of responses also given to other prompts exceeds "
+                "the base policy's by more than this"})
+    length_ratio: float = field(default=0.7, metadata={
+        "help": "length collapse when the mean length falls below this fraction of the base policy's"})
+    off_topic_rise: float = field(default=0.15, metadata={
+        "help": "flag when the share of responses that do not mention their prompt's subject exceeds "
+                "the base policy's by more than this"})
 
     def __post_init__(self) -> None:
         if self.patience < 1:
@@ -59,6 +73,13 @@ class WatchConfig:
                              f"got {self.disagreement_factor}")
         if self.on_trigger not in ("warn", "stop"):
             raise ValueError(f"WatchConfig.on_trigger must be warn or stop, got {self.on_trigger!r}")
+        for name in ("distinct_ratio", "length_ratio", "duplicate_rise", "off_topic_rise"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"WatchConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def collapse_limits(self) -> CollapseLimits:
+        """The collapse thresholds of this config."""
+        return CollapseLimits(self.distinct_ratio, self.length_ratio, self.duplicate_rise, self.off_topic_rise)
 
 
 @dataclass(frozen=True)
@@ -125,17 +146,19 @@ def check_overoptimization(
     rounds: Sequence[int] | None = None,
     config: WatchConfig | None = None,
     gold_se: Sequence[float | None] | None = None,
+    collapse: CollapseSeries | None = None,
 ) -> WatchDecision:
-    """Decide ok / warn / stop from per-evaluation gold, proxy and disagreement series.
+    """Decide ok / warn / stop from per-evaluation gold, proxy, disagreement and collapse series.
 
     Each series has one entry per evaluation, oldest first (None/NaN = not measured then). ``rounds``
     labels the evaluations (default 0, 1, 2, ...); ``best_round`` is one of those labels.
     ``gold_se`` (standard error of each gold mean) makes the gold-drop test a significance test.
     """
     cfg = config or WatchConfig()
-    lengths = [len(s) for s in (gold, proxy, disagreement, rounds) if s is not None]
+    collapse_series = [v for _, v in collapse.items()] if collapse is not None else []
+    lengths = [len(s) for s in (gold, proxy, disagreement, rounds, *collapse_series) if s is not None]
     if not lengths:
-        raise ValueError("over-optimization watch: give at least one of gold, proxy, disagreement")
+        raise ValueError("over-optimization watch: give at least one of gold, proxy, disagreement, collapse")
     n = lengths[0]
     _check_lengths(n, gold=gold, proxy=proxy, disagreement=disagreement, rounds=rounds, gold_se=gold_se)
     labels = list(rounds) if rounds is not None else list(range(n))
@@ -178,13 +201,19 @@ def check_overoptimization(
             ratio = float(disagreement[last]) / max(float(disagreement[first]), cfg.min_disagreement)
             raise_to(cfg.on_trigger, f"reward-model ensemble disagreement grew {ratio:.3g}x since "
                                      f"round {labels[first]} (limit {cfg.disagreement_factor:g}x)")
+    flags = collapse_flags(collapse or CollapseSeries(), n, cfg.collapse_limits())
+    for message in flags[-1]:
+        raise_to(cfg.on_trigger, f"{message} at round {labels[-1]}")
+    healthy = [not f for f in flags]
     if has_gold:
         assert gold is not None
-        best_i = _best_index(gold, [True] * n)
+        best_i = _best_index(gold, healthy)
+        if best_i is None:
+            best_i = _best_index(gold, [True] * n)
     elif proxy is not None:
-        best_i = _best_index(proxy, within)
+        best_i = _best_index(proxy, [w and h for w, h in zip(within, healthy)])
     else:
-        candidates = [i for i in range(n) if within[i]]
+        candidates = [i for i in range(n) if within[i] and healthy[i]]
         best_i = candidates[-1] if candidates else None
     best_round = labels[best_i] if best_i is not None else None
     if status == "ok":
@@ -194,3 +223,33 @@ def check_overoptimization(
         if status == "stop" and best_round is not None:
             reason += f"; roll back to round {best_round}"
     return WatchDecision(status=status, reason=reason, best_round=best_round, signals=tuple(signals))
+
+
+WATCH_METRICS = {"gold": "eval/gold_reward", "proxy": "eval/proxy_reward", "disagreement": "eval/disagreement",
+                 "gold_se": "eval/gold_reward_se"}
+COLLAPSE_METRICS = {"distinct": "eval/distinct_2", "length": "length/mean", "duplicates": "eval/duplicate_share",
+                    "on_topic": "eval/on_topic"}
+
+
+def watch_metrics(rounds: Sequence[tuple[int, Mapping[str, Any]]], config: WatchConfig | None = None
+                  ) -> WatchDecision | None:
+    """The decision from per-round flat metrics ``(round, {"eval/gold_reward": ...})``, oldest first.
+
+    None when no round has any watched metric.
+    """
+    def series(key: str) -> list[float | None] | None:
+        values = [_number(m.get(key)) for _, m in rounds]
+        return values if any(v is not None for v in values) else None
+
+    given = {name: series(key) for name, key in WATCH_METRICS.items()}
+    collapse = CollapseSeries(**{name: series(key) for name, key in COLLAPSE_METRICS.items()})
+    if not any(v is not None for v in given.values()) and not collapse.items():
+        return None
+    return check_overoptimization(**given, rounds=[i for i, _ in rounds], config=config, collapse=collapse)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for anything else (missing, text, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)

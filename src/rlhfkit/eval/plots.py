@@ -7,16 +7,32 @@ global backend state and works on headless machines.
 from __future__ import annotations
 
 import base64
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 GOLD, PROXY, KL, ACCENT, MUTED = "#d08c00", "#2f6db5", "#6b4fa3", "#2e8b57", "#9aa5b1"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def plain_text(fn: F) -> F:
+    """Draw with mathtext off: labels carry user text (annotator and judge names), and matplotlib
+    would parse ``$...$`` in them as math, failing the whole report on a name it cannot parse."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
@@ -43,6 +59,7 @@ def to_data_uri(fig: Figure) -> str:
 Series = tuple[Sequence[float], Sequence[float]]
 
 
+@plain_text
 def rewards_kl_plot(gold: Series | None, proxy: Series | None, kl: Series | None,
                     train_reward: Series | None = None, train_kl: Series | None = None,
                     x_label: str = "policy step") -> str | None:
@@ -103,6 +120,7 @@ def _annotate_bars(ax: Axes, bars: object) -> None:
                 ha="center", va="bottom", fontsize=7, clip_on=False)
 
 
+@plain_text
 def rm_accuracy_plot(rounds: Sequence[int], accuracy: Sequence[float],
                      gold_accuracy: Sequence[float | None] | None = None) -> str | None:
     """Grouped bars per round: held-out accuracy and (optionally) agreement with gold; chance 0.5."""
@@ -141,6 +159,7 @@ class WinRateSeries:
     high: Sequence[float | None]
 
 
+@plain_text
 def win_rate_plot(series: Sequence[WinRateSeries]) -> str | None:
     """Win rate against the base policy per round, one line per judge, with confidence-interval bars."""
     series = [s for s in series if s.rounds]
@@ -167,6 +186,7 @@ def win_rate_plot(series: Sequence[WinRateSeries]) -> str | None:
     return to_data_uri(fig)
 
 
+@plain_text
 def reliability_plot(names: Sequence[str], estimated: Sequence[float],
                      true_accuracy: Sequence[float | None] | None = None) -> str | None:
     """Horizontal bars of each annotator's estimated reliability (and known accuracy if given)."""

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.eval import plots
-from rlhfkit.eval.overoptimization import check_overoptimization
+from rlhfkit.eval.checks import aspects_section, checks_section
+from rlhfkit.eval.overoptimization import watch_metrics
 from rlhfkit.eval.run_data import RoundData, RunData, finite, load_run
+from rlhfkit.utils.atomic_file import atomic_write_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_SAMPLES = 8
@@ -176,16 +178,9 @@ def _watch_section(run: RunData) -> dict[str, Any] | None:
     """watch.json, else the watch recomputed with default thresholds on per-round metrics."""
     if run.watch and run.watch.get("status") in ("ok", "warn", "stop"):
         return {**run.watch, "source": "watch.json"}
-    rounds = [r for r in run.rounds if r.metrics]
-    series = {k: [finite(r.metrics.get(k)) for r in rounds]
-              for k in ("eval/gold_reward", "eval/proxy_reward", "eval/disagreement", "eval/gold_reward_se")}
-    present = {k: v for k, v in series.items() if any(x is not None for x in v)}
-    if not present:
+    decision = watch_metrics([(r.index, r.metrics) for r in run.rounds if r.metrics])
+    if decision is None:
         return None
-    decision = check_overoptimization(
-        gold=present.get("eval/gold_reward"), proxy=present.get("eval/proxy_reward"),
-        disagreement=present.get("eval/disagreement"), rounds=[r.index for r in rounds],
-        gold_se=present.get("eval/gold_reward_se"))
     return {**decision.to_dict(), "source": "computed with default thresholds"}
 
 
@@ -203,7 +198,9 @@ def render_report(run: RunData) -> str:
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "n_rounds": len(run.rounds),
         "watch": _watch_section(run),
+        "checks": checks_section(run, fmt),
         "summary": _summary_section(run),
+        "aspects": aspects_section(run, fmt),
         "rewards_kl": _rewards_kl_section(run),
         "rm_accuracy": _rm_accuracy_section(run),
         "win_rate": _win_rate_section(run),
@@ -222,8 +219,5 @@ def build_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (or ``output``) for a run directory and return its path."""
     run = load_run(run_dir)
     path = Path(output) if output is not None else run.run_dir / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_report(run), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, render_report(run))
     return path

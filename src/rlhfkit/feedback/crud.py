@@ -11,7 +11,7 @@ import hashlib
 import json
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import combinations
 from typing import Any, Literal, Optional, Sequence
@@ -22,27 +22,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from rlhfkit.feedback.models import (TASK_KINDS, AdminToken, Annotation, Annotator, Assignment, Campaign,
                                      CampaignMember, Prompt, Sample, Task, TaskItem, utcnow)
+from rlhfkit.feedback.errors import ConflictError, CrudError, InvalidError, NotFoundError, TooLargeError
+from rlhfkit.feedback.rules import (MAX_CRITIQUE, PAIR_CHOICES, check_id, check_int, check_json, check_scale,
+                                    check_submission, check_text, is_number, resolve_answer)
 from rlhfkit.feedback.security import hash_token, new_token, token_matches
 
+__all__ = ["ConflictError", "CrudError", "InvalidError", "NotFoundError", "TooLargeError", "MAX_CRITIQUE",
+           "PAIR_CHOICES", "resolve_answer"]
+
 Role = Literal["admin", "annotator"]
-PAIR_CHOICES = ("left", "right", "tie", "skip")
-MAX_CRITIQUE = 10_000
-
-
-class CrudError(Exception):
-    """Base of the errors the API maps to HTTP statuses."""
-
-
-class NotFoundError(CrudError):
-    """The object does not exist or the caller may not see it (404)."""
-
-
-class ConflictError(CrudError):
-    """The request contradicts the stored state (409)."""
-
-
-class InvalidError(CrudError, ValueError):
-    """The input is malformed; the message names the field (422)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +40,7 @@ class Principal:
     role: Role
     annotator_id: Optional[int] = None
     name: Optional[str] = None
+    admin_token_id: Optional[int] = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -79,6 +68,10 @@ class TaskSpec:
     gold: Optional[dict[str, Any]] = None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (numbers must be finite)")
+
+
 def parse_samples_jsonl(text: str, *, source: str) -> list[SampleSpec]:
     """Samples from JSON lines ``{"prompt", "response" (or "completion"), "model"?, "round"?, ...}``.
 
@@ -89,9 +82,11 @@ def parse_samples_jsonl(text: str, *, source: str) -> list[SampleSpec]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise InvalidError(f"{source}:{n}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:
+            raise InvalidError(f"{source}:{n}: {exc}") from None
         if not isinstance(obj, dict):
             raise InvalidError(f"{source}:{n}: expected a JSON object")
         obj = dict(obj)
@@ -121,31 +116,56 @@ def parse_samples_jsonl(text: str, *, source: str) -> list[SampleSpec]:
 
 # ---------------------------------------------------------------- tokens and principals
 
-def ensure_admin_token(session: Session, *, token: Optional[str] = None) -> Optional[str]:
-    """Install ``token`` as an admin token, or create one if none exists; returns a new plain token."""
+def ensure_admin_token(session: Session, *, token: Optional[str] = None, keep_others: bool = False) -> Optional[str]:
+    """Install ``token`` as the admin token, or create one if no valid one exists; returns a new plain token.
+
+    Installing a chosen token revokes every other admin token (and ends their web sessions) unless
+    ``keep_others``: restarting with a new ``--admin-token`` replaces the old one instead of adding to it.
+    """
+    now = utcnow()
     if token is not None:
+        check_text(token, "admin token")
         if len(token) < 16:
             raise InvalidError("admin token: use at least 16 characters")
         digest = hash_token(token)
-        if session.scalar(select(AdminToken.id).where(AdminToken.token_hash == digest)) is None:
-            session.add(AdminToken(token_hash=digest))
-            session.commit()
+        row = session.scalar(select(AdminToken).where(AdminToken.token_hash == digest))
+        if row is None:
+            row = AdminToken(token_hash=digest, label="configured")
+            session.add(row)
+        elif row.revoked_at is not None:
+            raise InvalidError(f"admin token: this token (id {row.id}) was revoked; choose a new one")
+        session.flush()
+        if not keep_others:
+            from rlhfkit.feedback import access
+
+            for other in session.scalars(select(AdminToken).where(AdminToken.id != row.id, AdminToken.revoked_at.is_(None))):
+                access.revoke_admin_token(session, token_id=other.id, commit=False)
+        session.commit()
         return None
-    if session.scalar(select(func.count()).select_from(AdminToken)):
+    if session.scalar(select(func.count()).select_from(AdminToken).where(_admin_token_valid(now))):
         return None
     plain = new_token("adm")
-    session.add(AdminToken(token_hash=hash_token(plain)))
+    session.add(AdminToken(token_hash=hash_token(plain), label="generated"))
     session.commit()
     return plain
 
 
+def _admin_token_valid(now: Any) -> Any:
+    """SQL condition: an admin token that is neither revoked nor expired at ``now``."""
+    return and_(AdminToken.revoked_at.is_(None), or_(AdminToken.expires_at.is_(None), AdminToken.expires_at > now))
+
+
 def authenticate(session: Session, *, token: str) -> Optional[Principal]:
-    """The principal owning ``token`` (admin first, then active annotators), or None."""
+    """The principal owning ``token`` (valid admin tokens first, then active unexpired annotators), or None."""
+    now = utcnow()
     digest = hash_token(token)
-    admin_hash = session.scalar(select(AdminToken.token_hash).where(AdminToken.token_hash == digest))
-    if admin_hash is not None and token_matches(token, admin_hash):
-        return Principal(role="admin")
-    ann = session.scalar(select(Annotator).where(Annotator.token_hash == digest, Annotator.active.is_(True)))
+    admin = session.execute(select(AdminToken.id, AdminToken.token_hash)
+                            .where(AdminToken.token_hash == digest, _admin_token_valid(now))).first()
+    if admin is not None and token_matches(token, admin[1]):
+        return Principal(role="admin", admin_token_id=admin[0])
+    ann = session.scalar(select(Annotator).where(
+        Annotator.token_hash == digest, Annotator.active.is_(True),
+        or_(Annotator.token_expires_at.is_(None), Annotator.token_expires_at > now)))
     if ann is not None and token_matches(token, ann.token_hash):
         return Principal(role="annotator", annotator_id=ann.id, name=ann.name)
     return None
@@ -154,7 +174,7 @@ def authenticate(session: Session, *, token: str) -> Optional[Principal]:
 def principal_for_annotator(session: Session, *, annotator_id: int) -> Optional[Principal]:
     """Re-load an annotator principal from a session cookie (None if removed or deactivated)."""
     ann = session.get(Annotator, annotator_id)
-    if ann is None or not ann.active:
+    if ann is None or not ann.active or (ann.token_expires_at is not None and ann.token_expires_at <= utcnow()):
         return None
     return Principal(role="annotator", annotator_id=ann.id, name=ann.name)
 
@@ -168,27 +188,21 @@ def _check_kind(kind: str, field: str) -> str:
 
 
 def _check_scale(scale: Sequence[float], field: str) -> tuple[float, float]:
-    if len(scale) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale):
-        raise InvalidError(f"{field}: scale must be [lo, hi] numbers")
-    lo, hi = float(scale[0]), float(scale[1])
-    if not lo < hi:
-        raise InvalidError(f"{field}: scale lo {lo} must be below hi {hi}")
-    return lo, hi
+    return check_scale(scale, field)
 
 
 def create_campaign(session: Session, *, name: str, kind: str, redundancy: int = 1, scale: Sequence[float] = (1, 5),
                     rank_k: int = 3, allow_critique: bool = False, instructions: str = "", gold_rate: float = 0.1,
                     samples: Sequence[SampleSpec] = (), build_tasks: bool = True) -> Campaign:
     """Create a campaign, add its samples and (by default) build its tasks; commits."""
-    if not name.strip():
+    if not check_text(name, "name", max_length=200).strip():
         raise InvalidError("name: must not be empty")
+    check_text(instructions, "instructions", max_length=20_000)
     _check_kind(kind, "kind")
     lo, hi = _check_scale(scale, "scale")
-    if redundancy < 1:
-        raise InvalidError(f"redundancy: must be >= 1, got {redundancy}")
-    if rank_k < 2:
-        raise InvalidError(f"rank_k: must be >= 2, got {rank_k}")
-    if not 0.0 <= gold_rate <= 1.0:
+    check_int(redundancy, "redundancy", 1, 100)
+    check_int(rank_k, "rank_k", 2, 64)
+    if not is_number(gold_rate) or not 0.0 <= gold_rate <= 1.0:
         raise InvalidError(f"gold_rate: must be in [0, 1], got {gold_rate}")
     campaign = Campaign(name=name.strip(), kind=kind, redundancy=redundancy, scale_lo=lo, scale_hi=hi, rank_k=rank_k,
                         allow_critique=allow_critique, instructions=instructions, gold_rate=gold_rate, status="open")
@@ -218,8 +232,13 @@ def _add_samples(session: Session, *, campaign: Campaign, samples: Sequence[Samp
     cache: dict[str, Prompt] = {}
     out = []
     for i, spec in enumerate(samples):
-        if not isinstance(spec.prompt, str) or not isinstance(spec.response, str):
-            raise InvalidError(f"samples[{i}]: prompt and response must be strings")
+        check_text(spec.prompt, f"samples[{i}].prompt", max_length=200_000)
+        check_text(spec.response, f"samples[{i}].response", max_length=200_000)
+        if spec.model is not None:
+            check_text(spec.model, f"samples[{i}].model", max_length=200)
+        if spec.round is not None:
+            check_int(spec.round, f"samples[{i}].round")
+        check_json(spec.meta or {}, f"samples[{i}].meta")
         prompt = _prompt_for(session, campaign, spec.prompt, cache)
         sample = Sample(campaign_id=campaign.id, prompt_id=prompt.id, response=spec.response, model=spec.model,
                         round=spec.round, meta=dict(spec.meta or {}))
@@ -263,7 +282,7 @@ def _validate_gold(kind: str, gold: dict[str, Any], ids: list[int], scale: tuple
         return {"winner": winner}
     if kind == "rating":
         rating, tol = gold.get("rating"), gold.get("tolerance", 0)
-        if not _is_number(rating) or not _is_number(tol) or tol < 0:
+        if not is_number(rating) or not is_number(tol) or tol < 0:
             raise InvalidError(f"{field}: gold needs a numeric rating and tolerance >= 0")
         assert scale is not None
         if not scale[0] <= rating <= scale[1]:
@@ -285,7 +304,7 @@ def _add_tasks(session: Session, *, campaign: Campaign, tasks: Sequence[TaskSpec
     for i, spec in enumerate(tasks):
         field = f"tasks[{i}]"
         kind = _check_kind(spec.kind or campaign.kind, f"{field}.kind")
-        ids = [int(x) for x in spec.sample_ids]
+        ids = [check_id(x, f"{field}.sample_ids[{j}]") for j, x in enumerate(spec.sample_ids)]
         need = {"pairwise": (2, 2), "ranking": (2, 64), "rating": (1, 1), "binary": (1, 1)}[kind]
         if not need[0] <= len(ids) <= need[1] or len(set(ids)) != len(ids):
             raise InvalidError(f"{field}.sample_ids: a {kind} task needs {need[0]}..{need[1]} distinct samples, got {ids}")
@@ -297,7 +316,7 @@ def _add_tasks(session: Session, *, campaign: Campaign, tasks: Sequence[TaskSpec
         if len(prompts) != 1:
             raise InvalidError(f"{field}.sample_ids: samples of one task must share one prompt")
         scale = _check_scale(spec.scale, f"{field}.scale") if spec.scale else (campaign.scale_lo, campaign.scale_hi)
-        gold = _validate_gold(kind, spec.gold, ids, scale, field) if spec.gold is not None else None
+        gold = _validate_gold(kind, check_json(spec.gold, f"{field}.gold"), ids, scale, field) if spec.gold is not None else None
         task = Task(campaign_id=campaign.id, prompt_id=prompts.pop(), kind=kind,
                     scale_lo=scale[0] if kind == "rating" else None, scale_hi=scale[1] if kind == "rating" else None,
                     is_gold=gold is not None, gold=gold,
@@ -351,7 +370,17 @@ def campaign_summary(session: Session, *, campaign: Campaign) -> dict[str, Any]:
             "scale": [campaign.scale_lo, campaign.scale_hi], "rank_k": campaign.rank_k,
             "allow_critique": campaign.allow_critique, "instructions": campaign.instructions,
             "gold_rate": campaign.gold_rate, "status": campaign.status, "created_at": campaign.created_at.isoformat(),
-            "n_samples": n_samples, "n_tasks": n_tasks}
+            "n_samples": n_samples, "n_tasks": n_tasks, "warning": _no_tasks_warning(campaign, n_samples, n_tasks)}
+
+
+def _no_tasks_warning(campaign: Campaign, n_samples: Optional[int], n_tasks: Optional[int]) -> Optional[str]:
+    """Why a campaign with samples has no task (pairwise and ranking need >= 2 samples of one prompt)."""
+    if not n_samples or n_tasks:
+        return None
+    if campaign.kind in ("pairwise", "ranking"):
+        return (f"{n_samples} samples but 0 tasks: a {campaign.kind} task needs at least 2 samples of the same prompt "
+                "(give each prompt several responses, or add tasks explicitly)")
+    return f"{n_samples} samples but 0 tasks (add tasks explicitly)"
 
 
 def list_samples(session: Session, *, campaign: Campaign) -> list[dict[str, Any]]:
@@ -380,9 +409,10 @@ def task_scale(task: Task) -> Optional[list[float]]:
 
 def create_annotator(session: Session, *, name: str, campaign_ids: Sequence[int] = ()) -> tuple[Annotator, str]:
     """Invite an annotator to campaigns; returns the row and the plain token (shown once); commits."""
-    if not name.strip():
+    if not check_text(name, "name", max_length=200).strip():
         raise InvalidError("name: must not be empty")
     for cid in campaign_ids:
+        check_id(cid, "campaign_ids")
         if session.get(Campaign, cid) is None:
             raise InvalidError(f"campaign_ids: campaign {cid} does not exist")
     token = new_token("ann")
@@ -397,6 +427,7 @@ def create_annotator(session: Session, *, name: str, campaign_ids: Sequence[int]
 
 def add_member(session: Session, *, campaign: Campaign, annotator_id: int) -> None:
     """Give an existing annotator access to a campaign (idempotent); commits."""
+    check_id(annotator_id, "annotator_id")
     if session.get(Annotator, annotator_id) is None:
         raise InvalidError(f"annotator_id: annotator {annotator_id} does not exist")
     if session.get(CampaignMember, (campaign.id, annotator_id)) is None:
@@ -506,46 +537,6 @@ def get_assignment_for(session: Session, *, assignment_id: int, principal: Princ
 
 # ---------------------------------------------------------------- answers
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def resolve_answer(*, kind: str, answer: Any, displayed: Sequence[int], scale: Optional[Sequence[float]]) -> dict[str, Any]:
-    """Validate an answer for a task kind and restate it in sample-id terms (positions resolved)."""
-    if not isinstance(answer, dict):
-        raise InvalidError("answer: must be an object")
-    if answer == {"skip": True}:
-        return {"skip": True}
-    if kind == "pairwise":
-        if set(answer) - {"choice", "margin"} or answer.get("choice") not in PAIR_CHOICES:
-            raise InvalidError(f"answer: pairwise needs choice in {list(PAIR_CHOICES)} and optional margin")
-        margin = answer.get("margin")
-        if margin is not None and (not _is_number(margin) or margin < 0):
-            raise InvalidError("answer.margin: must be a number >= 0")
-        choice = answer["choice"]
-        if choice == "skip":
-            return {"skip": True}
-        winner: Any = "tie" if choice == "tie" else displayed[0 if choice == "left" else 1]
-        return {"winner": winner, "margin": margin}
-    if kind == "rating":
-        rating = answer.get("rating")
-        if set(answer) != {"rating"} or not _is_number(rating):
-            raise InvalidError("answer: rating needs {\"rating\": number}")
-        assert scale is not None
-        if not scale[0] <= rating <= scale[1]:
-            raise InvalidError(f"answer.rating: {rating} is outside the scale {list(scale)}")
-        return {"rating": float(rating)}
-    if kind == "ranking":
-        order = answer.get("order")
-        if set(answer) != {"order"} or not isinstance(order, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in order) \
-                or sorted(order) != sorted(displayed):
-            raise InvalidError(f"answer.order: must be a permutation of the sample ids {sorted(displayed)}, best first")
-        return {"order": list(order)}
-    if set(answer) != {"label"} or answer["label"] not in ("good", "bad"):
-        raise InvalidError("answer: binary needs {\"label\": \"good\" | \"bad\"}")
-    return {"label": answer["label"]}
-
-
 def gold_correct(*, gold: dict[str, Any], resolved: dict[str, Any]) -> Optional[bool]:
     """Whether a resolved answer matches a gold answer (None for skips, which are not scored)."""
     if resolved.get("skip"):
@@ -578,6 +569,7 @@ def submit_annotation(session: Session, *, assignment: Assignment, idempotency_k
                       critique: Optional[str] = None, time_spent_ms: Optional[int] = None,
                       source: str = "api") -> tuple[Annotation, bool]:
     """Store the answer to an assignment exactly once; returns (annotation, replayed); commits."""
+    check_text(idempotency_key, "idempotency_key")
     if not 8 <= len(idempotency_key) <= 128:
         raise InvalidError("idempotency_key: must be 8 to 128 characters")
     digest = body_digest(assignment.id, answer, critique)
@@ -591,10 +583,8 @@ def submit_annotation(session: Session, *, assignment: Assignment, idempotency_k
         raise ConflictError(f"campaign {campaign.id} is closed")
     if assignment.status != "open":
         raise ConflictError(f"assignment {assignment.id} was already answered")
-    if critique is not None and (not campaign.allow_critique or len(critique) > MAX_CRITIQUE):
-        raise InvalidError(f"critique: not allowed in this campaign or longer than {MAX_CRITIQUE} characters")
-    if time_spent_ms is not None and not 0 <= time_spent_ms <= 86_400_000:
-        raise InvalidError("time_spent_ms: must be between 0 and 86400000")
+    check_submission(idempotency_key=idempotency_key, critique=critique, time_spent_ms=time_spent_ms,
+                     allow_critique=campaign.allow_critique)
     resolved = resolve_answer(kind=task.kind, answer=answer, displayed=assignment.displayed, scale=task_scale(task))
     skip = bool(resolved.get("skip"))
     annotation = Annotation(assignment_id=assignment.id, campaign_id=campaign.id, task_id=task.id,

@@ -56,12 +56,18 @@ class SchemaVersion(Base):
 
 
 class AdminToken(Base):
-    """A hashed admin token (sha256 hex); the plain token is shown once and never stored."""
+    """A hashed admin token (sha256 hex); the plain token is shown once and never stored.
+
+    A revoked or expired token authenticates nothing, and the web sessions it opened end with it.
+    """
 
     __tablename__ = "admin_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    label: Mapped[Optional[str]] = mapped_column(String(200))
+    expires_at: Mapped[Optional[datetime]] = mapped_column()
+    revoked_at: Mapped[Optional[datetime]] = mapped_column()
 
 
 class Annotator(Base):
@@ -73,7 +79,24 @@ class Annotator(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    token_expires_at: Mapped[Optional[datetime]] = mapped_column()
     memberships: Mapped[list[CampaignMember]] = relationship(back_populates="annotator")
+
+
+class WebSession(Base):
+    """A signed-in browser session; the cookie carries only its random id, the database its sha256.
+
+    Deleting the row ends the session (logout, token revocation or rotation, a new session key),
+    whatever the browser still holds. An admin session names the admin token that opened it.
+    """
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    annotator_id: Mapped[Optional[int]] = mapped_column(ForeignKey("annotators.id"), index=True)
+    admin_token_id: Mapped[Optional[int]] = mapped_column(ForeignKey("admin_tokens.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
 
 
 class Campaign(Base):

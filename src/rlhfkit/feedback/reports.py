@@ -6,6 +6,7 @@ answer) that the JSON API, the exports and aggregation (rlhfkit.feedback.aggrega
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from typing import Any, Optional
@@ -13,6 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from rlhfkit.data.records import RecordError, record_from_dict, record_to_dict
 from rlhfkit.feedback.crud import InvalidError, NotFoundError, gold_correct, task_scale
 from rlhfkit.feedback.models import Annotation, Annotator, Assignment, Campaign, CampaignMember, Sample, Task, TaskItem
 
@@ -91,7 +93,14 @@ def annotation_rows(session: Session, *, campaign: Campaign) -> list[dict[str, A
 
 
 def row_to_record(row: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """One raw annotation row as a PLAN.md feedback record (None for skips)."""
+    """One raw annotation row as a feedback record dict, checked by :mod:`rlhfkit.data.records` (None for
+    skips); raises RecordError for a stored answer that breaks the record rules (say a margin stored
+    before numbers were range-checked)."""
+    record = _row_to_dict(row)
+    return None if record is None else record_to_dict(record_from_dict(record))
+
+
+def _row_to_dict(row: dict[str, Any]) -> Optional[dict[str, Any]]:
     resolved = row["resolved"]
     if resolved.get("skip"):
         return None
@@ -115,15 +124,61 @@ def row_to_record(row: dict[str, Any]) -> Optional[dict[str, Any]]:
     return {"kind": "label", "prompt": row["prompt"], "response": texts[ids[0]], "label": resolved["label"] == "good", **common}
 
 
-def export_records(session: Session, *, campaign: Campaign, aggregate: str = "none") -> list[dict[str, Any]]:
-    """Feedback records of a campaign: raw per annotation, or aggregated by rlhfkit.feedback.aggregate."""
+def export_records(session: Session, *, campaign: Campaign, aggregate: str = "none",
+                   skipped: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    """Feedback records of a campaign: raw per annotation, or aggregated by rlhfkit.feedback.aggregate.
+
+    A stored answer that breaks the record rules (non-finite or out-of-range numbers) is left out and
+    described in ``skipped`` ("annotation N: reason"), so one bad row never poisons training.
+    """
+    skipped = [] if skipped is None else skipped
     rows = annotation_rows(session, campaign=campaign)
     if aggregate == "none":
-        return [r for r in (row_to_record(row) for row in rows if not row["is_gold"]) if r is not None]
+        records = []
+        for row in rows:
+            if row["is_gold"]:
+                continue
+            try:
+                record = row_to_record(row)
+            except RecordError as exc:
+                skipped.append(f"annotation {row['annotation_id']}: {exc}")
+                continue
+            if record is not None:
+                records.append(record)
+        return records
     if aggregate not in ("majority", "reliability"):
         raise InvalidError(f"aggregate: unknown method {aggregate!r}; use none, majority or reliability")
     from rlhfkit.feedback import aggregate as agg
 
     if not hasattr(agg, "aggregate_records"):
         raise NotImplementedError("rlhfkit.feedback.aggregate.aggregate_records is not available in this build")
-    return list(agg.aggregate_records(rows, method=aggregate))
+    usable = usable_rows(rows, skipped)
+    records = []
+    for n, record in enumerate(agg.aggregate_records(usable, method=aggregate), start=1):
+        try:
+            records.append(record_to_dict(record_from_dict(record)))
+        except RecordError as exc:
+            skipped.append(f"aggregated record {n}: {exc}")
+    return records
+
+
+def usable_rows(rows: list[dict[str, Any]], skipped: list[str]) -> list[dict[str, Any]]:
+    """The annotation rows whose answer makes a valid record; each other one is described in ``skipped``.
+
+    Aggregation (the export's and the loop's) calls this first, so a stored answer with a non-finite or
+    out-of-range number never reaches a reward model.
+    """
+    usable = []
+    for row in rows:
+        try:
+            row_to_record(row)
+        except RecordError as exc:
+            skipped.append(f"annotation {row['annotation_id']}: {exc}")
+            continue
+        usable.append(row)
+    return usable
+
+
+def records_jsonl(records: list[dict[str, Any]]) -> str:
+    """Records as strict JSON lines (never a bare NaN or Infinity, which strict parsers reject)."""
+    return "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)

@@ -11,6 +11,7 @@ import hmac
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 TOKEN_BYTES = 32
@@ -66,3 +67,18 @@ def load_or_create_secret_key(path: Path) -> str:
         fh.flush()
         os.fsync(fh.fileno())
     return key
+
+
+def rotate_secret_key(path: Path) -> None:
+    """Replace the session signing key by a fresh one (mode 0600, atomic): every signed cookie stops verifying."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_urlsafe(48) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 
-from rlhfkit.feedback import crud
+from rlhfkit.feedback import crud, rules
 from rlhfkit.feedback.crud import ConflictError, InvalidError, NotFoundError
 from rlhfkit.feedback.models import (Annotation, Assignment, Campaign, CampaignMember, Prompt, Sample, Task,
                                      TaskItem, utcnow)
@@ -257,7 +257,8 @@ class AnnotationService:
 
     def _submit_op(self, assignment_id: int, annotator_id: int, key: str, answer: Any, critique: Optional[str],
                    time_spent_ms: Optional[int], source: str) -> Any:
-        if not 8 <= len(key) <= 128:
+        rules.check_text(key, "idempotency_key")
+        if not rules.KEY_LENGTH[0] <= len(key) <= rules.KEY_LENGTH[1]:
             raise InvalidError("idempotency_key: must be 8 to 128 characters")
         digest = crud.body_digest(assignment_id, answer, critique)
 
@@ -283,11 +284,9 @@ class AnnotationService:
             raise ConflictError(f"campaign {campaign_id} is closed")
         if status != "open":
             raise ConflictError(f"assignment {assignment_id} was already answered")
-        if critique is not None and (not allow_critique or len(critique) > crud.MAX_CRITIQUE):
-            raise InvalidError(f"critique: not allowed in this campaign or longer than {crud.MAX_CRITIQUE} characters")
-        if time_spent_ms is not None and not 0 <= time_spent_ms <= 86_400_000:
-            raise InvalidError("time_spent_ms: must be between 0 and 86400000")
-        resolved = crud.resolve_answer(kind=kind, answer=answer, displayed=displayed,
+        rules.check_submission(idempotency_key=key, critique=critique, time_spent_ms=time_spent_ms,
+                               allow_critique=bool(allow_critique))
+        resolved = rules.resolve_answer(kind=kind, answer=answer, displayed=displayed,
                                        scale=[lo, hi] if kind == "rating" else None)
         skip = bool(resolved.get("skip"))
         at = utcnow()

@@ -7,25 +7,27 @@ of failing mid-transaction (SQLAlchemy docs, "Enabling Non-Legacy SQLite Transac
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from rlhfkit.feedback.models import Base, SchemaVersion
+from rlhfkit.feedback.schema import SCHEMA_VERSION, SchemaError, upgrade_schema
+
+__all__ = ["SCHEMA_VERSION", "upgrade_schema"]
 
 if TYPE_CHECKING:
     from rlhfkit.feedback.writer import GroupCommitWriter
 
-SCHEMA_VERSION = 2
 
 
 class StoreError(RuntimeError):
@@ -55,14 +57,6 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
-
-
-def _migration_2_annotation_source(conn: Connection) -> None:
-    """v2: record whether an annotation came from the web pages or the JSON API."""
-    conn.execute(text("ALTER TABLE annotations ADD COLUMN source VARCHAR(16) NOT NULL DEFAULT 'api'"))
-
-
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _migration_2_annotation_source}
 
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
@@ -173,6 +167,17 @@ def _install_sqlite_hooks(engine: Engine, path: Path | None, busy_timeout_ms: in
             ) from orig
 
 
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file with mode 0600 (SQLite gives its -wal and -shm files the same mode):
+    the database holds token hashes and every answer, and only its owner should read it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create feedback database {path}: {exc.strerror or exc}") from exc
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, create: bool = True) -> Engine:
     """Create an engine for ``url``; with ``create=False`` a missing SQLite file is an error."""
     if busy_timeout_ms < 5000:
@@ -184,6 +189,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, create: bool = True)
             raise DatabaseMissingError(f"feedback database file {path} does not exist (create a campaign or run `rlhfkit serve` first)")
         if not path.parent.exists():
             raise DatabaseMissingError(f"directory {path.parent} of the feedback database does not exist")
+        _create_private(path)
         engine = create_engine(url, pool_size=8, max_overflow=16, pool_timeout=60)
         _install_sqlite_hooks(engine, path, busy_timeout_ms)
     elif url.startswith("sqlite"):
@@ -195,26 +201,6 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, create: bool = True)
         except Exception as exc:
             raise StoreError(f"cannot use database URL {make_url(url).render_as_string(hide_password=True)}: {exc}") from exc
     return engine
-
-
-def upgrade_schema(engine: Engine) -> int:
-    """Create the schema on an empty database or apply pending migrations; return the version."""
-    with engine.begin() as conn:
-        tables = set(inspect(conn).get_table_names())
-        if not tables:
-            Base.metadata.create_all(conn)
-            conn.execute(SchemaVersion.__table__.insert().values(id=1, version=SCHEMA_VERSION))
-            return SCHEMA_VERSION
-        if "schema_version" not in tables:
-            raise StoreError(f"database {engine.url.render_as_string(hide_password=True)} has tables but no schema_version: not an rlhfkit feedback store")
-        version = conn.execute(select(SchemaVersion.version).where(SchemaVersion.id == 1)).scalar_one()
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"database schema version {version} is newer than this rlhfkit ({SCHEMA_VERSION}); upgrade rlhfkit")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[target](conn)
-            conn.execute(SchemaVersion.__table__.update().where(SchemaVersion.id == 1).values(version=target))
-        Base.metadata.create_all(conn)
-        return SCHEMA_VERSION
 
 
 @dataclass
@@ -269,6 +255,9 @@ def open_store(url: str, *, create: bool = True, busy_timeout_ms: int = 10_000) 
     except StoreError:
         engine.dispose()
         raise
+    except SchemaError as exc:
+        engine.dispose()
+        raise StoreError(str(exc)) from None
     except Exception as exc:
         engine.dispose()
         raise StoreError(f"cannot open feedback database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc

@@ -1,8 +1,8 @@
 """A small in-memory cache of token -> principal, so hot API calls skip the token lookup.
 
 Only known tokens are cached, each for ``ttl_s`` seconds (the database stays the authority).
-Deactivating an annotator through the ORM in this process clears every cache at once; a change
-made by another process is seen within ``ttl_s``.
+Revoking, rotating or deactivating a token through the ORM in this process clears every cache at
+once; a change made by another process (``rlhfkit token revoke``) is seen within ``ttl_s``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import event
 
 from rlhfkit.feedback.crud import Principal
-from rlhfkit.feedback.models import Annotator
+from rlhfkit.feedback.models import AdminToken, Annotator
 
 _CACHES: "weakref.WeakSet[TokenCache]" = weakref.WeakSet()
 
@@ -47,9 +47,19 @@ class TokenCache:
         self._entries.clear()
 
 
+def clear_all() -> None:
+    """Forget every cached token of this process (a token was revoked, rotated or expired early)."""
+    for cache in list(_CACHES):
+        cache.clear()
+
+
 @event.listens_for(Annotator.active, "set")
-def _annotator_deactivated(target: Annotator, value: Any, old: Any, initiator: Any) -> None:
-    """Changing ``Annotator.active`` in this process invalidates every token cache."""
+@event.listens_for(Annotator.token_hash, "set")
+@event.listens_for(Annotator.token_expires_at, "set")
+@event.listens_for(AdminToken.revoked_at, "set")
+@event.listens_for(AdminToken.expires_at, "set")
+def _token_changed(target: Any, value: Any, old: Any, initiator: Any) -> None:
+    """Deactivating, rotating, revoking or re-expiring a token through the ORM in this process
+    invalidates every token cache (other processes' changes are seen within ``ttl_s``)."""
     if value != old:
-        for cache in list(_CACHES):
-            cache.clear()
+        clear_all()

@@ -19,6 +19,7 @@ from typing import Any
 
 from rlhfkit.feedback.annotators import Decider, make_panel, run_panel
 from rlhfkit.feedback.client import FeedbackClient
+from rlhfkit.feedback.rules import storable_text
 from rlhfkit.loop.candidates import Candidate
 from rlhfkit.loop.config import FeedbackConfig
 from rlhfkit.loop.selection import Pair
@@ -52,7 +53,7 @@ def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candida
         campaign_id = int(found[0]["id"])
     else:
         used = sorted({i for p in pairs for i in (p.a, p.b)})
-        samples = [{"prompt": candidates[i].prompt, "response": candidates[i].response,
+        samples = [{"prompt": storable_text(candidates[i].prompt), "response": storable_text(candidates[i].response),
                     "model": models[i] if models is not None else f"policy-r{round_index - 1}", "round": round_index,
                     "meta": {"candidate": i}} for i in used]
         redundancy = 1 if config.source == "judge" else config.redundancy
@@ -94,20 +95,27 @@ def join_members(admin: FeedbackClient, deciders: Sequence[Decider], campaign_id
     return members
 
 
-def panel_deciders(task: Task, config: FeedbackConfig, seed: int) -> list[Decider]:
-    """The simulated panel: hidden utility = the task's gold reward, with noise, biases and spammers."""
+def panel_deciders(task: Task, config: FeedbackConfig, seed: int,
+                   context: Sequence[tuple[str, str]] = ()) -> list[Decider]:
+    """The simulated panel: hidden utility = the task's gold reward (its aspects, judged in the ``context``
+    of the campaign's (prompt, response) pairs), with noise, biases and spammers."""
     if not task.has_gold:
         raise CollectionError(f"task {task.name!r} has no gold reward for a simulated panel; "
                               "use feedback.source=judge or humans")
     panel = config.panel
-    return list(make_panel(task.utility, panel.size, spammer_fraction=panel.spammers / panel.size,
+    return list(make_panel(task.utility_with(context), panel.size, spammer_fraction=panel.spammers / panel.size,
                            temperature=panel.temperature, position_bias=panel.position_bias,
                            length_bias=panel.length_bias, adversarial=panel.adversarial, seed=seed))
 
 
 def judge_scorer(task: Task, scorer: str, device: Any = None) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
     """A scoring function (prompts, responses) -> scores from ``scorer``: "gold" (the task's gold reward),
-    a reward-model directory (normalized score), or a ``module:function`` / ``path.py:function`` spec."""
+    a reward-model directory (normalized score), "strict" (the task's strict rubric, never trained on), or a
+    ``module:function`` / ``path.py:function`` spec."""
+    if scorer == "strict":
+        if not task.has_rubric:
+            raise CollectionError(f"task {task.name!r} has no strict rubric; declare aspects or rubric_fn")
+        return task.rubric
     if scorer == "gold":
         if not task.has_gold:
             raise CollectionError(f"task {task.name!r} has no gold reward; use a reward model directory or "

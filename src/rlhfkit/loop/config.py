@@ -155,10 +155,11 @@ class EvalConfig:
 
     prompts: int = field(64, help="Eval-split prompts (the same ones every round; base samples are the win-rate baseline).")
     samples_per_prompt: int = field(1, help="Responses per eval prompt.")
-    judge: str | None = field(None, help="Also judge the policy against the base policy by this scorer: a reward-model "
-                                         "directory or module:function scoring (prompts, responses) -> "
-                                         "eval/judge_win_rate (the gold win rate is always measured when the task "
-                                         "has gold).")
+    judge: str | None = field("strict", help="Also judge the policy against the base policy by a scorer the loop never "
+                                             "trains on -> eval/judge_win_rate: 'strict' (the task's strict rubric; "
+                                             "skipped for a task without one), a reward-model directory, "
+                                             "module:function scoring (prompts, responses), or null for none (the "
+                                             "gold win rate is always measured when the task has gold).")
     ask_annotators: bool = field(False, help="Also ask the round's annotators (feedback.source: panel, judge or "
                                              "humans) to compare the policy's eval answers with the base policy's "
                                              "in a campaign per round -> eval/feedback_win_rate.")
@@ -167,7 +168,9 @@ class EvalConfig:
     watch: WatchConfig = field(default_factory=lambda: WatchConfig(gold_drop=0.1, drop_z=2.5),
                                help="Thresholds of the over-optimization watch: a gold drop from the best round "
                                     "must exceed 0.1 and 2.5 standard errors of the difference of the two "
-                                    "rounds' gold means, so eval noise alone rarely stops a run.")
+                                    "rounds' gold means, so eval noise alone rarely stops a run; collapse "
+                                    "(distinct-2, repeated responses, length, off-topic answers) is measured "
+                                    "against the base policy of round 0.")
 
 
 @dataclass

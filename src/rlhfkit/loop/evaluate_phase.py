@@ -4,7 +4,10 @@ The same eval prompts and sampling seed every round, so rounds are comparable an
 base policy) is the win-rate baseline. Measured: gold reward, the round's reward-model score
 (proxy) and its heads' disagreement, KL(policy || base) on the policy's own samples (k3
 estimator, per sequence), win rate against the base policy by gold, distinct-n, length, and
-BLEU/ROUGE when the task has references (``rlhfkit.eval.evaluate.evaluate_responses``).
+BLEU/ROUGE when the task has references (``rlhfkit.eval.evaluate.evaluate_responses``); then what
+the collapse watch and the report read: each gold aspect's mean, the share of responses that
+mention their prompt's subject, the share also given to other prompts, and the largest share of
+prompts given one same response (``collapse_metrics``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import torch
 
 from rlhfkit.eval.evaluate import evaluate_responses
-from rlhfkit.eval.metrics import kl_from_logprobs
+from rlhfkit.eval.metrics import duplicate_share, kl_from_logprobs, top_response_share
 from rlhfkit.loop.scoring import head_scores, load_scorer
 from rlhfkit.rl.rollout import Rollout
 from rlhfkit.tasks.base import Task
@@ -26,6 +29,18 @@ EVAL_SEED_OFFSET = 7919
 def eval_prompts(task: Task, n: int, per_prompt: int, seed: int) -> list[str]:
     """The held-out prompts of every round, each repeated ``per_prompt`` times."""
     return [p for p in task.prompts(n, seed=seed, split="eval") for _ in range(per_prompt)]
+
+
+def collapse_metrics(task: Task, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, float]:
+    """``eval/aspect/<name>`` (mean of each gold aspect), ``eval/on_topic``, ``eval/duplicate_share`` and
+    ``eval/top_response_share`` of one policy's eval responses."""
+    out = {f"eval/aspect/{name}": sum(scores) / len(scores)
+           for name, scores in task.aspect_scores(prompts, responses).items() if scores}
+    mentions = task.mentions_subject(prompts, responses)
+    out["eval/on_topic"] = sum(mentions) / len(mentions) if mentions else 0.0
+    out["eval/duplicate_share"] = duplicate_share(prompts, responses)
+    out["eval/top_response_share"] = top_response_share(prompts, responses)
+    return out
 
 
 @torch.no_grad()
@@ -72,6 +87,7 @@ def evaluate_policy(task: Task, policy_path: str, base_model: str, prompts: Sequ
         ensemble = heads.tolist() if heads.shape[0] > 1 else None
     metrics = evaluate_responses(task, list(prompts), responses, baseline_responses=baseline_responses,
                                  proxy_scores=proxy, ensemble_scores=ensemble, kl=kl)
+    metrics.update(collapse_metrics(task, prompts, responses))
     gold = task.gold_reward(list(prompts), responses)
     samples = []
     for i, (prompt, response) in enumerate(zip(prompts, responses)):

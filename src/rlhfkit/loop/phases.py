@@ -121,10 +121,10 @@ def select(ctx: LoopContext) -> None:
     ctx.display.log(f"round {ctx.round}: {len(chosen)} comparisons chosen ({strategy}) out of {len(pairs)} pairs")
 
 
-def _deciders(ctx: LoopContext) -> list[Any]:
+def _deciders(ctx: LoopContext, context: list[tuple[str, str]] | None = None) -> list[Any]:
     source = ctx.config.feedback.source
     if source == "panel":
-        return collect.panel_deciders(ctx.task, ctx.config.feedback, ctx.config.seed)
+        return collect.panel_deciders(ctx.task, ctx.config.feedback, ctx.config.seed, context or [])
     if source == "judge":
         return [collect.judge_decider(ctx.task, ctx.config.feedback, ctx.config.seed, device=ctx.device)]
     return []
@@ -187,7 +187,9 @@ def _collect(ctx: LoopContext, campaign_id: int, show: Any) -> dict[str, Any]:
     with server.admin() as admin:
         campaign = admin.campaign(campaign_id)
         if campaign["status"] == "open" and cfg.source in ("panel", "judge"):
-            members = collect.join_members(admin, _deciders(ctx), campaign_id, ctx.paths.feedback_dir)
+            seen = ([(str(s["prompt"]), str(s["response"])) for s in admin.samples(campaign_id)]
+                    if cfg.source == "panel" else [])
+            members = collect.join_members(admin, _deciders(ctx, seen), campaign_id, ctx.paths.feedback_dir)
             try:
                 progress = collect.run_members(admin, members, campaign_id, cfg.wait_timeout_s, on_progress=show,
                                                sequential=cfg.reproducible)
@@ -317,7 +319,7 @@ def evaluate(ctx: LoopContext) -> None:
                 extra = {f"rm/{k}": v for k, v in extra.items()}
             metrics.update({k: float(v) for k, v in extra.items() if isinstance(v, (int, float))})
     baseline = _baseline_responses(ctx)
-    if cfg.judge is not None and baseline is not None:
+    if cfg.judge is not None and baseline is not None and (cfg.judge != "strict" or ctx.task.has_rubric):
         metrics.update(judge_win_rate(collect.judge_scorer(ctx.task, cfg.judge, ctx.device), prompts,
                                       [s["response"] for s in samples], baseline))
     write_jsonl(ctx.round_dir / "samples_after.jsonl", samples)

@@ -7,18 +7,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.eval.overoptimization import WatchConfig, WatchDecision, check_overoptimization
+from rlhfkit.eval.overoptimization import WatchConfig, WatchDecision, watch_metrics
 
 SUMMARY_ROWS: tuple[tuple[str, str], ...] = (
     ("gold reward", "eval/gold_reward"),
     ("reward-model score (proxy)", "eval/proxy_reward"),
     ("KL to base (nats/sequence)", "eval/kl"),
     ("win rate vs base (gold)", "eval/win_rate"),
+    ("win rate vs base (judge, eval.judge)", "eval/judge_win_rate"),
     ("RM held-out accuracy", "rm/accuracy"),
     ("RM gold agreement", "rm/gold_accuracy"),
     ("distinct-2", "eval/distinct_2"),
     ("mean length (words)", "length/mean"),
+    ("responses also given to other prompts", "eval/duplicate_share"),
+    ("largest share of one response", "eval/top_response_share"),
+    ("responses that mention the subject", "eval/on_topic"),
 )
+ASPECT_PREFIX = "eval/aspect/"
 
 
 def read_round_metrics(round_dir: Path) -> dict[str, float]:
@@ -32,8 +37,9 @@ def read_round_metrics(round_dir: Path) -> dict[str, float]:
 
 def summary_rows(base: Mapping[str, float], final: Mapping[str, float], final_round: int) -> list[dict[str, Any]]:
     """``[{"metric", "base", "final", "round"}]`` for the metrics either side has (run_layout.md summary.json)."""
+    aspects = sorted({k for k in (*base, *final) if k.startswith(ASPECT_PREFIX)})
     rows = []
-    for label, key in SUMMARY_ROWS:
+    for label, key in (*SUMMARY_ROWS, *((f"gold aspect: {k[len(ASPECT_PREFIX):]}", k) for k in aspects)):
         if key in base or key in final:
             rows.append({"metric": label, "base": base.get(key), "final": final.get(key), "round": final_round})
     return rows
@@ -41,10 +47,5 @@ def summary_rows(base: Mapping[str, float], final: Mapping[str, float], final_ro
 
 def watch_rounds(rounds: Sequence[tuple[int, Mapping[str, float]]], config: WatchConfig) -> WatchDecision:
     """The over-optimization decision from per-round metrics (round index, metrics), oldest first."""
-    def series(key: str) -> list[float | None] | None:
-        values = [m.get(key) for _, m in rounds]
-        return values if any(v is not None for v in values) else None
-
-    return check_overoptimization(gold=series("eval/gold_reward"), proxy=series("eval/proxy_reward"),
-                                  disagreement=series("eval/disagreement"), rounds=[i for i, _ in rounds],
-                                  config=config, gold_se=series("eval/gold_reward_se"))
+    decision = watch_metrics(rounds, config)
+    return decision or WatchDecision(status="ok", reason="nothing measured yet", best_round=None)

@@ -20,6 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rlhfkit.models.chat import pair_ids
+from rlhfkit.models.value import hidden_size_of
+
 REWARD_CONFIG = "reward_config.json"
 REWARD_HEAD = "reward_head.safetensors"
 ENSEMBLE_CONFIG = "reward_ensemble.json"
@@ -135,7 +138,7 @@ class RewardModel(nn.Module):
             if backbone.config.pad_token_id is None:
                 backbone.config.pad_token_id = self.pad_id
         else:
-            hidden = backbone.config.hidden_size
+            hidden = hidden_size_of(backbone.config)
             self.head = nn.Linear(hidden, self.settings.num_heads)
             nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
             nn.init.zeros_(self.head.bias)
@@ -162,13 +165,20 @@ class RewardModel(nn.Module):
         return next(self.backbone.parameters()).device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Raw per-head rewards at the last non-pad token; (b, T), (b, T) -> (b, num_heads)."""
-        if self.head is None:
-            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        """Raw per-head rewards at the last non-pad token; (b, T), (b, T) -> (b, num_heads).
+
+        A sequence classifier is read there too (its trunk, then its ``score`` layer): its own pooling
+        finds the last token that is not the pad id, which misses a final EOS when pad = EOS.
+        """
+        head, trunk = self.head, self.backbone
+        if head is None:
+            head = getattr(self.backbone, "score", None)
+            if not isinstance(head, nn.Module):
+                return self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            trunk = self.backbone.base_model
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        pooled = hidden[rows, last_token_index(attention_mask)]
-        return self.head(pooled)
+        return head(hidden[rows, last_token_index(attention_mask)])
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
         """Per-head reference statistics, ``(r_h - mean_h) / std_h`` on (..., num_heads) scores.
@@ -196,14 +206,17 @@ class RewardModel(nn.Module):
         return per_head.mean(dim=-1), spread
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids of each ``prompt + response (+ EOS)`` truncated per :func:`truncate_pair`."""
+        """Token ids of each ``prompt + response (+ EOS)`` truncated per :func:`truncate_pair`.
+
+        A conversation prompt goes through the tokenizer's chat template (:func:`~rlhfkit.models.chat.pair_ids`).
+        """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        prompt_ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        response_ids = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id if self.settings.append_eos else None
-        out = [truncate_pair(p, r, self.settings.max_length, eos, self.settings.min_prompt_tokens)
-               for p, r in zip(prompt_ids, response_ids)]
+        prompt_ids, response_ids, templated_eos = pair_ids(self.tokenizer, list(prompts), list(responses), False)
+        eos_id = self.tokenizer.eos_token_id
+        out = [truncate_pair(p, r, self.settings.max_length, eos_id if self.settings.append_eos or e else None,
+                             self.settings.min_prompt_tokens)
+               for p, r, e in zip(prompt_ids, response_ids, templated_eos)]
         return [ids for ids, _ in out], [cut for _, cut in out]
 
     @torch.no_grad()

@@ -69,8 +69,12 @@ class ValueHeadOutput:
 
 
 def hidden_size_of(config: Any) -> int:
-    """The width of the final hidden state, whatever the config calls it."""
-    size = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or getattr(config, "d_model", None)
+    """The width of the final hidden state, whatever the config calls it.
+
+    OPT projects its last hidden state to ``word_embed_proj_dim`` (OPT-350m: 1024 -> 512) before the LM head.
+    """
+    names = ("word_embed_proj_dim", "hidden_size", "n_embd", "d_model")
+    size = next((getattr(config, name) for name in names if getattr(config, name, None)), None)
     if size is None:
         raise ValueError(f"cannot find the hidden size in {type(config).__name__}")
     return int(size)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from rlhfkit.data.records import Comparison, FeedbackRecord, Label, Ranking, Rating, ValidationReport, responses_of
+from rlhfkit.models.chat import Conversation, chat_template, plain_response_text, templated_pair
 from rlhfkit.models.reward_model import pad_batch, truncate_pair
 
 TRUNCATED_AWAY = "difference removed by truncation"
@@ -65,20 +66,33 @@ def encode_records(records: Sequence[FeedbackRecord], tokenizer: Any, *, max_len
                    source: str = "records") -> tuple[list[EncodedRecord], ValidationReport]:
     """Tokenize records (prompt and responses separately), truncate, and drop pairs made identical.
 
+    Conversational records go through the tokenizer's chat template when it has one
+    (:func:`~rlhfkit.models.chat.templated_pair`), as the reward model scores conversations later.
+
     Returns the encoded records (``index`` = position in ``records``) and a report with reason
     ``difference removed by truncation`` (skipped, by record number from ``numbers``) and a note
     counting records that were truncated but kept.
     """
     report = ValidationReport(source=f"{source} (truncated to {max_length} tokens)", total=len(records))
-    prompts = sorted({r.prompt for r in records})
+    templated = chat_template(tokenizer) is not None
+    plain = [r for r in records if not (templated and isinstance(r.prompt, Conversation))]
+    prompts = sorted({r.prompt for r in plain})
     prompt_ids = dict(zip(prompts, tokenizer(prompts, add_special_tokens=False)["input_ids"])) if prompts else {}
-    texts = sorted({t for r in records for t in responses_of(r)})
+    texts = sorted({plain_response_text(r.prompt, t) for r in plain for t in responses_of(r)})
     text_ids = dict(zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"])) if texts else {}
+
+    def piece(prompt: str, response: str) -> tuple[list[int], bool]:
+        if templated and isinstance(prompt, Conversation):
+            head, body, had_eos = templated_pair(tokenizer, prompt, response)
+            end = eos_id if eos_id is not None or not had_eos else tokenizer.eos_token_id
+            return truncate_pair(head, body, max_length, end, min_prompt_tokens)
+        return truncate_pair(prompt_ids[prompt], text_ids[plain_response_text(prompt, response)], max_length, eos_id,
+                             min_prompt_tokens)
+
     encoded: list[EncodedRecord] = []
     truncated_kept = 0
     for index, record in enumerate(records):
-        pieces = [truncate_pair(prompt_ids[record.prompt], text_ids[t], max_length, eos_id, min_prompt_tokens)
-                  for t in responses_of(record)]
+        pieces = [piece(record.prompt, t) for t in responses_of(record)]
         sequences = [ids for ids, _ in pieces]
         cut = any(flag for _, flag in pieces)
         if cut and _difference_lost(record, sequences):

@@ -117,6 +117,12 @@ def load_data(config: RewardTrainConfig) -> tuple[list[FeedbackRecord], list[int
         return data.records, data.numbers, held.records, reports
     numbered = list(zip(data.records, data.numbers))
     train_pairs, held_pairs = split_records(numbered, config.eval_fraction, config.seed)
+    if held_pairs:
+        console.print(f"holding out {config.eval_fraction:.0%} of --data for evaluation ({len(held_pairs)} records, "
+                      f"training on {len(train_pairs)}): pass --eval-data to choose the evaluation set")
+    else:
+        console.print("no evaluation: --data is not split (eval_fraction is 0 or too few records) and no "
+                      "--eval-data was given")
     return [r for r, _ in train_pairs], [n for _, n in train_pairs], [r for r, _ in held_pairs], reports
 
 
@@ -153,12 +159,17 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
     device = pick_device(config.device)
     dtype = pick_dtype(device, config.dtype)
     model = build_model(config, member_seed, device, member)
+    if not member and model.settings.max_length < config.max_length:
+        console.print(f"max_length {config.max_length} capped at the model's {model.settings.max_length} "
+                      "(its context length)")
     encoded, truncation = encode_records(train_records, model.tokenizer, max_length=model.settings.max_length,
                                          eos_id=model.tokenizer.eos_token_id if model.settings.append_eos else None,
                                          min_prompt_tokens=config.min_prompt_tokens,
                                          ordinal=config.loss.rating_loss == "ordinal", numbers=numbers)
-    if truncation.problems:
-        console.print("\n".join(truncation.lines()))
+    if not member and (truncation.problems or truncation.notes.get("truncated but kept")):
+        console.print(truncation_line(truncation, model.settings.max_length, config.min_prompt_tokens))
+        if truncation.problems:
+            console.print("\n".join(truncation.lines()[1:]))
     if not encoded:
         raise ValueError("no training records remain after truncation\n" + truncation.summary())
     if bootstrap:
@@ -181,6 +192,25 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
     return model, summary, truncation
 
 
+def truncation_line(report: ValidationReport, max_length: int, min_prompt_tokens: int) -> str:
+    """One console line saying how many training records were truncated, and how."""
+    cut = report.notes.get("truncated but kept", 0) + report.dropped
+    return (f"{cut} of {report.total} training records exceed {max_length} tokens: cut to fit (the prompt keeps "
+            f"at least its last {min_prompt_tokens} tokens, the response its beginning); {report.dropped} skipped "
+            "because truncation removed the difference between their responses")
+
+
+def remove_empty_dirs(root: Path) -> None:
+    """Delete ``root`` and the directories under it that hold no file (a failed run leaves no empty shell)."""
+    if not root.is_dir():
+        return
+    for directory in sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
+
+
 def save_model(model: RewardModel | RewardEnsemble, directory: Path) -> Path:
     """Write the final model atomically (a crash leaves the previous one)."""
     def write(tmp: Path) -> None:
@@ -197,10 +227,24 @@ def train_reward_model(config: RewardTrainConfig, on_step: StepHook | None = Non
         ensemble_member_dir(Path(config.model), None, config.ensemble_size)  # a size mismatch fails before any work
     configure_threads(config.threads)
     output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     train_records, numbers, held_out, reports = load_data(config)
     for report in reports:
         console.print("\n".join(report.lines()))
+    created = not output.exists()
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_and_evaluate(config, train_records, numbers, held_out, reports, on_step)
+    except BaseException:
+        if created:
+            remove_empty_dirs(output)
+        raise
+
+
+def _train_and_evaluate(config: RewardTrainConfig, train_records: list[FeedbackRecord], numbers: list[int],
+                        held_out: list[FeedbackRecord], reports: list[ValidationReport],
+                        on_step: StepHook | None) -> TrainOutcome:
+    """Train (one model or the ensemble's members), save, evaluate and write the reports into output_dir."""
+    output = Path(config.output_dir)
     summaries, truncations = [], []
     if config.ensemble_size > 1:
         members = []

@@ -73,7 +73,11 @@ class RunConfig:
     steps: int = field(100, help="Training steps (one rollout batch each).")
     seed: int = field(0, help="Seed for sampling, shuffling and initialisation.")
     device: str = field("auto", help="cpu, cuda, or auto.")
-    dtype: str = field("auto", help="float32, bfloat16, float16, or auto.")
+    dtype: str = field("auto", help="Compute dtype: float32, bfloat16, float16, or auto (bf16 on capable GPUs, else "
+                                     "float32). bf16/fp16 run forwards under autocast with float32 master weights for "
+                                     "everything trained; log-probs and losses stay float32.")
+    gradient_checkpointing: bool = field(False, help="Recompute activations in the backward (policy and critic): less "
+                                                     "memory, ~30% more compute.")
     threads: int | None = field(None, help="CPU threads (default: RLHFKIT_THREADS or min(cores, 8)).")
     lora: LoraOptions | None = field(None, help="LoRA adapters (e.g. --set run.lora.r=8); the reference is then the base with adapters off.")
     save_every: int = field(10, help="Checkpoint every N steps (0 = only at the end).")

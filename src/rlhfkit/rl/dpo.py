@@ -20,6 +20,8 @@ from rlhfkit.rl.harness import Harness, StepHook, run_loop
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import dpo_loss
 from rlhfkit.rl.preference_pairs import EncodedPairs, Pair, dpo_total_steps, encode_pairs
+from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
+from rlhfkit.utils.runtime import pick_dtype
 from rlhfkit.utils.tracking import Tracker
 
 
@@ -68,6 +70,9 @@ class DPOTrainer:
         total = dpo_total_steps(config.run.steps, config.epochs, config.batch_size, len(self.data))
         self.harness = Harness(dataclasses.replace(config.run, steps=total), config.optim, bundle, total, config,
                                tracker)
+        self.device = device
+        self.compute_dtype = pick_dtype(device, config.run.dtype)
+        self.checkpointing = config.run.gradient_checkpointing and enable_gradient_checkpointing(bundle.policy)
         self.reference = ReferenceLogprobs()
         self.harness.register("reference_logprobs", self.reference)
         self.average = config.loss_type == "ipo"
@@ -81,7 +86,8 @@ class DPOTrainer:
         if self.reference.chosen is not None:
             return
         chosen, rejected = [], []
-        with self.harness.timer.phase("reference"), self.bundle.reference() as reference:
+        with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
+              autocast(self.device, self.compute_dtype)):
             for idx in torch.arange(len(self.data)).split(self.config.batch_size):
                 c, r = sequence_logprobs(reference, self.data, idx.to(self.data.prompt_ids.device), self.average)
                 chosen.append(c)
@@ -118,7 +124,8 @@ class DPOTrainer:
         ref_chosen, ref_rejected = self.reference.chosen, self.reference.rejected
         assert ref_chosen is not None and ref_rejected is not None
         cfg = self.config
-        chosen, rejected = sequence_logprobs(self.bundle.policy, self.data, idx, self.average)
+        with autocast(self.device, self.compute_dtype), train_mode(self.bundle.policy, self.checkpointing):
+            chosen, rejected = sequence_logprobs(self.bundle.policy, self.data, idx, self.average)
         out = dpo_loss(chosen, rejected, ref_chosen[idx], ref_rejected[idx], cfg.beta, cfg.loss_type,
                        cfg.label_smoothing)
         loss = (out.losses * self.data.weights[idx]).sum() / batch_pairs

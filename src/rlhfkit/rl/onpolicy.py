@@ -37,6 +37,8 @@ from rlhfkit.rl.rewards import EnsembleReward, RewardSource
 from rlhfkit.rl.rollout import Rollout, Sampler
 from rlhfkit.rl.running_moments import RunningMoments
 from rlhfkit.rl.scoring import Scores, score_rollout
+from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
+from rlhfkit.utils.runtime import pick_dtype
 from rlhfkit.utils.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,15 @@ def kl_metrics(k1_tokens: torch.Tensor, k3_tokens: torch.Tensor) -> dict[str, fl
     return {"kl/mean": per_sequence.mean().item(), "kl/mean_sem": sem, "kl/k3_mean": k3_tokens.sum(1).mean().item()}
 
 
+def checkpoint_trained_models(bundle: PolicyBundle) -> bool:
+    """Gradient checkpointing on the policy (and a separate critic's trunk); False, with a warning, if unsupported."""
+    models = [bundle.policy] + ([bundle.value_model.trunk] if isinstance(bundle.value_model, CriticModel) else [])
+    supported = all([enable_gradient_checkpointing(model) for model in models])
+    if not supported:
+        logger.warning("gradient checkpointing is not supported by this model; training without it")
+    return supported
+
+
 class OnPolicyTrainer:
     """PPO / GRPO / RLOO / REINFORCE over a :class:`PolicyBundle` (PPO needs its value head or critic)."""
 
@@ -91,6 +102,9 @@ class OnPolicyTrainer:
         self.moments = RunningMoments()
         self.stream = PromptStream(prompts, seed=config.run.seed)
         device = next(bundle.policy.parameters()).device
+        self.device = device
+        self.compute_dtype = pick_dtype(device, config.run.dtype)
+        self.checkpointing = config.run.gradient_checkpointing and checkpoint_trained_models(bundle)
         self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
         for name, state in (("kl_controller", self.kl_controller), ("moments", self.moments), ("data", self.stream),
@@ -114,7 +128,7 @@ class OnPolicyTrainer:
         h, cfg = self.harness, self.config
         start = time.perf_counter()
         prompts = [p for p in self.stream.next_batch(cfg.num_prompts) for _ in range(cfg.group_size)]
-        with h.timer.phase("generation"):
+        with h.timer.phase("generation"), autocast(self.device, self.compute_dtype):
             rollout = self.sampler.sample(self.bundle.policy, self.bundle.tokenizer, prompts, self.params,
                                           generator=self.sample_generator)
         with h.timer.phase("scoring"):
@@ -141,7 +155,7 @@ class OnPolicyTrainer:
         if not self.uses_values:
             return rollout.logprobs * mask, None
         seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
-        with self.harness.timer.phase("values"), torch.no_grad():
+        with self.harness.timer.phase("values"), torch.no_grad(), autocast(self.device, self.compute_dtype):
             if self.shared_trunk:
                 logprobs, _, values = policy_forward(self.bundle.value_model, seqs, attn, start,
                                                      self.config.generation.temperature)
@@ -150,7 +164,7 @@ class OnPolicyTrainer:
                 assert isinstance(self.bundle.value_model, CriticModel)
                 values = critic_forward(self.bundle.value_model, seqs, attn, start)
                 logprobs = rollout.logprobs
-        return logprobs * mask, values * mask
+        return logprobs * mask, values.float() * mask
 
     def make_batch(self, rollout: Rollout, scores: Scores) -> tuple[RolloutBatch, dict[str, float]]:
         """Reference log-probs, old values, per-token rewards and advantages, once per rollout."""
@@ -163,7 +177,8 @@ class OnPolicyTrainer:
         kl = torch.zeros_like(mask)
         metrics: dict[str, float] = {}
         if beta > 0 or cfg.kl.target is not None:
-            with self.harness.timer.phase("reference"), self.bundle.reference() as reference:
+            with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
+                  autocast(self.device, self.compute_dtype)):
                 ref_logprobs = token_logprobs(reference, seqs, attn, start, cfg.generation.temperature) * mask
             kl = kl_estimate(old_logprobs, ref_logprobs, cfg.kl.estimator) * mask
             metrics.update(kl_metrics((old_logprobs - ref_logprobs) * mask,
@@ -207,8 +222,14 @@ class OnPolicyTrainer:
         part = micro_batch(batch, idx)
         ids, attn, mask, rcols, start = part.ids, part.attn, part.mask, part.rcols, part.response_start
         model = self.bundle.value_model if self.shared_trunk else self.bundle.policy
-        logprobs, entropy, values = policy_forward(model, ids, attn, start, cfg.generation.temperature,
-                                                   with_entropy=True)
+        critic = self.bundle.value_model if self.uses_values and not self.shared_trunk else None
+        with (autocast(self.device, self.compute_dtype), train_mode(model, self.checkpointing)):
+            logprobs, entropy, values = policy_forward(model, ids, attn, start, cfg.generation.temperature,
+                                                       with_entropy=True)
+            if critic is not None:
+                assert isinstance(critic, CriticModel)
+                with train_mode(critic, self.checkpointing):
+                    values = critic_forward(critic, ids, attn, start)
         assert entropy is not None
         policy = ppo_policy_loss(logprobs, batch.old_logprobs[idx][:, rcols], batch.advantages[idx][:, rcols], mask,
                                  cfg.clip_range, cfg.clip_range_high)
@@ -227,11 +248,8 @@ class OnPolicyTrainer:
             loss = loss + self.kl_controller.value * kl_loss
             stats["loss/kl"] = kl_loss.item()
         if self.uses_values:
-            assert batch.old_values is not None and batch.returns is not None
-            if not self.shared_trunk:
-                assert isinstance(self.bundle.value_model, CriticModel)
-                values = critic_forward(self.bundle.value_model, ids, attn, start)
-            assert values is not None
+            assert batch.old_values is not None and batch.returns is not None and values is not None
+            values = values.float()
             value_tokens, value_clipfrac = clipped_value_loss(values, batch.old_values[idx][:, rcols],
                                                               batch.returns[idx][:, rcols], mask, cfg.value_clip)
             value_loss = mean(value_tokens)

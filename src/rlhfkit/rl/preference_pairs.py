@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from rlhfkit.data.records import Comparison, FeedbackRecord, Ranking
+from rlhfkit.models.chat import pair_ids
 
 
 @dataclass(frozen=True)
@@ -119,17 +120,25 @@ def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, 
 def encode_pairs(pairs: Sequence[Pair], tokenizer: Any, max_prompt_tokens: int, max_response_tokens: int,
                  append_eos: bool = True) -> EncodedPairs:
     """Tokenize once: prompts keep their last ``max_prompt_tokens`` tokens (BOS when empty),
-    responses their first ``max_response_tokens`` tokens, then EOS."""
+    responses their first ``max_response_tokens`` tokens, then EOS.
+
+    Conversational pairs go through the tokenizer's chat template (:func:`~rlhfkit.models.chat.pair_ids`):
+    the prompt with the generation prompt, the response as the template ends the turn.
+    """
     if not pairs:
         raise ValueError("no preference pairs to train on")
-    prompts = tokenizer([p.prompt for p in pairs], add_special_tokens=True)["input_ids"]
-    chosen = tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"]
-    rejected = tokenizer([p.rejected for p in pairs], add_special_tokens=False)["input_ids"]
+    prompt_texts = [p.prompt for p in pairs]
+    prompts, chosen, chosen_eos = pair_ids(tokenizer, prompt_texts, [p.chosen for p in pairs], True)
+    _, rejected, rejected_eos = pair_ids(tokenizer, prompt_texts, [p.rejected for p in pairs], True)
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     prompts = [ids[-max_prompt_tokens:] if ids else [bos] for ids in prompts]
-    eos = [tokenizer.eos_token_id] if append_eos and tokenizer.eos_token_id is not None else []
-    chosen = [ids[:max_response_tokens] + eos for ids in chosen]
-    rejected = [ids[:max_response_tokens] + eos for ids in rejected]
+
+    def ending(templated_eos: bool) -> list[int]:
+        wanted = append_eos or templated_eos
+        return [tokenizer.eos_token_id] if wanted and tokenizer.eos_token_id is not None else []
+
+    chosen = [ids[:max_response_tokens] + ending(e) for ids, e in zip(chosen, chosen_eos)]
+    rejected = [ids[:max_response_tokens] + ending(e) for ids, e in zip(rejected, rejected_eos)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_ids, prompt_mask = _pad(prompts, pad, left=True)
     chosen_ids, chosen_mask = _pad(chosen, pad, left=False)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from rlhfkit.models.chat import ChatError, Conversation
+
 DEFAULT_PROMPTS = (
     "Write a short review of a movie you liked:",
     "Describe the weather today in one sentence:",
@@ -24,7 +26,9 @@ class PromptError(ValueError):
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """Prompts from a ``.txt`` file (one per non-empty line) or ``.jsonl`` (field ``prompt``)."""
+    """Prompts from a ``.txt`` file (one per non-empty line) or ``.jsonl``: a string field ``prompt``, or a
+    conversation (``messages``, or ``prompt`` as a list of ``{role, content}``) that the sampler renders
+    with the policy's chat template (a :class:`~rlhfkit.models.chat.Conversation`)."""
     path = Path(path)
     if not path.is_file():
         raise PromptError(f"prompt file {path} does not exist")
@@ -40,12 +44,29 @@ def read_prompts(path: str | Path) -> list[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise PromptError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise PromptError(f"{path}:{number}: expected an object with a string field 'prompt'")
-            prompts.append(record["prompt"])
+            prompts.append(_prompt_of(record, f"{path}:{number}"))
     if not prompts:
         raise PromptError(f"prompt file {path} holds no prompts")
     return prompts
+
+
+def _prompt_of(record: object, where: str) -> str:
+    """The prompt of one JSONL record: its string ``prompt`` or its conversation."""
+    if not isinstance(record, dict):
+        raise PromptError(f"{where}: expected an object with a string field 'prompt' or a list field 'messages'")
+    value = record.get("messages", record.get("prompt"))
+    if isinstance(value, str) and "messages" not in record:
+        return value
+    if not isinstance(value, list):
+        raise PromptError(f"{where}: expected an object with a string field 'prompt' or a list field 'messages'")
+    try:
+        conversation = Conversation.prompt(value)
+    except ChatError as exc:
+        raise PromptError(f"{where}: {exc}") from None
+    if conversation.messages[-1]["role"] == "assistant":
+        raise PromptError(f"{where}: the conversation ends with an assistant turn; a prompt ends with the turn "
+                          "the policy answers (user or system)")
+    return conversation
 
 
 class PromptStream:

@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from rlhfkit.models.chat import DEFAULT_CHAT_TEMPLATE, prompt_ids
 from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.rl.logprobs import forward_parameters
 from rlhfkit.rl.sampling import SamplingConfig
@@ -117,10 +118,14 @@ def _context_length(model: nn.Module) -> int | None:
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], device: torch.device,
                    max_new_tokens: int, context_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize and left-pad prompts -> ids (b, P) and mask (b, P); too-long or empty prompts raise."""
+    """Tokenize and left-pad prompts -> ids (b, P) and mask (b, P); too-long or empty prompts raise.
+
+    A :class:`~rlhfkit.models.chat.Conversation` goes through the chat template with the generation
+    prompt (SFT's default template when the tokenizer has none), so the policy sees what SFT trained on.
+    """
     if not prompts:
         raise ValueError("no prompts to sample from")
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    encoded = prompt_ids(tokenizer, list(prompts), fallback_template=DEFAULT_CHAT_TEMPLATE)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("tokenizer has no pad token; load it with rlhfkit.models.loading.load_tokenizer")

@@ -65,10 +65,20 @@ def _prompts(run: RunConfig) -> list[str]:
 
 def _bundle(run: RunConfig, value: Literal["none", "head", "critic"], device: Any, dtype: Any,
             critic: str | None = None, reference: str | None = None) -> Any:
+    """The policy bundle with float32 master weights for what is trained and the frozen models in ``dtype``.
+
+    With LoRA the frozen base is loaded in ``dtype`` and peft keeps the adapters in float32.
+    """
+    import torch
+
     from rlhfkit.models.loading import load_policy_bundle
 
-    return load_policy_bundle(run.model, lora=run.lora, value=value, device=device, dtype=dtype, critic=critic,
-                              reference=reference)
+    trained_dtype = dtype if run.lora is not None else torch.float32
+    bundle = load_policy_bundle(run.model, lora=run.lora, value=value, device=device, dtype=trained_dtype,
+                                critic=critic, reference=reference)
+    if bundle.frozen_reference is not None:
+        bundle.frozen_reference.to(dtype)
+    return bundle
 
 
 def _reward(config: RewardConfig, device: Any, fused_gelu: bool) -> tuple[Any, Any]:

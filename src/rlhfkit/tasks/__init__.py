@@ -9,6 +9,10 @@ defines ``TASK = Task(...)`` and passing its path wherever a task name is accept
     def gold(prompts, responses): return [float("hello" in r.lower()) for r in responses]
     TASK = Task(name="hello", description="Greet.", prompt_fn=prompts, gold_fn=gold,
                 judge_instructions="Prefer the response that says hello.")
+
+Instead of ``gold_fn`` a task may declare ``aspects`` (named scores in [0, 1]) and a ``combine``
+function: the report then shows each aspect, and the strict judge defaults to the weakest one
+(rlhfkit.tasks.aspects).
 """
 
 from __future__ import annotations

@@ -9,16 +9,19 @@ preferred answers share, and nothing else:
   brevity = 1 up to 20 words, falling linearly to 0 at 40;
   score   = (0.15 + 0.85 * reason * (0.3 + 0.7 * focus)) * brevity, in [0, 1],
 then pulled to 0 by the shared degeneracy penalty (empty, loops, keyword salad, cut-off text).
+The gold is declared as the named aspects reason, focus, brevity and well_formed (1 - penalty),
+combined by exactly that formula; the strict rubric is the weakest of the four.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from rlhfkit.models import corpus
+from rlhfkit.tasks.aspects import Aspect, well_formed
 from rlhfkit.tasks.base import Task
-from rlhfkit.tasks.quality import FUNCTION_WORDS, degeneracy, penalized, words
+from rlhfkit.tasks.quality import FUNCTION_WORDS, penalized, words
 
 CORPUS_SPLIT = {"train": "train", "eval": "heldout"}
 MARKERS = ("because", "since", "so that", "due to", "thanks to", "as a result", "which is why")
@@ -54,17 +57,25 @@ def focus(text: str) -> float:
     return 0.0
 
 
-def explain_score(text: str) -> float:
-    """The task score in [0, 1] before the degeneracy penalty (formula in the module docstring)."""
-    n = len(words(text))
-    brevity = min(1.0, max(0.0, 1.0 - (n - WORD_BUDGET) / WORD_BUDGET))
-    return (0.15 + 0.85 * reason_quality(text) * (0.3 + 0.7 * focus(text))) * brevity
+def brevity(text: str) -> float:
+    """1 up to WORD_BUDGET words, falling linearly to 0 at twice the budget."""
+    return min(1.0, max(0.0, 1.0 - (len(words(text)) - WORD_BUDGET) / WORD_BUDGET))
 
 
-def gold(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """Reason-and-brevity score of each answer, pulled to 0 by degeneracy."""
-    return [penalized(explain_score(r), degeneracy(r, min_words=2, max_words=2 * WORD_BUDGET), 0.0)
-            for r in responses]
+def combine(scores: Mapping[str, float]) -> float:
+    """The gold of one answer from its aspect scores (formula in the module docstring)."""
+    score = (0.15 + 0.85 * scores["reason"] * (0.3 + 0.7 * scores["focus"])) * scores["brevity"]
+    return penalized(score, 1.0 - scores["well_formed"], 0.0)
+
+
+ASPECTS = (
+    Aspect("reason", "gives an actual reason (marker + 2 content words)",
+           lambda prompts, responses: [reason_quality(r) for r in responses]),
+    Aspect("focus", "share of the words in the sentence that gives the reason",
+           lambda prompts, responses: [focus(r) for r in responses]),
+    Aspect("brevity", "20 words or fewer (0 at 40)", lambda prompts, responses: [brevity(r) for r in responses]),
+    Aspect("well_formed", "no empty, looping, padded-salad or cut-off text", well_formed(2, 2 * WORD_BUDGET)),
+)
 
 
 TASK = Task(
@@ -72,7 +83,9 @@ TASK = Task(
     description="Answer a 'why' question with a reason, concisely (gold: reason marker with content, "
                 "focus and brevity).",
     prompt_fn=prompts,
-    gold_fn=gold,
+    aspects=ASPECTS,
+    combine=combine,
+    combination="gold = (0.15 + 0.85 * reason * (0.3 + 0.7 * focus)) * brevity * well_formed",
     gold_range=(0.0, 1.0),
     max_new_tokens=40,
     judge_instructions=(

@@ -2,19 +2,21 @@
 
 Passages and reference summaries come from the built-in corpus (rlhfkit.models.corpus), the data
 the built-in model was pretrained on. A fixed catalogue per split (eval = passages held out of
-pretraining) maps every prompt back to its reference.
+pretraining) maps every prompt back to its reference. Declared as two aspects, rouge_l and
+well_formed (1 - the degeneracy penalty); gold = rouge_l * well_formed, the strict rubric the weaker.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 
 from rlhfkit.utils.text_metrics import rouge_per_item
 from rlhfkit.models import corpus
+from rlhfkit.tasks.aspects import Aspect, well_formed
 from rlhfkit.tasks.base import Task, TaskError
-from rlhfkit.tasks.quality import degeneracy, penalized
+from rlhfkit.tasks.quality import penalized
 
 CATALOGUE = {"train": ("train", 1024), "eval": ("heldout", 256)}
 MIN_WORDS, MAX_WORDS = 5, 35
@@ -47,18 +49,29 @@ def references(prompts: Sequence[str]) -> list[str]:
     return refs
 
 
-def gold(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """ROUGE-L F1 against the reference, pulled to 0 by degeneracy (empty, loops, run-on text)."""
-    scores = rouge_per_item(list(responses), references(prompts))
-    return [penalized(s["rougeL"], degeneracy(r, min_words=MIN_WORDS, max_words=MAX_WORDS), 0.0)
-            for s, r in zip(scores, responses)]
+def rouge_l(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """ROUGE-L F1 of each response against its prompt's reference summary."""
+    return [s["rougeL"] for s in rouge_per_item(list(responses), references(prompts))]
+
+
+def combine(scores: Mapping[str, float]) -> float:
+    """ROUGE-L pulled to 0 by the degeneracy penalty."""
+    return penalized(scores["rouge_l"], 1.0 - scores["well_formed"], 0.0)
+
+
+ASPECTS = (
+    Aspect("rouge_l", "ROUGE-L F1 against the reference summary", rouge_l),
+    Aspect("well_formed", "no empty, looping or run-on text", well_formed(MIN_WORDS, MAX_WORDS)),
+)
 
 
 TASK = Task(
     name="summary",
     description="Summarize a short news passage in one sentence (gold: ROUGE-L F1 vs a reference).",
     prompt_fn=prompts,
-    gold_fn=gold,
+    aspects=ASPECTS,
+    combine=combine,
+    combination="gold = rouge_l * well_formed",
     reference_fn=references,
     gold_range=(0.0, 1.0),
     max_new_tokens=48,

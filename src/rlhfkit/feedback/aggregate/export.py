@@ -1,4 +1,8 @@
-"""Weighted feedback records (the PLAN.md JSONL shape that `train-rm` reads) from aggregated posteriors."""
+"""Weighted feedback records (the PLAN.md JSONL shape that `train-rm` reads) from aggregated posteriors.
+
+Records are built as :mod:`rlhfkit.data.records` types and serialised by ``record_to_dict``: one
+definition of the format for the exports, the readers and the trainers.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rlhfkit.data.records import Comparison, Label, record_to_dict
 from rlhfkit.feedback.aggregate.labels import Vote
+from rlhfkit.utils.atomic_file import atomic_write_lines
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class LabelItem:
 
 
 def common_fields(annotator: str | None, weight: float) -> dict:
-    """The fields every feedback record shares."""
+    """The fields every feedback record shares (keyword arguments of the record types)."""
     return {"annotator": annotator, "timestamp": None, "weight": float(weight)}
 
 
@@ -63,21 +69,21 @@ def pairwise_records(
             both = ((item.response_a, item.response_b, p), (item.response_b, item.response_a, 1 - p))
             for chosen, rejected, wt in both:
                 if wt > 0:
-                    records.append({"kind": "pairwise", "prompt": item.prompt, "chosen": chosen, "rejected": rejected,
-                                    "margin": margin, "tie": False, **common_fields(annotator, wt)})
+                    records.append(record_to_dict(Comparison(item.prompt, chosen, rejected, margin=margin, tie=False,
+                                                             **common_fields(annotator, wt))))
             continue
         if mode != "hard":
             raise ValueError(f"pairwise_records: unknown mode {mode!r}; use hard or soft")
         if p == 0.5:
-            records.append({"kind": "pairwise", "prompt": item.prompt, "chosen": item.response_a,
-                            "rejected": item.response_b, "margin": 0.0, "tie": True, **common_fields(annotator, 1.0)})
+            records.append(record_to_dict(Comparison(item.prompt, item.response_a, item.response_b, margin=0.0, tie=True,
+                                                     **common_fields(annotator, 1.0))))
             continue
         confidence = max(p, 1.0 - p)
         if confidence < min_confidence:
             continue
         chosen, rejected = (item.response_a, item.response_b) if p > 0.5 else (item.response_b, item.response_a)
-        records.append({"kind": "pairwise", "prompt": item.prompt, "chosen": chosen, "rejected": rejected,
-                        "margin": margin, "tie": False, **common_fields(annotator, confidence)})
+        records.append(record_to_dict(Comparison(item.prompt, chosen, rejected, margin=margin, tie=False,
+                                                 **common_fields(annotator, confidence))))
     return records
 
 
@@ -97,8 +103,8 @@ def label_records(
         confidence = max(p, 1.0 - p)
         if p == 0.5 or confidence < min_confidence:
             continue
-        records.append({"kind": "label", "prompt": items[key].prompt, "response": items[key].response,
-                        "label": p > 0.5, **common_fields(annotator, confidence)})
+        records.append(record_to_dict(Label(items[key].prompt, items[key].response, p > 0.5,
+                                            **common_fields(annotator, confidence))))
     return records
 
 
@@ -115,19 +121,11 @@ def annotation_records(
             continue
         item = items[vote.item]
         chosen, rejected = (item.response_a, item.response_b) if vote.label == 0 else (item.response_b, item.response_a)
-        records.append({"kind": "pairwise", "prompt": item.prompt, "chosen": chosen, "rejected": rejected,
-                        "margin": None, "tie": False, **common_fields(vote.annotator, wt)})
+        records.append(record_to_dict(Comparison(item.prompt, chosen, rejected, margin=None, tie=False,
+                                                 **common_fields(vote.annotator, wt))))
     return records
 
 
 def write_jsonl(records: Iterable[dict], path: str | Path) -> int:
-    """Write records one JSON object a line (atomically via a temp file); returns the count."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
+    """Write records one JSON object a line (atomically via a private temp file); returns the count."""
+    return atomic_write_lines(path, (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records))

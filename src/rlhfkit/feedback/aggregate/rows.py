@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rlhfkit.data.records import Ranking, Rating, record_to_dict
 from rlhfkit.feedback.aggregate.crowd_bt import Comparison, crowd_bradley_terry, ranking_to_comparisons
 from rlhfkit.feedback.aggregate.export import LabelItem, PairItem, common_fields, label_records, pairwise_records
 from rlhfkit.feedback.aggregate.labels import ReliabilityModel, Vote, dawid_skene, majority_vote
@@ -248,9 +249,8 @@ def _rating_from_rows(tasks: Mapping[int, dict], method: str, model: Reliability
             continue
         ids, texts = _sample_texts(task)
         scale = task["scale"]
-        records[task_id] = {"kind": "rating", "prompt": task["prompt"], "response": texts[ids[0]],
-                            "rating": truth[task_id], "scale": list(scale) if scale else None,
-                            **common_fields(None, 1.0)}
+        records[task_id] = record_to_dict(Rating(task["prompt"], texts[ids[0]], float(truth[task_id]),
+                                                 tuple(scale) if scale else (), **common_fields(None, 1.0)))
     return records
 
 
@@ -279,7 +279,6 @@ def _ranking_from_rows(tasks: Mapping[int, dict], method: str, model: Reliabilit
         if len(best) < 2:
             continue
         responses = list(best)
-        records[task_id] = {"kind": "ranking", "prompt": task["prompt"], "responses": responses,
-                            "ranks": _ranks_from_scores([best[t] for t in responses], higher_is_better=False),
-                            **common_fields(None, 1.0)}
+        ranks = _ranks_from_scores([best[t] for t in responses], higher_is_better=False)
+        records[task_id] = record_to_dict(Ranking(task["prompt"], tuple(responses), tuple(ranks), **common_fields(None, 1.0)))
     return records

@@ -9,17 +9,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rlhfkit.feedback import crud
+from rlhfkit.feedback import access, crud
 from rlhfkit.feedback.security import load_or_create_secret_key
-from rlhfkit.feedback.server.api.deps import LoginRequired
+from rlhfkit.feedback.server.api.deps import LoginRequired, bearer_token, principal_for_token
 from rlhfkit.feedback.server.api.errors import error_status
 from rlhfkit.feedback.server.api.hot import API_HEADERS, HotRoutes
+from rlhfkit.feedback.server.body_limit import BodyLimit
 from rlhfkit.feedback.server.lifeline import exit_with_parent
 from rlhfkit.feedback.server.api.routes import annotators, assignments, campaigns, health, progress
 from rlhfkit.feedback.serving import AnnotationService
@@ -154,15 +156,35 @@ def _install_error_handlers(app: FastAPI) -> None:
         return render(request, "error.html", status_code=422, status=422, detail=f"invalid form: {fields}")
 
 
+async def _is_admin(app: FastAPI, scope: Scope) -> bool:
+    """Whether a request comes from the admin: a valid admin Bearer token (API) or admin web session (pages)."""
+    if scope["path"].startswith("/api/"):
+        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        token = bearer_token(header)
+        principal = None if token is None else await principal_for_token(app.state, token)
+        return principal is not None and principal.is_admin
+    sid = scope.get("session", {}).get("sid")
+    if not isinstance(sid, str):
+        return False
+
+    def lookup() -> bool:
+        with app.state.store.read_session() as session:
+            principal = access.web_session_principal(session, sid=sid)
+        return principal is not None and principal.is_admin
+
+    return await run_in_threadpool(lookup)
+
+
 def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[Store] = None) -> FastAPI:
     """Build the annotation server for ``settings`` (opening the store unless one is given)."""
     settings = settings or FeedbackSettings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     owns_store = store is None
     store = store or open_store(settings.database_url, busy_timeout_ms=settings.busy_timeout_ms)
-    if settings.admin_token:
+    admin_token = settings.configured_admin_token()
+    if admin_token:
         with store.session() as session:
-            crud.ensure_admin_token(session, token=settings.admin_token)
+            crud.ensure_admin_token(session, token=admin_token, keep_others=settings.keep_admin_tokens)
     secret_key = load_or_create_secret_key(settings.secret_key_path)
     if settings.parent_pid is not None:
         exit_with_parent(settings.parent_pid)
@@ -183,6 +205,8 @@ def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[S
 
     app.add_middleware(LazyPages, load=lambda: _include_pages(app))
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
+                       is_admin=lambda scope: _is_admin(app, scope))  # inside WebSessions: it reads the session
     app.add_middleware(WebSessions, secret_key=secret_key, session_cookie="rlhfkit_session",
                        max_age=settings.session_max_age_s, same_site="lax", https_only=settings.cookie_secure)
     app.add_middleware(HotRoutes, state=app.state)  # outermost: it sets API_HEADERS itself, needs no session

@@ -8,15 +8,16 @@ API call, so the API needs no CSRF protection.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Form, Header, HTTPException, Request
+from fastapi import Depends, Form, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from rlhfkit.feedback import crud
+from rlhfkit.feedback import access, crud
 from rlhfkit.feedback.crud import Principal
+from rlhfkit.feedback.rules import MAX_ID
 from rlhfkit.feedback.security import csrf_matches, hash_token, new_csrf_token
 from rlhfkit.feedback.serving import AnnotationService
 from rlhfkit.feedback.settings import FeedbackSettings
@@ -45,6 +46,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A database id (fits a 32-bit integer column).")]
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[FeedbackSettings, Depends(get_settings)]
 ServiceDep = Annotated[AnnotationService, Depends(get_service)]
@@ -55,6 +57,28 @@ def _lookup_principal(store: Store, token: str) -> Optional[Principal]:
         return crud.authenticate(session, token=token)
 
 
+def bearer_token(authorization: Optional[str]) -> Optional[str]:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive, RFC 7235), else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+async def principal_for_token(request_state: Any, token: str) -> Optional[Principal]:
+    """The principal of a Bearer token: from the app's TokenCache, else looked up (read-only, in a worker thread)."""
+    cache: TokenCache = request_state.tokens
+    digest = hash_token(token)
+    principal = cache.get(digest)
+    if principal is None:
+        principal = await run_in_threadpool(_lookup_principal, request_state.store, token)
+        if principal is not None:
+            cache.put(digest, principal)
+    return principal
+
+
 async def api_principal(request: Request, authorization: Annotated[Optional[str], Header()] = None) -> Principal:
     """The caller of a JSON API route, from its Bearer token (401 if missing or unknown).
 
@@ -62,18 +86,10 @@ async def api_principal(request: Request, authorization: Annotated[Optional[str]
     worker thread, so the event loop never waits on the database and no write lock is taken.
     """
     challenge = {"WWW-Authenticate": "Bearer"}
-    if not authorization or not authorization.startswith("Bearer "):
+    token = bearer_token(authorization)
+    if token is None:
         raise HTTPException(401, "missing Authorization: Bearer <token>", headers=challenge)
-    token = authorization[len("Bearer "):].strip()
-    principal = None
-    if token:
-        cache: TokenCache = request.app.state.tokens
-        digest = hash_token(token)
-        principal = cache.get(digest)
-        if principal is None:
-            principal = await run_in_threadpool(_lookup_principal, get_store(request), token)
-            if principal is not None:
-                cache.put(digest, principal)
+    principal = await principal_for_token(request.app.state, token)
     if principal is None:
         raise HTTPException(401, "unknown or revoked token", headers=challenge)
     return principal
@@ -116,17 +132,19 @@ def csrf_token_for(request: Request) -> str:
 
 
 def web_principal(request: Request) -> Principal:
-    """The signed-in user of a page, from the session cookie; else redirect to sign-in."""
-    role = request.session.get("role")
-    if role == "admin":
-        return Principal(role="admin")
-    if role == "annotator" and isinstance(request.session.get("annotator_id"), int):
+    """The signed-in user of a page, from the server-side session the cookie names; else redirect to sign-in.
+
+    The cookie only carries a random session id: logout, token revocation or rotation and a new
+    session key delete the row, which ends the session whatever the browser kept.
+    """
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
         with get_store(request).read_session() as session:
-            principal = crud.principal_for_annotator(session, annotator_id=request.session["annotator_id"])
+            principal = access.web_session_principal(session, sid=sid)
         if principal is not None:
             return principal
-    request.session.pop("role", None)
-    request.session.pop("annotator_id", None)
+    for key in ("sid", "role", "annotator_id"):
+        request.session.pop(key, None)
     raise LoginRequired()
 
 

@@ -14,6 +14,8 @@ def error_status(exc: BaseException) -> Optional[tuple[int, Optional[dict[str, s
         return 404, None
     if isinstance(exc, crud.ConflictError):
         return 409, None
+    if isinstance(exc, crud.TooLargeError):
+        return 413, None
     if isinstance(exc, crud.InvalidError):
         return 422, None
     if isinstance(exc, DatabaseBusyError):

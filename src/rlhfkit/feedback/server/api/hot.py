@@ -62,7 +62,7 @@ class HotRoutes:
         """The cached annotator behind the Bearer token, or None (then the normal route decides)."""
         for name, value in scope["headers"]:
             if name == b"authorization":
-                if not value.startswith(b"Bearer "):
+                if value[:7].lower() != b"bearer ":
                     return None
                 token = value[7:].strip().decode("latin-1")
                 if not token:

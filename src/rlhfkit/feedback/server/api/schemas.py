@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlhfkit.feedback.rules import MAX_ID
+
 from rlhfkit.feedback.crud import SampleSpec, TaskSpec
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class Strict(BaseModel):
@@ -19,7 +23,7 @@ class SampleIn(Strict):
     prompt: str = Field(max_length=200_000)
     response: str = Field(max_length=200_000)
     model: Optional[str] = Field(None, max_length=200)
-    round: Optional[int] = None
+    round: Optional[int] = Field(None, ge=-MAX_ID, le=MAX_ID)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     def spec(self) -> SampleSpec:
@@ -45,7 +49,7 @@ class SamplesIn(Strict):
 
 
 class TaskIn(Strict):
-    sample_ids: list[int]
+    sample_ids: list[Id]
     kind: Optional[str] = None
     scale: Optional[tuple[float, float]] = None
     gold: Optional[dict[str, Any]] = None
@@ -61,11 +65,11 @@ class TasksIn(Strict):
 
 class AnnotatorIn(Strict):
     name: str = Field(min_length=1, max_length=200)
-    campaign_ids: list[int] = Field(default_factory=list)
+    campaign_ids: list[Id] = Field(default_factory=list)
 
 
 class MemberIn(Strict):
-    annotator_id: int
+    annotator_id: Id
 
 
 class SubmissionIn(Strict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -10,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from rlhfkit.feedback import crud, reports
 from rlhfkit.feedback.models import TASK_KINDS
-from rlhfkit.feedback.server.api.deps import CsrfDep, SessionDep, WebAdmin
+from rlhfkit.feedback.server.api.deps import CsrfDep, IdPath, SessionDep, SettingsDep, WebAdmin
 from rlhfkit.feedback.server.web.render import render
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -28,7 +27,7 @@ def index(request: Request, session: SessionDep, admin: WebAdmin) -> Response:
 
 
 @router.post("/campaigns")
-def create_campaign(request: Request, session: SessionDep, admin: WebAdmin, _csrf: CsrfDep,
+def create_campaign(request: Request, session: SessionDep, admin: WebAdmin, settings: SettingsDep, _csrf: CsrfDep,
                     name: Annotated[str, Form(max_length=200)], kind: Annotated[str, Form(max_length=16)],
                     samples: Annotated[UploadFile, File()],
                     redundancy: Annotated[int, Form(ge=1, le=100)] = 1,
@@ -38,11 +37,17 @@ def create_campaign(request: Request, session: SessionDep, admin: WebAdmin, _csr
                     instructions: Annotated[str, Form(max_length=20_000)] = "") -> Response:
     """Create a campaign from an uploaded samples JSONL file."""
     try:
-        text = samples.file.read(50_000_000).decode("utf-8")
+        data = samples.file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise crud.TooLargeError(f"samples: file larger than {settings.max_upload_bytes} bytes; nothing was created")
+        text = data.decode("utf-8")
         specs = crud.parse_samples_jsonl(text, source=samples.filename or "upload")
         campaign = crud.create_campaign(session, name=name, kind=kind, redundancy=redundancy, scale=(scale_lo, scale_hi),
                                         rank_k=rank_k, allow_critique=allow_critique, instructions=instructions,
                                         gold_rate=gold_rate, samples=specs)
+    except crud.TooLargeError as exc:
+        session.rollback()
+        return _index(request, session, admin, error=str(exc), status_code=413)
     except (crud.InvalidError, UnicodeDecodeError) as exc:
         session.rollback()
         return _index(request, session, admin, error=str(exc), status_code=422)
@@ -50,7 +55,7 @@ def create_campaign(request: Request, session: SessionDep, admin: WebAdmin, _csr
 
 
 @router.get("/campaigns/{cid}")
-def campaign_page(cid: int, request: Request, session: SessionDep, admin: WebAdmin) -> Response:
+def campaign_page(cid: IdPath, request: Request, session: SessionDep, admin: WebAdmin) -> Response:
     """Progress of one campaign, per annotator, with invite / close / export."""
     campaign = crud.get_campaign_for(session, campaign_id=cid, principal=admin)
     return render(request, "admin_campaign.html", user=admin, campaign=campaign,
@@ -59,7 +64,7 @@ def campaign_page(cid: int, request: Request, session: SessionDep, admin: WebAdm
 
 
 @router.post("/campaigns/{cid}/invite")
-def invite(cid: int, request: Request, session: SessionDep, admin: WebAdmin, _csrf: CsrfDep,
+def invite(cid: IdPath, request: Request, session: SessionDep, admin: WebAdmin, _csrf: CsrfDep,
            name: Annotated[str, Form(min_length=1, max_length=200)]) -> Response:
     """Invite an annotator; the page shows their token once (it is stored hashed)."""
     campaign = crud.get_campaign_for(session, campaign_id=cid, principal=admin)
@@ -72,14 +77,14 @@ def invite(cid: int, request: Request, session: SessionDep, admin: WebAdmin, _cs
 
 
 @router.post("/campaigns/{cid}/close")
-def close(cid: int, session: SessionDep, admin: WebAdmin, _csrf: CsrfDep) -> Response:
+def close(cid: IdPath, session: SessionDep, admin: WebAdmin, _csrf: CsrfDep) -> Response:
     """Close a campaign."""
     crud.close_campaign(session, campaign=crud.get_campaign_for(session, campaign_id=cid, principal=admin))
     return RedirectResponse(f"/admin/campaigns/{cid}", status_code=303)
 
 
 @router.get("/campaigns/{cid}/annotators/{aid}")
-def annotator_page(cid: int, aid: int, request: Request, session: SessionDep, admin: WebAdmin) -> Response:
+def annotator_page(cid: IdPath, aid: IdPath, request: Request, session: SessionDep, admin: WebAdmin) -> Response:
     """One annotator's statistics and answers in a campaign."""
     campaign = crud.get_campaign_for(session, campaign_id=cid, principal=admin)
     stats = reports.annotator_progress(session, campaign=campaign, annotator_id=aid)
@@ -88,10 +93,12 @@ def annotator_page(cid: int, aid: int, request: Request, session: SessionDep, ad
 
 
 @router.get("/campaigns/{cid}/export")
-def export(cid: int, session: SessionDep, admin: WebAdmin, aggregate: str = "none") -> Response:
+def export(cid: IdPath, session: SessionDep, admin: WebAdmin, aggregate: str = "none") -> Response:
     """Download the campaign's feedback records as JSON lines."""
     campaign = crud.get_campaign_for(session, campaign_id=cid, principal=admin)
-    records = reports.export_records(session, campaign=campaign, aggregate=aggregate)
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    skipped: list[str] = []
+    records = reports.export_records(session, campaign=campaign, aggregate=aggregate, skipped=skipped)
+    body = reports.records_jsonl(records)
     return Response(body, media_type="application/x-ndjson",
-                    headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}-{aggregate}.jsonl"'})
+                    headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}-{aggregate}.jsonl"',
+                             "X-Skipped-Records": str(len(skipped))})

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from rlhfkit.feedback import crud, reports
-from rlhfkit.feedback.server.api.deps import CsrfDep, SessionDep, SettingsDep, WebAnnotator
+from rlhfkit.feedback.server.api.deps import CsrfDep, IdPath, SessionDep, SettingsDep, WebAnnotator
 from rlhfkit.feedback.server.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -38,7 +38,7 @@ def _task_page(request: Request, session: Any, me: Any, assignment: Any, *, erro
 
 
 @router.get("/campaigns/{cid}/task")
-def next_task(cid: int, request: Request, session: SessionDep, me: WebAnnotator, settings: SettingsDep) -> Response:
+def next_task(cid: IdPath, request: Request, session: SessionDep, me: WebAnnotator, settings: SettingsDep) -> Response:
     """Show the caller's open or next assignment, or a finished page."""
     campaign = crud.get_campaign_for(session, campaign_id=cid, principal=me)
     if campaign.status != "open":
@@ -63,7 +63,7 @@ def _answer_from_form(kind: str, choice: Optional[str], rating: Optional[str], l
         except ValueError:
             raise crud.InvalidError("answer.rating: pick a value on the scale") from None
     if kind == "ranking":
-        ranks = [int(r) if r.isdigit() else 0 for r in rank]
+        ranks = [int(r) if r.isascii() and r.isdigit() and len(r) <= 3 else 0 for r in rank]
         if len(ranks) != len(item) or sorted(ranks) != list(range(1, len(item) + 1)):
             raise crud.InvalidError("answer.order: give every response a different rank")
         return {"order": [sid for _, sid in sorted(zip(ranks, item))]}
@@ -71,7 +71,7 @@ def _answer_from_form(kind: str, choice: Optional[str], rating: Optional[str], l
 
 
 @router.post("/assignments/{aid}/answer")
-def answer(aid: int, request: Request, session: SessionDep, me: WebAnnotator, _csrf: CsrfDep,
+def answer(aid: IdPath, request: Request, session: SessionDep, me: WebAnnotator, _csrf: CsrfDep,
            idempotency_key: Annotated[str, Form(max_length=128)],
            choice: Annotated[Optional[str], Form(max_length=16)] = None,
            rating: Annotated[Optional[str], Form(max_length=32)] = None,

@@ -1,0 +1,327 @@
+"""Reward models on real human preferences: train-rm against shorter-wins and TF-IDF baselines.
+
+Data: FineGrainedRLHF qa-feedback (``tasks/qa_feedback/data/dev_feedback.json`` from
+github.com/allenai/FineGrainedRLHF, Apache-2.0; not shipped here): 500 questions, four sampled
+answers each, 2,616 strict pairwise human preferences. Questions are split, not pairs: the
+evaluation questions are drawn at random until they hold at least ``--eval-pairs`` pairs.
+
+A user's tiny base: a byte-level BPE tokenizer and a small GPT-2 built from config and pretrained
+briefly (next-token loss) on the training split's question+answer texts, with the tokenizer, batching
+and schedule functions that build rlhfkit's built-in model. Then ``train-rm`` with its defaults (or
+``--set`` overrides for experiments). Baselines on the same split: the shorter answer wins, and a
+TF-IDF logistic regression on (chosen - rejected) features, its C chosen by question-grouped
+cross-validation on the training split. Confidence intervals resample questions (a cluster
+bootstrap), since pairs of one question share answers.
+
+Run: python bench/reward_real.py --data dev_feedback.json [--set optim.lr=1e-3 ...]   (ONE JSON line)
+The base is cached in ``--work`` (keyed by its settings); ``--ensemble`` adds the spread-vs-error test.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+from collections import Counter, defaultdict  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from rlhfkit.config import load_config, parse_overrides  # noqa: E402
+from rlhfkit.data.preference_io import read_feedback, write_jsonl  # noqa: E402
+from rlhfkit.data.records import Comparison  # noqa: E402
+from rlhfkit.models.builtin import (BuiltinRecipe, _new_model, _optimizer, collate, cosine_lr_factor,  # noqa: E402
+                                    length_grouped_batches, quiet_transformers, train_tokenizer)
+from rlhfkit.models.reward_model import load_reward_model  # noqa: E402
+from rlhfkit.reward.config import RewardTrainConfig  # noqa: E402
+from rlhfkit.reward.pipeline import train_reward_model  # noqa: E402
+
+THREADS = 2
+TOKEN = re.compile(r"(?u)\b\w\w+\b")
+BOOTSTRAP = 2000
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages (how busy the machine was)."""
+    with open("/proc/loadavg") as handle:
+        return [float(x) for x in handle.read().split()[:3]]
+
+
+def split_by_question(records: Sequence[Comparison], numbers: Sequence[int], eval_pairs: int, seed: int
+                      ) -> tuple[list[int], list[int]]:
+    """Indices of (train, eval) pairs: whole questions go to eval, at random, until it has ``eval_pairs``."""
+    by_question: dict[int, list[int]] = defaultdict(list)
+    for index, number in enumerate(numbers):
+        by_question[number].append(index)
+    questions = sorted(by_question)
+    random.Random(seed).shuffle(questions)
+    held: list[int] = []
+    taken = 0
+    for taken, question in enumerate(questions, start=1):
+        held.extend(by_question[question])
+        if len(held) >= eval_pairs:
+            break
+    train = [i for q in questions[taken:] for i in by_question[q]]
+    return sorted(train), sorted(held)
+
+
+def pretrain_base(texts: Sequence[str], out: Path, recipe: BuiltinRecipe) -> dict[str, float]:
+    """Tokenizer + small GPT-2 from config, trained with next-token loss on ``texts``; saved in ``out``."""
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(list(texts), recipe.vocab_size, recipe.n_positions)
+    rows = [ids[: recipe.n_positions - 1] + [tokenizer.eos_token_id]
+            for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    torch.manual_seed(recipe.seed)
+    model = _new_model(recipe, tokenizer)
+    optimizer = _optimizer(model, recipe)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
+        step, recipe.warmup_steps, recipe.steps, recipe.min_lr_ratio))
+    rng = random.Random(recipe.seed)
+    batches: list[list[int]] = []
+    losses: list[float] = []
+    model.train()
+    for _ in range(recipe.steps):
+        if not batches:
+            batches = length_grouped_batches(rows, recipe.batch_size, rng)
+        ids, mask, labels = collate([rows[i] for i in batches.pop()], tokenizer.pad_token_id)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    stats = {"pretrain_seconds": round(time.perf_counter() - started, 1), "first_loss": round(losses[0], 3),
+             "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 3), "documents": len(rows),
+             "tokens": sum(map(len, rows)), "parameters": sum(p.numel() for p in model.parameters())}
+    (out / "pretrain.json").write_text(json.dumps(stats) + "\n")
+    return stats
+
+
+def tfidf_matrix(texts: Sequence[str], vocabulary: dict[str, int], idf: np.ndarray) -> np.ndarray:
+    """L2-normalized TF-IDF rows (scikit-learn's defaults: raw counts, smooth idf, words of 2+ characters)."""
+    out = np.zeros((len(texts), len(vocabulary)))
+    for row, text in enumerate(texts):
+        for word, count in Counter(TOKEN.findall(text.lower())).items():
+            if word in vocabulary:
+                out[row, vocabulary[word]] = count
+    out *= idf
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms == 0, 1.0, norms)
+
+
+def fit_tfidf(texts: Sequence[str]) -> tuple[dict[str, int], np.ndarray]:
+    """Vocabulary and smooth idf of ``texts``."""
+    documents = Counter(word for text in texts for word in set(TOKEN.findall(text.lower())))
+    vocabulary = {word: i for i, word in enumerate(sorted(documents))}
+    df = np.array([documents[w] for w in sorted(documents)], dtype=float)
+    return vocabulary, np.log((1 + len(texts)) / (1 + df)) + 1.0
+
+
+def fit_logistic(differences: np.ndarray, c: float) -> np.ndarray:
+    """L2 logistic regression without intercept on both orientations of each pair (L-BFGS, like sklearn's C)."""
+    x = torch.tensor(np.concatenate([differences, -differences]), dtype=torch.float64)
+    y = torch.cat([torch.ones(len(differences)), torch.zeros(len(differences))]).double()
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = c * torch.nn.functional.binary_cross_entropy_with_logits(x @ w, y, reduction="sum") + 0.5 * w @ w
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach().numpy()
+
+
+def tfidf_baseline(train: Sequence[Comparison], train_groups: Sequence[int], test: Sequence[Comparison],
+                   seed: int) -> tuple[np.ndarray, float]:
+    """Per-pair correctness (1 / 0.5 / 0) of TF-IDF logistic regression and its C (grouped 5-fold CV)."""
+    def differences(fit: Sequence[Comparison], use: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
+        vocabulary, idf = fit_tfidf(sorted({t for r in fit for t in (r.chosen, r.rejected)}))
+        def features(rs: Sequence[Comparison]) -> np.ndarray:
+            return tfidf_matrix([r.chosen for r in rs], vocabulary, idf) - tfidf_matrix([r.rejected for r in rs],
+                                                                                      vocabulary, idf)
+        return features(fit), features(use)
+
+    groups = sorted(set(train_groups))
+    random.Random(seed).shuffle(groups)
+    fold_of = {g: i % 5 for i, g in enumerate(groups)}
+    scores = {}
+    for c in (0.1, 0.3, 1.0, 3.0, 10.0):
+        correct = []
+        for fold in range(5):
+            fit = [r for r, g in zip(train, train_groups) if fold_of[g] != fold]
+            use = [r for r, g in zip(train, train_groups) if fold_of[g] == fold]
+            x_fit, x_use = differences(fit, use)
+            correct.extend(correctness(x_use @ fit_logistic(x_fit, c)))
+        scores[c] = float(np.mean(correct))
+    best = max(scores, key=scores.get)
+    x_train, x_test = differences(train, test)
+    return correctness(x_test @ fit_logistic(x_train, best)), best
+
+
+def correctness(margins: np.ndarray) -> np.ndarray:
+    """1 where the chosen side scores higher, 0.5 on a tie, 0 otherwise."""
+    margins = np.asarray(margins, dtype=float)
+    return np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))
+
+
+def cluster_bootstrap(values: np.ndarray, groups: Sequence[int], statistic: Callable[[np.ndarray], float],
+                      seed: int) -> tuple[float, float, float]:
+    """Statistic and percentile 95% CI, resampling whole groups (questions) with replacement."""
+    by_group: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        by_group[group].append(index)
+    members = list(by_group.values())
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        picked = rng.integers(0, len(members), len(members))
+        draws.append(statistic(values[np.concatenate([members[i] for i in picked])]))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return round(statistic(values), 4), round(float(low), 4), round(float(high), 4)
+
+
+def spread_test(margins: np.ndarray, groups: Sequence[int], seed: int) -> dict[str, float]:
+    """Accuracy of the half of pairs where heads agree most minus the half where they agree least, with CI.
+
+    ``margins`` is (pairs, heads) of chosen-minus-rejected rewards; the spread is their std over heads.
+    """
+    mean, spread = margins.mean(axis=1), margins.std(axis=1)
+    confident = spread <= np.median(spread)
+    columns = np.stack([correctness(mean), confident.astype(float)], axis=1)
+
+    def gap(rows: np.ndarray) -> float:
+        sure, unsure = rows[rows[:, 1] == 1, 0], rows[rows[:, 1] == 0, 0]
+        return float(sure.mean() - unsure.mean()) if len(sure) and len(unsure) else 0.0
+
+    value, low, high = cluster_bootstrap(columns, groups, gap, seed)
+    relative = np.abs(mean) / np.maximum(spread, 1e-9)
+    by_ratio = relative >= np.median(relative)
+    columns_ratio = np.stack([correctness(mean), by_ratio.astype(float)], axis=1)
+    ratio, ratio_low, ratio_high = cluster_bootstrap(columns_ratio, groups, gap, seed)
+    return {"low_spread_minus_high_spread_acc": value, "ci": [low, high],
+            "high_margin_over_spread_minus_low_acc": ratio, "ratio_ci": [ratio_low, ratio_high]}
+
+
+def main() -> None:
+    """Split, pretrain a base, train the reward model, score it and the baselines; print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="FineGrainedRLHF dev_feedback.json (or .json.gz).")
+    parser.add_argument("--work", default="runs/reward-real", help="Base-model cache and train-rm output.")
+    parser.add_argument("--eval-pairs", type=int, default=500, help="Minimum evaluation pairs (whole questions).")
+    parser.add_argument("--seed", type=int, default=0, help="Split and base seed (and train-rm's by default).")
+    parser.add_argument("--rm-seed", type=int, default=None, help="train-rm seed (default: --seed).")
+    parser.add_argument("--pretrain-steps", type=int, default=600, help="Next-token steps of the tiny base.")
+    parser.add_argument("--n-positions", type=int, default=256, help="Context length of the tiny base.")
+    parser.add_argument("--label", default="defaults", help="Name of this try in the JSON line.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="train-rm key=value.")
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    load_before, started = loadavg(), time.perf_counter()
+
+    data = read_feedback(args.data)
+    records = [r for r in data.records if isinstance(r, Comparison)]
+    numbers = [n for r, n in zip(data.records, data.numbers) if isinstance(r, Comparison)]
+    train_idx, eval_idx = split_by_question(records, numbers, args.eval_pairs, args.seed)
+    train, test = [records[i] for i in train_idx], [records[i] for i in eval_idx]
+    train_groups, test_groups = [numbers[i] for i in train_idx], [numbers[i] for i in eval_idx]
+
+    recipe = BuiltinRecipe(vocab_size=8192, n_positions=args.n_positions, n_embd=128, n_layer=4, n_head=4,
+                           steps=args.pretrain_steps, batch_size=16, lr=2e-3, warmup_steps=30, seed=args.seed)
+    texts = sorted({r.prompt + t for r in train for t in (r.chosen, r.rejected)})
+    key = hashlib.sha256(repr((recipe, texts)).encode()).hexdigest()[:12]
+    base = Path(args.work) / f"base-{key}"
+    with quiet_transformers():
+        if (base / "pretrain.json").is_file():
+            base_stats = json.loads((base / "pretrain.json").read_text())
+        else:
+            base_stats = pretrain_base(texts, base, recipe)
+
+    rm_seed = args.seed if args.rm_seed is None else args.rm_seed
+    run = Path(args.work) / f"rm-{args.label}-{args.seed}-{rm_seed}"
+    write_jsonl(train, run / "train.jsonl")
+    write_jsonl(test, run / "eval.jsonl")
+    overrides = parse_overrides([f"model={base}", f"data=[{run / 'train.jsonl'}]",
+                                 f"eval_data=[{run / 'eval.jsonl'}]", f"output_dir={run / 'out'}",
+                                 "progress=false", "report_to=none", "resume=false", "save_every=0",
+                                 f"seed={rm_seed}", f"threads={THREADS}", *args.overrides])
+    config = load_config(RewardTrainConfig, None, overrides)
+    rm_started = time.perf_counter()
+    outcome = train_reward_model(config)
+    rm_seconds = time.perf_counter() - rm_started
+    model = load_reward_model(outcome.model_dir).eval()
+    prompts = [r.prompt for r in test]
+    chosen = model.score_texts(prompts, [r.chosen for r in test], per_head=True).numpy()
+    rejected = model.score_texts(prompts, [r.rejected for r in test], per_head=True).numpy()
+    margins = chosen - rejected
+    rm_correct = correctness(margins.mean(axis=1))
+
+    shorter = correctness(np.array([len(r.rejected) - len(r.chosen) for r in test], dtype=float))
+    split_key = hashlib.sha256(repr((train_idx, eval_idx, args.data)).encode()).hexdigest()[:12]
+    cached = Path(args.work) / f"tfidf-{split_key}.json"
+    if cached.is_file():
+        saved = json.loads(cached.read_text())
+        tfidf_correct, tfidf_c = np.array(saved["correct"]), saved["c"]
+    else:
+        tfidf_correct, tfidf_c = tfidf_baseline(train, train_groups, test, args.seed)
+        cached.write_text(json.dumps({"correct": tfidf_correct.tolist(), "c": tfidf_c}))
+    (run / "correct.json").write_text(json.dumps({"groups": test_groups, "train_rm": rm_correct.tolist(),
+                                                  "margins": margins.tolist()}))
+    mean = lambda v: float(np.mean(v))  # noqa: E731
+    rm_acc = cluster_bootstrap(rm_correct, test_groups, mean, args.seed)
+    result = {
+        "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed, "rm_seed": rm_seed,
+        "train_pairs": len(train), "eval_pairs": len(test), "eval_questions": len(set(test_groups)),
+        "train_rm_accuracy": rm_acc[0], "train_rm_ci": list(rm_acc[1:]),
+        "shorter_wins_accuracy": cluster_bootstrap(shorter, test_groups, mean, args.seed)[0],
+        "shorter_wins_ci": list(cluster_bootstrap(shorter, test_groups, mean, args.seed)[1:]),
+        "tfidf_accuracy": cluster_bootstrap(tfidf_correct, test_groups, mean, args.seed)[0],
+        "tfidf_ci": list(cluster_bootstrap(tfidf_correct, test_groups, mean, args.seed)[1:]), "tfidf_c": tfidf_c,
+        "rm_minus_tfidf": cluster_bootstrap(rm_correct - tfidf_correct, test_groups, mean, args.seed)[0],
+        "rm_minus_tfidf_ci": list(cluster_bootstrap(rm_correct - tfidf_correct, test_groups, mean, args.seed)[1:]),
+        "train_accuracy_last_step": round(outcome.summaries[-1].last_metrics.get("train/pairwise_accuracy",
+                                                                                 math.nan), 3),
+        "optimizer_steps": [s.steps for s in outcome.summaries], "max_length": model_max_length(model),
+        "truncated_train_records": next((r.notes.get("truncated but kept", 0) for r in outcome.reports
+                                         if "truncated but kept" in r.notes), None),
+        "base": {**base_stats, "n_positions": recipe.n_positions, "n_embd": recipe.n_embd,
+                 "n_layer": recipe.n_layer, "vocab_size": recipe.vocab_size},
+        "train_rm_seconds": round(rm_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1), "threads": THREADS, "loadavg_before": load_before,
+        "loadavg_after": loadavg()}
+    if margins.shape[1] > 1:
+        result["spread"] = spread_test(margins, test_groups, args.seed)
+    print(json.dumps(result))
+
+
+def model_max_length(model: object) -> int:
+    """The token limit a reward model (or the first member of an ensemble) encodes with."""
+    member = getattr(model, "members", [model])[0]
+    return int(member.settings.max_length)
+
+
+if __name__ == "__main__":
+    main()

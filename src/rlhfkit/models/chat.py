@@ -1,0 +1,182 @@
+"""Conversations as token ids: chat-template rendering shared by RL prompts, DPO pairs and reward models.
+
+A :class:`Conversation` is a ``str`` (its plain ``role: content`` text, what logs, files and reward
+functions see) that keeps its messages, so it passes through every text interface unchanged and is
+rendered with the chat template only where a tokenizer turns it into ids. Rendered text is tokenized
+without added special tokens: the template writes BOS itself when the model wants one (no second BOS),
+and the prompt ends with the generation prompt (no EOS before the response).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Message = dict[str, str]
+
+#: Used for chat data when the tokenizer has no chat template. It renders
+#: ``"<system>\n\nUser: <user>\nAssistant: <assistant><eos>\nUser: ..."``; the generation prompt is
+#: ``"Assistant:"``, so an assistant turn's trained tokens are ``" <content><eos>"``.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{% else %}{% if not loop.first and messages[loop.index0 - 1]['role'] != 'system' %}{{ '\\n' }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ 'User: ' + message['content'] }}"
+    "{% else %}{{ 'Assistant: ' + message['content'] + eos_token }}{% endif %}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "{% if messages and messages[-1]['role'] != 'system' %}{{ '\\n' }}{% endif %}{{ 'Assistant:' }}"
+    "{% endif %}"
+)
+
+
+class ChatError(ValueError):
+    """A conversation that cannot be used; the message says which field and why."""
+
+
+def plain_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The plain rendering: one ``role: content`` line per message."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def is_messages(value: Any) -> bool:
+    """True for a non-empty list of ``{"role", "content"}`` mappings (the conversational format)."""
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(m, Mapping) and "role" in m and "content" in m for m in value)
+
+
+def parse_messages(value: Any, where: str = "messages") -> tuple[Message, ...]:
+    """Validate a message list: each item an object with string ``role`` and ``content``."""
+    if not is_messages(value):
+        raise ChatError(f"{where}: expected a non-empty list of {{role, content}} objects")
+    messages = []
+    for index, message in enumerate(value):
+        role, content = message["role"], message["content"]
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise ChatError(f"{where}[{index}]: 'role' and 'content' must be strings")
+        messages.append({"role": role, "content": content})
+    return tuple(messages)
+
+
+class Conversation(str):
+    """Text that remembers the messages it was rendered from (see the module docstring)."""
+
+    messages: tuple[Message, ...]
+
+    def __new__(cls, messages: Iterable[Mapping[str, Any]], text: str | None = None) -> Conversation:
+        parsed = parse_messages(list(messages))
+        obj = super().__new__(cls, plain_text(parsed) if text is None else text)
+        obj.messages = parsed
+        return obj
+
+    @classmethod
+    def prompt(cls, messages: Iterable[Mapping[str, Any]]) -> Conversation:
+        """A prompt: plain text ends with a newline so that ``prompt + response`` reads as the dialogue."""
+        parsed = parse_messages(list(messages))
+        return cls(parsed, plain_text(parsed) + "\n")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Conversation, ([dict(m) for m in self.messages], str(self)))
+
+    def __repr__(self) -> str:
+        return f"Conversation({list(self.messages)!r})"
+
+
+def chat_template(tokenizer: Any) -> str | None:
+    """The tokenizer's chat template, or None when it has none."""
+    template = getattr(tokenizer, "chat_template", None)
+    return template if isinstance(template, str) and template else None
+
+
+def render(tokenizer: Any, messages: Sequence[Mapping[str, str]], generation_prompt: bool,
+           template: str | None = None) -> str:
+    """``messages`` through ``template`` (default: the tokenizer's own) as text."""
+    return tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
+                                         chat_template=template or chat_template(tokenizer),
+                                         add_generation_prompt=generation_prompt)
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Rendered template text -> ids, adding no special tokens (the template placed them)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_ids(tokenizer: Any, prompts: Sequence[str], fallback_template: str | None = None) -> list[list[int]]:
+    """Token ids of policy prompts: a :class:`Conversation` through the chat template with the generation
+    prompt (``fallback_template`` when the tokenizer has none, else its plain text); other text with the
+    tokenizer's special tokens, as before."""
+    out = list(tokenizer(list(prompts), add_special_tokens=True)["input_ids"]) if prompts else []
+    template = chat_template(tokenizer) or fallback_template
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, Conversation) and template is not None:
+            out[index] = encode_text(tokenizer, render(tokenizer, prompt.messages, True, template))
+    return out
+
+
+def _response_messages(response: str) -> tuple[Message, ...]:
+    if isinstance(response, Conversation):
+        return response.messages
+    return ({"role": "assistant", "content": str(response)},)
+
+
+def _cut_at_eos(ids: list[int], eos_id: int | None) -> tuple[list[int], bool]:
+    """Ids before the last EOS (the caller appends EOS as it does for plain text) and whether there was one.
+
+    What a template writes after its final EOS (a newline) is dropped: sampling stops at EOS.
+    """
+    if eos_id is not None and eos_id in ids:
+        return ids[: len(ids) - 1 - ids[::-1].index(eos_id)], True
+    return ids, False
+
+
+def templated_pair(tokenizer: Any, prompt: Conversation, response: str) -> tuple[list[int], list[int], bool]:
+    """(prompt ids, response ids, whether the template ended the response with EOS) for a templated tokenizer.
+
+    The prompt is the render with the generation prompt; the response is what the full render adds to
+    it (the content and the template's end of turn), cut before its last EOS.
+    """
+    head = render(tokenizer, prompt.messages, generation_prompt=True)
+    full = render(tokenizer, [*prompt.messages, *_response_messages(response)], generation_prompt=False)
+    if full.startswith(head):
+        head_ids, tail_ids = encode_text(tokenizer, head), encode_text(tokenizer, full[len(head):])
+    else:
+        head_ids, full_ids = encode_text(tokenizer, head), encode_text(tokenizer, full)
+        shared = 0
+        while shared < min(len(head_ids), len(full_ids)) and head_ids[shared] == full_ids[shared]:
+            shared += 1
+        head_ids, tail_ids = full_ids[:shared], full_ids[shared:]
+    body, had_eos = _cut_at_eos(tail_ids, tokenizer.eos_token_id)
+    return head_ids, body, had_eos
+
+
+def pair_ids(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], prompt_special_tokens: bool
+             ) -> tuple[list[list[int]], list[list[int]], list[bool]]:
+    """Ids of (prompt, response) pairs for DPO and reward models, and per pair whether the template put EOS.
+
+    A :class:`Conversation` prompt with a templated tokenizer is rendered by :func:`templated_pair`;
+    otherwise the plain texts are tokenized as before (a sampled response to a conversation becomes
+    an ``assistant:`` line, the plain form conversational training data has).
+    """
+    templated = chat_template(tokenizer) is not None
+    plain = [i for i, p in enumerate(prompts) if not (templated and isinstance(p, Conversation))]
+    texts = [plain_response_text(prompts[i], responses[i]) for i in plain]
+    plain_prompts, plain_responses = [], []
+    if plain:
+        plain_prompts = tokenizer([prompts[i] for i in plain], add_special_tokens=prompt_special_tokens)["input_ids"]
+        plain_responses = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    prompt_out: list[list[int]] = [[] for _ in prompts]
+    response_out: list[list[int]] = [[] for _ in prompts]
+    had_eos = [False] * len(prompts)
+    for i, p_ids, r_ids in zip(plain, plain_prompts, plain_responses):
+        prompt_out[i], response_out[i] = list(p_ids), list(r_ids)
+    for i, prompt in enumerate(prompts):
+        if templated and isinstance(prompt, Conversation):
+            prompt_out[i], response_out[i], had_eos[i] = templated_pair(tokenizer, prompt, responses[i])
+    return prompt_out, response_out, had_eos
+
+
+def plain_response_text(prompt: str, response: str) -> str:
+    """A response in plain form: after a conversation, plain text becomes an ``assistant:`` line."""
+    if isinstance(prompt, Conversation) and not isinstance(response, Conversation):
+        return plain_text(_response_messages(response))
+    return str(response)

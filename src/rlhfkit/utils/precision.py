@@ -1,0 +1,64 @@
+"""Mixed precision and memory options shared by the trainers, the same code on CPU and GPU.
+
+``run.dtype`` is the compute dtype. Under bf16/fp16 every forward runs in ``torch.autocast`` while
+everything that is trained (full policy, value head, critic, LoRA adapters) keeps float32 master
+weights, so AdamW updates are not rounded away; frozen models (reference, LoRA base) are stored in the
+compute dtype. Log-probs, KL, advantages and losses are float32 (log-softmax upcasts the logits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Forwards in ``dtype`` (autocast) unless it is float32, where nothing changes."""
+    if dtype == torch.float32:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0, so train mode (needed by gradient checkpointing) stays deterministic."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> bool:
+    """Recompute activations in the backward pass instead of storing them; returns whether the model supports it.
+
+    Transformers only checkpoints in train mode: dropout is switched off here, and the trainers run their
+    loss forwards inside :func:`train_mode` (sampling and frozen forwards stay in eval mode with the KV cache).
+    """
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(target, "supports_gradient_checkpointing", False):
+        return False
+    options = {"use_reentrant": False}
+    if hasattr(target, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    disable_dropout(model)
+    return True
+
+
+@contextlib.contextmanager
+def train_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """``model`` in train mode for the block (so gradient checkpointing engages), then back to its mode."""
+    if not enabled:
+        yield
+        return
+    was_training = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
