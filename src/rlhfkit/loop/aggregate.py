@@ -9,11 +9,14 @@ beside the estimate (``true_accuracy``) to show how well the estimate tracks the
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rlhfkit.feedback.aggregate import Vote, aggregate_records, dawid_skene
+
+logger = logging.getLogger(__name__)
 
 GoldFn = Callable[[Sequence[str], Sequence[str]], Sequence[float] | None]
 
@@ -74,6 +77,16 @@ def annotator_reliability(rows: Sequence[Mapping[str, Any]], gold: GoldFn | None
 
 
 def aggregate_feedback(rows: Sequence[Mapping[str, Any]], method: str) -> list[dict[str, Any]]:
-    """One weighted preference record per answered task (PLAN.md JSONL shape), identical pairs dropped."""
+    """One weighted preference record per answered task (PLAN.md JSONL shape), identical pairs dropped.
+
+    Stored answers that would not make a valid record (a non-finite or out-of-range number) are left out
+    with a warning naming them, so one bad answer cannot stop every later round's reward training.
+    """
+    from rlhfkit.feedback.reports import usable_rows
+
+    skipped: list[str] = []
+    rows = usable_rows([dict(row) for row in rows], skipped)
+    for line in skipped:
+        logger.warning("feedback left out of aggregation: %s", line)
     records = aggregate_records(rows, method=method)  # type: ignore[arg-type]
     return [r for r in records if r.get("kind") != "pairwise" or r["chosen"] != r["rejected"]]

@@ -118,7 +118,7 @@ class RewardPhaseConfig:
 def _default_ppo() -> PPOConfig:
     return PPOConfig(run=RunConfig(steps=16, save_every=4, progress=False),
                      generation=GenerationConfig(max_new_tokens=48),
-                     reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.1), optim=OptimConfig(lr=3e-4),
+                     reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.1), optim=OptimConfig(lr=1e-4),
                      num_prompts=64, epochs=4, num_minibatches=4)
 
 

@@ -65,15 +65,11 @@ def atomic_write_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a small text file so readers see the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write a small text file so readers see the old or the new content, never half of it (through a private
+    temporary file, see :mod:`rlhfkit.utils.atomic_file`)."""
+    from rlhfkit.utils.atomic_file import atomic_write_text as write
+
+    write(path, text)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
