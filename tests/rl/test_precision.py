@@ -82,3 +82,27 @@ def test_a_bf16_run_keeps_float32_master_weights_and_a_bf16_reference(tmp_path, 
     assert seen == {"trained": {torch.float32}, "reference": {torch.bfloat16}}
     assert result.steps == 2 and all(torch.isfinite(torch.tensor(v)) for k, v in result.last_metrics.items()
                                      if k.startswith("loss/"))
+
+
+def test_reward_model_gradient_checkpointing_recomputes_and_keeps_the_gradient(tmp_path):
+    from helpers_models import tiny_gpt2, tiny_tokenizer
+
+    from rlhfkit.models.reward_model import RewardModel, RewardModelSettings
+    from rlhfkit.reward.config import RewardTrainConfig
+    from rlhfkit.reward.pipeline import build_model
+
+    tokenizer = tiny_tokenizer()
+    RewardModel(tiny_gpt2(tokenizer, seed=1).transformer, tokenizer,
+                RewardModelSettings(max_length=32)).save_pretrained(tmp_path / "rm")
+    gradients = []
+    for checkpointing in (False, True):
+        config = RewardTrainConfig(model=str(tmp_path / "rm"), max_length=32, gradient_checkpointing=checkpointing)
+        model = build_model(config, seed=0, device=torch.device("cpu"))
+        calls: list = []
+        model.backbone.h[0].attn.register_forward_hook(lambda *args: calls.append(1))
+        ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+        model.train()
+        model(ids, torch.ones_like(ids)).sum().backward()
+        assert len(calls) == (2 if checkpointing else 1)
+        gradients.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-6)

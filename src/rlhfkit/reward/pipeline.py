@@ -30,6 +30,7 @@ from rlhfkit.reward.evaluation import EvalReport, evaluate_model, plot_reliabili
 from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary, disable_dropout
 from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
 from rlhfkit.utils.progress import console
+from rlhfkit.utils.precision import enable_gradient_checkpointing
 from rlhfkit.utils.runtime import configure_threads, pick_device, pick_dtype, seed_everything
 from rlhfkit.utils.tracking import Tracker
 
@@ -79,6 +80,8 @@ def build_model(config: RewardTrainConfig, seed: int, device: torch.device, memb
     model.settings.min_prompt_tokens = config.min_prompt_tokens
     if config.disable_dropout:
         disable_dropout(model.backbone)
+    if config.gradient_checkpointing and not enable_gradient_checkpointing(model.backbone):
+        logger.warning("%s does not support gradient checkpointing; training without it", config.model)
     return model.to(device)
 
 

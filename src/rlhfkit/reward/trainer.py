@@ -30,6 +30,7 @@ from rlhfkit.reward.losses import ordered_thresholds
 from rlhfkit.reward.objective import batch_objective
 from rlhfkit.utils.checkpoint import (all_finite, atomic_write_dir, capture_rng_state, latest_checkpoint, load_state,
                                       prune_checkpoints, restore_rng_state, save_state)
+from rlhfkit.utils.precision import disable_dropout
 from rlhfkit.utils.progress import make_progress
 from rlhfkit.utils.tracking import Tracker
 
@@ -47,16 +48,6 @@ class TrainSummary:
     seconds: float = 0.0
     pairs: int = 0
 
-
-def disable_dropout(module: nn.Module) -> None:
-    """Set every dropout probability to 0 (modules and the config fields HF attention reads)."""
-    for sub in module.modules():
-        if isinstance(sub, nn.Dropout):
-            sub.p = 0.0
-    config = getattr(module, "config", None)
-    for name in ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob"):
-        if config is not None and isinstance(getattr(config, name, None), float):
-            setattr(config, name, 0.0)
 
 
 def _threshold_name(key: str) -> str:

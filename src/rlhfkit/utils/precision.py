@@ -25,11 +25,22 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
-def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability to 0, so train mode (needed by gradient checkpointing) stays deterministic."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
+FLOAT_DROPOUT_ATTRIBUTES = ("dropout", "attention_dropout", "activation_dropout", "layerdrop")
+
+
+def disable_dropout(module: nn.Module) -> None:
+    """Set every dropout probability to 0 (modules and the config fields HF attention reads), so train mode
+    (needed by gradient checkpointing) computes what eval mode does."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Dropout):
+            sub.p = 0.0
+        for name in FLOAT_DROPOUT_ATTRIBUTES:  # some families (OPT) copy the rates into plain float attributes
+            if isinstance(getattr(sub, name, None), float):
+                setattr(sub, name, 0.0)
+    config = getattr(module, "config", None)
+    for name in ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob"):
+        if config is not None and isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> bool:
