@@ -193,30 +193,45 @@ def format_of(path: Path) -> str:
     return inner.suffix.lower()
 
 
-def open_text(path: Path) -> IO[str]:
-    """Open ``path`` as UTF-8 text, decompressing by its suffix (zstd and lz4 need their packages)."""
+def open_binary(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading bytes, decompressing by its suffix (zstd and lz4 need their packages)."""
     compression = compression_of(path)
     if compression is None:
-        return open(path, encoding="utf-8", newline="")
+        return open(path, "rb")
     if compression in (".gz", ".gzip"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
+        return gzip.open(path, "rb")
     if compression == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8", newline="")
+        return bz2.open(path, "rb")
     if compression in (".xz", ".lzma"):
-        return lzma.open(path, "rt", encoding="utf-8", newline="")
+        return lzma.open(path, "rb")
     package, module_name = ("zstandard", "zstandard") if compression in (".zst", ".zstd") else ("lz4", "lz4.frame")
     try:
         module = importlib.import_module(module_name)
     except ImportError:
         raise ValueError(f"{path}: reading {compression} files needs the '{package}' package "
                          f"(pip install {package})") from None
-    return io.TextIOWrapper(module.open(path, "rb"), encoding="utf-8", newline="")
+    return module.open(path, "rb")
+
+
+def read_text(path: Path) -> str:
+    """The whole (decompressed) file as UTF-8 text; invalid UTF-8 is an error naming the file and the byte."""
+    with open_binary(path) as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
-    """``(line_number, object)`` for each non-blank line; undecodable lines become errors."""
-    with open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
+    """``(line_number, object)`` for each non-blank line; lines that are not UTF-8 or not JSON become errors."""
+    with open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, RecordError(INVALID, f"line is not valid UTF-8 (byte {exc.start} of the line)")
+                continue
             if not line.strip():
                 continue
             try:
@@ -233,8 +248,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
 def iter_json(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
     """Records of a ``.json`` file holding one array of objects (record numbers from 1)."""
     try:
-        with open_text(path) as handle:
-            data = json.loads(handle.read())
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, list):
@@ -258,11 +272,10 @@ def _csv_cell(name: str, value: str) -> Any:
 
 def iter_csv(path: Path) -> Iterator[tuple[int, Row | RecordError]]:
     """CSV rows (header = field names; lists as JSON cells); record number = data row from 1."""
-    with open_text(path) as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=1):
-            cells = {k: _csv_cell(k, v or "") for k, v in row.items() if k is not None}
-            bad = next((v for v in cells.values() if isinstance(v, RecordError)), None)
-            yield number, bad if bad is not None else cells
+    for number, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), start=1):
+        cells = {k: _csv_cell(k, v or "") for k, v in row.items() if k is not None}
+        bad = next((v for v in cells.values() if isinstance(v, RecordError)), None)
+        yield number, bad if bad is not None else cells
 
 
 def iter_hf_dataset(path: Path, split: str | None = None) -> Iterator[tuple[int, Row | RecordError]]:

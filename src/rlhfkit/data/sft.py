@@ -86,11 +86,16 @@ class SFTDataset:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path} line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SFTDataError(f"{where}: not valid UTF-8 (byte {exc.start} of the line); save the file as "
+                                   "UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path} line {number}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:
