@@ -13,8 +13,10 @@ TF-IDF logistic regression on (chosen - rejected) features, its C chosen by ques
 cross-validation on the training split. Confidence intervals resample questions (a cluster
 bootstrap), since pairs of one question share answers.
 
-Run: python bench/reward_real.py --data dev_feedback.json [--set optim.lr=1e-3 ...]   (ONE JSON line)
-The base is cached in ``--work`` (keyed by its settings); ``--ensemble`` adds the spread-vs-error test.
+Run: python bench/reward_real.py --data dev_feedback.json [--set optim.lr=1e-3 ...]
+(ONE JSON line on stdout; train-rm's messages go to stderr)
+The base is cached in ``--work`` (keyed by its settings). With several heads or members
+(``--set ensemble_size=3``) the line adds whether their spread predicts errors.
 """
 
 from __future__ import annotations

@@ -104,3 +104,32 @@ def test_pairwise_campaign_without_pairs_warns(tmp_path: Path) -> None:
     res = runner.invoke(app, ["campaign", "create", "--samples", str(samples), "--kind", "pairwise",
                               "--db", f"sqlite:///{tmp_path / 'f.db'}", "--state-dir", str(tmp_path / "state")])
     assert res.exit_code == 0 and "0 tasks" in _flat(res) and "same prompt" in _flat(res)
+
+
+def test_export_writes_encoded_critiques_as_weighted_ratings(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    common = ["--db", db, "--state-dir", str(tmp_path / "state")]
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(json.dumps({"prompt": "Review of the Blue Fork cafe:", "response": f"r{i}"}) + "\n"
+                               for i in range(2)))
+    res = runner.invoke(app, ["campaign", "create", "--samples", str(samples), "--kind", "rating", "--critique", *common])
+    cid = json.loads(res.stdout.strip().splitlines()[-1])["id"]
+    critiques = {"r0": "good reason given, names the cafe", "r1": "too generic, doesn't name the product"}
+    store = open_store(db)
+    with store.session() as s:
+        campaign = crud.get_campaign_for(s, campaign_id=cid, principal=crud.Principal(role="admin"))
+        annotator, _ = crud.create_annotator(s, name="ann", campaign_ids=[cid])
+        for _ in range(2):
+            a = crud.next_assignment(s, campaign=campaign, annotator_id=annotator.id)
+            response = a.task.items[0].sample.response
+            crud.submit_annotation(s, assignment=a, idempotency_key=f"key-{a.id:05d}", answer={"rating": 3},
+                                   critique=critiques[response])
+    store.close()
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["export", "--campaign", str(cid), "--out", str(out), "--critiques", "rules", *common])
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    encoded = [r for r in records if r["kind"] == "rating" and r.get("scale") == [-1.0, 1.0]]
+    assert len(records) == 4 and len(encoded) == 2
+    assert all(0 < r["weight"] <= 1 for r in encoded)
+    assert sorted(r["rating"] for r in encoded)[0] < 0 < sorted(r["rating"] for r in encoded)[1]

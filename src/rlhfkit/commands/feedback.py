@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -224,22 +224,27 @@ def campaign_close(campaign: CampaignOption, db: DbOption = None, state_dir: Sta
 def export(campaign: CampaignOption,
            out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Output JSONL of feedback records.")],
            aggregate: Annotated[str, typer.Option("--aggregate", help="none (one record per annotation) | majority | reliability.")] = "none",
+           critiques: Annotated[Optional[str], typer.Option("--critiques", help="Also write the rating/label answers' critiques as rating records weighted by the encoder's confidence: rules, rules:FILE, learned, learned:FILE.npz, module:function or a reward-model dir.")] = None,
            db: DbOption = None, state_dir: StateDirOption = None) -> None:
     """Write a campaign's feedback records (the format train-rm reads)."""
     from rlhfkit.feedback import crud, reports
-
     from rlhfkit.utils.atomic_file import atomic_write_lines
 
     store = _open(db, state_dir, create=False)
     skipped: list[str] = []
+    rows: list[dict[str, Any]] = []
     try:
         with store.read_session() as session:
             c = crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin"))
             records = reports.export_records(session, campaign=c, aggregate=aggregate, skipped=skipped)
+            if critiques:
+                rows = reports.annotation_rows(session, campaign=c)
     except (crud.CrudError, NotImplementedError) as exc:
         fail(str(exc))
     finally:
         store.close()
+    if critiques:
+        records = records + _encoded_critiques(rows, critiques)
     for line in skipped:
         typer.echo(f"skipped {line}", err=True)
     try:
@@ -247,6 +252,23 @@ def export(campaign: CampaignOption,
     except OSError as exc:
         fail(f"--out {out}: cannot write ({exc.strerror or exc})")
     typer.echo(f"wrote {len(records)} records to {out}" + (f" ({len(skipped)} skipped, see above)" if skipped else ""))
+
+
+def _encoded_critiques(rows: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
+    """The critiques of annotation ``rows`` as rating record dicts, encoded by the encoder ``spec``."""
+    from rlhfkit.critiques.base import CritiqueError, items_from_rows
+    from rlhfkit.critiques.records import encode_items, load_encoder
+    from rlhfkit.data.records import record_to_dict
+
+    items = items_from_rows(rows)
+    try:
+        encoder, fit_line = load_encoder(spec, items)
+        outcome = encode_items(items, encoder, source="critiques")
+    except (CritiqueError, ValueError) as exc:
+        fail(f"--critiques {spec}: {exc}")
+    for line in ([fit_line] if fit_line else []) + outcome.report.lines():
+        typer.echo(line, err=True)
+    return [record_to_dict(record) for record in outcome.records]
 
 
 def register(app: typer.Typer) -> None:

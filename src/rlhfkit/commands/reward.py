@@ -62,6 +62,8 @@ def train_rm(
     num_heads: Annotated[Optional[int], typer.Option("--num-heads", help="Heads on one trunk (ensemble).")] = None,
     ensemble_size: Annotated[Optional[int], typer.Option("--ensemble-size", help="Independent models (ensemble).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
+    critiques: Annotated[Optional[list[str]], typer.Option("--critiques", help="Critique JSONL encoded into weighted ratings and mixed in (repeatable; alone it is enough).")] = None,
+    critique_encoder: Annotated[Optional[str], typer.Option("--critique-encoder", help="rules, rules:FILE, learned, learned:FILE.npz, module:function or a reward-model dir.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     report_to: ReportToOption = None,  # type: ignore[assignment]
@@ -73,7 +75,8 @@ def train_rm(
     cfg = _config(RewardTrainConfig, config, set_, {
         "model": model, "data": data or None, "eval_data": eval_data or None, "output_dir": output_dir,
         "epochs": epochs, "batch_size": batch_size, "optim": {"lr": lr} if lr is not None else None,
-        "num_heads": num_heads, "ensemble_size": ensemble_size, "seed": seed, "report_to": report_to})
+        "num_heads": num_heads, "ensemble_size": ensemble_size, "seed": seed, "report_to": report_to,
+        "critiques": critiques or None, "critique_encoder": critique_encoder})
     _quiet_transformers()
     try:
         outcome = train_reward_model(cfg)
@@ -204,3 +207,6 @@ def register(app: typer.Typer) -> None:
     app.command("train-rm", help=_help(TRAIN_HELP, "RewardTrainConfig"))(train_rm)
     app.command("eval-rm", help=_help(eval_rm.__doc__ or "", "RewardEvalConfig"))(eval_rm)
     app.command("probe-rm", help=_help(probe_rm.__doc__ or "", "RewardProbeConfig"))(probe_rm)
+    from rlhfkit.critiques.command import encode_critiques
+
+    app.command("encode-critiques")(encode_critiques)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from rlhfkit.feedback.client import FeedbackClient
 
 Utility = Callable[[str, str], float]
+Critic = Callable[[str, str, np.random.Generator], str]
+"""(prompt, response, rng) -> a free-text critique (e.g. rlhfkit.critiques.simulated.AspectCritic)."""
 TaskKind = Literal["pairwise", "rating", "ranking", "binary"]
 TASK_KINDS: tuple[str, ...] = ("pairwise", "rating", "ranking", "binary")
 
@@ -127,6 +129,7 @@ class SimulatedAnnotator:
     seed: int = 0
     index: int = 0
     rating_model: RatingModel = field(default_factory=RatingModel)
+    critic: Critic | None = None
 
     @property
     def name(self) -> str:
@@ -148,7 +151,15 @@ class SimulatedAnnotator:
         return bool(rng.random() < _sigmoid(logit / self.profile.temperature))
 
     def decide(self, task: TaskView) -> dict[str, Any]:
-        """The answer body for `task` in the API's terms (pairwise choice, rating, order, label)."""
+        """The answer body for `task` in the API's terms; with a critic, single-response answers add "critique"."""
+        answer = self._answer(task)
+        if self.critic is not None and not self.profile.spammer and task.kind in ("rating", "binary"):
+            rng = _rng_for(self.seed, self.index, f"{task.key}/critique")
+            answer["critique"] = self.critic(task.prompt, task.items[0].text, rng)
+        return answer
+
+    def _answer(self, task: TaskView) -> dict[str, Any]:
+        """The answer body without a critique (pairwise choice, rating, order, label)."""
         rng = _rng_for(self.seed, self.index, task.key)
         kind = task.kind
         if kind not in TASK_KINDS:
@@ -210,6 +221,7 @@ def make_panel(
     seed: int = 0,
     rating_model: RatingModel | None = None,
     name_prefix: str = "sim",
+    critic: Critic | None = None,
 ) -> list[SimulatedAnnotator]:
     """A panel of n members; round(n * spammer_fraction) spammers and `adversarial` inverted members.
 
@@ -234,7 +246,7 @@ def make_panel(
         profile = AnnotatorProfile(f"{name_prefix}-{i}{suffix}", temperature=temps[i], position_bias=position_bias,
                                    length_bias=length_bias, spammer=role == "spam", adversarial=role == "adv")
         members.append(SimulatedAnnotator(profile, utility, seed=seed, index=i,
-                                          rating_model=rating_model or RatingModel()))
+                                          rating_model=rating_model or RatingModel(), critic=critic))
     return members
 
 
@@ -281,10 +293,11 @@ def run_member(
         if assignment is None:
             break
         view = TaskView.from_assignment(assignment)
-        answer = member.decide(view)
+        answer = dict(member.decide(view))
+        critique = answer.pop("critique", None)
         key = uuid.uuid4().hex
         reply = client.submit(int(assignment["assignment_id"]), answer, idempotency_key=key,
-                              time_spent_ms=time_spent_ms)
+                              critique=critique, time_spent_ms=time_spent_ms)
         ack = Acknowledged(member.name, int(assignment["assignment_id"]), int(assignment["task_id"]),
                            int(reply["annotation_id"]), key, answer, bool(reply.get("replayed", False)))
         done.append(ack)

@@ -52,6 +52,11 @@ class RewardTrainConfig:
     eval_fraction: float = field(0.1, help="Share of records held out for evaluation when eval_data is empty.")
     output_dir: str = field("runs/reward-model", help="Checkpoints, logs, final model (model/) and reports.")
     rating_scale: Optional[list[float]] = field(None, help="Scale [low, high] for ratings that do not declare one.")
+    critiques: list[str] = field(default_factory=list, help="Critique files (JSONL: prompt, response, critique[, "
+                                 "rating, scale]) encoded into ratings on [-1, 1] weighted by confidence, mixed in.")
+    critique_encoder: str = field("rules", help="Critique encoder: rules, rules:FILE, learned, learned:FILE.npz, "
+                                  "module:function or a reward-model directory.")
+    critique_min_confidence: float = field(0.0, help="Encoded critiques at or below this confidence are dropped.")
     max_length: int = field(512, help="Tokens per prompt+response (capped by the trunk's context length).")
     min_prompt_tokens: int = field(64, help="Prompt tokens kept (from its end) before a long response is cut.")
     batch_size: int = field(16, help="Records per micro-batch (a pair's two responses share one forward pass).")

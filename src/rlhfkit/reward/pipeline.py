@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rlhfkit.config import config_to_dict
+from rlhfkit.critiques.mix import with_critiques
 from rlhfkit.data.preference_io import FeedbackData, read_feedback_files
 from rlhfkit.data.records import FeedbackRecord, ValidationReport, require_valid, responses_of
 from rlhfkit.models.reward_model import (ENSEMBLE_CONFIG, REWARD_CONFIG, RewardEnsemble, RewardModel,
@@ -111,7 +112,9 @@ def load_data(config: RewardTrainConfig) -> tuple[list[FeedbackRecord], list[int
                                                   list[ValidationReport]]:
     """Training records with their source numbers, held-out records and the validation reports."""
     scale = tuple(config.rating_scale) if config.rating_scale else None
-    data: FeedbackData = read_feedback_files(config.data, default_scale=scale)
+    data: FeedbackData = with_critiques(read_feedback_files(config.data, default_scale=scale) if config.data else None,
+                                        config.critiques, config.critique_encoder, config.critique_min_confidence,
+                                        config.seed)
     reports = [data.report]
     require_valid(data.records, data.report)
     if config.eval_data:
@@ -224,8 +227,8 @@ def save_model(model: RewardModel | RewardEnsemble, directory: Path) -> Path:
 
 def train_reward_model(config: RewardTrainConfig, on_step: StepHook | None = None) -> TrainOutcome:
     """Everything ``rlhfkit train-rm`` does; returns the final model directory and the metrics."""
-    if not config.data:
-        raise ValueError("no training data: pass --data FILE (repeatable) or set data in the config")
+    if not config.data and not config.critiques:
+        raise ValueError("no training data: pass --data FILE or --critiques FILE (repeatable), or set them in the config")
     if (Path(config.model) / ENSEMBLE_CONFIG).is_file():
         ensemble_member_dir(Path(config.model), None, config.ensemble_size)  # a size mismatch fails before any work
     configure_threads(config.threads)
