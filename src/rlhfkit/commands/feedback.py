@@ -88,7 +88,7 @@ def serve(db: DbOption = None, state_dir: StateDirOption = None,
 @campaign_app.command("create")
 def campaign_create(
     samples: Annotated[Path, typer.Option("--samples", exists=True, dir_okay=False, help="JSONL of {prompt, response, model?, round?}.")],
-    kind: Annotated[str, typer.Option("--kind", help="pairwise | rating | ranking | binary.")],
+    kind: Annotated[str, typer.Option("--kind", help="pairwise | rating | ranking | binary | edit (the annotator rewrites the response).")],
     name: Annotated[Optional[str], typer.Option("--name", help="Campaign name; default the samples file name.")] = None,
     redundancy: Annotated[int, typer.Option("--redundancy", "-k", min=1, help="Annotators per task.")] = 1,
     scale: Annotated[str, typer.Option("--scale", help="Rating scale lo,hi.")] = "1,5",
@@ -224,19 +224,22 @@ def campaign_close(campaign: CampaignOption, db: DbOption = None, state_dir: Sta
 def export(campaign: CampaignOption,
            out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Output JSONL of feedback records.")],
            aggregate: Annotated[str, typer.Option("--aggregate", help="none (one record per annotation) | majority | reliability.")] = "none",
+           edits: Annotated[str, typer.Option("--edits", help="pairs: each edit is a pairwise record (rewrite over original) among the others | sft: write only the edits, as SFT examples {prompt, completion}.")] = "pairs",
            critiques: Annotated[Optional[str], typer.Option("--critiques", help="Also write the rating/label answers' critiques as rating records weighted by the encoder's confidence: rules, rules:FILE, learned, learned:FILE.npz, module:function or a reward-model dir.")] = None,
            db: DbOption = None, state_dir: StateDirOption = None) -> None:
     """Write a campaign's feedback records (the format train-rm reads)."""
     from rlhfkit.feedback import crud, reports
     from rlhfkit.utils.atomic_file import atomic_write_lines
 
+    if critiques and edits == "sft":
+        fail("--critiques adds feedback records; it cannot go into an --edits sft file of SFT examples")
     store = _open(db, state_dir, create=False)
     skipped: list[str] = []
     rows: list[dict[str, Any]] = []
     try:
         with store.read_session() as session:
             c = crud.get_campaign_for(session, campaign_id=campaign, principal=crud.Principal(role="admin"))
-            records = reports.export_records(session, campaign=c, aggregate=aggregate, skipped=skipped)
+            records = reports.export_records(session, campaign=c, aggregate=aggregate, skipped=skipped, edits=edits)
             if critiques:
                 rows = reports.annotation_rows(session, campaign=c)
     except (crud.CrudError, NotImplementedError) as exc:

@@ -7,6 +7,8 @@ every task kind of the feedback API:
 - rating:   ordered logit: level = number of cut-points below u + Logistic(0, temperature) noise
 - ranking:  Plackett-Luce with weights exp(u / temperature), sampled by the Gumbel-max trick
             (sort u / T + Gumbel noise; Yellott 1977)
+- edit:     the member's ``editor`` (e.g. rlhfkit.feedback.editors.AspectEditor) rewrites the response,
+            or answers "no change needed" when it finds nothing to improve
 where u = utility(prompt, response) + length_bias * len(response) / 100 (+ position_bias for the first
 displayed item). Spammers answer uniformly at random; adversarial members invert their utility.
 Randomness is drawn from a generator seeded by (panel seed, member, task key), so answers do not
@@ -23,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol
 
 import numpy as np
 
@@ -33,8 +35,10 @@ if TYPE_CHECKING:
 Utility = Callable[[str, str], float]
 Critic = Callable[[str, str, np.random.Generator], str]
 """(prompt, response, rng) -> a free-text critique (e.g. rlhfkit.critiques.simulated.AspectCritic)."""
-TaskKind = Literal["pairwise", "rating", "ranking", "binary"]
-TASK_KINDS: tuple[str, ...] = ("pairwise", "rating", "ranking", "binary")
+Editor = Callable[[str, str, np.random.Generator], Optional[str]]
+"""(prompt, response, rng) -> a rewrite of the response, or None for "no change needed"."""
+TaskKind = Literal["pairwise", "rating", "ranking", "binary", "edit"]
+TASK_KINDS: tuple[str, ...] = ("pairwise", "rating", "ranking", "binary", "edit")
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ class SimulatedAnnotator:
     index: int = 0
     rating_model: RatingModel = field(default_factory=RatingModel)
     critic: Critic | None = None
+    editor: Editor | None = None
 
     @property
     def name(self) -> str:
@@ -164,9 +169,11 @@ class SimulatedAnnotator:
         kind = task.kind
         if kind not in TASK_KINDS:
             raise ValueError(f"task {task.key}: unknown kind {kind!r}")
-        expected = {"pairwise": (2, 2), "rating": (1, 1), "binary": (1, 1), "ranking": (2, 10**6)}[kind]
+        expected = {"pairwise": (2, 2), "rating": (1, 1), "binary": (1, 1), "ranking": (2, 10**6), "edit": (1, 1)}[kind]
         if not expected[0] <= len(task.items) <= expected[1]:
             raise ValueError(f"task {task.key}: {kind} task with {len(task.items)} responses")
+        if kind == "edit":
+            return self._edit(task, rng)
         if self.profile.spammer:
             return self._random_answer(task, rng)
         u = np.array([self.perceived(task.prompt, it.text) for it in task.items])
@@ -190,6 +197,19 @@ class SimulatedAnnotator:
             keys = u + rng.random(len(u)) * 1e-9  # argmax order; the jitter only breaks exact ties
         order = np.argsort(-keys, kind="stable")
         return {"order": [task.items[i].sample_id for i in order]}
+
+    def _edit(self, task: TaskView, rng: np.random.Generator) -> dict[str, Any]:
+        """An edit task's answer: the editor's rewrite, or "no change needed" (always, for spammers and
+        adversarial members, who do not improve anything)."""
+        if self.editor is None:
+            raise ValueError(f"task {task.key}: an edit task needs a member with an editor (make_panel(editor=...))")
+        if self.profile.spammer or self.profile.adversarial:
+            return {"unchanged": True}
+        original = task.items[0].text
+        text = self.editor(task.prompt, original, rng)
+        if text is None or text.strip() == original.strip():
+            return {"unchanged": True}
+        return {"text": text}
 
     @staticmethod
     def _scale(task: TaskView) -> tuple[float, float]:
@@ -222,6 +242,7 @@ def make_panel(
     rating_model: RatingModel | None = None,
     name_prefix: str = "sim",
     critic: Critic | None = None,
+    editor: Editor | None = None,
 ) -> list[SimulatedAnnotator]:
     """A panel of n members; round(n * spammer_fraction) spammers and `adversarial` inverted members.
 
@@ -246,7 +267,7 @@ def make_panel(
         profile = AnnotatorProfile(f"{name_prefix}-{i}{suffix}", temperature=temps[i], position_bias=position_bias,
                                    length_bias=length_bias, spammer=role == "spam", adversarial=role == "adv")
         members.append(SimulatedAnnotator(profile, utility, seed=seed, index=i,
-                                          rating_model=rating_model or RatingModel(), critic=critic))
+                                          rating_model=rating_model or RatingModel(), critic=critic, editor=editor))
     return members
 
 

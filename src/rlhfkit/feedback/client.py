@@ -224,9 +224,11 @@ class FeedbackClient:
         """Raw annotation rows (input of `rlhfkit.feedback.aggregate.aggregate_records`)."""
         return self._get(f"/campaigns/{int(campaign_id)}/annotations")
 
-    def export(self, campaign_id: int, aggregate: str = "none") -> list[dict[str, Any]]:
-        """Feedback records of the campaign (aggregate: none, majority or reliability)."""
-        response = self._request("GET", f"/campaigns/{int(campaign_id)}/export", params={"aggregate": aggregate},
+    def export(self, campaign_id: int, aggregate: str = "none", edits: str = "pairs") -> list[dict[str, Any]]:
+        """Feedback records of the campaign (aggregate: none, majority or reliability; edits: pairs, or sft for
+        the edits alone as SFT examples)."""
+        response = self._request("GET", f"/campaigns/{int(campaign_id)}/export",
+                                 params={"aggregate": aggregate, "edits": edits},
                                  safe_to_repeat=True)
         return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 

@@ -275,6 +275,8 @@ def _build_tasks(session: Session, *, campaign: Campaign, samples: Sequence[Samp
 def _validate_gold(kind: str, gold: dict[str, Any], ids: list[int], scale: tuple[float, float] | None, field: str) -> dict[str, Any]:
     if not isinstance(gold, dict):
         raise InvalidError(f"{field}: gold must be an object")
+    if kind == "edit":
+        raise InvalidError(f"{field}: edit tasks take no gold answer (a rewrite has no single right text)")
     if kind == "pairwise":
         winner = gold.get("winner")
         if winner != "tie" and winner not in ids:
@@ -305,7 +307,7 @@ def _add_tasks(session: Session, *, campaign: Campaign, tasks: Sequence[TaskSpec
         field = f"tasks[{i}]"
         kind = _check_kind(spec.kind or campaign.kind, f"{field}.kind")
         ids = [check_id(x, f"{field}.sample_ids[{j}]") for j, x in enumerate(spec.sample_ids)]
-        need = {"pairwise": (2, 2), "ranking": (2, 64), "rating": (1, 1), "binary": (1, 1)}[kind]
+        need = {"pairwise": (2, 2), "ranking": (2, 64), "rating": (1, 1), "binary": (1, 1), "edit": (1, 1)}[kind]
         if not need[0] <= len(ids) <= need[1] or len(set(ids)) != len(ids):
             raise InvalidError(f"{field}.sample_ids: a {kind} task needs {need[0]}..{need[1]} distinct samples, got {ids}")
         found = session.scalars(select(Sample).where(Sample.id.in_(ids), Sample.campaign_id == campaign.id)).all()
@@ -585,7 +587,13 @@ def submit_annotation(session: Session, *, assignment: Assignment, idempotency_k
         raise ConflictError(f"assignment {assignment.id} was already answered")
     check_submission(idempotency_key=idempotency_key, critique=critique, time_spent_ms=time_spent_ms,
                      allow_critique=campaign.allow_critique)
-    resolved = resolve_answer(kind=task.kind, answer=answer, displayed=assignment.displayed, scale=task_scale(task))
+    original = None
+    if task.kind == "edit":
+        sample = session.get(Sample, assignment.displayed[0])
+        assert sample is not None
+        original = sample.response
+    resolved = resolve_answer(kind=task.kind, answer=answer, displayed=assignment.displayed, scale=task_scale(task),
+                              original=original)
     skip = bool(resolved.get("skip"))
     annotation = Annotation(assignment_id=assignment.id, campaign_id=campaign.id, task_id=task.id,
                             annotator_id=assignment.annotator_id, idempotency_key=idempotency_key, body_sha256=digest,

@@ -14,7 +14,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integ
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-TASK_KINDS = ("pairwise", "rating", "ranking", "binary")
+TASK_KINDS = ("pairwise", "rating", "ranking", "binary", "edit")
 CAMPAIGN_STATUSES = ("open", "closed")
 ASSIGNMENT_STATUSES = ("open", "answered", "skipped")
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from rlhfkit.data.records import RecordError, record_from_dict, record_to_dict
 from rlhfkit.feedback.crud import InvalidError, NotFoundError, gold_correct, task_scale
+from rlhfkit.feedback.edits import EDIT_FORMS, edit_pair, edit_records
 from rlhfkit.feedback.models import Annotation, Annotator, Assignment, Campaign, CampaignMember, Sample, Task, TaskItem
 
 
@@ -107,6 +108,8 @@ def _row_to_dict(row: dict[str, Any]) -> Optional[dict[str, Any]]:
     common = {"annotator": row["annotator"], "timestamp": row["submitted_at"], "weight": 1.0}
     texts = {s["id"]: s["text"] for s in row["samples"]}
     ids = [s["id"] for s in row["samples"]]
+    if row["kind"] == "edit":
+        return edit_pair(row)
     if row["kind"] == "pairwise":
         tie = resolved["winner"] == "tie"
         chosen = ids[0] if tie else resolved["winner"]
@@ -125,14 +128,20 @@ def _row_to_dict(row: dict[str, Any]) -> Optional[dict[str, Any]]:
 
 
 def export_records(session: Session, *, campaign: Campaign, aggregate: str = "none",
-                   skipped: Optional[list[str]] = None) -> list[dict[str, Any]]:
+                   skipped: Optional[list[str]] = None, edits: str = "pairs") -> list[dict[str, Any]]:
     """Feedback records of a campaign: raw per annotation, or aggregated by rlhfkit.feedback.aggregate.
 
     A stored answer that breaks the record rules (non-finite or out-of-range numbers) is left out and
-    described in ``skipped`` ("annotation N: reason"), so one bad row never poisons training.
+    described in ``skipped`` ("annotation N: reason"), so one bad row never poisons training. Edits
+    become pairwise records (rewrite over original) among the others; with ``edits="sft"`` the export
+    is the edits alone as SFT examples ``{"prompt", "completion"}`` instead.
     """
     skipped = [] if skipped is None else skipped
+    if edits not in EDIT_FORMS:
+        raise InvalidError(f"edits: unknown form {edits!r}; use {' or '.join(EDIT_FORMS)}")
     rows = annotation_rows(session, campaign=campaign)
+    if edits == "sft":
+        return edit_records(rows, form="sft", skipped=skipped)
     if aggregate == "none":
         records = []
         for row in rows:

@@ -19,6 +19,7 @@ from rlhfkit.feedback.errors import InvalidError
 
 PAIR_CHOICES = ("left", "right", "tie", "skip")
 MAX_CRITIQUE = 10_000
+MAX_EDIT = 50_000
 MAX_TIME_SPENT_MS = 86_400_000
 MAX_ID = 2**31 - 1
 MAX_META_DEPTH = 16
@@ -115,12 +116,33 @@ def check_submission(*, idempotency_key: Any, critique: Optional[str], time_spen
         check_int(time_spent_ms, "time_spent_ms", 0, MAX_TIME_SPENT_MS)
 
 
-def resolve_answer(*, kind: str, answer: Any, displayed: Sequence[int], scale: Optional[Sequence[float]]) -> dict[str, Any]:
-    """Validate an answer for a task kind and restate it in sample-id terms (positions resolved)."""
+def check_edit(answer: dict[str, Any], original: str) -> dict[str, Any]:
+    """An edit answer: ``{"text": rewritten}`` (non-empty, NUL-free, at most MAX_EDIT characters, not the
+    original again) or ``{"unchanged": true}``, the explicit "no change needed" that makes no record."""
+    if answer == {"unchanged": True}:
+        return {"unchanged": True}
+    if set(answer) != {"text"}:
+        raise InvalidError('answer: edit needs {"text": the rewritten response} or {"unchanged": true}')
+    text = check_text(answer["text"], "answer.text", max_length=MAX_EDIT)
+    if not text.strip():
+        raise InvalidError("answer.text: must not be empty (send {\"unchanged\": true} when no change is needed)")
+    if text.strip() == original.strip():
+        raise InvalidError("answer.text: identical to the response (send {\"unchanged\": true} when no change is needed)")
+    return {"text": text}
+
+
+def resolve_answer(*, kind: str, answer: Any, displayed: Sequence[int], scale: Optional[Sequence[float]],
+                   original: Optional[str] = None) -> dict[str, Any]:
+    """Validate an answer for a task kind and restate it in sample-id terms (positions resolved);
+    ``original`` is the response an edit task rewrites."""
     if not isinstance(answer, dict):
         raise InvalidError("answer: must be an object")
     if answer == {"skip": True}:
         return {"skip": True}
+    if kind == "edit":
+        if original is None:
+            raise InvalidError("answer: an edit task needs the original response to compare with")
+        return check_edit(answer, original)
     if kind == "pairwise":
         if set(answer) - {"choice", "margin"} or answer.get("choice") not in PAIR_CHOICES:
             raise InvalidError(f"answer: pairwise needs choice in {list(PAIR_CHOICES)} and optional margin")

@@ -18,9 +18,9 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 from rlhfkit.feedback.errors import CrudError
 from rlhfkit.feedback.models import Base, SchemaVersion
 
-SCHEMA_VERSION = 3
-HEAD_REVISION = "0003"
-REVISION_OF_VERSION = {1: "0001", 2: "0002", 3: "0003"}
+SCHEMA_VERSION = 4
+HEAD_REVISION = "0004"
+REVISION_OF_VERSION = {1: "0001", 2: "0002", 3: "0003", 4: "0004"}
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 PG_LOCK_KEY = 0x726C686B  # "rlhk": the advisory lock that serializes schema upgrades on PostgreSQL
 

@@ -286,8 +286,9 @@ class AnnotationService:
             raise ConflictError(f"assignment {assignment_id} was already answered")
         rules.check_submission(idempotency_key=key, critique=critique, time_spent_ms=time_spent_ms,
                                allow_critique=bool(allow_critique))
+        original = self._task_content(tx, task_id).samples[displayed[0]] if kind == "edit" else None
         resolved = rules.resolve_answer(kind=kind, answer=answer, displayed=displayed,
-                                       scale=[lo, hi] if kind == "rating" else None)
+                                       scale=[lo, hi] if kind == "rating" else None, original=original)
         skip = bool(resolved.get("skip"))
         at = utcnow()
         new = tx.one(self.sql.insert_annotation, id=assignment_id, cid=campaign_id, tid=task_id, aid=annotator_id,

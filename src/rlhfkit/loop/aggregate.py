@@ -5,6 +5,7 @@ reliability EM, weight = posterior). Reliability per annotator is the two-coin D
 accuracy over all pairwise answers of the run (Dawid & Skene 1979), so a spammer's weight falls
 as their answers pile up; with a gold reward, each annotator's agreement with it is reported
 beside the estimate (``true_accuracy``) to show how well the estimate tracks the truth.
+With ``feedback.kind: critique`` the records are instead the encoded critiques (:func:`critique_records`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rlhfkit.feedback.aggregate import Vote, aggregate_records, dawid_skene
@@ -90,3 +92,38 @@ def aggregate_feedback(rows: Sequence[Mapping[str, Any]], method: str) -> list[d
         logger.warning("feedback left out of aggregation: %s", line)
     records = aggregate_records(rows, method=method)  # type: ignore[arg-type]
     return [r for r in records if r.get("kind") != "pairwise" or r["chosen"] != r["rejected"]]
+
+
+@dataclass
+class CritiqueRecords:
+    """Rating records encoded from critiques alone, and what the encoding kept and dropped."""
+
+    records: list[dict[str, Any]]
+    stats: dict[str, float]
+    lines: list[str]
+
+
+def critique_records(rows: Sequence[Mapping[str, Any]], encoder: str, min_confidence: float = 0.0,
+                     seed: int = 0) -> CritiqueRecords:
+    """One rating record on [-1, 1] per critique, weight = the encoder's confidence (critique-only mode).
+
+    The answers' numeric ratings never become records: only the critique text carries the signal
+    (a ``learned`` encoder is fitted on the critiques that came with a rating, as in ``encode-critiques``).
+    """
+    from rlhfkit.critiques.base import CritiqueError, items_from_rows
+    from rlhfkit.critiques.records import encode_items, load_encoder
+    from rlhfkit.data.records import record_to_dict
+
+    items = items_from_rows(rows)
+    if not items:
+        return CritiqueRecords([], {"feedback/critiques": 0.0}, [])
+    try:
+        model, fit_line = load_encoder(encoder, items, seed)
+        outcome = encode_items(items, model, min_confidence, source="loop critiques")
+    except CritiqueError as exc:
+        raise ValueError(f"feedback.critique_encoder {encoder!r}: {exc}") from exc
+    weights = [r.weight for r in outcome.records]
+    stats = {"feedback/critiques": float(len(items)), "feedback/critique_records": float(len(outcome.records)),
+             "feedback/critique_mean_confidence": sum(weights) / len(weights) if weights else 0.0}
+    lines = [line for line in (fit_line, *outcome.report.lines()) if line]
+    return CritiqueRecords([record_to_dict(r) for r in outcome.records], stats, lines)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.critiques.simulated import AspectCritic
 from rlhfkit.feedback.annotators import Decider, make_panel, run_panel
 from rlhfkit.feedback.client import FeedbackClient
 from rlhfkit.feedback.rules import storable_text
@@ -24,9 +25,11 @@ from rlhfkit.loop.candidates import Candidate
 from rlhfkit.loop.config import FeedbackConfig
 from rlhfkit.loop.selection import Pair
 from rlhfkit.loop.server import read_secret_json, write_secret
+from rlhfkit.tasks.aspects import context_index
 from rlhfkit.tasks.base import Task
 
 MEMBERS_FILE = "annotators.json"
+CRITIQUE_SCALE = (1.0, 5.0)
 ProgressHook = Callable[[int, int], None]
 
 
@@ -39,34 +42,46 @@ def campaign_name(run_id: str, round_index: int) -> str:
     return f"{run_id} round {round_index}"
 
 
+def campaign_samples(candidates: Sequence[Candidate], used: Sequence[int], round_index: int,
+                     models: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The server samples of the candidates ``used``, each with its candidate index in ``meta``."""
+    return [{"prompt": storable_text(candidates[i].prompt), "response": storable_text(candidates[i].response),
+             "model": models[i] if models is not None else f"policy-r{round_index - 1}", "round": round_index,
+             "meta": {"candidate": i}} for i in used]
+
+
 def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candidate], pairs: Sequence[Pair],
                   config: FeedbackConfig, instructions: str, round_index: int,
-                  models: Sequence[str] | None = None) -> int:
-    """Create (or find) the round's pairwise campaign with one task per chosen pair; returns its id.
+                  models: Sequence[str] | None = None, kind: str = "pairwise") -> int:
+    """Create (or find) the round's campaign; returns its id.
 
+    ``kind`` pairwise: one task per chosen pair; critique: a rating campaign that accepts critiques,
+    one task per candidate of the chosen pairs (the server takes critiques only on single-response tasks).
     Samples carry their candidate index in ``meta`` so tasks can be (re)built from the server's
     sample ids; a campaign found without tasks (killed in between) gets them now. ``models`` labels
     each candidate's policy (default: the policy of the previous round, which wrote them).
     """
+    used = sorted({i for p in pairs for i in (p.a, p.b)})
     found = [c for c in admin.campaigns() if c["name"] == name]
     if found:
         campaign_id = int(found[0]["id"])
     else:
-        used = sorted({i for p in pairs for i in (p.a, p.b)})
-        samples = [{"prompt": storable_text(candidates[i].prompt), "response": storable_text(candidates[i].response),
-                    "model": models[i] if models is not None else f"policy-r{round_index - 1}", "round": round_index,
-                    "meta": {"candidate": i}} for i in used]
         redundancy = 1 if config.source == "judge" else config.redundancy
-        campaign = admin.create_campaign(name, "pairwise", samples=samples, redundancy=redundancy, gold_rate=0.0,
-                                         instructions=instructions, build_tasks=False)
+        options: dict[str, Any] = ({"scale": list(CRITIQUE_SCALE), "allow_critique": True} if kind == "critique"
+                                   else {})
+        campaign = admin.create_campaign(name, "rating" if kind == "critique" else "pairwise",
+                                         samples=campaign_samples(candidates, used, round_index, models),
+                                         redundancy=redundancy, gold_rate=0.0, instructions=instructions,
+                                         build_tasks=False, **options)
         campaign_id = int(campaign["id"])
     if not admin.tasks(campaign_id):
         by_candidate = {int(s["meta"]["candidate"]): int(s["id"]) for s in admin.samples(campaign_id)}
-        missing = sorted({i for p in pairs for i in (p.a, p.b)} - set(by_candidate))
+        missing = sorted(set(used) - set(by_candidate))
         if missing:
             raise CollectionError(f"campaign {name!r} (id {campaign_id}) lacks samples of candidates {missing[:5]}; "
                                   "it was not created by this run")
-        admin.create_tasks(campaign_id, [{"sample_ids": [by_candidate[p.a], by_candidate[p.b]]} for p in pairs])
+        groups = [[i] for i in used] if kind == "critique" else [[p.a, p.b] for p in pairs]
+        admin.create_tasks(campaign_id, [{"sample_ids": [by_candidate[i] for i in group]} for group in groups])
     return campaign_id
 
 
@@ -98,14 +113,24 @@ def join_members(admin: FeedbackClient, deciders: Sequence[Decider], campaign_id
 def panel_deciders(task: Task, config: FeedbackConfig, seed: int,
                    context: Sequence[tuple[str, str]] = ()) -> list[Decider]:
     """The simulated panel: hidden utility = the task's gold reward (its aspects, judged in the ``context``
-    of the campaign's (prompt, response) pairs), with noise, biases and spammers."""
+    of the campaign's (prompt, response) pairs), with noise, biases and spammers; with feedback.kind
+    critique, honest members also write critiques of the gold aspects they notice (spammers write none)."""
     if not task.has_gold:
         raise CollectionError(f"task {task.name!r} has no gold reward for a simulated panel; "
                               "use feedback.source=judge or humans")
     panel = config.panel
     return list(make_panel(task.utility_with(context), panel.size, spammer_fraction=panel.spammers / panel.size,
                            temperature=panel.temperature, position_bias=panel.position_bias,
-                           length_bias=panel.length_bias, adversarial=panel.adversarial, seed=seed))
+                           length_bias=panel.length_bias, adversarial=panel.adversarial, seed=seed,
+                           critic=panel_critic(task, config, context) if config.kind == "critique" else None))
+
+
+def panel_critic(task: Task, config: FeedbackConfig, context: Sequence[tuple[str, str]] = ()) -> AspectCritic:
+    """The critique writer of the simulated panel: phrases for the task's gold aspects, perceived with noise."""
+    if not task.aspects:
+        raise CollectionError(f"task {task.name!r} declares no aspects for the simulated panel to critique; "
+                              "use feedback.kind=pairwise or feedback.source=humans")
+    return AspectCritic(task.aspects, noise=config.panel.critique_noise, context=context_index(context))
 
 
 def judge_scorer(task: Task, scorer: str, device: Any = None) -> Callable[[Sequence[str], Sequence[str]], list[float]]:

@@ -18,6 +18,7 @@ from rlhfkit.rl.config import (DPOConfig, DPOOptimConfig, DPORunConfig, Generati
                                PolicyGradientConfig, PPOConfig, RewardConfig, RunConfig)
 
 FeedbackSource = Literal["panel", "judge", "humans"]
+FeedbackKind = Literal["pairwise", "critique"]
 Algorithm = Literal["ppo", "grpo", "rloo", "reinforce", "dpo"]
 
 
@@ -53,6 +54,8 @@ class PanelConfig:
     temperature: float = field(0.1, help="Bradley-Terry noise of honest members, in gold-reward units.")
     position_bias: float = field(0.0, help="Added to the utility of the left-hand response.")
     length_bias: float = field(0.0, help="Utility added per 100 characters of response.")
+    critique_noise: float = field(0.1, help="feedback.kind=critique: Gaussian noise on each gold aspect score "
+                                            "(in [0, 1]) an honest member perceives before writing its critique.")
 
 
 @dataclass
@@ -80,6 +83,16 @@ class FeedbackConfig:
     """Where comparisons go and who answers them."""
 
     source: FeedbackSource = field("panel", help="panel (simulated), judge (AI) or humans (web app).")
+    kind: FeedbackKind = field(
+        "pairwise", help="pairwise: annotators compare the selected pairs; critique: a rating campaign with "
+                         "free-text critiques on the selected pairs' candidates, and the reward model trains on "
+                         "the encoded critiques alone (the numeric ratings are dropped, so only the text carries "
+                         "the signal).")
+    critique_encoder: str = field("rules", help="feedback.kind=critique: the critique encoder (rules, rules:FILE, "
+                                                "learned, learned:FILE.npz, module:function, or a reward-model "
+                                                "directory; see `rlhfkit encode-critiques --help`).")
+    critique_min_confidence: float = field(0.0, help="feedback.kind=critique: drop encoded critiques at or below "
+                                                     "this confidence.")
     db_url: str | None = field(None, help="Feedback database for the loop's own server "
                                           "(default: SQLite RUN_DIR/feedback/feedback.db; PostgreSQL by URL).")
     server_url: str | None = field(None, help="Use an already running `rlhfkit serve` instead of starting one "
@@ -213,6 +226,16 @@ class LoopConfig:
                             f"do not fit in {panel.size} members")
         if self.feedback.source == "panel" and self.feedback.redundancy > panel.size:
             problems.append(f"feedback.redundancy {self.feedback.redundancy} exceeds the panel size {panel.size}")
+        if self.feedback.kind == "critique":
+            if self.feedback.source == "judge":
+                problems.append("feedback.kind=critique needs feedback.source panel or humans (the judge writes "
+                                "no critiques)")
+            if self.policy.algorithm == "dpo":
+                problems.append("feedback.kind=critique gives rating records, not the preference pairs "
+                                "policy.algorithm=dpo trains on; use ppo, grpo, rloo or reinforce")
+            if not 0 <= self.feedback.critique_min_confidence < 1:
+                problems.append("feedback.critique_min_confidence must be in [0, 1), "
+                                f"got {self.feedback.critique_min_confidence}")
         if not 0 < self.feedback.humans.quota <= 1:
             problems.append(f"feedback.humans.quota must be in (0, 1], got {self.feedback.humans.quota}")
         if self.eval.prompts < 1 or self.eval.samples_per_prompt < 1:

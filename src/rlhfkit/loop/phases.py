@@ -139,11 +139,16 @@ def open_campaign(ctx: LoopContext) -> None:
     instructions = ctx.config.feedback.instructions or ctx.task.judge_instructions
     with server.admin() as admin:
         campaign_id = collect.open_campaign(admin, collect.campaign_name(ctx.state.run_id, ctx.round), candidates,
-                                            pairs, ctx.config.feedback, instructions, ctx.round)
+                                            pairs, ctx.config.feedback, instructions, ctx.round,
+                                            kind=ctx.config.feedback.kind)
         _add_annotators(ctx, admin, campaign_id)
     if campaign_id not in ctx.state.campaign_ids:
         ctx.state.campaign_ids.append(campaign_id)
-    ctx.display.log(f"round {ctx.round}: campaign {campaign_id} open with {len(pairs)} comparisons at {server.url}")
+    if ctx.config.feedback.kind == "critique":
+        size = f"{len({i for p in pairs for i in (p.a, p.b)})} responses to rate and critique"
+    else:
+        size = f"{len(pairs)} comparisons"
+    ctx.display.log(f"round {ctx.round}: campaign {campaign_id} open with {size} at {server.url}")
 
 
 def _add_annotators(ctx: LoopContext, admin: Any, campaign_id: int) -> None:
@@ -171,13 +176,15 @@ def collect_feedback(ctx: LoopContext) -> None:
     campaign_id = ctx.state.campaign_ids[-1]
     ctx.display.phase(f"round {ctx.round} · collect ({cfg.source})", None)
 
+    unit = "tasks" if cfg.kind == "critique" else "comparisons"
+
     def show(complete: int, total: int) -> None:
-        ctx.display.update(complete, total, info="comparisons complete")
+        ctx.display.update(complete, total, info=f"{unit} complete")
 
     started = time.perf_counter()
     progress = _collect(ctx, campaign_id, show)
     ctx.display.log(f"round {ctx.round}: {progress['annotations']} answers, {progress['complete']}/{progress['tasks']} "
-                    f"comparisons complete ({time.perf_counter() - started:.1f} s)")
+                    f"{unit} complete ({time.perf_counter() - started:.1f} s)")
 
 
 def _collect(ctx: LoopContext, campaign_id: int, show: Any) -> dict[str, Any]:
@@ -221,21 +228,34 @@ def aggregate_feedback(ctx: LoopContext) -> None:
     with ctx.feedback().admin() as admin:
         for campaign_id in ctx.state.campaign_ids:
             rows.extend(admin.annotations(campaign_id))
-    records = aggregate.aggregate_feedback(rows, ctx.config.feedback.aggregate)
+    cfg = ctx.config.feedback
+    extra: dict[str, float] = {}
+    if cfg.kind == "critique":
+        try:
+            encoded = aggregate.critique_records(rows, cfg.critique_encoder, cfg.critique_min_confidence,
+                                                 ctx.config.seed)
+        except ValueError as exc:
+            raise collect.CollectionError(f"round {ctx.round}: {exc}") from exc
+        records, extra = encoded.records, encoded.stats
+        for line in encoded.lines:
+            ctx.display.log(line)
+    else:
+        records = aggregate.aggregate_feedback(rows, cfg.aggregate)
     if not records:
         raise collect.CollectionError(f"round {ctx.round}: no answers yet in campaigns {ctx.state.campaign_ids}; "
                                       "nothing to train the reward model on")
-    gold = ctx.task.gold_reward if ctx.task.has_gold and ctx.config.feedback.source == "panel" else None
+    gold = ctx.task.gold_reward if ctx.task.has_gold and cfg.source == "panel" else None
     reliability = aggregate.annotator_reliability(rows, gold)
     write_jsonl(ctx.paths.feedback_records(ctx.round), records)
     atomic_write_json(ctx.round_dir / "annotator_reliability.json", reliability)
     this_round = [r for r in rows if r["samples"] and r["samples"][0].get("round") == ctx.round]
     atomic_write_json(ctx.round_dir / "feedback_stats.json",
                       {"feedback/answers_total": len(rows), "feedback/answers_round": len(this_round),
-                       "feedback/records": len(records)})
+                       "feedback/records": len(records), **extra})
     spread = ", ".join(f"{e['annotator']} {e['reliability']:.2f}" for e in reliability)
-    ctx.display.log(f"round {ctx.round}: {len(records)} preference records from {len(rows)} answers; "
-                    f"reliability: {spread}")
+    what = "critique rating records (ratings dropped)" if cfg.kind == "critique" else "preference records"
+    ctx.display.log(f"round {ctx.round}: {len(records)} {what} from {len(rows)} answers"
+                    + (f"; reliability: {spread}" if spread else ""))
 
 
 def train_reward(ctx: LoopContext) -> None:
@@ -257,9 +277,12 @@ def train_reward(ctx: LoopContext) -> None:
         rm_eval["gold_accuracy"], rm_eval["gold_pairs"] = gold
     atomic_write_json(ctx.round_dir / "rm_eval.json", rm_eval)
     ctx.state.reward_model = str(model_dir)
-    accuracy = f"{rm_eval['accuracy']:.3f}" if "accuracy" in rm_eval else "n/a"
+    if "accuracy" not in rm_eval and "rating_spearman" in rm_eval:
+        held_out = f"held-out rating Spearman {rm_eval['rating_spearman']:.3f}"
+    else:
+        held_out = "held-out accuracy " + (f"{rm_eval['accuracy']:.3f}" if "accuracy" in rm_eval else "n/a")
     agreement = f"{rm_eval['gold_accuracy']:.3f}" if "gold_accuracy" in rm_eval else "n/a"
-    ctx.display.log(f"round {ctx.round}: reward model held-out accuracy {accuracy}, gold agreement {agreement}")
+    ctx.display.log(f"round {ctx.round}: reward model {held_out}, gold agreement {agreement}")
 
 
 def optimize(ctx: LoopContext) -> None:

@@ -2,8 +2,9 @@
 
 Training is ``rlhfkit.reward.pipeline.train_reward_model`` (resumable from its own checkpoints);
 the loop chooses the starting point (the previous round's model or the base trunk), the data and
-the output directory, and writes ``rm_eval.json`` (held-out accuracy, plus agreement with the
-gold reward's preferences on this round's candidates when the task has one).
+the output directory, and writes ``rm_eval.json`` (held-out pairwise accuracy, or rating Spearman for
+rating-only data such as encoded critiques, plus agreement with the gold reward's preferences on this
+round's candidates when the task has one).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def train_round_reward(train_config: RewardTrainConfig,
     if outcome.evaluation is not None and "pairwise_accuracy" in outcome.evaluation.metrics:
         metric = outcome.evaluation.metrics["pairwise_accuracy"]
         summary.update(accuracy=metric.value, accuracy_low=metric.low, accuracy_high=metric.high, n=metric.n)
+    metric = outcome.evaluation.metrics.get("rating_spearman") if outcome.evaluation is not None else None
+    if metric is not None and math.isfinite(metric.value):
+        summary.update(rating_spearman=metric.value, rating_spearman_low=metric.low,
+                       rating_spearman_high=metric.high, rating_n=metric.n)
     return outcome.model_dir, summary
 
 

@@ -82,5 +82,16 @@ def quality_report(rows: Sequence[Mapping[str, Any]], *, model: ReliabilityModel
     """{kind: {"tasks", "annotations", "krippendorff_alpha", "annotators": {name: reliability fields}}}.
 
     Skips are left out; gold tasks are included (they anchor Dawid-Skene and count toward agreement).
+    Edits have no agreement to measure: their entry counts each annotator's rewrites and "no change needed".
     """
-    return {kind: _kind_report(kind, group, model) for kind, group in tasks_by_kind(group_tasks(rows)).items()}
+    report = {kind: _kind_report(kind, group, model)
+              for kind, group in tasks_by_kind(group_tasks([r for r in rows if r.get("kind") != "edit"])).items()}
+    edits = [r for r in rows if r.get("kind") == "edit" and not (r.get("resolved") or {}).get("skip")]
+    if edits:
+        annotators: dict[str, dict[str, int]] = {}
+        for row in edits:
+            entry = annotators.setdefault(row["annotator"], {"edits": 0, "unchanged": 0})
+            entry["unchanged" if row["resolved"].get("unchanged") else "edits"] += 1
+        report["edit"] = {"tasks": len({r["task_id"] for r in edits}), "annotations": len(edits),
+                          "krippendorff_alpha": None, "annotators": dict(sorted(annotators.items()))}
+    return report

@@ -15,6 +15,7 @@ from rlhfkit.feedback.aggregate.crowd_bt import Comparison, crowd_bradley_terry,
 from rlhfkit.feedback.aggregate.export import LabelItem, PairItem, common_fields, label_records, pairwise_records
 from rlhfkit.feedback.aggregate.labels import ReliabilityModel, Vote, dawid_skene, majority_vote
 from rlhfkit.feedback.aggregate.ratings import rating_reliability
+from rlhfkit.feedback.edits import edit_pair
 
 AggregateMethod = Literal["majority", "reliability"]
 
@@ -48,22 +49,33 @@ def aggregate_records(
     - rating: majority = mean rating; reliability = precision-weighted mean (`rating_reliability`), weight 1.
     - ranking: majority = Borda (mean position, equal means share a rank); reliability = crowd Bradley-Terry
       scores over all answers' implied pairs (inverted or random rankers get beta <= ~0), weight 1.
+    - edit: not votes but one rewrite each, so every edit is its own pairwise record (rewrite chosen over
+      the original, its annotator kept, weight 1; ``rlhfkit.feedback.reports.edit_pair``), after its task's
+      other records; "no change needed" answers make none.
     Pairs of identical texts are dropped and a ranking lists each distinct text once (at its best rank).
     `annotator` is null and `timestamp` the latest submission of the task.
     """
     if method not in ("majority", "reliability"):
         raise ValueError(f"aggregate_records: unknown method {method!r}; use majority or reliability")
-    tasks = group_tasks(rows)
+    edits: dict[int, list[dict]] = {}
+    for row in rows:
+        if row.get("kind") == "edit":
+            pair = edit_pair(row)
+            if pair is not None:
+                edits.setdefault(int(row["task_id"]), []).append(pair)
+    tasks = group_tasks([row for row in rows if row.get("kind") != "edit"])
     records: list[dict] = []
     builders = {"pairwise": _pairwise_from_rows, "binary": _binary_from_rows, "rating": _rating_from_rows,
                 "ranking": _ranking_from_rows}
     out: dict[int, dict] = {}
     for kind, group in tasks_by_kind(tasks).items():
         out.update(builders[kind](group, method, model))
-    for task_id in sorted(out):
-        record = out[task_id]
-        record["timestamp"] = tasks[task_id]["timestamp"]
-        records.append(record)
+    for task_id in sorted(set(out) | set(edits)):
+        if task_id in out:
+            record = out[task_id]
+            record["timestamp"] = tasks[task_id]["timestamp"]
+            records.append(record)
+        records.extend(edits.get(task_id, []))
     return records
 
 

@@ -93,12 +93,13 @@ def annotator_page(cid: IdPath, aid: IdPath, request: Request, session: SessionD
 
 
 @router.get("/campaigns/{cid}/export")
-def export(cid: IdPath, session: SessionDep, admin: WebAdmin, aggregate: str = "none") -> Response:
-    """Download the campaign's feedback records as JSON lines."""
+def export(cid: IdPath, session: SessionDep, admin: WebAdmin, aggregate: str = "none", edits: str = "pairs") -> Response:
+    """Download the campaign's feedback records (or, with ``edits=sft``, its edits as SFT examples) as JSON lines."""
     campaign = crud.get_campaign_for(session, campaign_id=cid, principal=admin)
     skipped: list[str] = []
-    records = reports.export_records(session, campaign=campaign, aggregate=aggregate, skipped=skipped)
+    records = reports.export_records(session, campaign=campaign, aggregate=aggregate, skipped=skipped, edits=edits)
     body = reports.records_jsonl(records)
+    name = f"campaign-{campaign.id}-{'sft' if edits == 'sft' else aggregate}.jsonl"
     return Response(body, media_type="application/x-ndjson",
-                    headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}-{aggregate}.jsonl"',
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
                              "X-Skipped-Records": str(len(skipped))})

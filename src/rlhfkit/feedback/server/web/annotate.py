@@ -9,6 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from rlhfkit.feedback import crud, reports
+from rlhfkit.feedback.rules import MAX_EDIT
 from rlhfkit.feedback.server.api.deps import CsrfDep, IdPath, SessionDep, SettingsDep, WebAnnotator
 from rlhfkit.feedback.server.web.render import render
 
@@ -27,13 +28,13 @@ def my_campaigns(request: Request, session: SessionDep, me: WebAnnotator) -> Res
 
 
 def _task_page(request: Request, session: Any, me: Any, assignment: Any, *, error: Optional[str] = None,
-               status_code: int = 200) -> Response:
+               status_code: int = 200, draft: Optional[str] = None) -> Response:
     view = crud.assignment_view(session, assignment=assignment)
     campaign = crud.get_campaign_for(session, campaign_id=assignment.campaign_id, principal=me)
     lo, hi = view["scale"] or (0, 0)
     discrete = float(lo).is_integer() and float(hi).is_integer() and 2 <= hi - lo <= 10
     return render(request, "task.html", user=me, view=view, campaign=campaign, error=error, status_code=status_code,
-                  idempotency_key=secrets.token_urlsafe(18),
+                  idempotency_key=secrets.token_urlsafe(18), max_edit=MAX_EDIT, draft=draft,
                   rating_values=[int(lo) + i for i in range(int(hi - lo) + 1)] if discrete else [])
 
 
@@ -52,9 +53,11 @@ def next_task(cid: IdPath, request: Request, session: SessionDep, me: WebAnnotat
 
 
 def _answer_from_form(kind: str, choice: Optional[str], rating: Optional[str], label: Optional[str],
-                      rank: list[str], item: list[int]) -> dict[str, Any]:
+                      rank: list[str], item: list[int], edit_text: Optional[str] = None) -> dict[str, Any]:
     if choice == "skip":
         return {"skip": True}
+    if kind == "edit":
+        return {"unchanged": True} if choice == "unchanged" else {"text": (edit_text or "").replace("\r\n", "\n")}
     if kind == "pairwise":
         return {"choice": choice}
     if kind == "rating":
@@ -78,18 +81,19 @@ def answer(aid: IdPath, request: Request, session: SessionDep, me: WebAnnotator,
            label: Annotated[Optional[str], Form(max_length=8)] = None,
            rank: Annotated[list[str], Form()] = [],
            item: Annotated[list[int], Form()] = [],
+           edit_text: Annotated[Optional[str], Form(max_length=MAX_EDIT)] = None,
            critique: Annotated[str, Form(max_length=10_000)] = "",
            time_spent_ms: Annotated[Optional[int], Form(ge=0, le=86_400_000)] = None) -> Response:
     """Store the answer (idempotent) and go on to the next task."""
     assignment = crud.get_assignment_for(session, assignment_id=aid, principal=me)
     kind = crud.assignment_view(session, assignment=assignment)["kind"]
     try:
-        body = _answer_from_form(kind, choice, rating, label, rank, item)
+        body = _answer_from_form(kind, choice, rating, label, rank, item, edit_text)
         crud.submit_annotation(session, assignment=assignment, idempotency_key=idempotency_key, answer=body,
                                critique=critique.strip() or None, time_spent_ms=time_spent_ms, source="web")
     except crud.InvalidError as exc:
         session.rollback()
-        return _task_page(request, session, me, assignment, error=str(exc), status_code=422)
+        return _task_page(request, session, me, assignment, error=str(exc), status_code=422, draft=edit_text)
     except crud.ConflictError:
         session.rollback()
     return RedirectResponse(f"/campaigns/{assignment.campaign_id}/task", status_code=303)

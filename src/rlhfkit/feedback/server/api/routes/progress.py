@@ -35,10 +35,11 @@ def annotations(cid: IdPath, session: SessionDep, admin: AdminDep) -> list[dict[
 
 @router.get("/export")
 def export(cid: IdPath, session: SessionDep, admin: AdminDep,
-           aggregate: str = Query("none", pattern="^(none|majority|reliability)$")) -> Response:
-    """Feedback records as JSON lines (raw or aggregated)."""
+           aggregate: str = Query("none", pattern="^(none|majority|reliability)$"),
+           edits: str = Query("pairs", pattern="^(pairs|sft)$")) -> Response:
+    """Feedback records as JSON lines (raw or aggregated); ``edits=sft``: the edits as SFT examples instead."""
     campaign = crud.get_campaign_for(session, campaign_id=cid, principal=admin)
     skipped: list[str] = []
-    records = reports.export_records(session, campaign=campaign, aggregate=aggregate, skipped=skipped)
+    records = reports.export_records(session, campaign=campaign, aggregate=aggregate, skipped=skipped, edits=edits)
     body = reports.records_jsonl(records)
     return Response(body, media_type="application/x-ndjson", headers={"X-Skipped-Records": str(len(skipped))})
