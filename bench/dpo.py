@@ -42,11 +42,25 @@ def pairs(seed: int = 0) -> list[Pair]:
     return [Pair(prompt, words(), words()) for prompt in prompts]
 
 
+def floor_summary(seconds: float, cpu_seconds: float, data: list[Pair]) -> dict:
+    """floor_s / overhead of the whole run (reference log-probs + one epoch), on the same token shapes:
+    per batch of 16 pairs, 32 rows of 16 prompt + 48 completion tokens (see bench/floor.py)."""
+    import floor
+
+    tokenizer = wl.tokenizer()
+    rows = [tokenizer(p.prompt + " " + text).input_ids for p in data for text in (p.chosen, p.rejected)]
+    ids = torch.tensor(rows).view(len(data), 2, -1)
+    batches = [torch.cat([ids[i:i + BATCH_PAIRS, 0], ids[i:i + BATCH_PAIRS, 1]]) for i in range(0, len(data), BATCH_PAIRS)]
+    floor_s, parts = floor.preference_floor(wl.bundle(critic=False).policy, batches, wl.PROMPT_TOKENS)
+    return floor.summary(seconds, floor_s, parts, cpu_seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--baseline", action="store_true",
                         help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
+    parser.add_argument("--no-floor", action="store_true", help="Skip timing the floor (bench/floor.py).")
     args = parser.parse_args()
     threads = configure_threads(args.threads)
     load_before = wl.loadavg()
@@ -70,14 +84,18 @@ def main() -> None:
             trainer.harness.step += 1
         train_seconds = time.perf_counter() - train_started
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+        optimizer_steps = trainer.harness.step
+        del trainer
+    peak_rss = wl.peak_rss_mb()  # the trainer's peak, before the floor's own models
+    floor_fields = {} if args.no_floor else floor_summary(seconds, cpu_seconds, data)
     print(json.dumps({
         "bench": "dpo", "baseline": args.baseline, "threads": threads, "pairs": PAIRS,
-        "batch_pairs": BATCH_PAIRS, "seq_len": wl.PROMPT_TOKENS + COMPLETION_TOKENS, "optimizer_steps": trainer.harness.step,
+        "batch_pairs": BATCH_PAIRS, "seq_len": wl.PROMPT_TOKENS + COMPLETION_TOKENS, "optimizer_steps": optimizer_steps,
         "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
         "reference_seconds": round(reference_seconds, 3), "train_seconds": round(train_seconds, 3),
         "pairs_per_s": round(PAIRS / seconds, 2), "train_pairs_per_s": round(PAIRS / train_seconds, 2),
         "last_loss": round(metrics["loss/dpo"], 4),
-        "peak_rss_mb": round(wl.peak_rss_mb(), 1), "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
+        "peak_rss_mb": round(peak_rss, 1), **floor_fields, "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
     }))
 
 

@@ -41,7 +41,12 @@ def main() -> None:
         trainer = OnPolicyTrainer(config, wl.bundle(critic=False), wl.reward(fused_gelu=not args.baseline),
                                   wl.prompts(256), make_sampler(args.backend))
         timing = bench.time_steps(trainer, args.steps)
+        del trainer
     completions = PROMPTS * GROUP * args.steps
+    peak_rss = wl.peak_rss_mb()  # the trainer's peak, before the floor's own models
+    floor_fields = {} if args.no_floor else bench.onpolicy_floor(timing.seconds / args.steps, timing.cpu_seconds / args.steps,
+                                                                 PROMPTS, GROUP, 1,
+                                                                 critic=False)
     print(json.dumps({
         "bench": "grpo", "backend": args.backend, "baseline": args.baseline, "threads": threads,
         "steps": args.steps, "prompts": PROMPTS, "group": GROUP, "prompt_tokens": wl.PROMPT_TOKENS,
@@ -50,7 +55,7 @@ def main() -> None:
         "generated_tokens_per_s": round(completions * wl.NEW_TOKENS / timing.seconds, 1),
         "seconds_per_step": timing.phases | {"total": round(timing.seconds / args.steps, 4)},
         "optimizer_steps_per_step": timing.metrics["train/updates"],
-        "peak_rss_mb": round(wl.peak_rss_mb(), 1), "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
+        "peak_rss_mb": round(peak_rss, 1), **floor_fields, "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
     }))
 
 

@@ -41,7 +41,12 @@ def main() -> None:
         trainer = OnPolicyTrainer(config, wl.bundle(critic=True), wl.reward(fused_gelu=not args.baseline),
                                   wl.prompts(256), make_sampler(args.backend))
         timing = bench.time_steps(trainer, args.steps)
+        del trainer
     episodes = BATCH * args.steps
+    peak_rss = wl.peak_rss_mb()  # the trainer's peak, before the floor's own models
+    floor_fields = {} if args.no_floor else bench.onpolicy_floor(timing.seconds / args.steps, timing.cpu_seconds / args.steps,
+                                                                 BATCH, 1, MINIBATCHES,
+                                                                 critic=True)
     print(json.dumps({
         "bench": "ppo", "backend": args.backend, "baseline": args.baseline, "threads": threads, "steps": args.steps, "batch": BATCH,
         "prompt_tokens": wl.PROMPT_TOKENS, "new_tokens": wl.NEW_TOKENS, "minibatches": MINIBATCHES,
@@ -50,7 +55,7 @@ def main() -> None:
         "generated_tokens_per_s": round(episodes * wl.NEW_TOKENS / timing.seconds, 1),
         "seconds_per_step": timing.phases | {"total": round(timing.seconds / args.steps, 4)},
         "optimizer_steps_per_step": timing.metrics["train/updates"],
-        "peak_rss_mb": round(wl.peak_rss_mb(), 1), "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
+        "peak_rss_mb": round(peak_rss, 1), **floor_fields, "loadavg_before": load_before, "loadavg_after": wl.loadavg(),
     }))
 
 

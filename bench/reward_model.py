@@ -119,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-naive", action="store_true", help="Only time our trainer.")
+    parser.add_argument("--no-floor", action="store_true", help="Skip timing the floor (bench/floor.py).")
     args = parser.parse_args()
     threads = configure_threads(args.threads)
     load_before = loadavg()
@@ -134,6 +135,16 @@ def main() -> None:
               "seq_len": PROMPT_TOKENS + COMPLETION_TOKENS, "seconds": round(seconds, 3),
               "cpu_seconds": round(cpu_seconds, 3),
               "pairs_per_s": round(PAIRS / seconds, 2), "peak_rss_mb": round(rss_ours, 1)}
+    if not args.no_floor:
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import floor
+
+        ids = [torch.tensor([records[i].sequences[k] for k in (0, 1) for i in batch]).view(2 * len(batch), -1)
+               for batch in epoch_batches(records, BATCH_PAIRS, seed=0, epoch=0)]  # chosen rows, then rejected
+        floor_s, parts = floor.reward_floor(base, ids)
+        result.update(floor.summary(seconds, floor_s, parts, cpu_seconds))
     if not args.skip_naive:
         naive_seconds, naive_cpu, naive_first = run_naive(copy.deepcopy(base), records)
         result.update({"naive_seconds": round(naive_seconds, 3), "naive_cpu_seconds": round(naive_cpu, 3),

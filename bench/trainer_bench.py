@@ -18,6 +18,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--backend", default="cached", help="Rollout backend: hf, cached, cached-static.")
     parser.add_argument("--baseline", action="store_true",
                         help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
+    parser.add_argument("--no-floor", action="store_true", help="Skip timing the floor (bench/floor.py).")
     return parser.parse_args()
 
 
@@ -49,3 +50,17 @@ def time_steps(trainer: Any, steps: int) -> Timing:
         trainer.harness.step += 1
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return Timing(seconds, cpu_seconds, wl.summarize_phases(trainer.harness.timer.pop(), steps), metrics)
+
+
+def onpolicy_floor(step_s: float, step_cpu_s: float, prompts: int, group: int, minibatches: int, critic: bool,
+                   repeats: int = 3) -> dict[str, Any]:
+    """floor_s / overhead fields for a GRPO or PPO step (see bench/floor.py), on fresh copies of the
+    same models and the same shapes: ``prompts`` x ``group`` rows, 16 prompt + 32 new tokens."""
+    import floor
+
+    models = wl.bundle(critic=critic)
+    reward_model = wl.reward().members[0].model
+    ids = wl.tokenizer()(wl.prompts(prompts), return_tensors="pt").input_ids.repeat_interleave(group, dim=0)
+    seconds, parts, error = floor.onpolicy_floor(models.policy, reward_model, ids, wl.NEW_TOKENS, minibatches,
+                                                 critic=models.value_model, eos_id=wl.EOS_ID, repeats=repeats)
+    return floor.summary(step_s, seconds, parts, step_cpu_s) | {"floor_sampler_logprob_error": error}
