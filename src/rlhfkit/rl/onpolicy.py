@@ -114,11 +114,6 @@ class OnPolicyTrainer:
         h.log_extras.append(lambda: {"kl/coef": self.kl_controller.value})
         logger.info("%s objective: %s", config.algo, config.objective())
 
-    @property
-    def rows_per_step(self) -> int:
-        """Responses sampled per step."""
-        return self.config.num_prompts * self.config.group_size
-
     def train(self, on_step: StepHook | None = None) -> list[dict[str, float]]:
         """Run until ``run.steps``; returns the metrics of each step."""
         return run_loop(self.harness, self.train_step, self.config.algo, on_step)
@@ -180,9 +175,10 @@ class OnPolicyTrainer:
             with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
                   autocast(self.device, self.compute_dtype)):
                 ref_logprobs = token_logprobs(reference, seqs, attn, start, cfg.generation.temperature) * mask
-            kl = kl_estimate(old_logprobs, ref_logprobs, cfg.kl.estimator) * mask
-            metrics.update(kl_metrics((old_logprobs - ref_logprobs) * mask,
-                                      kl_estimate(old_logprobs, ref_logprobs, "k3") * mask))
+            estimates = {name: kl_estimate(old_logprobs, ref_logprobs, name) * mask
+                         for name in {"k1", "k3", cfg.kl.estimator}}
+            kl = estimates[cfg.kl.estimator]
+            metrics.update(kl_metrics(estimates["k1"], estimates["k3"]))
             metrics["kl/negative_warning"] = float(warn_negative_kl(metrics["kl/mean"], self.harness.step))
         final = scores.final.to(mask.device)
         token_rewards, penalty = shape_token_rewards(final, kl, mask, beta if cfg.kl_in == "reward" else 0.0)
