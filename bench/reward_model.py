@@ -32,7 +32,8 @@ from rlhfkit.models.reward_model import RewardModel, RewardModelSettings  # noqa
 from rlhfkit.reward.batching import EncodedRecord, epoch_batches  # noqa: E402
 from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig  # noqa: E402
 from rlhfkit.reward.losses import bradley_terry_loss  # noqa: E402
-from rlhfkit.reward.trainer import RewardTrainer, disable_dropout  # noqa: E402
+from rlhfkit.reward.trainer import RewardTrainer  # noqa: E402
+from rlhfkit.utils.precision import disable_dropout  # noqa: E402
 from rlhfkit.utils.runtime import configure_threads  # noqa: E402
 
 VOCAB, POSITIONS, EMBD, LAYERS, HEADS = 4096, 256, 256, 4, 4

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from rlhfkit.loop.config import LoopConfig
 from rlhfkit.rl.config import DPOConfig, OnPolicyConfig

@@ -28,10 +28,10 @@ from rlhfkit.models.reward_model import (ENSEMBLE_CONFIG, REWARD_CONFIG, RewardE
 from rlhfkit.reward.batching import assign_bootstrap_weights, encode_records
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.evaluation import EvalReport, evaluate_model, plot_reliability
-from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary, disable_dropout
+from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary
 from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
 from rlhfkit.utils.progress import console
-from rlhfkit.utils.precision import enable_gradient_checkpointing
+from rlhfkit.utils.precision import disable_dropout, enable_gradient_checkpointing
 from rlhfkit.utils.runtime import configure_threads, pick_device, pick_dtype, seed_everything
 from rlhfkit.utils.tracking import Tracker
 

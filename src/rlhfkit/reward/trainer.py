@@ -30,7 +30,6 @@ from rlhfkit.reward.losses import ordered_thresholds
 from rlhfkit.reward.objective import batch_objective
 from rlhfkit.utils.checkpoint import (all_finite, atomic_write_dir, capture_rng_state, latest_checkpoint, load_state,
                                       prune_checkpoints, restore_rng_state, save_state)
-from rlhfkit.utils.precision import disable_dropout
 from rlhfkit.utils.progress import make_progress
 from rlhfkit.utils.tracking import Tracker
 
