@@ -401,7 +401,7 @@ def trainer_section(algo: str, size: Size, args: argparse.Namespace, device: tor
         build_s = time.perf_counter() - built
         timed = time_trainer(trainer, args.steps, deadline, device)
         metrics = timed.pop("metrics")
-        rows = trainer.rows_per_step
+        rows = trainer.config.num_prompts * trainer.config.group_size
         rollout = bandwidth_floor(bundle.policy, rows, args.prompt_tokens, args.new_tokens, dtype,
                                   timed.pop("generation_s"), bandwidth)
         params = unique_params(bundle.policy)
