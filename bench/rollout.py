@@ -1,7 +1,14 @@
-"""Rollout backend timing: HF generate vs our KV-cache loop on a randomly initialised GPT-2.
+"""Rollout backend timing: HF generate vs our samplers on a randomly initialised GPT-2.
 
 Run: OMP_WAIT_POLICY=PASSIVE python bench/rollout.py --threads 2
-Prints one JSON line per (sampler, scenario) with seconds (median of --repeats) and tokens/s.
+Samplers: the names of ``SAMPLERS`` plus ``compiled:eager`` / ``compiled:compile`` (the compiled
+backend with compilation forced off / on). Each sampler's first call, on the full batch, is its
+warm-up (``warmup_s``: that call minus the warm median; compilation happens there). Prints one JSON
+line per (sampler, scenario) with seconds (median of --repeats, order alternated per repeat),
+process CPU seconds (median), tokens/s and the process's peak RSS so far, then one summary line
+per scenario with each sampler's speed-up over HF generate: warm (median vs median, wall and CPU)
+and ``cold`` (first call vs first call, the warm-up counted once: what a process that samples
+once sees; the warm-up call uses the "sample" scenario).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import time
 
@@ -18,7 +26,8 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 
-from rlhfkit.rl.rollout import SamplingParams, make_sampler  # noqa: E402
+from rlhfkit.rl.compiled_sampler import CompiledSampler  # noqa: E402
+from rlhfkit.rl.rollout import Sampler, SamplingParams, make_sampler  # noqa: E402
 
 WORDS = ("the movie was great and the actors were wonderful but the food was bad and the service slow "
          "what a lovely day the sun is bright please explain why the sky is blue in one short sentence").split()
@@ -37,6 +46,37 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     return hf
 
 
+def sampler_named(name: str) -> Sampler:
+    """A registered sampler, or the compiled backend with compilation forced (``compiled:eager|compile``)."""
+    if name.startswith("compiled:"):
+        mode = name.split(":", 1)[1]
+        if mode not in ("eager", "compile"):
+            raise ValueError(f"unknown compiled mode {mode!r} in {name!r}; use compiled:eager or compiled:compile")
+        return CompiledSampler(compile=mode == "compile", name=name)
+    return make_sampler(name)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(sampler: Sampler, model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
+          params: SamplingParams, seed: int, cuda: bool) -> tuple[float, float, int]:
+    """Wall and CPU seconds of one ``sample`` call (synchronised on CUDA) and its number of response tokens.
+
+    This process's CPU time is the steadier figure on a shared, oversubscribed CPU box (it excludes
+    time spent waiting for a core; inductor's compile workers are other processes and not in it).
+    """
+    if cuda:
+        torch.cuda.synchronize()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    rollout = sampler.sample(model, tokenizer, prompts, params, generator=torch.Generator().manual_seed(seed))
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, time.process_time() - cpu_start, int(rollout.response_mask.sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -47,7 +87,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--samplers", default="hf,cached,cached-static")
+    parser.add_argument("--samplers", default="hf,cached,cached-static,compiled,compiled:compile")
     parser.add_argument("--eos-boost", type=float, default=6.0, help="EOS logit shift for the varied-length scenario.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,35 +106,47 @@ def main() -> None:
         # EOS made likely: responses end at varied lengths (what compaction of finished rows is for).
         "sample-varied-length": SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0),
     }
-    samplers = {name: make_sampler(name) for name in args.samplers.split(",")}
-    for sampler in samplers.values():
-        sampler.sample(model, tokenizer, prompts[:4], SamplingParams(max_new_tokens=4))  # warm-up
+    samplers = {name: sampler_named(name) for name in args.samplers.split(",")}
+    if "hf" not in samplers:
+        raise ValueError("--samplers must include hf, the reference of the ratios")
+    cuda = args.device.startswith("cuda")
+    first: dict[str, float] = {}
+    for name, sampler in samplers.items():  # warm-up on the full batch: the shapes every scenario uses
+        first[name], _, _ = timed(sampler, model, tokenizer, prompts, scenarios["sample"], 0, cuda)
     for scenario, params in scenarios.items():
-        varied = scenario == "sample-varied-length"
-        if varied:
+        if scenario == "sample-varied-length":
             with torch.no_grad():
                 direction = model.transformer.wte.weight[tokenizer.eos_token_id]
                 model.transformer.ln_f.bias.add_(args.eos_boost * direction / direction.norm().pow(2))
         times: dict[str, list[float]] = {name: [] for name in samplers}
+        cpu_times: dict[str, list[float]] = {name: [] for name in samplers}
         tokens: dict[str, int] = {}
-        for repeat in range(args.repeats):  # interleaved, so load changes on a shared box hit every backend
-            for name, sampler in samplers.items():
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                rollout = sampler.sample(model, tokenizer, prompts, params, generator=torch.Generator().manual_seed(repeat))
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
-                tokens[name] = int(rollout.response_mask.sum())
+        for repeat in range(args.repeats):  # interleaved, order alternated: load changes on a shared box hit all
+            order = list(samplers) if repeat % 2 == 0 else list(reversed(samplers))
+            for name in order:
+                seconds, cpu_seconds, tokens[name] = timed(samplers[name], model, tokenizer, prompts, params, repeat,
+                                                           cuda)
+                times[name].append(seconds)
+                cpu_times[name].append(cpu_seconds)
+        medians = {name: statistics.median(times[name]) for name in samplers}
+        cpu_medians = {name: statistics.median(cpu_times[name]) for name in samplers}
         for name in samplers:
-            seconds = statistics.median(times[name])
+            seconds = medians[name]
             print(json.dumps({"bench": "rollout", "sampler": name, "scenario": scenario, "device": args.device,
                               "threads": args.threads, "batch": args.batch, "new_tokens": args.new_tokens,
                               "vocab": len(tokenizer), "n_embd": args.embd, "layers": args.layers,
-                              "seconds": round(seconds, 4), "response_tokens": tokens[name],
-                              "tokens_per_s": round(tokens[name] / seconds, 1),
-                              "all_s": [round(t, 4) for t in times[name]]}), flush=True)
+                              "seconds": round(seconds, 4), "cpu_s": round(cpu_medians[name], 4),
+                              "warmup_s": round(max(first[name] - medians[name], 0.0), 3),
+                              "response_tokens": tokens[name], "tokens_per_s": round(tokens[name] / seconds, 1),
+                              "all_s": [round(t, 4) for t in times[name]], "peak_rss_mb": round(peak_rss_mb(), 1),
+                              "loadavg": os.getloadavg()[0]}), flush=True)
+        hf = medians["hf"]
+        summary = {name: {"warm": round(hf / medians[name], 2),
+                          "warm_cpu": round(cpu_medians["hf"] / cpu_medians[name], 2),
+                          "cold": round(first["hf"] / first[name], 2)}
+                   for name in samplers if name != "hf"}
+        print(json.dumps({"bench": "rollout-summary", "scenario": scenario, "device": args.device,
+                          "speedup_vs_hf": summary}), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ from arch_zoo import CHAT_ARCHITECTURES, FAMILIES
 
 from rlhfkit.data.records import Comparison
 from rlhfkit.data.sft import SFTRecord, tokenize_record
-from rlhfkit.models.chat import Conversation
+from rlhfkit.models.chat import Conversation, turn_end_ids
 from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.reward_model import RewardModel
 from rlhfkit.reward.batching import encode_records
 from rlhfkit.rl.preference_pairs import encode_pairs, read_preference_pairs
-from rlhfkit.rl.rollout import encode_prompts
+from rlhfkit.rl.rollout import encode_prompts, eos_token_ids
 
 pytestmark = pytest.mark.arch
 
@@ -72,11 +72,14 @@ def test_sft_conversation_has_one_bos_and_trains_the_answer(zoo, arch) -> None:
 
 
 def expected_response(tokenizer, content: str) -> list[int]:
-    """The template's response tokens, cut at the first EOS, then one EOS."""
+    """The template's response tokens up to its end of turn (kept unless it is EOS), then one EOS."""
     full = tokenizer.apply_chat_template(USER + answer(content), tokenize=False)
     tail = ids_of(tokenizer, full[len(generation_prompt(tokenizer)):])
     eos = tokenizer.eos_token_id
-    return (tail[: tail.index(eos)] if eos in tail else tail) + [eos]
+    if eos in tail:
+        return tail[: tail.index(eos)] + [eos]
+    turn_end = next((i for i, token in enumerate(tail) if token in turn_end_ids(tokenizer)), None)
+    return (tail if turn_end is None else tail[: turn_end + 1]) + [eos]
 
 
 @pytest.mark.parametrize("arch", CHAT_ARCHITECTURES)
@@ -103,3 +106,32 @@ def test_reward_training_and_rl_scoring_render_the_same_conversation(zoo, arch, 
     model = RewardModel.from_trunk(zoo[arch].policy, seed=0)
     sampled, _ = model.encode([PROMPT], ["The sun is bright."])  # a sampled response is plain text
     assert sampled[0] == encoded[0].sequences[0]
+
+
+#: The token each chat family's template closes an assistant turn with (EOS for qwen2 and llama).
+TURN_ENDS = {"gemma": "<end_of_turn>", "phi3": "<|end|>", "qwen2": "<|im_end|>", "llama": "<|eot_id|>"}
+
+
+@pytest.mark.parametrize("arch", ["gemma", "phi3", "qwen2", "llama"])
+def test_the_end_of_turn_token_is_read_from_the_template(zoo, arch) -> None:
+    tokenizer = _tokenizer(str(zoo[arch].policy))
+    assert turn_end_ids(tokenizer) == {tokenizer.convert_tokens_to_ids(TURN_ENDS[arch])}
+
+
+@pytest.mark.parametrize("arch", ["gemma", "phi3"])
+def test_dpo_and_reward_responses_end_the_turn_where_sampling_stops(zoo, arch, tmp_path) -> None:
+    tokenizer = _tokenizer(str(zoo[arch].policy))
+    turn_end, eos = tokenizer.convert_tokens_to_ids(TURN_ENDS[arch]), tokenizer.eos_token_id
+    content = ids_of(tokenizer, "The sun is bright.")
+    pairs = read_preference_pairs(str(preference_file(tmp_path))).pairs
+    data = encode_pairs(pairs[:1], tokenizer, max_prompt_tokens=128, max_response_tokens=128)
+    chosen = data.chosen_ids[0][data.chosen_mask[0].bool()].tolist()
+    assert chosen == content + [turn_end, eos]  # the template's newline after the turn end is never sampled
+    record = Comparison(PROMPT, Conversation(answer("The sun is bright.")), Conversation(answer("It broke.")))
+    encoded, _ = encode_records([record], tokenizer, max_length=256, eos_id=eos)
+    assert encoded[0].sequences[0][-len(content) - 2:] == content + [turn_end, eos]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(zoo[arch].policy)
+    model.generation_config.eos_token_id = eos  # a checkpoint whose generation config knows only EOS
+    assert set(eos_token_ids(model, tokenizer)) == {eos, turn_end}

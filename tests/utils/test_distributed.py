@@ -44,6 +44,7 @@ def test_env_rank_outside_world_is_an_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 SCRIPT = textwrap.dedent("""
+    import sys
     import torch
     from rlhfkit.utils.distributed import (all_reduce_gradients, all_reduce_sum, broadcast_object, finish_world,
                                            gather_objects, init_world, sum_floats)
@@ -54,7 +55,9 @@ SCRIPT = textwrap.dedent("""
     all_reduce_gradients([param])
     floats = sum_floats({"n": 1.0, "x": 0.25 * world.rank})
     shared = broadcast_object({"from": world.rank})
-    print("RESULT", world.rank, total, param.grad.tolist(), floats, shared, gather_objects(world.rank), flush=True)
+    line = f"{world.rank} {total} {param.grad.tolist()} {floats} {shared} {gather_objects(world.rank)}"
+    with open(f"{sys.argv[1]}/rank{world.rank}.txt", "w") as out:
+        out.write(line)
     finish_world()
 """)
 
@@ -64,10 +67,9 @@ def test_two_processes_sum_and_broadcast(tmp_path) -> None:
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script)],
+                           str(script), str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
-    assert len(lines) == 2
-    for rank, line in enumerate(lines):
-        assert line == (f"RESULT {rank} 3.0 [3.0, 3.0, 3.0] {{'n': 2.0, 'x': 0.25}} {{'from': 0}} [0, 1]")
+    for rank in (0, 1):  # each process writes its own file: their stdout lines may interleave
+        line = (tmp_path / f"rank{rank}.txt").read_text()
+        assert line == f"{rank} 3.0 [3.0, 3.0, 3.0] {{'n': 2.0, 'x': 0.25}} {{'from': 0}} [0, 1]"

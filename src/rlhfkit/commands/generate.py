@@ -61,7 +61,7 @@ def generate(
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop string (repeatable).")] = None,
     min_new_tokens: Annotated[int, typer.Option("--min-new-tokens", min=0, help="Ignore EOS/stops before this.")] = 0,
     greedy: Annotated[bool, typer.Option("--greedy", help="Greedy decoding instead of sampling.")] = False,
-    sampler: Annotated[str, typer.Option("--sampler", help="hf | cached | cached-static.")] = "hf",
+    sampler: Annotated[str, typer.Option("--sampler", help="hf | cached | cached-static | compiled.")] = "hf",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16.")] = "auto",

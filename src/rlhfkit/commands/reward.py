@@ -18,6 +18,9 @@ TRAIN_HELP = """Train a reward model from comparisons, rankings, ratings and goo
 Bad records are reported per reason with record numbers and skipped. Writes OUTPUT_DIR/model (the reward
 model the policy trainers load), checkpoints (a rerun resumes), logs, eval.json and reliability.png.
 
+Several processes: torchrun --nproc_per_node N -m rlhfkit.cli train-rm ... (gloo on CPU, NCCL on GPUs);
+batch_size is the global batch and must be a multiple of N; only the first process writes.
+
 Precedence: defaults < --config YAML < --set < flags.
 """
 
@@ -78,10 +81,14 @@ def train_rm(
         "num_heads": num_heads, "ensemble_size": ensemble_size, "seed": seed, "report_to": report_to,
         "critiques": critiques or None, "critique_encoder": critique_encoder})
     _quiet_transformers()
+    from rlhfkit.utils.distributed import finish_world
+
     try:
         outcome = train_reward_model(cfg)
     except _expected_errors() as exc:
         fail(str(exc))
+    finally:
+        finish_world()
     from rlhfkit.utils.progress import console
 
     steps = ", ".join(str(s.steps) for s in outcome.summaries)

@@ -53,6 +53,25 @@ def _reward_flags(reward_model: list[str] | None, reward_fn: list[str] | None) -
     return {"reward.models": reward_model or None, "reward.functions": reward_fn or None}
 
 
+def join_processes(device: str, command: str) -> Any:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group and keep the other processes quiet
+    (only the main one prints and logs); one process: nothing to join."""
+    import logging
+    import os
+
+    from rlhfkit.utils.distributed import World, init_world, refuse_sharding_engines
+
+    refuse_sharding_engines(f"rlhfkit {command}")
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return World()
+    from rlhfkit.utils.runtime import pick_device
+
+    world = init_world(pick_device(device))
+    if not world.is_main:
+        logging.getLogger("rlhfkit").setLevel(logging.ERROR)
+    return world
+
+
 def _run(train: Any, cfg: Any, report_to: str, resume: bool, resume_from: str | None) -> None:
     """Run ``train`` turning expected failures into one-line errors, then print a summary."""
     from rlhfkit.config import ConfigError
@@ -63,14 +82,23 @@ def _run(train: Any, cfg: Any, report_to: str, resume: bool, resume_from: str | 
     from rlhfkit.rl.guard import TooManySkipsError
     from rlhfkit.rl.prompts import PromptError
     from rlhfkit.rl.rewards import RewardError
+    from rlhfkit.utils.distributed import finish_world
 
-    if hasattr(cfg, "objective"):
+    try:
+        world = join_processes(cfg.run.device, getattr(cfg, "algo", "dpo"))
+    except ValueError as exc:
+        fail(str(exc))
+    if hasattr(cfg, "objective") and world.is_main:
         typer.echo(f"{cfg.algo} objective: {cfg.objective()}")
     try:
         result = train(cfg, report_to=report_to or "tensorboard", resume=resume_from or resume)
     except (ConfigError, ModelError, RewardModelError, RewardError, PromptError, CheckpointError, NoValidRecordsError,
             TooManySkipsError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    finally:
+        finish_world()
+    if not world.is_main:
+        return
     metrics = result.last_metrics
     shown = {k: metrics[k] for k in ("reward/mean", "kl/mean", "loss/policy", "loss/dpo", "rewards/accuracy")
              if k in metrics}

@@ -5,6 +5,10 @@ functions see) that keeps its messages, so it passes through every text interfac
 rendered with the chat template only where a tokenizer turns it into ids. Rendered text is tokenized
 without added special tokens: the template writes BOS itself when the model wants one (no second BOS),
 and the prompt ends with the generation prompt (no EOS before the response).
+
+A response ends the way the template ends an assistant turn: at its end-of-turn token (EOS for
+most templates, ``<end_of_turn>`` for Gemma, ``<|end|>`` for Phi-3; see :func:`turn_end_ids`),
+which is also where sampling stops, so the policy learns to close the turn it is sampled to close.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 Message = dict[str, str]
+_TURN_PROBE = "rlhfkit turn probe"
+_TURN_END_CACHE: dict[tuple[int, str], frozenset[int]] = {}
 
 #: Used for chat data when the tokenizer has no chat template. It renders
 #: ``"<system>\n\nUser: <user>\nAssistant: <assistant><eos>\nUser: ..."``; the generation prompt is
@@ -119,21 +125,63 @@ def _response_messages(response: str) -> tuple[Message, ...]:
     return ({"role": "assistant", "content": str(response)},)
 
 
-def _cut_at_eos(ids: list[int], eos_id: int | None) -> tuple[list[int], bool]:
-    """Ids before the last EOS (the caller appends EOS as it does for plain text) and whether there was one.
+def _special_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokenizer's special tokens, added special tokens (``<end_of_turn>``) included."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return set(getattr(tokenizer, "all_special_ids", [])) | {int(i) for i, t in added.items()
+                                                             if getattr(t, "special", False)}
 
-    What a template writes after its final EOS (a newline) is dropped: sampling stops at EOS.
+
+def turn_end_ids(tokenizer: Any) -> frozenset[int]:
+    """The special token the tokenizer's chat template closes an assistant turn with (empty without one).
+
+    EOS for most templates, ``<end_of_turn>`` for Gemma, ``<|end|>`` for Phi-3: found by rendering a
+    probe reply and taking the token right after it when that token is special. Sampling adds it to
+    its stop tokens, so a model whose generation config lists only EOS still stops at the turn's end.
     """
-    if eos_id is not None and eos_id in ids:
-        return ids[: len(ids) - 1 - ids[::-1].index(eos_id)], True
-    return ids, False
+    template = chat_template(tokenizer)
+    if template is None:
+        return frozenset()
+    key = (id(tokenizer), template)
+    if key not in _TURN_END_CACHE:
+        _TURN_END_CACHE[key] = _probe_turn_end(tokenizer)
+    return _TURN_END_CACHE[key]
+
+
+def _probe_turn_end(tokenizer: Any) -> frozenset[int]:
+    try:
+        text = render(tokenizer, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _TURN_PROBE}],
+                      generation_prompt=False)
+    except Exception:  # noqa: BLE001 - a template may refuse any message pattern; then there is no turn end
+        return frozenset()
+    if _TURN_PROBE not in text:
+        return frozenset()
+    after = encode_text(tokenizer, text[text.rindex(_TURN_PROBE) + len(_TURN_PROBE):])
+    return frozenset(after[:1]) if after and after[0] in _special_ids(tokenizer) else frozenset()
+
+
+def _cut_at_turn_end(ids: list[int], eos_id: int | None, turn_end: frozenset[int]) -> tuple[list[int], bool]:
+    """The response ids as sampling would end them, and whether they ended with EOS.
+
+    Cut at the last EOS or end-of-turn token: before an EOS (the caller appends EOS as it does for
+    plain text), after any other end-of-turn token (it stays: it is what the policy must learn to
+    sample). What a template writes after it (a newline) is dropped: sampling stops there.
+    """
+    stops = set(turn_end) | ({eos_id} if eos_id is not None else set())
+    last = max((i for i, token in enumerate(ids) if token in stops), default=None)
+    if last is None:
+        return ids, False
+    if ids[last] == eos_id:
+        return ids[:last], True
+    return ids[: last + 1], False
 
 
 def templated_pair(tokenizer: Any, prompt: Conversation, response: str) -> tuple[list[int], list[int], bool]:
     """(prompt ids, response ids, whether the template ended the response with EOS) for a templated tokenizer.
 
     The prompt is the render with the generation prompt; the response is what the full render adds to
-    it (the content and the template's end of turn), cut before its last EOS.
+    it (the content and the template's end of turn), cut before its last EOS or after its last other
+    end-of-turn token (:func:`turn_end_ids`).
     """
     head = render(tokenizer, prompt.messages, generation_prompt=True)
     full = render(tokenizer, [*prompt.messages, *_response_messages(response)], generation_prompt=False)
@@ -145,7 +193,7 @@ def templated_pair(tokenizer: Any, prompt: Conversation, response: str) -> tuple
         while shared < min(len(head_ids), len(full_ids)) and head_ids[shared] == full_ids[shared]:
             shared += 1
         head_ids, tail_ids = full_ids[:shared], full_ids[shared:]
-    body, had_eos = _cut_at_eos(tail_ids, tokenizer.eos_token_id)
+    body, had_eos = _cut_at_turn_end(tail_ids, tokenizer.eos_token_id, turn_end_ids(tokenizer))
     return head_ids, body, had_eos
 
 

@@ -4,6 +4,10 @@ store normalization statistics, save the final model, evaluate, and write the re
 Output directory layout: ``checkpoints/`` (resumable), ``logs/`` (metrics.jsonl, TensorBoard),
 ``model/`` (the reward model to use downstream), ``data_report.json``, ``eval.json``,
 ``reliability.png``; an ensemble trains each member in ``members/member-<i>/``.
+
+Under ``torchrun`` every process reads the data and trains its shard of each global batch (see
+:mod:`rlhfkit.reward.trainer`); evaluation and normalization scoring are shared out and gathered,
+and the main process alone writes the output directory.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +32,11 @@ from rlhfkit.models.reward_model import (ENSEMBLE_CONFIG, REWARD_CONFIG, RewardE
                                          RewardModelError)
 from rlhfkit.reward.batching import assign_bootstrap_weights, encode_records
 from rlhfkit.reward.config import RewardTrainConfig
-from rlhfkit.reward.evaluation import EvalReport, evaluate_model, plot_reliability
+from rlhfkit.reward.evaluation import EvalReport, plot_reliability
+from rlhfkit.reward.sharding import check_batch_size, sharded_evaluation, sharded_scores
 from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary
 from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
+from rlhfkit.utils.distributed import World, barrier, current_world, init_world, refuse_sharding_engines
 from rlhfkit.utils.progress import console
 from rlhfkit.utils.precision import disable_dropout, enable_gradient_checkpointing
 from rlhfkit.utils.runtime import configure_threads, pick_device, pick_dtype, seed_everything
@@ -135,7 +142,8 @@ def load_data(config: RewardTrainConfig) -> tuple[list[FeedbackRecord], list[int
 FEW_REFERENCE_RESPONSES = 32
 
 
-def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], limit: int, seed: int) -> None:
+def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], limit: int, seed: int,
+                      world: World | None = None) -> None:
     """Store each head's mean/std of rewards over up to ``limit`` distinct reference responses in the model.
 
     Few references give a noisy std that can blow normalized scores up (near-identical responses
@@ -149,7 +157,7 @@ def fit_normalization(model: RewardModel, records: Sequence[FeedbackRecord], lim
     if len(pairs) < min(limit, FEW_REFERENCE_RESPONSES):
         logger.warning("reward normalization from only %d distinct responses: normalized scores may be badly "
                        "scaled (more feedback, or a larger normalization_samples, helps)", len(pairs))
-    rewards = model.score_texts([p for p, _ in pairs], [t for _, t in pairs], per_head=True)
+    rewards = sharded_scores(model, [p for p, _ in pairs], [t for _, t in pairs], world or World(), per_head=True)
     model.set_normalization(rewards)
 
 
@@ -162,7 +170,8 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
     (location and scale only, so the training ones do no harm and keep the estimate stable).
     """
     seed_everything(member_seed)
-    device = pick_device(config.device)
+    world = current_world()
+    device = process_device(config.device, world)
     dtype = pick_dtype(device, config.dtype)
     model = build_model(config, member_seed, device, member)
     if not member and model.settings.max_length < config.max_length:
@@ -183,19 +192,36 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
     autocast = dtype if device.type == "cuda" and dtype != torch.float32 else None
 
     def evaluate() -> dict[str, float]:
-        report = evaluate_model(model, held_out, resamples=0, seed=member_seed)
+        report = sharded_evaluation(model, held_out, world, resamples=0, seed=member_seed)
         return {f"eval/{name}": metric.value for name, metric in report.metrics.items()}
 
-    tracker = Tracker(Path(config.output_dir) / "logs", report_to=config.report_to, config=config_to_dict(config))
+    tracker = Tracker(Path(config.output_dir) / "logs", report_to=config.report_to, config=config_to_dict(config),
+                      enabled=world.is_main)
     try:
         trainer = RewardTrainer(model, config, encoded, tracker=tracker, device=device, autocast_dtype=autocast,
-                                evaluate=evaluate if held_out else None)
+                                evaluate=evaluate if held_out else None, world=world)
         summary = trainer.train(on_step=on_step)
         model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None
     finally:
         tracker.close()
-    fit_normalization(model, [*held_out, *train_records], config.normalization_samples, member_seed)
+    fit_normalization(model, [*held_out, *train_records], config.normalization_samples, member_seed, world)
     return model, summary, truncation
+
+
+def process_device(requested: str, world: World) -> torch.device:
+    """The configured device; with several processes on CUDA, GPU ``LOCAL_RANK`` for this one."""
+    device = pick_device(requested)
+    if device.type == "cuda" and device.index is None and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def process_threads(requested: int | None, world: World) -> int | None:
+    """CPU threads for this process: the configured count, else the cores shared among this machine's processes."""
+    if requested is not None or not world.distributed or "RLHFKIT_THREADS" in os.environ:
+        return requested
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world.world_size))
+    return max(1, (os.cpu_count() or 1) // local)
 
 
 def truncation_line(report: ValidationReport, max_length: int, min_prompt_tokens: int) -> str:
@@ -231,13 +257,19 @@ def train_reward_model(config: RewardTrainConfig, on_step: StepHook | None = Non
         raise ValueError("no training data: pass --data FILE or --critiques FILE (repeatable), or set them in the config")
     if (Path(config.model) / ENSEMBLE_CONFIG).is_file():
         ensemble_member_dir(Path(config.model), None, config.ensemble_size)  # a size mismatch fails before any work
-    configure_threads(config.threads)
+    refuse_sharding_engines("train-rm")
+    world = init_world(pick_device(config.device))
+    check_batch_size(config.batch_size, world)
+    if not world.is_main:
+        console.quiet = True
+    configure_threads(process_threads(config.threads, world))
     output = Path(config.output_dir)
     train_records, numbers, held_out, reports = load_data(config)
     for report in reports:
         console.print("\n".join(report.lines()))
-    created = not output.exists()
-    output.mkdir(parents=True, exist_ok=True)
+    created = world.is_main and not output.exists()
+    if world.is_main:
+        output.mkdir(parents=True, exist_ok=True)
     try:
         return _train_and_evaluate(config, train_records, numbers, held_out, reports, on_step)
     except BaseException:
@@ -269,15 +301,21 @@ def _train_and_evaluate(config: RewardTrainConfig, train_records: list[FeedbackR
                                                bootstrap=config.bootstrap and config.num_heads > 1, on_step=on_step)
         summaries.append(summary)
         truncations.append(truncation)
-    model_dir = save_model(final, output / "model")
+    world = current_world()
+    model_dir = output / "model"
     reports = reports + truncations[:1]
-    atomic_write_json(output / "data_report.json", [r.to_dict() for r in reports])
+    if world.is_main:
+        save_model(final, model_dir)
+        atomic_write_json(output / "data_report.json", [r.to_dict() for r in reports])
     evaluation = None
     if held_out:
-        evaluation = evaluate_model(final.eval(), held_out, resamples=config.bootstrap_samples, seed=config.seed)
-        write_evaluation(evaluation, output)
-        with Tracker(output / "logs", report_to=config.report_to) as tracker:
-            tracker.log(evaluation.flat(), summaries[-1].steps)
+        evaluation = sharded_evaluation(final.eval(), held_out, world, resamples=config.bootstrap_samples,
+                                        seed=config.seed)
+        if world.is_main:
+            write_evaluation(evaluation, output)
+            with Tracker(output / "logs", report_to=config.report_to) as tracker:
+                tracker.log(evaluation.flat(), summaries[-1].steps)
+    barrier()
     return TrainOutcome(model_dir, summaries, evaluation, reports)
 
 

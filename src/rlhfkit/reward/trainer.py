@@ -5,6 +5,11 @@ records in one forward pass. Per-kind loss denominators are those of the whole s
 ``batch_size=8, optim.grad_accum=1`` and ``batch_size=2, optim.grad_accum=4`` follow the same trajectory.
 The data order is a pure function of (seed, epoch), so a checkpoint needs only the step counter,
 weights, optimizer, scheduler and RNG state to continue exactly where it stopped.
+
+Under several processes (``torchrun``) ``batch_size`` stays the global batch: each process takes a
+contiguous shard of every micro-batch, the loss denominators are those of the whole global step
+(every process knows it), gradients are summed across processes before clipping and metrics are
+global means, so N processes take the steps one process takes. Only the main process writes.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ import torch
 from torch import nn
 
 from rlhfkit.models.reward_model import RewardModel
-from rlhfkit.reward.batching import (EncodedRecord, batches_per_epoch, collate, epoch_batches, ordinal_levels,
-                                     step_denominators)
+from rlhfkit.reward.batching import (Batch, EncodedRecord, batches_per_epoch, collate, epoch_batches,
+                                     ordinal_levels, step_denominators)
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.losses import ordered_thresholds
 from rlhfkit.reward.objective import batch_objective
+from rlhfkit.reward.sharding import check_batch_size, local_records
 from rlhfkit.utils.checkpoint import (all_finite, atomic_write_dir, capture_rng_state, latest_checkpoint, load_state,
                                       prune_checkpoints, restore_rng_state, save_state)
+from rlhfkit.utils.distributed import (World, align_gradients, all_reduce_gradients, barrier, broadcast_object,
+                                       broadcast_parameters, current_world, sum_floats)
 from rlhfkit.utils.progress import make_progress
 from rlhfkit.utils.tracking import Tracker
 
@@ -60,6 +68,30 @@ def _initial_thresholds(levels: int) -> torch.Tensor:
     return torch.cat([cuts[:1], torch.log(torch.expm1(steps))])
 
 
+KINDS = ("pairwise", "ranking", "rating", "label")
+#: Metrics that are means over a step: each is summed with its count on every process, then divided.
+MEAN_STATS = (*(f"loss/{kind}" for kind in KINDS), "train/pairwise_accuracy", "train/reward_margin",
+              "train/reward_mean")
+#: Plain sums over the step and all processes.
+SUM_STATS = ("loss/total", "count/tokens", "count/padded", "count/pairs", "count/sequences", "count/non_finite")
+
+
+def stat_counts(batch: Batch, rewards: torch.Tensor) -> dict[str, float]:
+    """How many values each mean statistic of :func:`batch_objective` averaged over in ``batch``."""
+    heads = rewards.shape[-1]
+    counts = {f"loss/{kind}": float(rows.shape[0] * heads) for kind, rows in batch.rows.items()}
+    if batch.tie is not None:
+        decided = float((~batch.tie).sum())
+        counts["train/pairwise_accuracy"] = counts["train/reward_margin"] = decided
+    counts["train/reward_mean"] = float(rewards.numel())
+    return counts
+
+
+def step_means(totals: dict[str, float]) -> dict[str, float]:
+    """Global means from summed ``<key>`` and ``n:<key>`` totals; keys with no values are left out."""
+    return {key: totals[key] / totals[f"n:{key}"] for key in MEAN_STATS if totals.get(f"n:{key}", 0.0) > 0}
+
+
 TRAJECTORY_FIELDS = ("batch_size", "epochs", "max_steps", "optim", "seed", "group_by_length", "loss")
 
 
@@ -86,9 +118,11 @@ class RewardTrainer:
     def __init__(self, model: RewardModel, config: RewardTrainConfig, train_set: Sequence[EncodedRecord],
                  *, tracker: Tracker | None = None, device: torch.device | str = "cpu",
                  autocast_dtype: torch.dtype | None = None,
-                 evaluate: Callable[[], dict[str, float]] | None = None) -> None:
+                 evaluate: Callable[[], dict[str, float]] | None = None, world: World | None = None) -> None:
         if not train_set:
             raise ValueError("no training records")
+        self.world = world or current_world()
+        check_batch_size(config.batch_size, self.world)
         self.model = model.to(device)
         self.config = config
         self.train_set = list(train_set)
@@ -107,6 +141,7 @@ class RewardTrainer:
         self.batches_per_epoch = batches_per_epoch(len(self.train_set), config.batch_size)
         micro_total = config.epochs * self.batches_per_epoch
         self.total_steps = config.max_steps or math.ceil(micro_total / config.optim.grad_accum)
+        broadcast_parameters([*self.model.parameters(), *self.thresholds.parameters()])
         self.optimizer = torch.optim.AdamW(self._param_groups(), **config.optim.adamw_kwargs({self.device.type}))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
@@ -152,34 +187,43 @@ class RewardTrainer:
                 if _threshold_name(key) in self.thresholds}
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over ``optim.grad_accum`` micro-batches; returns its metrics."""
+        """One optimizer step over ``optim.grad_accum`` micro-batches (this process's shards); returns its metrics."""
         self.model.train()
         started = time.perf_counter()
         micro_batches = self._step_micro_batches(self.step)
-        records = [r for mb in micro_batches for r in mb]
-        denominators = step_denominators(records, self.model.num_heads)
+        denominators = step_denominators([r for mb in micro_batches for r in mb], self.model.num_heads)
         thresholds = self._thresholds_by_key()
-        sums: dict[str, float] = {}
-        tokens = padded = pairs = sequences = 0
+        totals = dict.fromkeys([*SUM_STATS, *MEAN_STATS, *(f"n:{key}" for key in MEAN_STATS)], 0.0)
         for micro in micro_batches:
-            batch = collate(micro, self.model.pad_id).to(self.device)
+            shard = local_records(micro, self.world)
+            if not shard:
+                continue
+            batch = collate(shard, self.model.pad_id).to(self.device)
             autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
                         if self.autocast_dtype is not None else nullcontext())
             with autocast:
                 rewards = self.model(batch.input_ids, batch.attention_mask)
             loss, stats = batch_objective(rewards.float(), batch, self.config.loss, thresholds, denominators)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite reward-model loss at step {self.step + 1}")
+                totals["count/non_finite"] += 1.0
+                break
             if loss.requires_grad:
                 loss.backward()
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
-            sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss.detach())
-            tokens += int(batch.attention_mask.sum())
-            padded += batch.attention_mask.numel()
-            pairs += batch.num_pairs
-            sequences += batch.input_ids.shape[0]
+            for key, count in stat_counts(batch, rewards).items():
+                if key in stats:
+                    totals[key] += stats[key] * count
+                    totals[f"n:{key}"] += count
+            totals["loss/total"] += float(loss.detach())
+            totals["count/tokens"] += float(batch.attention_mask.sum())
+            totals["count/padded"] += float(batch.attention_mask.numel())
+            totals["count/pairs"] += float(batch.num_pairs)
+            totals["count/sequences"] += float(batch.input_ids.shape[0])
+        totals = sum_floats(totals, self.device)
+        if totals["count/non_finite"]:
+            raise FloatingPointError(f"non-finite reward-model loss at step {self.step + 1}")
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        align_gradients(params)
+        all_reduce_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.clip_threshold())
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -187,16 +231,29 @@ class RewardTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         elapsed = time.perf_counter() - started
-        sums.update({"grad/norm": float(grad_norm), "optim/lr": lr,
-                     "perf/pairs_per_s": pairs / elapsed, "perf/sequences_per_s": sequences / elapsed,
-                     "perf/tokens_per_s": tokens / elapsed, "perf/padding_fraction": 1.0 - tokens / max(1, padded),
-                     "time/step": elapsed, "count/pairs": float(pairs)})
-        return sums
+        tokens, padded = totals["count/tokens"], totals["count/padded"]
+        metrics = {"loss/total": totals["loss/total"], **step_means(totals)}
+        metrics.update({"grad/norm": float(grad_norm), "optim/lr": lr,
+                        "perf/pairs_per_s": totals["count/pairs"] / elapsed,
+                        "perf/sequences_per_s": totals["count/sequences"] / elapsed,
+                        "perf/tokens_per_s": tokens / elapsed, "perf/padding_fraction": 1.0 - tokens / max(1.0, padded),
+                        "time/step": elapsed, "count/pairs": totals["count/pairs"]})
+        return metrics
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/checkpoint-<step>`` atomically (a loadable reward model + trainer state)."""
+        """Write ``checkpoints/checkpoint-<step>`` atomically (a loadable reward model + trainer state).
+
+        The main process writes; the others wait for it (weights are the same on every process).
+        """
         if not all_finite(self.model):
             raise FloatingPointError(f"refusing to checkpoint non-finite weights at step {self.step}")
+        target = self.checkpoint_dir / f"checkpoint-{self.step}"
+        if self.world.is_main:
+            self._write_checkpoint()
+        barrier()
+        return target
+
+    def _write_checkpoint(self) -> Path:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": capture_rng_state(), "thresholds": {k: v.detach().cpu() for k, v in self.thresholds.items()},
                  "fingerprint": self.fingerprint, "total_steps": self.total_steps}
@@ -230,13 +287,14 @@ class RewardTrainer:
         """Run (or continue) training to ``total_steps``; checkpoint, log, evaluate on schedule."""
         resumed_from = 0
         latest = latest_checkpoint(self.checkpoint_dir) if self.config.resume else None
+        latest = broadcast_object(latest)
         if latest is not None:
             self.load_checkpoint(latest)
             resumed_from = self.step
         started = time.perf_counter()
         metrics: dict[str, float] = {}
         pairs = 0
-        with make_progress(disable=not self.config.progress) as progress:
+        with make_progress(disable=not (self.config.progress and self.world.is_main)) as progress:
             task = progress.add_task("train-rm", total=self.total_steps, completed=self.step, info="")
             while self.step < self.total_steps:
                 metrics = self.train_step()
@@ -252,11 +310,12 @@ class RewardTrainer:
 
     def _after_step(self, metrics: dict[str, float]) -> None:
         last = self.step == self.total_steps
-        if self.tracker is not None and (last or self.step % max(1, self.config.log_every) == 0):
+        logs = self.tracker is not None and self.world.is_main
+        if logs and (last or self.step % max(1, self.config.log_every) == 0):
             self.tracker.log(metrics, self.step)
         if self.evaluate is not None and self.config.eval_every and self.step % self.config.eval_every == 0 and not last:
             results = self.evaluate()
-            if self.tracker is not None:
+            if logs:
                 self.tracker.log(results, self.step)
         if (self.config.save_every and self.step % self.config.save_every == 0) or last:
             self.save_checkpoint()

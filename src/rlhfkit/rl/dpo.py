@@ -20,6 +20,7 @@ from rlhfkit.rl.harness import Harness, StepHook, run_loop
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import dpo_loss
 from rlhfkit.rl.preference_pairs import EncodedPairs, Pair, dpo_total_steps, encode_pairs
+from rlhfkit.utils.distributed import all_gather_rows, current_world
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
 from rlhfkit.utils.runtime import pick_dtype
 from rlhfkit.utils.tracking import Tracker
@@ -63,6 +64,10 @@ class DPOTrainer:
                  tracker: Tracker | None = None) -> None:
         self.config = config
         self.bundle = bundle
+        self.world = current_world()
+        if config.batch_size % self.world.world_size:
+            raise ValueError(f"batch_size={config.batch_size} pairs do not split over {self.world.world_size} "
+                             f"processes: choose a multiple of {self.world.world_size}")
         device = next(bundle.policy.parameters()).device
         self.data = self._to(encode_pairs(pairs, bundle.tokenizer, config.max_prompt_tokens,
                                           config.max_response_tokens, config.append_eos), device)
@@ -82,17 +87,29 @@ class DPOTrainer:
         return EncodedPairs(*(getattr(data, f.name).to(device) for f in dataclasses.fields(data)))
 
     def precompute_reference(self) -> None:
-        """Reference log-probs of every pair, once (skipped when restored from a checkpoint)."""
+        """Reference log-probs of every pair, once (skipped when restored from a checkpoint).
+
+        Under several processes each computes a contiguous shard of the pairs; all then hold all.
+        """
         if self.reference.chosen is not None:
             return
-        chosen, rejected = [], []
+        mine = self.shard(torch.arange(len(self.data)))
+        chosen = [torch.zeros(0, device=self.device)]
+        rejected = [torch.zeros(0, device=self.device)]
         with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
               autocast(self.device, self.compute_dtype)):
-            for idx in torch.arange(len(self.data)).split(self.config.batch_size):
+            for idx in mine.split(self.config.batch_size):
                 c, r = sequence_logprobs(reference, self.data, idx.to(self.data.prompt_ids.device), self.average)
-                chosen.append(c)
-                rejected.append(r)
-        self.reference.chosen, self.reference.rejected = torch.cat(chosen), torch.cat(rejected)
+                chosen.append(c.float())
+                rejected.append(r.float())
+        self.reference.chosen = all_gather_rows(torch.cat(chosen))
+        self.reference.rejected = all_gather_rows(torch.cat(rejected))
+
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous part of the global pair indices ``idx`` (all of them with one process)."""
+        if not self.world.distributed:
+            return idx
+        return torch.tensor_split(idx, self.world.world_size)[self.world.rank]
 
     def batch_indices(self, step: int) -> torch.Tensor:
         """Pairs of optimizer step ``step``: a seeded permutation per epoch, cut into batches."""
@@ -107,13 +124,15 @@ class DPOTrainer:
         return run_loop(self.harness, self.train_step, "ipo" if self.config.loss_type == "ipo" else "dpo", on_step)
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over one batch of pairs (with gradient accumulation)."""
+        """One optimizer step over one batch of pairs (with gradient accumulation); under several processes
+        each takes its shard of the batch and the loss is divided by the global pair count."""
         h = self.harness
         start = time.perf_counter()
         idx = self.batch_indices(h.step).to(self.data.prompt_ids.device)
+        mine = self.shard(idx)
+        micro_batches = [part for part in mine.chunk(self.config.optim.grad_accum) if part.numel()]
         with h.timer.phase("training"):
-            result = h.optimizer_step(list(idx.chunk(self.config.optim.grad_accum)),
-                                      lambda micro: self.loss(micro, len(idx)), h.step)
+            result = h.optimizer_step(micro_batches, lambda micro: self.loss(micro, len(idx)), h.step)
         metrics = dict(result.stats)
         metrics.update({"grad/norm": result.grad_norm,
                         "perf/pairs_per_s": len(idx) / (time.perf_counter() - start)})

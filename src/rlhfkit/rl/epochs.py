@@ -16,6 +16,7 @@ import torch
 
 from rlhfkit.rl.forward import trim_batch
 from rlhfkit.rl.update import OptimizerStep, minibatch_indices
+from rlhfkit.utils.distributed import sum_floats
 
 
 class MiniBatchLoss(Protocol):
@@ -60,19 +61,46 @@ def minibatch_denominator(mask: torch.Tensor, micro_batches: list[torch.Tensor],
     return (tokens if mode == "token_mean" else rows), tokens
 
 
+def local_micro_batches(micro_batches: list[torch.Tensor], rows: range, grad_accum: int) -> list[torch.Tensor]:
+    """The rows of one global mini-batch that this process holds (global ``rows``), as local indices
+    split into at most ``grad_accum`` non-empty micro-batches (none when it holds no row of it)."""
+    members = torch.cat(micro_batches)
+    mine = members[(members >= rows.start) & (members < rows.stop)] - rows.start
+    return [part for part in mine.chunk(grad_accum) if part.numel()] if mine.numel() else []
+
+
+def global_denominator(mask: torch.Tensor, micro_batches: list[torch.Tensor], mode: str) -> tuple[float, float]:
+    """:func:`minibatch_denominator` of the whole mini-batch, its shards summed over the processes."""
+    denominator, tokens = minibatch_denominator(mask, micro_batches, mode)
+    summed = sum_floats({"denominator": denominator, "tokens": tokens}, mask.device)
+    return summed["denominator"], summed["tokens"]
+
+
 def run_epochs(optimizer_step: OptimizerStep, mask: torch.Tensor, loss: MiniBatchLoss, *, epochs: int,
                num_minibatches: int, grad_accum: int, aggregation: str, generator: torch.Generator, step: int,
-               stop: Callable[[Mapping[str, float]], bool] | None = None) -> tuple[dict[str, float], bool]:
+               stop: Callable[[Mapping[str, float]], bool] | None = None,
+               rows: range | None = None, total_rows: int | None = None) -> tuple[dict[str, float], bool]:
     """``epochs`` x shuffled mini-batches of guarded optimizer steps over a batch with response ``mask`` (b, R).
 
+    Under several processes this process holds the global rows ``rows`` of a batch of ``total_rows``:
+    every process draws the same shuffle of the global batch, trains on its rows of each mini-batch
+    and divides by the mini-batch's global count, so the steps are those of one process.
     Returns the stats averaged over the applied steps (``grad/norm`` included, ``train/updates`` their
     count) and whether ``stop`` (given an applied step's stats) ended the updates early.
     """
+    sharded = rows is not None and total_rows is not None
+    if sharded and len(rows) != mask.shape[0]:
+        raise ValueError(f"this process holds {mask.shape[0]} rows but was given global rows {rows}")
+    size = total_rows if sharded else mask.shape[0]
     totals: dict[str, float] = {}
     applied = 0
     for _ in range(epochs):
-        for micro_batches in minibatch_indices(mask.shape[0], num_minibatches, grad_accum, generator):
-            denominator, tokens = minibatch_denominator(mask, micro_batches, aggregation)
+        for micro_batches in minibatch_indices(size, num_minibatches, grad_accum, generator):
+            if sharded:
+                micro_batches = local_micro_batches(micro_batches, rows, grad_accum)
+                denominator, tokens = global_denominator(mask, micro_batches, aggregation)
+            else:
+                denominator, tokens = minibatch_denominator(mask, micro_batches, aggregation)
             result = optimizer_step(micro_batches, partial(loss, denominator=denominator, tokens=tokens), step)
             if not result.applied:
                 continue

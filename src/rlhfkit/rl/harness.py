@@ -24,6 +24,7 @@ from rlhfkit.rl.speedups import fuse_gelu
 from rlhfkit.rl.timers import PhaseTimer
 from rlhfkit.rl.update import OptimizerStep, make_optimizer, make_scheduler
 from rlhfkit.utils.checkpoint import all_finite, capture_rng_state, restore_rng_state
+from rlhfkit.utils.distributed import barrier, current_world
 from rlhfkit.utils.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class Harness:
     """Optimizer, scheduler, skip guard, step counter, logging and checkpoints around one PolicyBundle.
 
     Every trainer (the on-policy trainer and DPO) owns one; what else it must save to resume
-    bit-for-bit it registers with :meth:`register`.
+    bit-for-bit it registers with :meth:`register`. Under several processes only the main one
+    writes (checkpoints, tracker, final model) while the others wait; every process resumes from
+    the same checkpoint (the global RNG state saved is the main process's: all processes seed it
+    alike and draw from it alike, so it is theirs too).
     """
 
     def __init__(self, run: RunConfig, optim: OptimConfig, bundle: PolicyBundle, total_optimizer_steps: int,
@@ -108,6 +112,7 @@ class Harness:
         self.guard = SkipGuard(run.max_consecutive_skips)
         self.optimizer_step = OptimizerStep(self.params, self.optimizer, self.scheduler, optim.max_grad_norm, self.guard)
         self.timer = PhaseTimer()
+        self.world = current_world()
         self.step = 0
         self.stateful: dict[str, Stateful] = {}
         self.log_extras: list[Callable[[], dict[str, float]]] = []
@@ -126,9 +131,16 @@ class Harness:
                 **{name: state.state_dict() for name, state in self.stateful.items()}}
 
     def save(self) -> Path | None:
-        """Checkpoint the current step (skipped, with an error log, if any weight is non-finite)."""
-        return save_checkpoint(self.output_dir, self.step, checkpoint_modules(self.bundle), self.state_dict(),
-                               keep=self.run.keep_checkpoints)
+        """Checkpoint the current step (skipped, with an error log, if any weight is non-finite).
+
+        Only the main process writes; every process returns once the checkpoint is on disk.
+        """
+        path = None
+        if self.world.is_main:
+            path = save_checkpoint(self.output_dir, self.step, checkpoint_modules(self.bundle), self.state_dict(),
+                                   keep=self.run.keep_checkpoints)
+        barrier()
+        return path
 
     def resume(self, path: str | Path) -> None:
         """Restore weights and state from a checkpoint directory."""
@@ -153,17 +165,19 @@ class Harness:
                    "train/skipped_steps": float(self.guard.total)}
         for extra in self.log_extras:
             metrics.update(extra())
-        if self.tracker is not None and self.step % max(1, self.run.log_every) == 0:
+        if self.tracker is not None and self.world.is_main and self.step % max(1, self.run.log_every) == 0:
             self.tracker.log(metrics, step=self.step)
         return metrics
 
     def save_final(self) -> Path | None:
-        """Save the trained policy (and value model) with save_pretrained under ``final/``."""
+        """Save the trained policy (and value model) with save_pretrained under ``final/`` (main process only)."""
         modules = checkpoint_modules(self.bundle)
         if not all(all_finite(m) for m in modules.values()):
             logger.error("final weights are not finite; keeping only the last finite checkpoint")
             return None
-        return self.bundle.save_pretrained(self.output_dir / "final")
+        path = self.bundle.save_pretrained(self.output_dir / "final") if self.world.is_main else None
+        barrier()
+        return path
 
     def config_dict(self) -> dict[str, Any]:
         """The trainer config as a plain dict (written next to the metrics)."""
@@ -186,7 +200,7 @@ def run_loop(harness: Harness, train_step: Callable[[], dict[str, float]], descr
 
     run = harness.run
     history: list[dict[str, float]] = []
-    with make_progress(disable=not run.progress) as progress:
+    with make_progress(disable=not run.progress or not harness.world.is_main) as progress:
         task = progress.add_task(description, total=run.steps, completed=harness.step, info="")
         while harness.step < run.steps:
             lr = harness.current_lr()

@@ -13,6 +13,8 @@ in ``objectives``.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -34,9 +36,11 @@ from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance, ppo_policy_loss, shape_token_rewards
 from rlhfkit.rl.prompts import PromptStream
 from rlhfkit.rl.rewards import EnsembleReward, RewardSource
-from rlhfkit.rl.rollout import Rollout, Sampler
+from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, Sampler
+from rlhfkit.rl.row_seeds import rollout_row_seeds
 from rlhfkit.rl.running_moments import RunningMoments
 from rlhfkit.rl.scoring import Scores, score_rollout
+from rlhfkit.utils.distributed import all_gather_rows, current_world, gather_objects, shard_range
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
 from rlhfkit.utils.runtime import pick_dtype
 from rlhfkit.utils.tracking import Tracker
@@ -101,6 +105,21 @@ class OnPolicyTrainer:
         self.kl_controller = make_kl_controller(config.kl.coef, config.kl.target, config.kl.horizon)
         self.moments = RunningMoments()
         self.stream = PromptStream(prompts, seed=config.run.seed)
+        self.world = current_world()
+        if config.num_prompts % self.world.world_size:
+            raise ValueError(f"num_prompts={config.num_prompts} does not split over {self.world.world_size} processes: "
+                             f"choose a multiple of {self.world.world_size} (each process samples whole groups)")
+        self.prompt_shard = shard_range(config.num_prompts, self.world)
+        self.rows = range(self.prompt_shard.start * config.group_size, self.prompt_shard.stop * config.group_size)
+        self.per_row_seeds = config.generation.per_row_seeds(self.world.world_size)
+        if self.world.distributed and not self.per_row_seeds:
+            raise ValueError("generation.seed_per_row=never with several processes would give every process the "
+                             "same random stream: use auto or always")
+        if self.per_row_seeds and isinstance(sampler, HFGenerateSampler):
+            raise ValueError(PER_ROW_UNSUPPORTED)
+        if self.per_row_seeds and "row_seeds" not in inspect.signature(sampler.sample).parameters:
+            raise ValueError(f"generation.backend={config.generation.backend} cannot seed each row; use cached or "
+                             "cached-static, or set generation.seed_per_row=never")
         device = next(bundle.policy.parameters()).device
         self.device = device
         self.compute_dtype = pick_dtype(device, config.run.dtype)
@@ -122,28 +141,47 @@ class OnPolicyTrainer:
         """One iteration: rollout, scores, advantages, updates. Returns its metrics."""
         h, cfg = self.harness, self.config
         start = time.perf_counter()
-        prompts = [p for p in self.stream.next_batch(cfg.num_prompts) for _ in range(cfg.group_size)]
+        batch_prompts = self.stream.next_batch(cfg.num_prompts)
+        shard = self.prompt_shard
+        prompts = [p for p in batch_prompts[shard.start:shard.stop] for _ in range(cfg.group_size)]
         with h.timer.phase("generation"), autocast(self.device, self.compute_dtype):
-            rollout = self.sampler.sample(self.bundle.policy, self.bundle.tokenizer, prompts, self.params,
-                                          generator=self.sample_generator)
+            rollout = self.sample(prompts)
         with h.timer.phase("scoring"):
             scores = score_rollout(rollout, self.reward, cfg.reward, self.moments, self.gold)
         batch, metrics = self.make_batch(rollout, scores)
         checked = {"advantages": batch.advantages, "old_logprobs": batch.old_logprobs}
         if batch.returns is not None:
             checked["returns"] = batch.returns
-        bad = "a reward" if bool(scores.non_finite.any()) else first_non_finite(**checked)
+        local_bad = "a reward" if bool(scores.non_finite.any()) else first_non_finite(**checked)
+        bad = next((name for name in gather_objects(local_bad) if name is not None), None)
         if bad is not None:
             h.guard.skip(f"{bad} is not finite", h.step)
         else:
             with h.timer.phase("training"):
                 metrics.update(self.update(batch))
             if "kl/mean" in metrics:
-                self.kl_controller.update(metrics["kl/mean"], len(prompts))
+                self.kl_controller.update(metrics["kl/mean"], cfg.num_prompts * cfg.group_size)
         elapsed = time.perf_counter() - start
-        metrics["perf/tokens_per_s"] = float(rollout.response_mask.sum()) / elapsed
-        metrics["perf/episodes_per_s"] = len(prompts) / elapsed
+        metrics["perf/tokens_per_s"] = metrics.pop("response/tokens") / elapsed
+        metrics["perf/episodes_per_s"] = cfg.num_prompts * cfg.group_size / elapsed
         return metrics
+
+    def sample(self, prompts: list[str]) -> Rollout:
+        """This process's rows of the step's rollout; seeded per row (global prompt, group member) when on."""
+        if not self.per_row_seeds:
+            return self.sampler.sample(self.bundle.policy, self.bundle.tokenizer, prompts, self.params,
+                                       generator=self.sample_generator)
+        indices = torch.arange(self.prompt_shard.start, self.prompt_shard.stop)
+        seeds = rollout_row_seeds(self.config.run.seed, self.harness.step, indices, self.config.group_size)
+        sample = self.sampler.sample  # the samplers that seed rows take row_seeds (the Protocol does not require it)
+        return sample(self.bundle.policy, self.bundle.tokenizer, prompts, self.params,  # type: ignore[call-arg]
+                      generator=self.sample_generator, row_seeds=seeds)
+
+    def _local(self, tensor: torch.Tensor | None, width: int) -> torch.Tensor | None:
+        """This process's rows (and first ``width`` columns) of a tensor over the global batch."""
+        if tensor is None or not self.world.distributed:
+            return tensor
+        return tensor[self.rows.start:self.rows.stop, :width]
 
     def _old_logprobs_and_values(self, rollout: Rollout, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs of the sampled tokens (the sampler's, or the value-head forward's) and PPO's old values."""
@@ -162,8 +200,12 @@ class OnPolicyTrainer:
         return logprobs * mask, values.float() * mask
 
     def make_batch(self, rollout: Rollout, scores: Scores) -> tuple[RolloutBatch, dict[str, float]]:
-        """Reference log-probs, old values, per-token rewards and advantages, once per rollout."""
+        """Reference log-probs, old values, per-token rewards and advantages, once per rollout.
+
+        Under several processes ``rollout`` holds this process's rows; statistics are over all rows.
+        """
         cfg = self.config
+        gather = all_gather_rows
         seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
         mask = rollout.response_mask.to(torch.float32)
         old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
@@ -178,24 +220,33 @@ class OnPolicyTrainer:
             estimates = {name: kl_estimate(old_logprobs, ref_logprobs, name) * mask
                          for name in {"k1", "k3", cfg.kl.estimator}}
             kl = estimates[cfg.kl.estimator]
-            metrics.update(kl_metrics(estimates["k1"], estimates["k3"]))
+            metrics.update(kl_metrics(gather(estimates["k1"]), gather(estimates["k3"])))
             metrics["kl/negative_warning"] = float(warn_negative_kl(metrics["kl/mean"], self.harness.step))
         final = scores.final.to(mask.device)
         token_rewards, penalty = shape_token_rewards(final, kl, mask, beta if cfg.kl_in == "reward" else 0.0)
-        advantages, returns = compute_advantages(cfg.algo, token_rewards, values, mask, self.advantage_settings)
-        lengths = mask.sum(1)
-        truncated = (~rollout.finished.to(mask.device)) & (lengths >= cfg.generation.max_new_tokens)
-        metrics.update({**scores.metrics(), "kl/penalty": penalty.sum(1).mean().item(),
-                        "response/length_mean": lengths.mean().item(),
-                        "response/finished_frac": rollout.finished.float().mean().item(),
+        # Advantages (whitening included) and metrics over the global batch: one process's statistics.
+        all_mask, all_values = gather(mask), None if values is None else gather(values)
+        all_advantages, all_returns = compute_advantages(cfg.algo, gather(token_rewards), all_values, all_mask,
+                                                         self.advantage_settings)
+        width = mask.shape[1]
+        advantages, returns = self._local(all_advantages, width), self._local(all_returns, width)
+        assert advantages is not None
+        lengths = all_mask.sum(1)
+        finished = gather(rollout.finished.to(mask.device))
+        truncated = (~finished) & (lengths >= cfg.generation.max_new_tokens)
+        all_scores = Scores(**{f.name: None if getattr(scores, f.name) is None else gather(getattr(scores, f.name))
+                               for f in dataclasses.fields(scores)})
+        metrics.update({**all_scores.metrics(), "kl/penalty": gather(penalty.sum(1)).mean().item(),
+                        "response/length_mean": lengths.mean().item(), "response/tokens": float(lengths.sum()),
+                        "response/finished_frac": finished.float().mean().item(),
                         "response/truncated_frac": truncated.float().mean().item(),
-                        "adv/mean": masked_mean(advantages, mask).item()})
+                        "adv/mean": masked_mean(all_advantages, all_mask).item()})
         if cfg.group_size > 1:
-            metrics["reward/group_std"] = final.view(-1, cfg.group_size).std(1).mean().item()
-        if values is not None and returns is not None:
-            metrics.update({"val/mean": masked_mean(values, mask).item(),
-                            "returns/mean": masked_mean(returns, mask).item(),
-                            "val/explained_var": explained_variance(values, returns, mask).item()})
+            metrics["reward/group_std"] = all_scores.final.view(-1, cfg.group_size).std(1).mean().item()
+        if all_values is not None and all_returns is not None:
+            metrics.update({"val/mean": masked_mean(all_values, all_mask).item(),
+                            "returns/mean": masked_mean(all_returns, all_mask).item(),
+                            "val/explained_var": explained_variance(all_values, all_returns, all_mask).item()})
         batch = RolloutBatch(seqs, attn, start, mask, old_logprobs, ref_logprobs, values, advantages, returns)
         return batch, metrics
 
@@ -207,7 +258,8 @@ class OnPolicyTrainer:
             self.harness.optimizer_step, batch.mask, partial(self.loss, batch), epochs=cfg.epochs,
             num_minibatches=cfg.num_minibatches, grad_accum=cfg.optim.grad_accum, aggregation=cfg.loss_aggregation,
             generator=self.shuffle_generator, step=self.harness.step,
-            stop=None if bound is None else lambda stats: stats["policy/approx_kl"] > bound)
+            stop=None if bound is None else lambda stats: stats["policy/approx_kl"] > bound,
+            rows=self.rows if self.world.distributed else None, total_rows=cfg.num_prompts * cfg.group_size)
         metrics["policy/early_stopped"] = float(early_stop)
         return metrics
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +46,23 @@ def with_output_dir(config: Any, name: str) -> Any:
     return dataclasses.replace(config, run=dataclasses.replace(config.run, output_dir=f"runs/{name}"))
 
 
+def process_threads(requested: int | None, world_size: int) -> int | None:
+    """Intra-op threads of one of ``world_size`` processes: the config's, else the machine's cores shared
+    among the processes on this node (so they do not oversubscribe it); None = the single-process default."""
+    if requested is not None or world_size == 1 or "RLHFKIT_THREADS" in os.environ:
+        return requested
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    return max(1, (os.cpu_count() or 1) // local)
+
+
 def _runtime(run: RunConfig) -> tuple[Any, Any]:
     import transformers
 
+    from rlhfkit.utils.distributed import current_world
     from rlhfkit.utils.runtime import configure_threads, pick_device, pick_dtype, seed_everything
 
     transformers.utils.logging.disable_progress_bar()
-    configure_threads(run.threads)
+    configure_threads(process_threads(run.threads, current_world().world_size))
     seed_everything(run.seed)
     device = pick_device(run.device)
     return device, pick_dtype(device, run.dtype)
@@ -73,9 +84,16 @@ def _bundle(run: RunConfig, value: Literal["none", "head", "critic"], device: An
 
     from rlhfkit.models.loading import load_policy_bundle
 
+    from rlhfkit.utils.distributed import barrier, current_world
+
     trained_dtype = dtype if run.lora is not None else torch.float32
+    main = current_world().is_main
+    if not main:
+        barrier()  # the main process loads first: it builds the built-in model if that is not cached yet
     bundle = load_policy_bundle(run.model, lora=run.lora, value=value, device=device, dtype=trained_dtype,
                                 critic=critic, reference=reference)
+    if main:
+        barrier()
     if bundle.frozen_reference is not None:
         bundle.frozen_reference.to(dtype)
     return bundle
@@ -92,9 +110,12 @@ def _reward(config: RewardConfig, device: Any, fused_gelu: bool) -> tuple[Any, A
 
 @contextlib.contextmanager
 def _tracking(run: RunConfig, report_to: str, config: Any, tracker: MetricSink | None) -> Iterator[MetricSink]:
-    """The caller's tracker, or a new one in the run directory (closed at the end)."""
-    if tracker is not None:
-        yield tracker
+    """The caller's tracker, or a new one in the run directory (closed at the end); none on processes
+    other than the main one, which alone writes logs."""
+    from rlhfkit.utils.distributed import current_world
+
+    if tracker is not None or not current_world().is_main:
+        yield tracker  # type: ignore[misc]
         return
     from rlhfkit.config import config_to_dict
     from rlhfkit.utils.tracking import Tracker
@@ -157,6 +178,9 @@ def train_dpo(config: DPOConfig, report_to: str = "tensorboard", resume: str | b
     config = with_output_dir(config, config.loss_type if config.loss_type == "ipo" else "dpo")
     if not config.data:
         raise ValueError("DPO needs preference data: pass --data FILE (pairwise/ranking JSONL, TRL formats, ...)")
+    from rlhfkit.utils.distributed import current_world
+
+    quiet = quiet or not current_world().is_main
     data = read_preference_pairs(config.data)
     if not quiet:
         console.print("\n".join(data.report.lines()))

@@ -19,8 +19,13 @@ class SamplingConfig:
     stop_strings: list[str] = field(default_factory=list, help="Stop a response when its text contains one of these.")
     min_new_tokens: int = field(0, help="EOS is blocked and stop strings are not checked before this many tokens.")
     do_sample: bool = field(True, help="False = greedy decoding (log-probs still use the temperature).")
-    backend: Literal["hf", "cached", "cached-static"] = field("cached", help="Rollout backend: transformers generate "
-                                                                          "or our KV-cache loop (dynamic or static).")
+    backend: Literal["hf", "cached", "cached-static", "compiled"] = field(
+        "cached", help="Rollout backend: transformers generate, our KV-cache loop (dynamic or static cache), or "
+                       "compiled: fixed shapes, torch.compile on CUDA and for CPU runs big enough to repay it.")
+    seed_per_row: Literal["auto", "always", "never"] = field("auto", help="RL trainers: draw each response from its own "
+                                                                "seed f(run seed, step, prompt, group member), so N "
+                                                                "processes sample what one does (auto = on with several "
+                                                                "processes; needs backend cached, cached-static or compiled).")
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -33,5 +38,11 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], got {self.min_new_tokens}")
+        if self.seed_per_row not in ("auto", "always", "never"):
+            raise ValueError(f"seed_per_row must be auto, always or never, got {self.seed_per_row!r}")
         if any(not s for s in self.stop_strings):
             raise ValueError("stop_strings must not contain an empty string")
+
+    def per_row_seeds(self, world_size: int) -> bool:
+        """Whether responses are seeded per row (``auto``: when there are several processes)."""
+        return self.seed_per_row == "always" or (self.seed_per_row == "auto" and world_size > 1)

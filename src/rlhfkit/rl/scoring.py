@@ -13,6 +13,7 @@ from rlhfkit.rl.losses import clip_scores, replace_invalid_scores
 from rlhfkit.rl.rewards import EnsembleReward, RewardSource, check_scores, describe
 from rlhfkit.rl.rollout import Rollout
 from rlhfkit.rl.running_moments import RunningMoments
+from rlhfkit.utils.distributed import all_gather_rows
 
 
 @dataclass
@@ -83,7 +84,8 @@ def score_rollout(rollout: Rollout, reward: EnsembleReward, config: RewardConfig
     non_finite = check_scores(raw, rollout.prompts, rollout.responses, reward.name, config.non_finite)
     scores = torch.where(non_finite, torch.zeros_like(raw), raw)
     scores = clip_scores(scores, config.clip)
-    scores = scale_scores(scores, scores[~non_finite], config.scaling, moments)
+    finite = all_gather_rows(scores[~non_finite])  # the whole batch's, under several processes
+    scores = scale_scores(scores, finite, config.scaling, moments)
     replaced = torch.zeros_like(non_finite)
     if config.missing_eos_penalty is not None:
         replaced = invalid_responses(rollout, config.penalize_empty)

@@ -12,6 +12,7 @@ import torch
 
 from rlhfkit.rl.config import OptimConfig
 from rlhfkit.rl.guard import SkipGuard, first_non_finite
+from rlhfkit.utils.distributed import align_gradients, all_reduce_gradients, current_world, gather_objects, sum_floats
 
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
@@ -73,16 +74,24 @@ class OptimizerStep:
 
         ``loss_fn`` returns the micro-batch's share of the mini-batch loss (already divided by
         the whole mini-batch's denominator) and float stats that are summed over micro-batches.
+        Under several processes, stats and gradients are then summed across them before clipping
+        (``micro_batches`` may be empty on a process that holds none of the mini-batch's rows).
         """
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
+        bad_loss = False
         for idx in micro_batches:
             loss, stats = loss_fn(idx)
             if first_non_finite(loss=loss.detach()):
-                return self._skip("the loss is not finite", step, totals)
+                bad_loss = True
+                break
             loss.backward()
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
+        if current_world().distributed:
+            totals, bad_loss = self._reduce(totals, bad_loss)
+        if bad_loss:
+            return self._skip("the loss is not finite", step, totals)
         limit = self.max_grad_norm if self.max_grad_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, limit, foreach=True))
         if not math.isfinite(grad_norm):
@@ -92,6 +101,21 @@ class OptimizerStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.guard.ok()
         return StepResult(True, grad_norm, totals)
+
+    def _reduce(self, totals: dict[str, float], bad_loss: bool) -> tuple[dict[str, float], bool]:
+        """Across processes: stats and gradients summed, and a non-finite loss anywhere skips everywhere.
+
+        Each process's losses and stats are its share of the global mini-batch (divided by global
+        counts), so the sums are what one process computes for the whole mini-batch.
+        """
+        shared = gather_objects((sorted(totals), bad_loss))
+        keys = sorted(set().union(*(names for names, _ in shared)))
+        bad_loss = any(flag for _, flag in shared)
+        totals = sum_floats({key: totals.get(key, 0.0) for key in keys})
+        if not bad_loss:
+            align_gradients(self.params)
+            all_reduce_gradients(self.params)
+        return totals, bad_loss
 
     def _skip(self, reason: str, step: int, totals: dict[str, float]) -> StepResult:
         self.optimizer.zero_grad(set_to_none=True)

@@ -74,10 +74,24 @@ def make_accelerator(config: SFTConfig) -> Accelerator:
 
     has_gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
     try:
-        return Accelerator(cpu=config.cpu or not has_gpu, mixed_precision=config.mixed_precision,
-                           gradient_accumulation_steps=config.optim.grad_accum)
+        accelerator = Accelerator(cpu=config.cpu or not has_gpu, mixed_precision=config.mixed_precision,
+                                  gradient_accumulation_steps=config.optim.grad_accum)
     except (ValueError, RuntimeError) as exc:
         raise SFTError(f"accelerate could not start: {exc}") from None
+    _refuse_dropped_engine(accelerator)
+    return accelerator
+
+
+def _refuse_dropped_engine(accelerator: Accelerator) -> None:
+    """Refuse an FSDP/DeepSpeed launch that accelerate turned into plain data parallel (it does on CPU)."""
+    from accelerate.utils import DistributedType
+
+    for variable, engine in (("ACCELERATE_USE_FSDP", DistributedType.FSDP),
+                             ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
+        if os.environ.get(variable, "").lower() == "true" and accelerator.distributed_type != engine:
+            raise SFTError(f"the accelerate config asks for {engine.value} but accelerate runs "
+                           f"{accelerator.distributed_type.value} on this machine (FSDP and DeepSpeed need GPUs): "
+                           "on CPU run data parallel with torchrun (see docs/distributed.md)")
 
 
 def _configure_threads(accelerator: Accelerator) -> None:
@@ -135,7 +149,8 @@ class SFTTrainer:
             self.tokenizer = load_tokenizer(model_path, padding_side="right",
                                             trust_remote_code=config.trust_remote_code)
             model = load_causal_lm(self.resume_from / MODEL_DIR if self.resume_from else model_path, device="cpu",
-                                   dtype=torch.float32, trust_remote_code=config.trust_remote_code)
+                                   dtype=torch.float32, trust_remote_code=config.trust_remote_code,
+                                   adapter_trainable=True)
         model.train()
         self.max_length = resolve_max_length(config.max_length, model.config)
         self.data_path = self._data_path()

@@ -127,25 +127,6 @@ def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
         offset += count
 
 
-def align_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Give a zero gradient to each parameter that has one on some other process but not here.
-
-    A process whose shard held no record of some kind (or no record at all) leaves those gradients
-    unset; :func:`all_reduce_gradients` needs the same list everywhere. Parameters without a gradient
-    on every process stay without one, as in a single process (AdamW then skips them).
-    """
-    if not _active():
-        return
-    params = list(parameters)
-    if not params:
-        return
-    present = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
-    dist.all_reduce(present, op=dist.ReduceOp.MAX)
-    for param, anywhere in zip(params, present.tolist()):
-        if anywhere and param.grad is None:
-            param.grad = torch.zeros_like(param)
-
-
 def broadcast_parameters(parameters: Iterable[torch.Tensor], src: int = 0) -> None:
     """Copy process ``src``'s values of ``parameters`` to every process, in one flattened collective."""
     if not _active():
@@ -231,13 +212,6 @@ def all_gather_rows(tensor: torch.Tensor, pad_value: float = 0) -> torch.Tensor:
     return torch.cat([piece[: int(size[0])] for piece, size in zip(pieces, shapes)], dim=0)
 
 
-def any_process(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """Whether ``flag`` is true on at least one process (so every process takes the same branch)."""
-    if not _active():
-        return flag
-    return bool(all_reduce_max(torch.tensor([float(flag)], device=device)).item())
-
-
 def barrier() -> None:
     """Wait until every process reaches this point."""
     if _active():
@@ -254,6 +228,22 @@ def shard_range(total: int, world: World) -> range:
         raise ValueError(f"{total} items do not split evenly over {world.world_size} processes")
     per = total // world.world_size
     return range(world.rank * per, (world.rank + 1) * per)
+
+
+SHARDING_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def refuse_sharding_engines(command: str) -> None:
+    """Raise when ``accelerate launch`` asked for FSDP or DeepSpeed for a trainer that only does data parallel.
+
+    Such trainers sum gradients themselves (DDP-like, full model on every process); running them
+    silently unsharded would hide that the requested memory saving does not happen.
+    """
+    asked = [name for key, name in SHARDING_ENGINES.items() if os.environ.get(key, "").lower() in ("1", "true", "yes")]
+    if asked:
+        raise ValueError(f"{command} does not support {' or '.join(asked)}: it runs data parallel (a full copy per "
+                         "process, gradients summed); launch it with torchrun or an accelerate config without "
+                         "fsdp/deepspeed (see docs/distributed.md)")
 
 
 def finish_world() -> None:
