@@ -7,7 +7,8 @@ step per mini-batch. The pieces here are as small as correctness allows:
 - sampling: a hand-written GPT-2 decode loop over the model's own weights with preallocated K/V
   tensors (no masks: every bench prompt is exactly 16 tokens), the prompt in one pass, then one
   token per step, EOS suppressed as min_new_tokens does; checked against the model's forward;
-- policy forwards: the trunk once, the LM head and log-softmax only at the response positions;
+- policy forwards: the trunk once, the LM head only at the response positions, log-softmax and
+  gather fused and chunked (as the trainers do);
 - reward model: trunk + scalar head at the last token; critic: trunk + value head;
 - optimizer: fused AdamW (one call per mini-batch over every trained parameter), no clipping,
   no scheduler, no logging.
@@ -95,13 +96,17 @@ class StaticDecoder:
 
 
 def response_logprobs(model: nn.Module, ids: torch.Tensor, prompt_len: int, no_eos: int | None = None) -> torch.Tensor:
-    """Log-probs of ids[:, prompt_len:] under a causal LM: trunk once, LM head only where needed."""
+    """Log-probs of ids[:, prompt_len:] under a causal LM: trunk once, LM head only where needed,
+    log-softmax + gather fused and chunked (``rlhfkit.rl.logprobs.fused_logprobs``)."""
+    from rlhfkit.rl.logprobs import fused_logprobs
+
     hidden = model.transformer(input_ids=ids, use_cache=False).last_hidden_state[:, prompt_len - 1:-1]
-    logits = model.lm_head(hidden)
+    logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]))
     if no_eos is not None:
         logits = logits.clone()
         logits[..., no_eos] = -math.inf
-    return torch.log_softmax(logits, dim=-1).gather(-1, ids[:, prompt_len:, None]).squeeze(-1)
+    tokens = ids[:, prompt_len:]
+    return fused_logprobs(logits, tokens.reshape(-1))[0].view(tokens.shape)
 
 
 def reward_scores(reward_model: nn.Module, ids: torch.Tensor) -> torch.Tensor:

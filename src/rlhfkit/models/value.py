@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rlhfkit.models.head_rows import lm_head_rows
 from rlhfkit.models.positions import position_ids_from_mask
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -62,7 +64,7 @@ class ValueHead(nn.Module):
 
 @dataclasses.dataclass
 class ValueHeadOutput:
-    """logits (b, K, V) and values (b, K) over the same K kept positions."""
+    """logits (b, K, V) and values (b, K) over the same K kept positions (or (n, V) and (n,) at kept rows)."""
 
     logits: torch.Tensor
     values: torch.Tensor
@@ -100,10 +102,13 @@ class PolicyWithValueHead(nn.Module):
         return self.policy.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, logits_to_keep: int = 0, **kwargs: Any) -> ValueHeadOutput:
+                position_ids: torch.Tensor | None = None, logits_to_keep: int = 0, keep: torch.Tensor | None = None,
+                **kwargs: Any) -> ValueHeadOutput:
         """(b, T) ids -> logits (b, K, V) and values (b, K); K = T, or the last ``logits_to_keep`` positions.
 
-        Position ids default to generate's (``cumsum(mask) - 1``) so left-padded batches score right.
+        With ``keep`` (bool (b, T)), both heads run only at its True positions: logits (n, V) and values
+        (n,), row-major. Position ids default to generate's (``cumsum(mask) - 1``) so left-padded batches
+        score right.
         """
         if position_ids is None and attention_mask is not None:
             position_ids = position_ids_from_mask(attention_mask)
@@ -114,7 +119,9 @@ class PolicyWithValueHead(nn.Module):
             kwargs["logits_to_keep"] = logits_to_keep
         kwargs.setdefault("use_cache", False)
         try:
-            output = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+            with lm_head_rows(self.policy, keep) if keep is not None else nullcontext():
+                output = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                     **kwargs)
         finally:
             handle.remove()
         return ValueHeadOutput(logits=output.logits, values=self.value_head(captured[-1]))

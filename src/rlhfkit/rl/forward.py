@@ -10,22 +10,27 @@ import torch
 from torch import nn
 
 from rlhfkit.models.value import CriticModel, PolicyWithValueHead
-from rlhfkit.rl.logprobs import selective_logprobs, token_logprobs
+from rlhfkit.rl.logprobs import check_response_start, fused_logprobs, response_positions, token_logprobs, unpack
 
 
 def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    response_start: int, temperature: float, with_entropy: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(logprobs, entropy or None, values or None), each (b, R), from ONE forward of the policy.
+    """(logprobs, entropy or None, values or None), each (b, R) and 0 where the response mask is 0,
+    from ONE forward of the policy.
 
-    Values come along for free when the policy carries a value head on its trunk.
+    Values come along for free when the policy carries a value head on its trunk; both heads then
+    run only at the positions predicting real response tokens.
     """
     if isinstance(policy, PolicyWithValueHead):
+        check_response_start(input_ids.shape[1], response_start)
         num_response = input_ids.shape[1] - response_start
-        out = policy(input_ids, attention_mask, logits_to_keep=num_response + 1)
-        logprobs, entropy = selective_logprobs(out.logits[:, :-1], input_ids[:, response_start:],
-                                               temperature, with_entropy)
-        return logprobs, entropy, out.values[:, :-1]
+        keep = response_positions(attention_mask, response_start)
+        out = policy(input_ids, attention_mask, logits_to_keep=num_response + 1, keep=keep)
+        mask = keep[:, response_start - 1:-1]
+        logprobs, entropy = fused_logprobs(out.logits, input_ids[:, response_start:][mask], temperature, with_entropy)
+        return (unpack(logprobs, mask), unpack(entropy, mask) if entropy is not None else None,
+                unpack(out.values, mask))
     result = token_logprobs(policy, input_ids, attention_mask, response_start, temperature, with_entropy)
     if with_entropy:
         logprobs, entropy = result

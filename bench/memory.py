@@ -1,0 +1,121 @@
+"""Memory of PPO with LoRA against the policy alone, on the bench workload (bench/rl_workload.py).
+
+Each side runs in its own fresh process and reports ``peak RSS - RSS after imports`` (MiB):
+
+- ``policy``: the policy (GPT-2 4 x 256, vocab 4096, float32, every weight trainable) and one
+  forward+backward of one PPO mini-batch (16 rows of 16 prompt + 32 response tokens) through the
+  trainer's log-prob path: what training the policy at all costs;
+- ``ppo-lora``: bench/ppo.py's PPO (64 prompts, 32 new tokens, 4 mini-batches, KL to the reference,
+  reward model scoring) with LoRA r=8 on the attention, the value head on the policy trunk and the
+  reference = the base with adapters off; one warm-up and ``--steps`` timed steps.
+
+``ratio = ppo-lora / policy`` (the issue's bound: <= 1.1).
+
+Run: python bench/memory.py [--steps 2]     (prints ONE JSON line)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+
+import rl_workload as wl  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+import torch  # noqa: E402
+from transformers import GPT2LMHeadModel  # noqa: E402
+
+from rlhfkit.config import load_config  # noqa: E402
+from rlhfkit.models.loading import PolicyBundle  # noqa: E402
+from rlhfkit.models.lora import LoraSettings, apply_lora  # noqa: E402
+from rlhfkit.models.value import PolicyWithValueHead  # noqa: E402
+from rlhfkit.rl.config import PPOConfig  # noqa: E402
+from rlhfkit.rl.logprobs import token_logprobs  # noqa: E402
+from rlhfkit.rl.onpolicy import OnPolicyTrainer  # noqa: E402
+from rlhfkit.rl.rollout import make_sampler  # noqa: E402
+from rlhfkit.rl.speedups import fuse_gelu  # noqa: E402
+from rlhfkit.utils.precision import disable_dropout  # noqa: E402
+from rlhfkit.utils.runtime import configure_threads  # noqa: E402
+
+BATCH, MINIBATCHES, LORA_RANK = 64, 4, 8
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (VmRSS)."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024.0
+
+
+def build_policy() -> torch.nn.Module:
+    """The bench policy, dropout off (as the trainers' loader leaves it), fused GELU."""
+    torch.manual_seed(0)
+    policy = GPT2LMHeadModel(wl.gpt2_config()).eval()
+    disable_dropout(policy)
+    fuse_gelu(policy)
+    return policy
+
+
+def policy_alone() -> None:
+    """One forward+backward of the trainable policy on one PPO mini-batch."""
+    policy = build_policy()
+    ids = wl.tokenizer()(wl.prompts(BATCH // MINIBATCHES), return_tensors="pt").input_ids
+    ids = torch.cat([ids, torch.randint(2, wl.VOCAB, (ids.shape[0], wl.NEW_TOKENS))], dim=1)
+    logprobs = token_logprobs(policy, ids, torch.ones_like(ids), wl.PROMPT_TOKENS)
+    logprobs.sum().backward()
+
+
+def ppo_lora(steps: int) -> None:
+    """PPO with LoRA adapters, a value head on the policy trunk and the adapters-off reference."""
+    peft_policy = apply_lora(build_policy(), LoraSettings(r=LORA_RANK, alpha=2.0 * LORA_RANK, dropout=0.0))
+    bundle = PolicyBundle(policy=peft_policy, tokenizer=wl.tokenizer(), value_model=PolicyWithValueHead(peft_policy))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(PPOConfig, None, wl.run_overrides(tmp, steps + 1) + [
+            f"num_prompts={BATCH}", "epochs=1", f"num_minibatches={MINIBATCHES}", "value_model=head",
+            "kl.coef=0.05", "kl.estimator=k1", "kl_in=reward", "approx_kl_stop=null", "generation.backend=cached",
+            "run.fused_gelu=true", "optim.fused=true"])
+        trainer = OnPolicyTrainer(config, bundle, wl.reward(), wl.prompts(256), make_sampler("cached"))
+        for _ in range(steps + 1):
+            trainer.train_step()
+            trainer.harness.step += 1
+
+
+def measure(part: str, steps: int) -> dict[str, float]:
+    """Run one side in this process: RSS after imports, peak RSS, and their difference."""
+    configure_threads(2)
+    after_imports = current_rss_mb()
+    if part == "policy":
+        policy_alone()
+    else:
+        ppo_lora(steps)
+    peak = wl.peak_rss_mb()
+    return {"after_imports_mb": round(after_imports, 1), "peak_rss_mb": round(peak, 1),
+            "delta_mb": round(peak - after_imports, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2, help="PPO steps after one warm-up step.")
+    parser.add_argument("--part", choices=["policy", "ppo-lora"], help="Measure one side in this process.")
+    args = parser.parse_args()
+    if args.part:
+        print(json.dumps(measure(args.part, args.steps)))
+        return
+    load_before = wl.loadavg()
+    sides = {}
+    for part in ("policy", "ppo-lora"):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--part", part, "--steps", str(args.steps)],
+                             check=True, capture_output=True, text=True).stdout
+        sides[part] = json.loads(out.strip().splitlines()[-1])
+    print(json.dumps({"bench": "memory", "lora_rank": LORA_RANK, "steps": args.steps, **sides,
+                      "ratio": round(sides["ppo-lora"]["delta_mb"] / sides["policy"]["delta_mb"], 3),
+                      "loadavg_before": load_before, "loadavg_after": wl.loadavg()}))
+
+
+if __name__ == "__main__":
+    main()

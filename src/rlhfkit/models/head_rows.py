@@ -1,0 +1,71 @@
+"""Run a causal LM's output head only at chosen positions, whatever the architecture.
+
+A forward pre-hook on the output embeddings replaces the head's input hidden states (b, K, H) by
+the rows a boolean mask selects, (n, H), so the head (and anything the model applies to its logits
+afterwards, e.g. Gemma-2's soft-capping) works on n rows instead of b x K: the model then returns
+logits (n, V). Trainers need log-probs only at response tokens that exist (mask 1), not at prompt
+or padding positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class HeadRows:
+    """What :func:`lm_head_rows` saw: the full hidden states (b, K, H) the head was called on, and
+    the mask (b, K) it kept; both None while the head has not run (or was not hooked)."""
+
+    def __init__(self, keep: torch.Tensor) -> None:
+        self.keep_full = keep
+        self.hidden: torch.Tensor | None = None
+        self.keep: torch.Tensor | None = None
+
+    def select(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(b, K, H) -> (n, H): the rows of the last K positions of the mask given at entry."""
+        if hidden.dim() != 3 or hidden.shape[0] != self.keep_full.shape[0] or hidden.shape[1] > self.keep_full.shape[1]:
+            raise ValueError(f"output head input of shape {tuple(hidden.shape)} does not fit the position mask "
+                             f"{tuple(self.keep_full.shape)}")
+        self.hidden = hidden
+        self.keep = self.keep_full[:, self.keep_full.shape[1] - hidden.shape[1]:]
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        # index_select's backward is an index_add, much cheaper than boolean indexing's accumulating index_put
+        return flat.index_select(0, self.keep.reshape(-1).nonzero().squeeze(1))
+
+
+def output_head(model: nn.Module) -> nn.Module | None:
+    """The module producing the logits (``get_output_embeddings``), looking through peft wrappers."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return head if isinstance(head, nn.Module) else None
+
+
+@contextmanager
+def lm_head_rows(model: nn.Module, keep: torch.Tensor) -> Iterator[HeadRows]:
+    """Within the block, ``model``'s output head only sees the rows where ``keep`` (b, T) is True.
+
+    ``keep`` is aligned to the model input's T positions; when the head is given only the last K
+    of them (``logits_to_keep``), the last K columns of ``keep`` apply. Models without an output
+    head module are left alone (``HeadRows.keep`` stays None and the caller selects the rows).
+    """
+    rows = HeadRows(keep.bool())
+    head = output_head(model)
+    if head is None:
+        yield rows
+        return
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not args:
+            return None
+        return (rows.select(args[0]), *args[1:])
+
+    handle = head.register_forward_pre_hook(pre_hook)
+    try:
+        yield rows
+    finally:
+        handle.remove()
