@@ -16,6 +16,10 @@ The JSON line also gives the CPU the server and the client processes spent per s
 `--client-net asyncio` runs the same httpx clients with their connection pool on an asyncio-streams network
 backend instead of anyio (~20% less client CPU; the default is stock httpx).
 
+`--compare N --db postgresql://.../postgres` runs SQLite and PostgreSQL alternately N times each (a fresh
+PostgreSQL database per run, dropped afterwards) and prints every run's line, then one line with the
+PostgreSQL/SQLite ratios of acknowledged submissions/s and p99 submit latency per pair and their medians.
+
 Run: python bench/feedback_server.py [--crash] [--db postgresql://...]     (prints ONE JSON line)
 Small version (tests): python bench/feedback_server.py --clients 5 --per-client 10 --crash
 """
@@ -443,6 +447,55 @@ def run(clients: int = 50, per_client: int = 20, tasks: Optional[int] = None, cr
     return result
 
 
+def fresh_postgres_database(server_url: str) -> tuple[str, str]:
+    """Create an empty database on the PostgreSQL server of ``server_url``; returns (its URL, its name)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False), name
+
+
+def drop_postgres_database(server_url: str, name: str) -> None:
+    """Drop a database :func:`fresh_postgres_database` created."""
+    import psycopg
+
+    with psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def compare_ratios(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """PostgreSQL/SQLite ratios of throughput and p99 latency for each (sqlite, postgresql) pair, and medians."""
+    import statistics
+
+    rate = [round(pg["acknowledged_per_s"] / lite["acknowledged_per_s"], 3) for lite, pg in pairs]
+    p99 = [round(pg["submit_ms_p99"] / lite["submit_ms_p99"], 3) for lite, pg in pairs]
+    return {"bench": "feedback_server_compare", "pairs": len(pairs), "pg_over_sqlite_per_s": rate,
+            "pg_over_sqlite_p99": p99, "median_per_s_ratio": statistics.median(rate),
+            "median_p99_ratio": statistics.median(p99),
+            "lost_or_duplicated": sum(r["acknowledged_but_missing"] + r["duplicates"] for pair in pairs for r in pair)}
+
+
+def compare(rounds: int, server_url: str, **kwargs: Any) -> bool:
+    """SQLite and PostgreSQL alternately (the order flips every round); prints each run and the ratios."""
+    pairs = []
+    for i in range(rounds):
+        pg_url, name = fresh_postgres_database(server_url)
+        try:
+            order = ["sqlite", "postgresql"] if i % 2 == 0 else ["postgresql", "sqlite"]
+            results = {kind: run(db=pg_url if kind == "postgresql" else None, **kwargs) for kind in order}
+        finally:
+            drop_postgres_database(server_url, name)
+        for kind in order:
+            print(json.dumps(results[kind]), flush=True)
+        pairs.append((results["sqlite"], results["postgresql"]))
+    summary = compare_ratios(pairs)
+    print(json.dumps(summary), flush=True)
+    return summary["lost_or_duplicated"] == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent annotator clients (default 50)")
@@ -458,7 +511,17 @@ def main() -> None:
     parser.add_argument("--client-net", choices=("anyio", "asyncio"), default="anyio",
                         help="the clients' network layer under httpx: anyio (httpx's default) or plain asyncio "
                              "streams (httpcore's network-backend interface; a cheaper load generator)")
+    parser.add_argument("--compare", type=int, default=0, metavar="N",
+                        help="run SQLite and PostgreSQL alternately N times each and print the ratios; --db is then "
+                             "the PostgreSQL server (any database on it) where a fresh database is made per run")
     args = parser.parse_args()
+    if args.compare:
+        if not args.db or not args.db.startswith("postgres"):
+            parser.error("--compare needs --db postgresql://user@host:port/postgres")
+        ok = compare(args.compare, args.db, clients=args.clients, per_client=args.per_client, tasks=args.tasks,
+                     crash=args.crash, crash_at=args.crash_at, timeout_s=args.timeout, client_procs=args.client_procs,
+                     client_net=args.client_net)
+        sys.exit(0 if ok else 1)
     result = run(clients=args.clients, per_client=args.per_client, tasks=args.tasks, crash=args.crash,
                  crash_at=args.crash_at, db=args.db, timeout_s=args.timeout, client_procs=args.client_procs,
                  client_net=args.client_net)

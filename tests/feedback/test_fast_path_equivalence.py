@@ -39,6 +39,11 @@ def _session(root: Path, token_cache_s: float) -> tuple[list[Any], list[tuple]]:
                        '{"idempotency_key": "key-%04d", "answer": {"choice": ["left"]}}' % n,
                        '{"idempotency_key": "key-%04d", "answer": {"choice": "%s", "margin": %d}, "critique": "c%d"}'
                        % (n, "right" if n % 2 else "tie", n, n)]
+            valid = ('{"idempotency_key": "key-%04d", "answer": {"choice": "left"}}' % n).encode()
+            for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):  # not JSON: refused (422)
+                headers = {**me, "Content-Type": content_type} if content_type else me
+                resp = client.post(f"/api/v1/assignments/{aid}/annotations", content=valid, headers=headers)
+                seen.append((resp.status_code, resp.json()))
             for text in answers:
                 resp = client.post(f"/api/v1/assignments/{aid}/annotations", content=text.encode(),
                                    headers={**me, "Content-Type": "application/json"})
@@ -60,3 +65,4 @@ def test_fast_path_and_routes_agree(tmp_path: Path) -> None:
     routes = _session(tmp_path / "routes", token_cache_s=0)
     assert fast == routes
     assert [code for code, _ in fast[0]].count(201) == 6 and fast[0][-1][0] == 204
+    assert [code for code, _ in fast[0]].count(422) >= 3 * 6, "a body not declared as JSON is refused on both paths"

@@ -22,6 +22,7 @@ from rlhfkit.feedback import crud
 from rlhfkit.feedback.models import Annotation, Annotator
 from rlhfkit.feedback.pool import TaskPool
 from rlhfkit.feedback.serving import AnnotationService
+from rlhfkit.feedback.steps import StepOp
 from rlhfkit.feedback.store import open_store
 
 PAIR = [{"prompt": "p", "response": "a"}, {"prompt": "p", "response": "b"}]
@@ -46,7 +47,7 @@ def test_concurrent_same_key_through_the_writer_stores_one_row_with_one_answer(d
     try:
         service = AnnotationService(store)
         cid, aid = _campaign(store)
-        view = store.writer.submit(lambda tx: service._next(tx, cid, aid)).result(timeout=30)
+        view = service.next_blocking(campaign_id=cid, annotator_id=aid, timeout_s=30)
         key, barrier = uuid.uuid4().hex, threading.Barrier(8)
 
         def submit() -> tuple[dict[str, Any], bool]:
@@ -135,12 +136,12 @@ def test_writer_answers_after_restart_of_the_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'f.db'}"
     store = open_store(url)
     cid, aid = _campaign(store, n_prompts=3)
-    view = store.writer.submit(lambda tx: AnnotationService(store)._next(tx, cid, aid)).result(timeout=30)
+    view = AnnotationService(store).next_blocking(campaign_id=cid, annotator_id=aid, timeout_s=30)
     store.close()
     again = open_store(url)
     try:
         service = AnnotationService(again)
-        assert again.writer.submit(lambda tx: service._next(tx, cid, aid)).result(timeout=30)["assignment_id"] == view["assignment_id"]
+        assert service.next_blocking(campaign_id=cid, annotator_id=aid, timeout_s=30)["assignment_id"] == view["assignment_id"]
     finally:
         again.close()
 
@@ -168,11 +169,11 @@ def test_pool_is_checked_against_the_database(tmp_path: Path) -> None:
             other, _ = crud.create_annotator(s, name="b", campaign_ids=[cid])
             other_id = other.id
         service = AnnotationService(store)
-        store.writer.submit(lambda tx: service._pool(tx, cid, 1, 0.0)).result(timeout=10)  # built while empty
+        store.writer.submit(StepOp(lambda tx: service._pool(tx, cid, 1, 0.0), aid)).result(timeout=10)  # built while empty
         with store.session() as s:  # the only task is taken behind the pool's back (the web pages' ORM path)
             campaign = crud.get_campaign_for(s, campaign_id=cid, principal=crud.Principal(role="admin"))
             assert crud.next_assignment(s, campaign=campaign, annotator_id=other_id) is not None
-        assert store.writer.submit(lambda tx: service._next(tx, cid, aid)).result(timeout=10) is None
+        assert service.next_blocking(campaign_id=cid, annotator_id=aid, timeout_s=10) is None
     finally:
         store.close()
 

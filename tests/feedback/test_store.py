@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -347,3 +348,30 @@ def test_a_database_of_the_previous_release_upgrades_in_place(tmp_path: Path) ->
     again = open_store(f"sqlite:///{path}", create=False)  # at the newest revision: nothing to do
     assert again.schema_version == SCHEMA_VERSION
     again.close()
+
+
+def _open_and_close(url: str, start: Any) -> None:
+    """In a child process: wait for the common start, open (create or upgrade) the store, close it."""
+    start.wait(30)
+    open_store(url).close()
+
+
+def test_two_processes_opening_a_fresh_database_at_once_create_it_once(db_url: str) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    children = [ctx.Process(target=_open_and_close, args=(db_url, start)) for _ in range(2)]
+    for child in children:
+        child.start()
+    start.set()
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0, 0]
+    store = open_store(db_url)
+    try:
+        with store.read_session() as s:
+            assert s.scalar(select(SchemaVersion.version)) == SCHEMA_VERSION
+            assert s.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD_REVISION]
+    finally:
+        store.close()

@@ -55,8 +55,17 @@ DOM_CHECK = """() => {
     foreign: document.querySelectorAll('img,svg,iframe,object,embed,video,audio,marquee,details,math,base,style,meta[http-equiv],a[href^="javascript"],form[action^="javascript"]').length,
     handlers: handlers.map(el => el.outerHTML.slice(0, 80)),
     texts: [...document.querySelectorAll('.text')].map(el => ({children: el.children.length, text: el.textContent})),
+    md: [...document.querySelectorAll('.md')].map(el => ({
+      tags: [...el.querySelectorAll('*')].map(e => e.tagName.toLowerCase()),
+      attrs: [...el.querySelectorAll('*')].flatMap(e => [...e.attributes].map(a => a.name)),
+      text: el.textContent})),
   };
 }"""
+# Responses are shown as Markdown (server-side markdown-it + nh3): only these tags and attributes may appear.
+MD_TAGS = {"p", "br", "hr", "em", "strong", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a",
+           "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"}
+MD_ATTRS = {"href", "title", "rel", "class", "start"}
+MD_BLOCK = re.compile(r'<div class="md"[^>]*>(.*?)</div>', re.S)
 INIT = "document.addEventListener('securitypolicyviolation', () => { window.__csp = (window.__csp || 0) + 1; });"
 
 
@@ -99,9 +108,15 @@ def test_payloads_are_escaped_in_server_html(sqlite_api: Any) -> None:
              admin.get(f"/admin/campaigns/{w['campaigns'][0]}/annotators/{w['annotators'][0]['id']}").text,
              reader.get("/tasks").text] + [reader.get(f"/campaigns/{cid}/task").text for cid in w["campaigns"]]
     joined = "\n".join(pages)
+    outside_markdown = MD_BLOCK.sub("", joined)
+    for block in MD_BLOCK.findall(joined):
+        assert set(re.findall(r"<(\w+)", block)) <= MD_TAGS, block
+        assert set(re.findall(r"\s([\w-]+)=", "".join(re.findall(r"<\w+[^>]*>", block)))) <= MD_ATTRS, block
     for payload in PAYLOADS:
-        if "<" in payload or '"' in payload:
+        if "<" in payload:
             assert payload not in joined, f"raw payload in HTML: {payload!r}"
+        if '"' in payload:  # inside Markdown text a quote is text (nh3 writes it bare); elsewhere it must be escaped
+            assert payload not in outside_markdown, f"raw payload in HTML: {payload!r}"
         assert str(escape(payload)) in joined, f"escaped payload missing: {payload!r}"
 
 
@@ -149,8 +164,13 @@ def test_payloads_render_inert_in_chromium(live_server: Any, chromium: Any) -> N
     for i, cid in enumerate(w["campaigns"]):
         state = visit(f"{live_server.url}/campaigns/{cid}/task")
         texts = [t["text"] for t in state["texts"]]
-        assert texts[0] == PAYLOADS[i], "the prompt is shown verbatim"
-        assert sorted(texts[1:]) == sorted([PAYLOADS[i], PAYLOADS[(i + 1) % len(PAYLOADS)]]), "responses shown verbatim"
+        assert texts == [PAYLOADS[i]], "the prompt is shown verbatim"
+        assert len(state["md"]) == 2, "both responses are shown as Markdown"
+        for md in state["md"]:
+            assert set(md["tags"]) <= MD_TAGS and set(md["attrs"]) <= MD_ATTRS, md
+        shown = "".join(md["text"] for md in state["md"])
+        for payload in (PAYLOADS[i], PAYLOADS[(i + 1) % len(PAYLOADS)]):
+            assert all(marker in shown for marker in re.findall(r"__xss=\d+", payload)), "responses shown as text"
         if "\u2028" not in PAYLOADS[i]:
             assert page.title() == " ".join(f"{PAYLOADS[i]} · rlhfkit".split()), "the title shows the name as text"
     context.close()

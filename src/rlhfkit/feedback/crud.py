@@ -16,7 +16,7 @@ from datetime import timedelta
 from itertools import combinations
 from typing import Any, Literal, Optional, Sequence
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Text, and_, cast, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -24,7 +24,9 @@ from rlhfkit.feedback.models import (TASK_KINDS, AdminToken, Annotation, Annotat
                                      CampaignMember, Prompt, Sample, Task, TaskItem, utcnow)
 from rlhfkit.feedback.errors import ConflictError, CrudError, InvalidError, NotFoundError, TooLargeError
 from rlhfkit.feedback.rules import (MAX_CRITIQUE, PAIR_CHOICES, check_id, check_int, check_json, check_scale,
-                                    check_submission, check_text, is_number, resolve_answer)
+                                    PROMPT_MESSAGES, check_submission, check_text, is_number, prompt_turns,
+                                    resolve_answer)
+from rlhfkit.feedback.stored_json import load_stored
 from rlhfkit.feedback.security import hash_token, new_token, token_matches
 
 __all__ = ["ConflictError", "CrudError", "InvalidError", "NotFoundError", "TooLargeError", "MAX_CRITIQUE",
@@ -75,6 +77,9 @@ def _no_constant(name: str) -> Any:
 def parse_samples_jsonl(text: str, *, source: str) -> list[SampleSpec]:
     """Samples from JSON lines ``{"prompt", "response" (or "completion"), "model"?, "round"?, ...}``.
 
+    A conversational prompt (``prompt`` or ``messages``: a list of ``{role, content}``) is stored as its
+    plain text with its turns in ``meta["prompt_messages"]``.
+
     Other keys are kept in ``meta``. Errors name the source, line and field.
     """
     specs = []
@@ -92,7 +97,10 @@ def parse_samples_jsonl(text: str, *, source: str) -> list[SampleSpec]:
         obj = dict(obj)
         keys = sorted(obj)
         response = obj.pop("response", obj.pop("completion", None))
-        prompt = obj.pop("prompt", None)
+        raw_prompt = obj.pop("prompt") if "prompt" in obj else obj.pop("messages", None)
+        prompt, turns = prompt_turns(raw_prompt, f"{source}:{n}: field 'prompt'")
+        if turns is not None:
+            obj[PROMPT_MESSAGES] = turns
         for field, value in (("prompt", prompt), ("response", response)):
             if value is None:
                 hint = (" (one sample per line: write each of 'responses' as its own line)"
@@ -387,9 +395,12 @@ def _no_tasks_warning(campaign: Campaign, n_samples: Optional[int], n_tasks: Opt
 
 def list_samples(session: Session, *, campaign: Campaign) -> list[dict[str, Any]]:
     """Every sample of a campaign with its prompt text."""
-    rows = session.scalars(select(Sample).where(Sample.campaign_id == campaign.id).options(selectinload(Sample.prompt)).order_by(Sample.id))
-    return [{"id": s.id, "prompt_id": s.prompt_id, "prompt": s.prompt.text, "response": s.response, "model": s.model,
-             "round": s.round, "meta": s.meta} for s in rows]
+    rows = session.execute(select(Sample.id, Sample.prompt_id, Prompt.text, Sample.response, Sample.model, Sample.round,
+                                  cast(Sample.meta, Text)).join(Prompt, Prompt.id == Sample.prompt_id)
+                           .where(Sample.campaign_id == campaign.id).order_by(Sample.id))
+    # meta is read as text and parsed here: a row of an older release may be nested too deep to serialize
+    return [{"id": sid, "prompt_id": pid, "prompt": prompt, "response": response, "model": model, "round": rnd,
+             "meta": load_stored(meta)} for sid, pid, prompt, response, model, rnd, meta in rows]
 
 
 def list_tasks(session: Session, *, campaign: Campaign) -> list[dict[str, Any]]:

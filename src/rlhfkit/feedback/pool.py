@@ -73,6 +73,12 @@ class TaskPool:
         if task_id in self.count:
             self.set_taken(task_id, self.count[task_id] + 1)
 
+    def unrecord(self, task_id: int, annotator_id: int) -> None:
+        """Undo :meth:`record` (the assignment was not inserted after all)."""
+        self.served.get(annotator_id, set()).discard(task_id)
+        if task_id in self.count:
+            self.set_taken(task_id, self.count[task_id] - 1)
+
     def release(self, task_id: int) -> None:
         """An assignment of ``task_id`` stopped holding its slot (skipped)."""
         if task_id in self.count:

@@ -64,13 +64,34 @@ class Statement:
             return tuple(raw)
         return tuple(p(v) if p is not None else v for p, v in zip(self._results, raw))
 
+    def fetch(self, cursor: Any, rows: str) -> Any:
+        """The executed statement's result on ``cursor``: its first row ("one") or every row ("all")."""
+        raw = [cursor.fetchone()] if rows == "one" else cursor.fetchall()  # in pipeline mode this waits for it
+        description = cursor.description if self._results is None else None  # psycopg builds it on each access
+        processed = [self.row(r, description) for r in raw]
+        return processed[0] if rows == "one" else processed
+
 
 class RawConnection:
-    """A DBAPI connection driven with explicit BEGIN/COMMIT and compiled :class:`Statement` objects."""
+    """A DBAPI connection driven with explicit BEGIN/COMMIT and compiled :class:`Statement` objects.
+
+    ``pipeline`` is set while a psycopg 3 pipeline is open: results are then read only when fetched,
+    so a row count needs a sync first, and after a failed statement the pipeline must be synced
+    before the transaction can go on (:meth:`clear_pipeline_error`).
+    """
 
     def __init__(self, dbapi_connection: Any) -> None:
         self.dbapi_connection = dbapi_connection
         self.cursor = dbapi_connection.cursor()
+        self.pipeline: Any = None
+
+    def clear_pipeline_error(self) -> None:
+        """After a failed statement in pipeline mode: sync, so the statements that follow are run again."""
+        if self.pipeline is not None:
+            try:
+                self.pipeline.sync()
+            except Exception:  # noqa: BLE001 - the error was already raised to the operation
+                pass
 
     def execute(self, sql: str) -> None:
         """Run a parameterless statement (BEGIN, SAVEPOINT ...)."""
@@ -79,15 +100,19 @@ class RawConnection:
     def run(self, statement: Statement, **values: Any) -> int:
         """Execute; returns the number of rows changed (for UPDATE/INSERT without RETURNING)."""
         self.cursor.execute(statement.sql, statement.params(values))
+        if self.pipeline is not None:
+            self.pipeline.sync()
         return self.cursor.rowcount
+
+    def fetch(self, statement: Statement, rows: str, **values: Any) -> Any:
+        """Execute; the first row ("one", processed, or None) or every row ("all")."""
+        self.cursor.execute(statement.sql, statement.params(values))
+        return statement.fetch(self.cursor, rows)
 
     def one(self, statement: Statement, **values: Any) -> Optional[tuple[Any, ...]]:
         """The first row of a query (processed), or None."""
-        self.cursor.execute(statement.sql, statement.params(values))
-        return statement.row(self.cursor.fetchone(), self.cursor.description)
+        return self.fetch(statement, "one", **values)  # type: ignore[no-any-return]
 
     def all(self, statement: Statement, **values: Any) -> list[tuple[Any, ...]]:
         """Every row of a query (processed)."""
-        self.cursor.execute(statement.sql, statement.params(values))
-        description = self.cursor.description
-        return [statement.row(r, description) for r in self.cursor.fetchall()]  # type: ignore[misc]
+        return self.fetch(statement, "all", **values)  # type: ignore[no-any-return]

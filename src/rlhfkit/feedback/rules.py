@@ -16,14 +16,20 @@ from typing import Any, Optional
 
 from rlhfkit.data.records import MAX_ABS
 from rlhfkit.feedback.errors import InvalidError
+from rlhfkit.models.chat import ChatError, Conversation, is_messages
 
 PAIR_CHOICES = ("left", "right", "tie", "skip")
+#: How much better the chosen response is, as the Bradley-Terry margin m in -log σ(r_c - r_r - m): Llama 2's
+#: "margin small" scale (Touvron et al. 2023, Table 28: slightly 1/3, better 2/3, significantly 1).
+STRENGTH_MARGINS = {"slightly": 1 / 3, "clearly": 2 / 3, "much": 1.0}
 MAX_CRITIQUE = 10_000
 MAX_EDIT = 50_000
 MAX_TIME_SPENT_MS = 86_400_000
 MAX_ID = 2**31 - 1
 MAX_META_DEPTH = 16
 KEY_LENGTH = (8, 128)
+#: Sample meta key holding a conversational prompt's turns ([{"role", "content"}, ...]).
+PROMPT_MESSAGES = "prompt_messages"
 
 
 def is_number(value: Any) -> bool:
@@ -102,6 +108,20 @@ def check_json(value: Any, field: str, *, depth: int = 0) -> Any:
     return value
 
 
+def prompt_turns(prompt: Any, field: str) -> tuple[Any, Optional[list[dict[str, str]]]]:
+    """A sample's prompt as text plus its turns: a message list (or Conversation) becomes its plain
+    ``role: content`` text, its turns kept (sample meta PROMPT_MESSAGES) so pages show them; other values pass."""
+    messages = prompt.messages if isinstance(prompt, Conversation) else prompt if is_messages(prompt) else None
+    if messages is None:
+        return prompt, None
+    try:
+        conversation = Conversation.prompt(messages)
+    except ChatError as exc:
+        raise InvalidError(f"{field}: {exc}") from None
+    turns = [{k: storable_text(v) for k, v in m.items()} for m in conversation.messages]
+    return storable_text(str(conversation)), turns
+
+
 def check_submission(*, idempotency_key: Any, critique: Optional[str], time_spent_ms: Optional[int],
                      allow_critique: bool) -> None:
     """The checks on a submission that do not depend on the task: key, critique, time spent."""
@@ -131,6 +151,15 @@ def check_edit(answer: dict[str, Any], original: str) -> dict[str, Any]:
     return {"text": text}
 
 
+def strength_margin(strength: Any, margin: Optional[float] = None) -> float:
+    """The margin of a named strength of preference (see STRENGTH_MARGINS); a margin given too is refused."""
+    if strength not in STRENGTH_MARGINS:
+        raise InvalidError(f"answer.strength: must be one of {list(STRENGTH_MARGINS)}, got {strength!r}")
+    if margin is not None:
+        raise InvalidError("answer: give a strength or a margin, not both")
+    return STRENGTH_MARGINS[strength]
+
+
 def resolve_answer(*, kind: str, answer: Any, displayed: Sequence[int], scale: Optional[Sequence[float]],
                    original: Optional[str] = None) -> dict[str, Any]:
     """Validate an answer for a task kind and restate it in sample-id terms (positions resolved);
@@ -144,12 +173,16 @@ def resolve_answer(*, kind: str, answer: Any, displayed: Sequence[int], scale: O
             raise InvalidError("answer: an edit task needs the original response to compare with")
         return check_edit(answer, original)
     if kind == "pairwise":
-        if set(answer) - {"choice", "margin"} or answer.get("choice") not in PAIR_CHOICES:
-            raise InvalidError(f"answer: pairwise needs choice in {list(PAIR_CHOICES)} and optional margin")
+        if set(answer) - {"choice", "margin", "strength"} or answer.get("choice") not in PAIR_CHOICES:
+            raise InvalidError(f"answer: pairwise needs choice in {list(PAIR_CHOICES)} and optional margin or strength")
         margin = answer.get("margin")
         if margin is not None and (not is_number(margin) or margin < 0):
             raise InvalidError(f"answer.margin: must be a finite number in [0, {MAX_ABS:g}], got {margin!r}")
         choice = answer["choice"]
+        if answer.get("strength") is not None:
+            if choice == "tie":
+                raise InvalidError("answer.strength: a tie has no strength of preference")
+            margin = strength_margin(answer["strength"], margin)
         if choice == "skip":
             return {"skip": True}
         winner: Any = "tie" if choice == "tie" else displayed[0 if choice == "left" else 1]

@@ -7,6 +7,13 @@ SAVEPOINT so one failing operation rolls back only its own statements, and resol
 request only after COMMIT has returned: an acknowledged write is durable (SQLite WAL with
 synchronous=FULL, or PostgreSQL's commit). While one batch commits the next one queues, so the
 fsync and the lock hand-over are paid once per batch instead of once per request.
+
+On PostgreSQL the batch runs in psycopg 3 pipeline mode: statements whose result nobody reads
+(BEGIN, SAVEPOINT, RELEASE) are sent with the next query instead of costing a round trip each, and
+COMMIT's outcome is waited for (a pipeline sync) before any request is answered. A batch made only
+of :class:`~rlhfkit.feedback.steps.StepOp` operations (the API's hot path) is first run in lockstep
+(:func:`~rlhfkit.feedback.steps.run_lockstep`: one round trip per step for the whole batch); if that
+attempt is abandoned it is rolled back and the batch is run again one savepoint at a time.
 """
 
 from __future__ import annotations
@@ -21,14 +28,11 @@ from typing import Any, Generic, Optional, TypeVar
 from sqlalchemy import Engine
 
 from rlhfkit.feedback.rawsql import RawConnection
+from rlhfkit.feedback.steps import LockstepAbandoned, RetryOperation, StepOp, run_lockstep
 from rlhfkit.feedback.store import DatabaseBusyError, DatabaseMissingError, StoreError, sqlite_path, write_lock_for
 
 T = TypeVar("T")
 MAX_BATCH = 512
-
-
-class RetryOperation(Exception):
-    """Raised by an operation to be rolled back to its savepoint and run once more (e.g. a lost race)."""
 
 
 class Tx(RawConnection):
@@ -79,6 +83,7 @@ class GroupCommitWriter:
         self._conn: Any = None
         self.batches = 0
         self.operations = 0
+        self.lockstep_batches = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -162,13 +167,19 @@ class GroupCommitWriter:
                 raise DatabaseMissingError(f"feedback database file {self._path} is gone (deleted or moved)")
             dbapi = self._connection()
             tx = Tx(dbapi, self.engine.dialect.loaded_dbapi.IntegrityError)
-            tx.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
-            for item in batch:
-                self._run_one(tx, item)
-            tx.execute("COMMIT")
+            if self.sqlite:
+                self._transaction(tx, batch)
+            elif not (len(batch) > 1 and all(isinstance(item.op, StepOp) for item in batch)
+                      and self._lockstep(dbapi, tx, batch)):
+                with dbapi.pipeline() as pipeline:
+                    tx.pipeline = pipeline
+                    self._transaction(tx, batch)
+                    pipeline.sync()  # raises here, before anyone is answered, if COMMIT failed
+                tx.pipeline = None
         except BaseException as exc:  # noqa: BLE001 - every waiting request must hear about it
             error = self._store_error(exc)
             if tx is not None:
+                tx.pipeline = None
                 try:
                     tx.execute("ROLLBACK")
                 except Exception:  # noqa: BLE001
@@ -187,6 +198,35 @@ class GroupCommitWriter:
         self.operations += len(batch)
         self._settle(batch)
 
+    def _lockstep(self, dbapi: Any, tx: Tx, batch: list[_Pending[Any]]) -> bool:
+        """Run and commit the batch in lockstep; False (rolled back, nothing answered) to run it in sequence."""
+        try:
+            with dbapi.pipeline() as pipeline:
+                tx.pipeline = pipeline
+                tx.execute("BEGIN")
+                run_lockstep(tx, batch)
+                tx.execute("COMMIT")
+                pipeline.sync()
+            tx.pipeline = None
+            self.lockstep_batches += 1
+            return True
+        except (LockstepAbandoned, self.engine.dialect.loaded_dbapi.Error):
+            tx.pipeline = None
+            tx.execute("ROLLBACK")  # a broken connection raises here and fails the batch as usual
+            for hook in tx.on_rollback:
+                hook()
+            tx.on_rollback.clear()
+            for item in batch:
+                item.result, item.error = None, None
+            return False
+
+    def _transaction(self, tx: Tx, batch: list[_Pending[Any]]) -> None:
+        """BEGIN, every operation in its savepoint, COMMIT."""
+        tx.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
+        for item in batch:
+            self._run_one(tx, item)
+        tx.execute("COMMIT")
+
     def _run_one(self, tx: Tx, item: _Pending[Any]) -> None:
         """Run one operation in its own savepoint; its own error rolls back only its statements."""
         for attempt in (1, 2):
@@ -195,6 +235,7 @@ class GroupCommitWriter:
             try:
                 item.result = item.op(tx)
             except Exception as exc:  # noqa: BLE001 - handed to the request
+                tx.clear_pipeline_error()
                 tx.execute("ROLLBACK TO SAVEPOINT op")
                 tx.execute("RELEASE SAVEPOINT op")
                 for hook in tx.on_rollback[rollback_hooks:]:

@@ -23,7 +23,7 @@ from rlhfkit.feedback.server.api.errors import error_status
 from rlhfkit.feedback.server.api.hot import API_HEADERS, HotRoutes
 from rlhfkit.feedback.server.body_limit import BodyLimit
 from rlhfkit.feedback.server.lifeline import exit_with_parent
-from rlhfkit.feedback.server.api.routes import annotators, assignments, campaigns, health, progress
+from rlhfkit.feedback.server.api.routes import annotators, assignments, campaigns, health, progress, tokens
 from rlhfkit.feedback.serving import AnnotationService
 from rlhfkit.feedback.settings import FeedbackSettings
 from rlhfkit.feedback.store import Store, StoreError, open_store
@@ -111,9 +111,9 @@ class LazyPages:
 
 def _include_pages(app: FastAPI) -> None:
     """Import the web page modules and add their routes (see LazyPages)."""
-    from rlhfkit.feedback.server.web import admin, annotate, pages
+    from rlhfkit.feedback.server.web import admin, annotate, pages, tokens
 
-    for module in (pages, annotate, admin):
+    for module in (pages, annotate, admin, tokens):
         app.include_router(module.router)
 
 
@@ -211,7 +211,7 @@ def create_app(settings: Optional[FeedbackSettings] = None, *, store: Optional[S
                        max_age=settings.session_max_age_s, same_site="lax", https_only=settings.cookie_secure)
     app.add_middleware(HotRoutes, state=app.state)  # outermost: it sets API_HEADERS itself, needs no session
     _install_error_handlers(app)
-    for module in (health, campaigns, annotators, assignments, progress):
+    for module in (health, campaigns, annotators, assignments, progress, tokens):
         app.include_router(module.router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

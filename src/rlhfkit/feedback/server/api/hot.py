@@ -3,8 +3,8 @@
 Why: profiled in process, FastAPI's routing (40+ routes matched in turn) and dependency solving cost
 ~1 ms per request, 80% of the server's CPU for a next+submit pair once the database work was
 group-committed. This middleware recognises exactly those two requests when they are ordinary (a
-Bearer token already in the app's TokenCache and belonging to an annotator; for POST a JSON body that
-``SubmissionIn`` accepts) and runs them straight on the AnnotationService. Everything else, including
+Bearer token already in the app's TokenCache and belonging to an annotator; for POST a JSON content type
+and a body that ``SubmissionIn`` accepts) and runs them straight on the AnnotationService. Everything else, including
 every case that ends in 401/403/422 from the framework, falls through to the FastAPI routes in
 ``routes/assignments.py``, which stay the reference implementation with the same answers. It is the
 outermost middleware and sets the API's few response headers (``API_HEADERS``) itself.
@@ -12,6 +12,7 @@ outermost middleware and sets the API's few response headers (``API_HEADERS``) i
 
 from __future__ import annotations
 
+import email.message
 import re
 from typing import Any, Optional
 
@@ -47,7 +48,7 @@ class HotRoutes:
             if me is not None:
                 await self._next(int(match.group(1)), me, send)
                 return
-        elif method == "POST" and (match := SUBMIT.fullmatch(path)):
+        elif method == "POST" and (match := SUBMIT.fullmatch(path)) and is_json_content_type(scope):
             me = self._annotator(scope)
             if me is not None:
                 body, complete = await _read_body(receive)
@@ -93,6 +94,18 @@ class HotRoutes:
             await _error(send, exc)
             return
         await _respond(send, 200 if replayed else 201, orjson.dumps(view))
+
+
+def is_json_content_type(scope: Scope) -> bool:
+    """Whether the request says its body is JSON, by FastAPI's rule (strict content type): a
+    ``Content-Type`` of application/json or application/*+json; none at all is not JSON."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            message = email.message.Message()
+            message["content-type"] = value.decode("latin-1")
+            subtype = message.get_content_subtype()
+            return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+    return False
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bool]:

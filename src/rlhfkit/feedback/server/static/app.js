@@ -42,6 +42,16 @@
     }
   });
 
+  // A strength of preference is optional: clicking the chosen one again clears it.
+  form.querySelectorAll("label.strength-opt").forEach(function (label) {
+    var radio = label.querySelector("input");
+    label.addEventListener("mousedown", function () { radio.dataset.was = radio.checked ? "1" : ""; });
+    radio.addEventListener("click", function () {
+      if (radio.dataset.was === "1") { radio.checked = false; }
+      radio.dataset.was = "";
+    });
+  });
+
   var list = document.getElementById("rank-list");
   if (!list) { return; }
   function items() { return Array.prototype.slice.call(list.querySelectorAll("li.rankable")); }

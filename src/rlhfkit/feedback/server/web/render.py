@@ -11,12 +11,14 @@ from fastapi.responses import HTMLResponse
 
 from rlhfkit.feedback.crud import Principal
 from rlhfkit.feedback.server.api.deps import csrf_token_for
+from rlhfkit.feedback.server.web.markdown import markdown_html
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                           undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 _env.filters["num"] = lambda value: f"{float(value):g}"
+_env.filters["markdown"] = markdown_html
 
 
 def render(request: Request, template: str, *, user: Optional[Principal] = None, status_code: int = 200,
