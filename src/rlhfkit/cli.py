@@ -17,7 +17,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-COMMAND_MODULES = ("base_model", "generate", "sft", "reward", "rl", "feedback", "loop")
+COMMAND_MODULES = ("base_model", "generate", "sft", "reward", "rl", "feedback", "loop", "evaluate")
 
 
 def _register_commands() -> None:

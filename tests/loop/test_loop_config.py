@@ -30,7 +30,8 @@ def test_partial_ppo_section_keeps_the_loops_ppo_defaults(tmp_path):
     for config in (load_loop_config(path), load_loop_config(None, ["policy.ppo.num_prompts=32"])):
         assert config.policy.ppo.num_prompts == 32
         assert config.policy.ppo.run.steps == 16 and config.policy.ppo.run.save_every == 4
-        assert config.policy.ppo.reward.uncertainty_coef == 0.5 and config.policy.ppo.kl.coef == 0.1
+        assert config.policy.ppo.reward.uncertainty_coef == 0.5 and config.policy.ppo.kl.coef == 0.15
+        assert config.policy.ppo.entropy_coef == 0.01
         assert config.policy.ppo.generation.max_new_tokens == 48
         assert config.policy.algorithm == default.policy.algorithm and config.policy.group == default.policy.group
 

@@ -80,5 +80,5 @@ def test_a_finished_round_recorded_before_the_compare_phase_still_loads():
     old_phases = [p for p in ROUND_PHASES if p != "compare"]
     state = LoopState.from_dict({**LoopState(round=2).to_dict(), "done": old_phases})
     assert state.done == list(ROUND_PHASES) and state.next_phase() is None
-    half = LoopState.from_dict({**LoopState(round=2).to_dict(), "done": old_phases[:8]})
+    half = LoopState.from_dict({**LoopState(round=2).to_dict(), "done": old_phases[: old_phases.index("evaluate") + 1]})
     assert half.next_phase() == "compare"

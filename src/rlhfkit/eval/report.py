@@ -18,6 +18,7 @@ from rlhfkit.eval import plots
 from rlhfkit.eval.checks import aspects_section, checks_section
 from rlhfkit.eval.overoptimization import watch_metrics
 from rlhfkit.eval.run_data import RoundData, RunData, finite, load_run
+from rlhfkit.models.chat import ChatError, parse_messages
 from rlhfkit.utils.atomic_file import atomic_write_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -133,13 +134,21 @@ def _samples_section(run: RunData) -> dict[str, Any] | None:
              if str(a.get("prompt", "")) in by_prompt]
     if not pairs:
         pairs = list(zip(before, after))
-    rows = [{"prompt": str(b.get("prompt", "")),
+    rows = [{"prompt": str(b.get("prompt", "")), "turns": _turns(b.get("prompt_messages")),
              "before": str(b.get("response", "")), "before_gold": fmt(finite(b.get("gold"))),
              "before_proxy": fmt(finite(b.get("proxy"))),
              "after": str(a.get("response", "")), "after_gold": fmt(finite(a.get("gold"))),
              "after_proxy": fmt(finite(a.get("proxy")))} for b, a in pairs[:MAX_SAMPLES]]
     return {"rows": rows, "before_round": before_round, "after_round": after_round.index,
             "shown": len(rows), "total": len(pairs)}
+
+
+def _turns(value: Any) -> list[dict[str, str]] | None:
+    """A conversational prompt's turns from a sample row (None when absent or malformed: the plain text shows)."""
+    try:
+        return [dict(m) for m in parse_messages(value)] if value is not None else None
+    except ChatError:
+        return None
 
 
 def _summary_section(run: RunData) -> dict[str, Any] | None:

@@ -10,19 +10,27 @@ from typing import Any
 
 import torch
 
+from rlhfkit.models.chat import Conversation
 from rlhfkit.rl.rollout import Sampler, SamplingParams
 from rlhfkit.utils.checkpoint import atomic_write_text
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One sampled response; ``index`` is its position in the round's candidate file."""
+    """One sampled response; ``index`` is its position in the round's candidate file. ``prompt`` is the
+    plain text; ``prompt_messages`` keeps a conversational prompt's turns (for the annotation page)."""
 
     index: int
     prompt_index: int
     prompt: str
     response: str
     finished: bool
+    prompt_messages: list[dict[str, str]] | None = None
+
+
+def prompt_messages(prompt: str) -> list[dict[str, str]] | None:
+    """A Conversation's turns as plain dicts (None for plain text)."""
+    return [dict(m) for m in prompt.messages] if isinstance(prompt, Conversation) else None
 
 
 def sample_responses(model: torch.nn.Module, tokenizer: Any, sampler: Sampler, prompts: Sequence[str],
@@ -47,8 +55,8 @@ def generate_candidates(model: torch.nn.Module, tokenizer: Any, sampler: Sampler
     """``per_prompt`` candidates for each prompt, grouped by prompt (candidate i of prompt p is p*k + i)."""
     repeated = [p for p in prompts for _ in range(per_prompt)]
     texts, finished = sample_responses(model, tokenizer, sampler, repeated, params, generator, on_batch=on_batch)
-    return [Candidate(index=i, prompt_index=i // per_prompt, prompt=repeated[i], response=texts[i], finished=finished[i])
-            for i in range(len(repeated))]
+    return [Candidate(index=i, prompt_index=i // per_prompt, prompt=repeated[i], response=texts[i], finished=finished[i],
+                      prompt_messages=prompt_messages(repeated[i])) for i in range(len(repeated))]
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -71,7 +79,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def write_candidates(path: Path, candidates: Sequence[Candidate]) -> None:
     """Store the round's candidates (atomically)."""
-    write_jsonl(path, [asdict(c) for c in candidates])
+    write_jsonl(path, [{k: v for k, v in asdict(c).items() if v is not None} for c in candidates])
 
 
 def read_candidates(path: Path) -> list[Candidate]:

@@ -20,9 +20,11 @@ from typing import Any
 from rlhfkit.critiques.simulated import AspectCritic
 from rlhfkit.feedback.annotators import Decider, make_panel, run_panel
 from rlhfkit.feedback.client import FeedbackClient
-from rlhfkit.feedback.rules import storable_text
+from rlhfkit.feedback.editors import AspectEditor
+from rlhfkit.feedback.rules import PROMPT_MESSAGES, storable_text
 from rlhfkit.loop.candidates import Candidate
 from rlhfkit.loop.config import FeedbackConfig
+from rlhfkit.loop.edit_panel import EditPanelMember
 from rlhfkit.loop.selection import Pair
 from rlhfkit.loop.server import read_secret_json, write_secret
 from rlhfkit.tasks.aspects import context_index
@@ -47,7 +49,14 @@ def campaign_samples(candidates: Sequence[Candidate], used: Sequence[int], round
     """The server samples of the candidates ``used``, each with its candidate index in ``meta``."""
     return [{"prompt": storable_text(candidates[i].prompt), "response": storable_text(candidates[i].response),
              "model": models[i] if models is not None else f"policy-r{round_index - 1}", "round": round_index,
-             "meta": {"candidate": i}} for i in used]
+             "meta": {"candidate": i, **_turns(candidates[i])}} for i in used]
+
+
+def _turns(candidate: Candidate) -> dict[str, Any]:
+    """Sample meta with a conversational prompt's turns, so the annotation page shows them turn by turn."""
+    if not candidate.prompt_messages:
+        return {}
+    return {PROMPT_MESSAGES: [{k: storable_text(v) for k, v in m.items()} for m in candidate.prompt_messages]}
 
 
 def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candidate], pairs: Sequence[Pair],
@@ -56,7 +65,8 @@ def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candida
     """Create (or find) the round's campaign; returns its id.
 
     ``kind`` pairwise: one task per chosen pair; critique: a rating campaign that accepts critiques,
-    one task per candidate of the chosen pairs (the server takes critiques only on single-response tasks).
+    one task per candidate of the chosen pairs (the server takes critiques only on single-response tasks);
+    edit: an edit campaign with one task per candidate of the chosen pairs.
     Samples carry their candidate index in ``meta`` so tasks can be (re)built from the server's
     sample ids; a campaign found without tasks (killed in between) gets them now. ``models`` labels
     each candidate's policy (default: the policy of the previous round, which wrote them).
@@ -69,7 +79,7 @@ def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candida
         redundancy = 1 if config.source == "judge" else config.redundancy
         options: dict[str, Any] = ({"scale": list(CRITIQUE_SCALE), "allow_critique": True} if kind == "critique"
                                    else {})
-        campaign = admin.create_campaign(name, "rating" if kind == "critique" else "pairwise",
+        campaign = admin.create_campaign(name, {"critique": "rating", "edit": "edit"}.get(kind, "pairwise"),
                                          samples=campaign_samples(candidates, used, round_index, models),
                                          redundancy=redundancy, gold_rate=0.0, instructions=instructions,
                                          build_tasks=False, **options)
@@ -80,7 +90,7 @@ def open_campaign(admin: FeedbackClient, name: str, candidates: Sequence[Candida
         if missing:
             raise CollectionError(f"campaign {name!r} (id {campaign_id}) lacks samples of candidates {missing[:5]}; "
                                   "it was not created by this run")
-        groups = [[i] for i in used] if kind == "critique" else [[p.a, p.b] for p in pairs]
+        groups = [[i] for i in used] if kind in ("critique", "edit") else [[p.a, p.b] for p in pairs]
         admin.create_tasks(campaign_id, [{"sample_ids": [by_candidate[i] for i in group]} for group in groups])
     return campaign_id
 
@@ -114,15 +124,28 @@ def panel_deciders(task: Task, config: FeedbackConfig, seed: int,
                    context: Sequence[tuple[str, str]] = ()) -> list[Decider]:
     """The simulated panel: hidden utility = the task's gold reward (its aspects, judged in the ``context``
     of the campaign's (prompt, response) pairs), with noise, biases and spammers; with feedback.kind
-    critique, honest members also write critiques of the gold aspects they notice (spammers write none)."""
+    critique, honest members also write critiques of the gold aspects they notice (spammers write none);
+    with feedback.kind edit, members rewrite responses (:mod:`rlhfkit.loop.edit_panel`)."""
     if not task.has_gold:
         raise CollectionError(f"task {task.name!r} has no gold reward for a simulated panel; "
                               "use feedback.source=judge or humans")
     panel = config.panel
-    return list(make_panel(task.utility_with(context), panel.size, spammer_fraction=panel.spammers / panel.size,
-                           temperature=panel.temperature, position_bias=panel.position_bias,
-                           length_bias=panel.length_bias, adversarial=panel.adversarial, seed=seed,
-                           critic=panel_critic(task, config, context) if config.kind == "critique" else None))
+    members = make_panel(task.utility_with(context), panel.size, spammer_fraction=panel.spammers / panel.size,
+                         temperature=panel.temperature, position_bias=panel.position_bias,
+                         length_bias=panel.length_bias, adversarial=panel.adversarial, seed=seed,
+                         critic=panel_critic(task, config, context) if config.kind == "critique" else None,
+                         editor=panel_editor(task, config, context) if config.kind == "edit" else None)
+    return [EditPanelMember(m) for m in members] if config.kind == "edit" else list(members)
+
+
+def panel_editor(task: Task, config: FeedbackConfig, context: Sequence[tuple[str, str]] = ()) -> AspectEditor:
+    """The rewriter of the simulated panel: fixes the gold aspects it perceives as weak (noise as for critiques)."""
+    try:
+        editor = AspectEditor.for_task(task, noise=config.panel.critique_noise)
+    except ValueError as exc:
+        raise CollectionError(f"{exc}; use feedback.kind=pairwise or feedback.source=humans") from None
+    editor.context = context_index(context)
+    return editor
 
 
 def panel_critic(task: Task, config: FeedbackConfig, context: Sequence[tuple[str, str]] = ()) -> AspectCritic:

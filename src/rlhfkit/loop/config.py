@@ -18,7 +18,7 @@ from rlhfkit.rl.config import (DPOConfig, DPOOptimConfig, DPORunConfig, Generati
                                PolicyGradientConfig, PPOConfig, RewardConfig, RunConfig)
 
 FeedbackSource = Literal["panel", "judge", "humans"]
-FeedbackKind = Literal["pairwise", "critique"]
+FeedbackKind = Literal["pairwise", "critique", "edit"]
 Algorithm = Literal["ppo", "grpo", "rloo", "reinforce", "dpo"]
 
 
@@ -54,8 +54,9 @@ class PanelConfig:
     temperature: float = field(0.1, help="Bradley-Terry noise of honest members, in gold-reward units.")
     position_bias: float = field(0.0, help="Added to the utility of the left-hand response.")
     length_bias: float = field(0.0, help="Utility added per 100 characters of response.")
-    critique_noise: float = field(0.1, help="feedback.kind=critique: Gaussian noise on each gold aspect score "
-                                            "(in [0, 1]) an honest member perceives before writing its critique.")
+    critique_noise: float = field(0.1, help="feedback.kind=critique or edit: Gaussian noise on each gold aspect score "
+                                            "(in [0, 1]) an honest member perceives before writing its critique "
+                                            "or rewrite.")
 
 
 @dataclass
@@ -87,12 +88,18 @@ class FeedbackConfig:
         "pairwise", help="pairwise: annotators compare the selected pairs; critique: a rating campaign with "
                          "free-text critiques on the selected pairs' candidates, and the reward model trains on "
                          "the encoded critiques alone (the numeric ratings are dropped, so only the text carries "
-                         "the signal).")
+                         "the signal); edit: an edit campaign on those candidates, each rewrite becomes a "
+                         "preference pair (rewrite over original) for the reward model.")
     critique_encoder: str = field("rules", help="feedback.kind=critique: the critique encoder (rules, rules:FILE, "
                                                 "learned, learned:FILE.npz, module:function, or a reward-model "
                                                 "directory; see `rlhfkit encode-critiques --help`).")
     critique_min_confidence: float = field(0.0, help="feedback.kind=critique: drop encoded critiques at or below "
                                                      "this confidence.")
+    edits_sft: bool = field(False, help="feedback.kind=edit: before the policy phase, fine-tune the current policy "
+                                        "(rlhfkit.sft) on the round's rewrites.")
+    edits_sft_steps: int = field(8, help="feedback.edits_sft: optimizer steps per round.")
+    edits_sft_lr: float = field(5e-5, help="feedback.edits_sft: peak learning rate.")
+    edits_sft_batch_size: int = field(8, help="feedback.edits_sft: rewrites per step.")
     db_url: str | None = field(None, help="Feedback database for the loop's own server "
                                           "(default: SQLite RUN_DIR/feedback/feedback.db; PostgreSQL by URL).")
     server_url: str | None = field(None, help="Use an already running `rlhfkit serve` instead of starting one "
@@ -118,6 +125,19 @@ def _default_reward_train() -> RewardTrainConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """An adversarial round after the reward phase: probe the reward model, ask annotators about its worst exploits."""
+
+    enabled: bool = field(False, help="Probe the new reward model (rlhfkit probe-rm's probes), send the probed "
+                                      "responses whose reward rose most to the annotators as pairwise comparisons "
+                                      "(probed vs original), add their answers and retrain the reward model.")
+    samples: int = field(64, help="This round's candidates the probes rewrite (one per distinct response).")
+    comparisons: int = field(48, help="Probed-vs-original comparisons sent to annotators (largest reward rise first).")
+    probes: list[str] = field(default_factory=list, help="Probe names (default: all of rlhfkit.reward.probes.PROBES).")
+    suffix_length: int = field(2, help="Words of the greedy reward-raising suffix probe (0 = no suffix probe).")
+
+
+@dataclass
 class RewardPhaseConfig:
     """Reward-model update each round, on all feedback collected so far."""
 
@@ -126,13 +146,17 @@ class RewardPhaseConfig:
     train: RewardTrainConfig = field(default_factory=_default_reward_train,
                                      help="Reward training settings (model, data, output_dir, resume and progress "
                                           "are set by the loop).")
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig,
+                                           help="Adversarial round after the reward phase.")
 
 
 def _default_ppo() -> PPOConfig:
+    """KL 0.15 and an entropy bonus of 0.01: at KL 0.1 the demo's third round lost diversity (distinct-2
+    below 0.6 on seed 0, a rollback on seed 2); this keeps it at 0.63-0.70 on seeds 0-2 (README)."""
     return PPOConfig(run=RunConfig(steps=16, save_every=4, progress=False),
                      generation=GenerationConfig(max_new_tokens=48),
-                     reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.1), optim=OptimConfig(lr=1e-4),
-                     num_prompts=64, epochs=4, num_minibatches=4)
+                     reward=RewardConfig(uncertainty_coef=0.5), kl=KLConfig(coef=0.15), optim=OptimConfig(lr=1e-4),
+                     num_prompts=64, epochs=4, num_minibatches=4, entropy_coef=0.01)
 
 
 def _default_group() -> PolicyGradientConfig:
@@ -197,7 +221,7 @@ class LoopConfig:
     seed: int = field(0, help="Seed of prompts, sampling, the panel and training.")
     device: str = field("auto", help="cpu, cuda or auto.")
     threads: int | None = field(None, help="CPU threads (default: RLHFKIT_THREADS or min(cores, 8)).")
-    sampler: Literal["hf", "cached", "cached-static"] = field("cached", help="Rollout backend (rlhfkit.rl.rollout).")
+    sampler: Literal["hf", "cached", "cached-static", "compiled"] = field("cached", help="Rollout backend (rlhfkit.rl.rollout).")
     report_to: str = field("tensorboard", help="Metric backends: tensorboard, wandb, mlflow, none.")
     keep_checkpoints: bool = field(False, help="Keep the trainers' resume checkpoints of finished rounds "
                                                "(only needed to resume a phase; final models are always kept).")
@@ -236,6 +260,7 @@ class LoopConfig:
             if not 0 <= self.feedback.critique_min_confidence < 1:
                 problems.append("feedback.critique_min_confidence must be in [0, 1), "
                                 f"got {self.feedback.critique_min_confidence}")
+        problems += _edit_problems(self)
         if not 0 < self.feedback.humans.quota <= 1:
             problems.append(f"feedback.humans.quota must be in (0, 1], got {self.feedback.humans.quota}")
         if self.eval.prompts < 1 or self.eval.samples_per_prompt < 1:
@@ -243,3 +268,21 @@ class LoopConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
+
+def _edit_problems(config: LoopConfig) -> list[str]:
+    """Combinations of feedback.kind=edit and its SFT phase that cannot work, one line each."""
+    feedback, problems = config.feedback, []
+    if feedback.kind == "edit" and feedback.source == "judge":
+        problems.append("feedback.kind=edit needs feedback.source panel or humans (the judge writes no rewrites)")
+    if feedback.edits_sft and feedback.kind != "edit":
+        problems.append(f"feedback.edits_sft needs feedback.kind=edit (got {feedback.kind!r}): only edits give "
+                        "rewritten texts to fine-tune on")
+    adversarial = config.reward.adversarial
+    if adversarial.enabled and (min(adversarial.samples, adversarial.comparisons) < 1 or adversarial.suffix_length < 0):
+        problems.append("reward.adversarial.samples and comparisons must be >= 1, suffix_length >= 0")
+    if adversarial.enabled and feedback.source == "humans":
+        problems.append("reward.adversarial needs feedback.source panel or judge (it waits for the answers "
+                        "before retraining within the round)")
+    if feedback.edits_sft_steps < 1 or feedback.edits_sft_batch_size < 1 or not feedback.edits_sft_lr > 0:
+        problems.append("feedback.edits_sft_steps and edits_sft_batch_size must be >= 1 and edits_sft_lr > 0")
+    return problems

@@ -19,6 +19,7 @@ import torch
 
 from rlhfkit.eval.evaluate import evaluate_responses
 from rlhfkit.eval.metrics import duplicate_share, kl_from_logprobs, top_response_share
+from rlhfkit.loop.candidates import prompt_messages
 from rlhfkit.loop.scoring import head_scores, load_scorer
 from rlhfkit.rl.rollout import Rollout
 from rlhfkit.tasks.base import Task
@@ -92,6 +93,9 @@ def evaluate_policy(task: Task, policy_path: str, base_model: str, prompts: Sequ
     samples = []
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
         sample: dict[str, Any] = {"prompt": prompt, "response": response}
+        turns = prompt_messages(prompt)
+        if turns is not None:
+            sample["prompt_messages"] = turns
         if gold is not None:
             sample["gold"] = gold[i]
         if proxy is not None:

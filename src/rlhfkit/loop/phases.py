@@ -141,17 +141,18 @@ def open_campaign(ctx: LoopContext) -> None:
         campaign_id = collect.open_campaign(admin, collect.campaign_name(ctx.state.run_id, ctx.round), candidates,
                                             pairs, ctx.config.feedback, instructions, ctx.round,
                                             kind=ctx.config.feedback.kind)
-        _add_annotators(ctx, admin, campaign_id)
+        add_annotators(ctx, admin, campaign_id)
     if campaign_id not in ctx.state.campaign_ids:
         ctx.state.campaign_ids.append(campaign_id)
-    if ctx.config.feedback.kind == "critique":
-        size = f"{len({i for p in pairs for i in (p.a, p.b)})} responses to rate and critique"
+    if ctx.config.feedback.kind in ("critique", "edit"):
+        what = "rate and critique" if ctx.config.feedback.kind == "critique" else "edit"
+        size = f"{len({i for p in pairs for i in (p.a, p.b)})} responses to {what}"
     else:
         size = f"{len(pairs)} comparisons"
     ctx.display.log(f"round {ctx.round}: campaign {campaign_id} open with {size} at {server.url}")
 
 
-def _add_annotators(ctx: LoopContext, admin: Any, campaign_id: int) -> None:
+def add_annotators(ctx: LoopContext, admin: Any, campaign_id: int) -> None:
     """The simulated panel or judge (invited once per run), or the configured human annotators."""
     deciders = _deciders(ctx)
     if deciders:
@@ -176,18 +177,18 @@ def collect_feedback(ctx: LoopContext) -> None:
     campaign_id = ctx.state.campaign_ids[-1]
     ctx.display.phase(f"round {ctx.round} · collect ({cfg.source})", None)
 
-    unit = "tasks" if cfg.kind == "critique" else "comparisons"
+    unit = "tasks" if cfg.kind in ("critique", "edit") else "comparisons"
 
     def show(complete: int, total: int) -> None:
         ctx.display.update(complete, total, info=f"{unit} complete")
 
     started = time.perf_counter()
-    progress = _collect(ctx, campaign_id, show)
+    progress = collect_answers(ctx, campaign_id, show)
     ctx.display.log(f"round {ctx.round}: {progress['annotations']} answers, {progress['complete']}/{progress['tasks']} "
                     f"{unit} complete ({time.perf_counter() - started:.1f} s)")
 
 
-def _collect(ctx: LoopContext, campaign_id: int, show: Any) -> dict[str, Any]:
+def collect_answers(ctx: LoopContext, campaign_id: int, show: Any) -> dict[str, Any]:
     """Answers for one campaign (panel/judge through the API, or humans until quota/deadline); closes it."""
     cfg = ctx.config.feedback
     server = ctx.feedback()
@@ -224,23 +225,13 @@ def opened_at(created_at: str) -> float:
 def aggregate_feedback(ctx: LoopContext) -> None:
     """Every campaign's answers so far -> weighted records (feedback.jsonl) and annotator reliability."""
     ctx.display.phase(f"round {ctx.round} · aggregate", None)
-    rows: list[dict[str, Any]] = []
-    with ctx.feedback().admin() as admin:
-        for campaign_id in ctx.state.campaign_ids:
-            rows.extend(admin.annotations(campaign_id))
+    rows = campaign_rows(ctx)
     cfg = ctx.config.feedback
-    extra: dict[str, float] = {}
-    if cfg.kind == "critique":
-        try:
-            encoded = aggregate.critique_records(rows, cfg.critique_encoder, cfg.critique_min_confidence,
-                                                 ctx.config.seed)
-        except ValueError as exc:
-            raise collect.CollectionError(f"round {ctx.round}: {exc}") from exc
-        records, extra = encoded.records, encoded.stats
-        for line in encoded.lines:
-            ctx.display.log(line)
-    else:
-        records = aggregate.aggregate_feedback(rows, cfg.aggregate)
+    records, extra = feedback_records(ctx, rows)
+    if not records and rows:
+        raise collect.CollectionError(f"round {ctx.round}: none of the {len(rows)} answers in campaigns "
+                                      f"{ctx.state.campaign_ids} made a training record (see the lines above; "
+                                      "with feedback.kind=critique, e.g. every critique encoded with confidence 0)")
     if not records:
         raise collect.CollectionError(f"round {ctx.round}: no answers yet in campaigns {ctx.state.campaign_ids}; "
                                       "nothing to train the reward model on")
@@ -253,9 +244,35 @@ def aggregate_feedback(ctx: LoopContext) -> None:
                       {"feedback/answers_total": len(rows), "feedback/answers_round": len(this_round),
                        "feedback/records": len(records), **extra})
     spread = ", ".join(f"{e['annotator']} {e['reliability']:.2f}" for e in reliability)
-    what = "critique rating records (ratings dropped)" if cfg.kind == "critique" else "preference records"
+    what = {"critique": "critique rating records (ratings dropped)",
+            "edit": "preference records (rewrite over original)"}.get(cfg.kind, "preference records")
     ctx.display.log(f"round {ctx.round}: {len(records)} {what} from {len(rows)} answers"
                     + (f"; reliability: {spread}" if spread else ""))
+
+
+def campaign_rows(ctx: LoopContext) -> list[dict[str, Any]]:
+    """Every answer of the run's feedback campaigns so far (the reward model's data)."""
+    rows: list[dict[str, Any]] = []
+    with ctx.feedback().admin() as admin:
+        for campaign_id in ctx.state.campaign_ids:
+            rows.extend(admin.annotations(campaign_id))
+    return rows
+
+
+def feedback_records(ctx: LoopContext, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Training records from answer rows, and extra stats: encoded critiques (critique mode; pairwise answers of
+    adversarial rounds are added as pairs), else aggregated pairs (an edit is its own rewrite-over-original pair)."""
+    cfg = ctx.config.feedback
+    if cfg.kind != "critique":
+        return aggregate.aggregate_feedback(rows, cfg.aggregate), {}
+    try:
+        encoded = aggregate.critique_records(rows, cfg.critique_encoder, cfg.critique_min_confidence, ctx.config.seed)
+    except ValueError as exc:
+        raise collect.CollectionError(f"round {ctx.round}: {exc}") from exc
+    for line in encoded.lines:
+        ctx.display.log(line)
+    pairs = aggregate.aggregate_feedback([r for r in rows if r.get("kind") == "pairwise"], cfg.aggregate)
+    return encoded.records + pairs, encoded.stats
 
 
 def train_reward(ctx: LoopContext) -> None:
@@ -334,7 +351,7 @@ def evaluate(ctx: LoopContext) -> None:
                                        sampler_name=ctx.config.sampler, device=ctx.device,
                                        reward_model=ctx.state.reward_model if ctx.round > 0 else None,
                                        baseline_responses=_baseline_responses(ctx))
-    for name in ("rm_eval.json", "feedback_stats.json"):
+    for name in ("rm_eval.json", "feedback_stats.json", "sft_stats.json", "adversarial_stats.json"):
         path = ctx.round_dir / name
         if path.is_file():
             extra = json.loads(path.read_text(encoding="utf-8"))
@@ -386,8 +403,9 @@ def compare_with_base(ctx: LoopContext) -> None:
             campaign_id = collect.open_campaign(admin, compare.comparison_name(ctx.state.run_id, ctx.round),
                                                 candidates, pairs, ctx.config.feedback, instructions, ctx.round,
                                                 models=models)
-            _add_annotators(ctx, admin, campaign_id)
-        _collect(ctx, campaign_id, lambda done, total: ctx.display.update(done, total, info="comparisons complete"))
+            add_annotators(ctx, admin, campaign_id)
+        collect_answers(ctx, campaign_id,
+                        lambda done, total: ctx.display.update(done, total, info="comparisons complete"))
         with ctx.feedback().admin() as admin:
             outcomes += compare.majority_outcomes(admin.annotations(campaign_id))
     if not outcomes:
@@ -433,7 +451,10 @@ def checkpoint(ctx: LoopContext, timings: dict[str, dict[str, float]]) -> None:
 
 def drop_resume_checkpoints(paths: RunPaths, index: int) -> None:
     """Delete a finished round's trainer checkpoints (needed only to resume its phases); models stay."""
-    for folder in [*paths.policy_dir(index).glob("checkpoint-*"), paths.reward_dir(index) / "checkpoints",
+    for folder in [*paths.policy_dir(index).glob("checkpoint-*"), *paths.round_dir(index).glob("sft/checkpoint-*"),
+                   paths.round_dir(index) / "reward_adversarial" / "checkpoints",
+                   *paths.round_dir(index).glob("reward_adversarial/members/*/checkpoints"),
+                   paths.reward_dir(index) / "checkpoints",
                    *paths.reward_dir(index).glob("members/*/checkpoints")]:
         shutil.rmtree(folder, ignore_errors=True)
 

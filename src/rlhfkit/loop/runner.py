@@ -1,7 +1,8 @@
 """The loop's spine: resume or start a run, then run the next unfinished phase until the run is done.
 
 Round 0 evaluates the base policy; rounds 1..N run generate -> select -> campaign -> collect ->
-aggregate -> reward -> policy -> evaluate -> checkpoint. After each phase the state is saved
+aggregate -> reward -> (adversarial) -> (sft) -> policy -> evaluate -> (compare) -> checkpoint; the phases in
+parentheses do nothing unless configured. After each phase the state is saved
 atomically, so a restart (``rlhfkit loop --resume``) continues with the first unfinished phase.
 Each phase's wall time goes to the round's timings and, at the checkpoint, into its metrics.
 """
@@ -126,6 +127,14 @@ def run_phase(ctx: phases.LoopContext, phase: str, timings: dict[str, dict[str, 
             phases.aggregate_feedback(ctx)
         case "reward":
             phases.train_reward(ctx)
+        case "adversarial":
+            from rlhfkit.loop.adversarial import adversarial_round
+
+            adversarial_round(ctx)
+        case "sft":
+            from rlhfkit.loop.sft_phase import sft_on_edits
+
+            sft_on_edits(ctx)
         case "policy":
             phases.optimize(ctx)
         case "evaluate":

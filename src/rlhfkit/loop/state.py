@@ -20,8 +20,10 @@ from rlhfkit.utils.checkpoint import atomic_write_json
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 
-ROUND_PHASES: tuple[str, ...] = ("generate", "select", "campaign", "collect", "aggregate", "reward", "policy",
-                                 "evaluate", "compare", "checkpoint")
+ROUND_PHASES: tuple[str, ...] = ("generate", "select", "campaign", "collect", "aggregate", "reward", "adversarial",
+                                 "sft", "policy", "evaluate", "compare", "checkpoint")
+LATER_PHASES: tuple[str, ...] = ("adversarial", "sft", "compare")
+"""Phases added after runs were recorded without them; an old state gets them marked done where a later phase is."""
 BASELINE_PHASES: tuple[str, ...] = ("evaluate", "checkpoint")
 
 
@@ -92,13 +94,25 @@ class LoopState:
         if unknown:
             raise StateError(f"{source}: unknown field(s) {unknown}")
         state = cls(**data)
-        if state.round > 0 and "checkpoint" in state.done and "compare" not in state.done:
-            state.done.insert(state.done.index("checkpoint"), "compare")  # written before the compare phase existed
+        if state.round > 0:
+            state.done = with_later_phases(state.done)
         valid = phases_of(state.round)
         bad = [p for p in state.done if p not in valid]
         if bad or state.done != list(valid[: len(state.done)]):
             raise StateError(f"{source}: round {state.round} lists phases {state.done}, expected a prefix of {list(valid)}")
         return state
+
+
+def with_later_phases(done: list[str]) -> list[str]:
+    """``done`` of a round recorded before the :data:`LATER_PHASES` existed, with each one inserted where
+    a phase after it is already done (they were no-ops then, as they are unless configured)."""
+    out = list(done)
+    for phase in LATER_PHASES:
+        after = ROUND_PHASES[ROUND_PHASES.index(phase) + 1:]
+        later = [p for p in out if p in after]
+        if phase not in out and later:
+            out.insert(out.index(later[0]), phase)
+    return out
 
 
 def state_path(run_dir: str | Path) -> Path:

@@ -22,6 +22,8 @@ SUMMARY_ROWS: tuple[tuple[str, str], ...] = (
     ("responses also given to other prompts", "eval/duplicate_share"),
     ("largest share of one response", "eval/top_response_share"),
     ("responses that mention the subject", "eval/on_topic"),
+    ("probes raising the reward, before adversarial round (held-out)", "adversarial/held_out/all_before"),
+    ("probes raising the reward, after adversarial round (held-out)", "adversarial/held_out/all_after"),
 )
 ASPECT_PREFIX = "eval/aspect/"
 

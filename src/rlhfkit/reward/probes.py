@@ -160,6 +160,50 @@ def suffix_candidates(samples: Sequence[tuple[str, str]], top: int = 32) -> list
     return list(dict.fromkeys([*GENERIC_SUFFIX_WORDS, *frequent]))
 
 
+@dataclass(frozen=True)
+class ProbedSample:
+    """One probe applied to one sample: what an adversarial round sends to annotators."""
+
+    probe: str
+    prompt: str
+    original: str
+    probed: str
+
+
+def probe_edits(samples: Sequence[tuple[str, str]], probes: Sequence[str] | None = None,
+                suffix: str = "") -> list[ProbedSample]:
+    """Every probe (and the ``suffix`` appended, as probe "greedy_suffix") applied to every sample, leaving out
+    rewrites that change nothing or leave nothing."""
+    names = list(probes) if probes else list(PROBES)
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe(s) {unknown}; choose from {list(PROBES)}")
+    edits: list[tuple[str, Callable[[str, str, int], str]]] = [
+        (name, lambda p, r, i, edit=PROBES[name]: edit(p, r, i, samples)) for name in names]
+    if suffix:
+        edits.append(("greedy_suffix", lambda p, r, i: f"{r.rstrip()} {suffix}"))
+    out = []
+    for name, edit in edits:
+        for index, (prompt, response) in enumerate(samples):
+            text = edit(prompt, response, index)
+            if text.strip() and text.strip() != response.strip():
+                out.append(ProbedSample(name, prompt, response, text))
+    return out
+
+
+def share_rose(names: Sequence[str], base: Sequence[float], probed: Sequence[float],
+               tolerance: float = 1e-6) -> dict[str, float]:
+    """Per probe name, the share of its samples whose reward rose (probed - base > tolerance); "all" over every one."""
+    if not len(names) == len(base) == len(probed):
+        raise ValueError(f"share_rose: {len(names)} names, {len(base)} base and {len(probed)} probed scores")
+    rose: dict[str, list[bool]] = {}
+    for name, before, after in zip(names, base, probed):
+        up = after - before > tolerance
+        rose.setdefault(name, []).append(up)
+        rose.setdefault("all", []).append(up)
+    return {name: sum(flags) / len(flags) for name, flags in rose.items()}
+
+
 def run_probes(model: Any, samples: Sequence[tuple[str, str]], probes: Sequence[str] | None = None,
                suffix_length: int = 3, candidates: Sequence[str] | None = None, batch_size: int = 64,
                tolerance: float = 1e-6) -> ProbeReport:
