@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,26 @@ class _QueuedWriterConnection(sqlite3.Connection):
             self.release_write_lock()
 
 
+def _use_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
+    """Switch the file to WAL (it stays WAL); retried while another process holds the lock.
+
+    SQLite answers a journal-mode change that races another connection with an immediate "database
+    is locked" rather than waiting on busy_timeout, so two processes opening a fresh file at once
+    would fail without the retry.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _install_sqlite_hooks(engine: Engine, path: Path | None, busy_timeout_ms: int) -> None:
     """PRAGMAs per connection, our own BEGIN IMMEDIATE, and clear errors for lock and missing file.
 
@@ -128,7 +149,7 @@ def _install_sqlite_hooks(engine: Engine, path: Path | None, busy_timeout_ms: in
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if path is not None:
-            cur.execute("PRAGMA journal_mode = WAL")
+            _use_wal(cur, busy_timeout_ms / 1000.0)
         cur.execute("PRAGMA synchronous = FULL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
