@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
+from rlhfkit.models.chat import ChatError, Conversation, is_messages
+
 Kind = Literal["pairwise", "ranking", "rating", "label"]
 KINDS: tuple[str, ...] = ("pairwise", "ranking", "rating", "label")
 
@@ -176,6 +178,11 @@ def _require(obj: Mapping[str, Any], name: str) -> Any:
 
 def _text(obj: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str:
     value = _require(obj, name)
+    if is_messages(value):  # a conversation, as record_to_dict writes one: text that keeps its messages
+        try:
+            return Conversation.prompt(value) if name == "prompt" else Conversation(value)
+        except ChatError as exc:
+            raise RecordError(INVALID, f"field '{name}': {exc}") from None
     if isinstance(value, float) and math.isnan(value):
         raise RecordError(NOT_FINITE, f"field '{name}' is NaN")
     if not isinstance(value, str):
@@ -287,11 +294,14 @@ def record_from_dict(obj: Mapping[str, Any], default_scale: tuple[float, float] 
 
 
 def record_to_dict(record: FeedbackRecord) -> dict[str, Any]:
-    """The JSONL form of ``record`` (``kind`` first, tuples as lists)."""
+    """The JSONL form of ``record`` (``kind`` first, tuples as lists, a conversation as its message list,
+    so the readers give a chat model its template again instead of the plain ``role: content`` text)."""
     data = asdict(record)
     for key, value in data.items():
-        if isinstance(value, tuple):
-            data[key] = list(value)
+        if isinstance(value, Conversation):
+            data[key] = [dict(message) for message in value.messages]
+        elif isinstance(value, tuple):
+            data[key] = [[dict(m) for m in v.messages] if isinstance(v, Conversation) else v for v in value]
     return {"kind": record.kind, **data}
 
 

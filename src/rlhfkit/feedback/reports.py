@@ -18,6 +18,8 @@ from rlhfkit.data.records import RecordError, record_from_dict, record_to_dict
 from rlhfkit.feedback.crud import InvalidError, NotFoundError, gold_correct, task_scale
 from rlhfkit.feedback.edits import EDIT_FORMS, edit_pair, edit_records
 from rlhfkit.feedback.models import Annotation, Annotator, Assignment, Campaign, CampaignMember, Sample, Task, TaskItem
+from rlhfkit.feedback.rules import PROMPT_MESSAGES
+from rlhfkit.models.chat import ChatError, Conversation
 
 
 def _annotator_stats(aid: int, name: str, rows: list[tuple[Annotation, Task]]) -> dict[str, Any]:
@@ -69,6 +71,18 @@ def campaign_progress(session: Session, *, campaign: Campaign) -> dict[str, Any]
             "annotators": [_annotator_stats(aid, names[aid], per[aid]) for aid in sorted(names)]}
 
 
+def _prompt(sample: Sample) -> str:
+    """The sample's prompt text, as a Conversation (the same text, keeping its turns) when it came as messages,
+    so exported records carry the turns and reward/DPO training renders them through the chat template."""
+    turns = (sample.meta or {}).get(PROMPT_MESSAGES)
+    if turns:
+        try:
+            return Conversation.prompt(turns)
+        except ChatError:
+            pass
+    return sample.prompt.text
+
+
 def annotation_rows(session: Session, *, campaign: Campaign) -> list[dict[str, Any]]:
     """Every annotation with its task, texts and displayed order: the input of aggregation."""
     rows = _annotations_with_tasks(session, campaign)
@@ -85,7 +99,7 @@ def annotation_rows(session: Session, *, campaign: Campaign) -> list[dict[str, A
         task_samples = [samples[sid] for sid in items[t.id]]
         out.append({"annotation_id": a.id, "task_id": t.id, "kind": t.kind, "scale": task_scale(t), "annotator_id": a.annotator_id,
                     "annotator": names.get(a.annotator_id), "is_gold": t.is_gold, "gold": t.gold,
-                    "prompt": task_samples[0].prompt.text,
+                    "prompt": _prompt(task_samples[0]),
                     "samples": [{"id": s.id, "text": s.response, "model": s.model, "round": s.round} for s in task_samples],
                     "displayed": displayed[a.assignment_id], "answer": a.answer, "resolved": a.resolved,
                     "critique": a.critique, "time_spent_ms": a.time_spent_ms,
