@@ -18,12 +18,11 @@ from torch import nn
 
 
 class HeadRows:
-    """What :func:`lm_head_rows` saw: the full hidden states (b, K, H) the head was called on, and
-    the mask (b, K) it kept; both None while the head has not run (or was not hooked)."""
+    """What :func:`lm_head_rows` kept: the mask (b, K) over the positions the head was called on;
+    None while the head has not run (or was not hooked)."""
 
     def __init__(self, keep: torch.Tensor) -> None:
         self.keep_full = keep
-        self.hidden: torch.Tensor | None = None
         self.keep: torch.Tensor | None = None
 
     def select(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -31,7 +30,6 @@ class HeadRows:
         if hidden.dim() != 3 or hidden.shape[0] != self.keep_full.shape[0] or hidden.shape[1] > self.keep_full.shape[1]:
             raise ValueError(f"output head input of shape {tuple(hidden.shape)} does not fit the position mask "
                              f"{tuple(self.keep_full.shape)}")
-        self.hidden = hidden
         self.keep = self.keep_full[:, self.keep_full.shape[1] - hidden.shape[1]:]
         flat = hidden.reshape(-1, hidden.shape[-1])
         # index_select's backward is an index_add, much cheaper than boolean indexing's accumulating index_put

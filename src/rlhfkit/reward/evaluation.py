@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +126,16 @@ def predicted_normalized_rating(rewards: np.ndarray, thresholds: Sequence[float]
     return probs @ levels
 
 
-def score_records(model: Any, records: Sequence[FeedbackRecord], batch_size: int = 32) -> list[np.ndarray]:
-    """Rewards of every response of every record (each distinct prompt/response scored once)."""
+def score_records(model: Any, records: Sequence[FeedbackRecord], batch_size: int = 32,
+                  scorer: Callable[[list[str], list[str]], Any] | None = None) -> list[np.ndarray]:
+    """Rewards of every response of every record (each distinct prompt/response scored once), by
+    ``scorer(prompts, responses)`` (default: ``model.score_texts``)."""
     keys = sorted({(r.prompt, t) for r in records for t in responses_of(r)})
     if not keys:
         return [np.zeros(0) for _ in records]
-    values = model.score_texts([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
+    if scorer is None:
+        scorer = partial(model.score_texts, batch_size=batch_size)
+    values = scorer([k[0] for k in keys], [k[1] for k in keys])
     lookup = dict(zip(keys, values.float().cpu().numpy().tolist()))
     return [np.array([lookup[(r.prompt, t)] for t in responses_of(r)], dtype=float) for r in records]
 

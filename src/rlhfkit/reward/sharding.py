@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from rlhfkit.data.records import FeedbackRecord, responses_of
-from rlhfkit.reward.evaluation import EvalReport, evaluate_scores
+from rlhfkit.data.records import FeedbackRecord
+from rlhfkit.reward.evaluation import EvalReport, evaluate_scores, score_records
 from rlhfkit.utils.distributed import World, broadcast_object, gather_objects, split_range
 
 T = TypeVar("T")
@@ -47,12 +47,8 @@ def sharded_scores(model: Any, prompts: Sequence[str], responses: Sequence[str],
 def sharded_record_scores(model: Any, records: Sequence[FeedbackRecord], world: World,
                           batch_size: int = 32) -> list[np.ndarray]:
     """Rewards of every response of every record (each distinct text scored once, by one process)."""
-    keys = sorted({(r.prompt, t) for r in records for t in responses_of(r)})
-    if not keys:
-        return [np.zeros(0) for _ in records]
-    values = sharded_scores(model, [k[0] for k in keys], [k[1] for k in keys], world, batch_size=batch_size)
-    lookup = dict(zip(keys, values.float().numpy().tolist()))
-    return [np.array([lookup[(r.prompt, t)] for t in responses_of(r)], dtype=float) for r in records]
+    return score_records(model, records, scorer=lambda prompts, responses: sharded_scores(
+        model, prompts, responses, world, batch_size=batch_size))
 
 
 def sharded_evaluation(model: Any, records: Sequence[FeedbackRecord], world: World, resamples: int, seed: int

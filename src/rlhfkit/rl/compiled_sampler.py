@@ -26,7 +26,7 @@ from torch import nn
 from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.rl.logprobs import forward_parameters
 from rlhfkit.rl.rollout import (CachedSampler, Rollout, SamplingParams, StopStringChecker, _cache_argument,
-                                _context_length, _eval_mode, encode_prompts, eos_token_ids, finalize_rollout,
+                                _context_length, _eval_mode, check_row_seeds, encode_prompts, eos_token_ids, finalize_rollout,
                                 model_device)
 
 # Compile on CPU only when a call decodes at least this many row-tokens (padded batch x new tokens):
@@ -130,9 +130,7 @@ class CompiledSampler:
                generator: torch.Generator | None = None, *, row_seeds: torch.Tensor | None = None) -> Rollout:
         """Sample one response per prompt with the fixed-shape loop; ``row_seeds`` as in ``CachedSampler``."""
         device = model_device(model)
-        if row_seeds is not None and row_seeds.shape != (len(prompts),):
-            raise ValueError(f"row_seeds has shape {tuple(row_seeds.shape)}; expected one seed per prompt "
-                             f"({len(prompts)},)")
+        check_row_seeds(row_seeds, len(prompts))
         new_tokens = params.max_new_tokens
         prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, device, new_tokens, _context_length(model))
         eos_ids = eos_token_ids(model, tokenizer)

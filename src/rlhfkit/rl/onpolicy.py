@@ -118,8 +118,8 @@ class OnPolicyTrainer:
         if self.per_row_seeds and isinstance(sampler, HFGenerateSampler):
             raise ValueError(PER_ROW_UNSUPPORTED)
         if self.per_row_seeds and "row_seeds" not in inspect.signature(sampler.sample).parameters:
-            raise ValueError(f"generation.backend={config.generation.backend} cannot seed each row; use cached or "
-                             "cached-static, or set generation.seed_per_row=never")
+            raise ValueError(f"generation.backend={config.generation.backend} cannot seed each row; use cached, "
+                             "cached-static or compiled, or set generation.seed_per_row=never")
         device = next(bundle.policy.parameters()).device
         self.device = device
         self.compute_dtype = pick_dtype(device, config.run.dtype)

@@ -287,6 +287,12 @@ def filter_logits(scores: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return scores
 
 
+def check_row_seeds(row_seeds: torch.Tensor | None, rows: int) -> None:
+    """A clear error unless ``row_seeds`` is None or one seed per prompt, shape (rows,)."""
+    if row_seeds is not None and row_seeds.shape != (rows,):
+        raise ValueError(f"row_seeds has shape {tuple(row_seeds.shape)}; expected one seed per prompt ({rows},)")
+
+
 def sample_from_probs(probs: torch.Tensor, generator: torch.Generator | None = None, *,
                       row_seeds: torch.Tensor | None = None, counter: int = 0) -> torch.Tensor:
     """Draw one index per row of (b, V) probabilities by inverse-CDF sampling -> (b,).
@@ -443,9 +449,7 @@ class CachedSampler:
         response whatever the other rows are (several processes sample shards of one batch).
         """
         device = model_device(model)
-        if row_seeds is not None and row_seeds.shape != (len(prompts),):
-            raise ValueError(f"row_seeds has shape {tuple(row_seeds.shape)}; expected one seed per prompt "
-                             f"({len(prompts)},)")
+        check_row_seeds(row_seeds, len(prompts))
         prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, device, params.max_new_tokens, _context_length(model))
         eos_ids = eos_token_ids(model, tokenizer)
         with torch.no_grad(), _eval_mode(model):
@@ -514,7 +518,7 @@ class CachedSampler:
 
 SAMPLERS = ("hf", "cached", "cached-static", "compiled")
 PER_ROW_UNSUPPORTED = ("generation.backend=hf cannot seed each row (transformers generate draws from one global "
-                       "generator); use backend cached or cached-static, or set generation.seed_per_row=never")
+                       "generator); use backend cached, cached-static or compiled, or set generation.seed_per_row=never")
 
 
 def make_sampler(name: str = "hf") -> Sampler:
