@@ -2,7 +2,8 @@
 
 512 preference pairs, prompt 16 + completion 48 tokens (random words, no EOS appended), batch 16
 pairs (one optimizer step each), one epoch; reference log-probs computed once before training and
-timed separately. Float32, 2 threads, OMP_WAIT_POLICY=PASSIVE.
+timed separately. Float32 (``--dtype bfloat16``: forwards under CPU autocast, float32 master weights and
+log-probs, as ``run.dtype=bfloat16`` trains), 2 threads, OMP_WAIT_POLICY=PASSIVE.
 
 Run: python bench/dpo.py   (prints ONE JSON line)
 """
@@ -42,7 +43,7 @@ def pairs(seed: int = 0) -> list[Pair]:
     return [Pair(prompt, words(), words()) for prompt in prompts]
 
 
-def floor_summary(seconds: float, cpu_seconds: float, data: list[Pair]) -> dict:
+def floor_summary(seconds: float, cpu_seconds: float, data: list[Pair], dtype: str = "float32") -> dict:
     """floor_s / overhead of the whole run (reference log-probs + one epoch), on the same token shapes:
     per batch of 16 pairs, 32 rows of 16 prompt + 48 completion tokens (see bench/floor.py)."""
     import floor
@@ -51,7 +52,7 @@ def floor_summary(seconds: float, cpu_seconds: float, data: list[Pair]) -> dict:
     rows = [tokenizer(p.prompt + " " + text).input_ids for p in data for text in (p.chosen, p.rejected)]
     ids = torch.tensor(rows).view(len(data), 2, -1)
     batches = [torch.cat([ids[i:i + BATCH_PAIRS, 0], ids[i:i + BATCH_PAIRS, 1]]) for i in range(0, len(data), BATCH_PAIRS)]
-    floor_s, parts = floor.preference_floor(wl.bundle(critic=False).policy, batches, wl.PROMPT_TOKENS)
+    floor_s, parts = floor.preference_floor(wl.bundle(critic=False).policy, batches, wl.PROMPT_TOKENS, dtype=dtype)
     return floor.summary(seconds, floor_s, parts, cpu_seconds)
 
 
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true",
                         help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
     parser.add_argument("--no-floor", action="store_true", help="Skip timing the floor (bench/floor.py).")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="Compute dtype (run.dtype); the floor runs in the same one.")
     args = parser.parse_args()
     threads = configure_threads(args.threads)
     load_before = wl.loadavg()
@@ -69,7 +72,7 @@ def main() -> None:
         config = load_config(DPOConfig, None, [
             f"run.output_dir={tmp}", "run.progress=false", "run.save_every=0", f"batch_size={BATCH_PAIRS}", "epochs=1",
             "append_eos=false", f"max_response_tokens={COMPLETION_TOKENS}", "optim.lr=1e-5",
-            f"run.fused_gelu={not args.baseline}", f"optim.fused={not args.baseline}"])
+            f"run.fused_gelu={not args.baseline}", f"optim.fused={not args.baseline}", f"run.dtype={args.dtype}"])
         trainer = DPOTrainer(config, wl.bundle(critic=False), data)
         warm = DPOTrainer(config, wl.bundle(critic=False, seed=1), data[: 2 * BATCH_PAIRS])
         warm.precompute_reference()
@@ -87,9 +90,9 @@ def main() -> None:
         optimizer_steps = trainer.harness.step
         del trainer
     peak_rss = wl.peak_rss_mb()  # the trainer's peak, before the floor's own models
-    floor_fields = {} if args.no_floor else floor_summary(seconds, cpu_seconds, data)
+    floor_fields = {} if args.no_floor else floor_summary(seconds, cpu_seconds, data, args.dtype)
     print(json.dumps({
-        "bench": "dpo", "baseline": args.baseline, "threads": threads, "pairs": PAIRS,
+        "bench": "dpo", "baseline": args.baseline, "dtype": args.dtype, "threads": threads, "pairs": PAIRS,
         "batch_pairs": BATCH_PAIRS, "seq_len": wl.PROMPT_TOKENS + COMPLETION_TOKENS, "optimizer_steps": optimizer_steps,
         "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
         "reference_seconds": round(reference_seconds, 3), "train_seconds": round(train_seconds, 3),

@@ -12,7 +12,9 @@ once `--crash-at` of the submissions are acknowledged, restarts it on the same d
 reports how long it took to answer /health again.
 
 Afterwards the database itself is read (not the API): every acknowledged annotation must be there once.
-The JSON line also gives the CPU the server and the client processes spent per submission.
+The JSON line also gives the CPU the server and the client processes spent per submission, and on a
+local PostgreSQL the CPU of the database backends serving the server (`db_cpu_ms_per_submission`;
+backends that exit during the run are not counted): on SQLite that work is part of the server's.
 `--client-net asyncio` runs the same httpx clients with their connection pool on an asyncio-streams network
 backend instead of anyio (~20% less client CPU; the default is stock httpx).
 
@@ -149,6 +151,27 @@ class Server:
     def log_tail(self, n_chars: int = 3000) -> str:
         path = self.state_dir / "server.log"
         return path.read_text(errors="replace")[-n_chars:] if path.exists() else ""
+
+
+def db_backends_cpu(db_url: Optional[str]) -> Optional[dict[int, float]]:
+    """CPU seconds of each PostgreSQL backend serving ``db_url``'s database, read from /proc (None for
+    SQLite or a server on another machine): the database's share of the work, outside the server process."""
+    if not db_url or not db_url.startswith("postgres"):
+        return None
+    import psycopg
+
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity "
+                                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    cpu = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu
 
 
 def setup_campaign(url: str, n_tasks: int, n_clients: int) -> tuple[int, list[str]]:
@@ -357,7 +380,7 @@ def drive(server: Server, campaign_id: int, tokens: list[str], per_client: int, 
     for _ in workers:
         ready.acquire()
     report: dict[str, Any] = {}
-    cpu_before = server.cpu_s()
+    cpu_before, db_before = server.cpu_s(), db_backends_cpu(server.db)
     started = time.monotonic()
     go.set()
     if crash_at is not None:
@@ -379,9 +402,12 @@ def drive(server: Server, campaign_id: int, tokens: list[str], per_client: int, 
         merged.replays += payload.replays
         merged.cpu_s += payload.cpu_s
         merged.finished_at = max(merged.finished_at, payload.finished_at)
-    cpu_after = server.cpu_s()
+    cpu_after, db_after = server.cpu_s(), db_backends_cpu(server.db)
     if crash_at is None and cpu_before is not None and cpu_after is not None and merged.acked:
         report["server_cpu_ms_per_submission"] = round(1000 * (cpu_after - cpu_before) / len(merged.acked), 2)
+    if crash_at is None and db_before is not None and db_after is not None and merged.acked:
+        db_s = sum(cpu - db_before.get(pid, 0.0) for pid, cpu in db_after.items())
+        report["db_cpu_ms_per_submission"] = round(1000 * db_s / len(merged.acked), 2)
     if merged.acked:
         report["client_cpu_ms_per_submission"] = round(1000 * merged.cpu_s / len(merged.acked), 2)
     for worker in workers:

@@ -9,7 +9,8 @@ step per mini-batch. The pieces here are as small as correctness allows:
   token per step, EOS suppressed as min_new_tokens does; checked against the model's forward;
 - policy forwards: the trunk once, the LM head only at the response positions, log-softmax and
   gather fused and chunked (as the trainers do);
-- reward model: trunk + scalar head at the last token; critic: trunk + value head;
+- reward model: trunk + scalar head at the last token, the last block only there; critic: trunk +
+  value head;
 - optimizer: fused AdamW (one call per mini-batch over every trained parameter), no clipping,
   no scheduler, no logging.
 
@@ -18,6 +19,7 @@ step per mini-batch. The pieces here are as small as correctness allows:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import statistics
@@ -110,8 +112,16 @@ def response_logprobs(model: nn.Module, ids: torch.Tensor, prompt_len: int, no_e
 
 
 def reward_scores(reward_model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """A rlhfkit RewardModel's scalar at the last token (no padding on the bench shapes)."""
-    hidden = reward_model.backbone(input_ids=ids, use_cache=False).last_hidden_state[:, -1]
+    """A rlhfkit RewardModel's scalar at the last token (no padding on the bench shapes), the trunk's last
+    block run only there as the model does (``rlhfkit.models.last_token``)."""
+    from rlhfkit.models.last_token import last_token_hidden, supports_last_token
+
+    trunk = reward_model.backbone
+    if supports_last_token(trunk):
+        last = torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+        hidden = last_token_hidden(trunk, ids, torch.ones_like(ids), last)
+    else:
+        hidden = trunk(input_ids=ids, use_cache=False).last_hidden_state[:, -1]
     return reward_model.head(hidden).squeeze(-1)
 
 
@@ -243,23 +253,32 @@ def fast(model: nn.Module) -> nn.Module:
     return model
 
 
+def compute(dtype: str) -> Any:
+    """The forwards' precision: nothing for float32, CPU autocast for bfloat16 (float32 master weights)."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=getattr(torch, dtype))
+
+
 def preference_floor(policy: nn.Module, batches: list[torch.Tensor], prompt_len: int, beta: float = 0.1,
-                     lr: float = 1e-5) -> tuple[float, dict[str, float]]:
+                     lr: float = 1e-5, dtype: str = "float32") -> tuple[float, dict[str, float]]:
     """Floor of a DPO epoch: one reference forward per batch (log-probs computed once), then per batch
     one policy forward+backward over its (2B, T) chosen-then-rejected rows and one optimizer step.
-    One warm-up over 2 batches first, then one timed epoch."""
+    One warm-up over 2 batches first, then one timed epoch. Forwards in ``dtype`` (:func:`compute`)."""
     policy_t = fast(trained_copy(policy))
     reference = fast(copy.deepcopy(policy).eval().requires_grad_(False))
     optimizer = fused_adamw(policy_t, lr=lr)
     timer = PartTimer()
 
     def epoch(chunk: list[torch.Tensor]) -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), compute(dtype):
             refs = [timer.part("reference", lambda ids=ids: response_logprobs(reference, ids, prompt_len).sum(-1))
                     for ids in chunk]
 
         def train(ids: torch.Tensor, ref: torch.Tensor) -> None:
-            margin = (response_logprobs(policy_t, ids, prompt_len).sum(-1) - ref).view(2, -1)
+            with compute(dtype):
+                logps = response_logprobs(policy_t, ids, prompt_len)
+            margin = (logps.sum(-1) - ref).view(2, -1)
             (-F.logsigmoid(beta * (margin[0] - margin[1]))).mean().backward()
 
         for ids, ref in zip(chunk, refs):
@@ -270,15 +289,18 @@ def preference_floor(policy: nn.Module, batches: list[torch.Tensor], prompt_len:
     return timed(lambda: epoch(batches), timer, 1)
 
 
-def reward_floor(reward_model: nn.Module, batches: list[torch.Tensor], lr: float = 1e-4) -> tuple[float, dict[str, float]]:
+def reward_floor(reward_model: nn.Module, batches: list[torch.Tensor], lr: float = 1e-4,
+                 dtype: str = "float32") -> tuple[float, dict[str, float]]:
     """Floor of a reward-model epoch: per batch one forward+backward of trunk + head over its (2B, T)
-    chosen-then-rejected rows (Bradley-Terry loss) and one optimizer step; 2 warm-up batches first."""
+    chosen-then-rejected rows (Bradley-Terry loss) and one optimizer step; 2 warm-up batches first.
+    Forwards in ``dtype`` (:func:`compute`)."""
     model = fast(trained_copy(reward_model))
     optimizer = fused_adamw(model, lr=lr)
     timer = PartTimer()
 
     def train(ids: torch.Tensor) -> None:
-        scores = reward_scores(model, ids).view(2, -1)
+        with compute(dtype):
+            scores = reward_scores(model, ids).float().view(2, -1)
         (-F.logsigmoid(scores[0] - scores[1])).mean().backward()
 
     def epoch(chunk: list[torch.Tensor]) -> None:

@@ -9,7 +9,8 @@ Each side runs in its own fresh process and reports ``peak RSS - RSS after impor
   reward model scoring) with LoRA r=8 on the attention, the value head on the policy trunk and the
   reference = the base with adapters off; one warm-up and ``--steps`` timed steps.
 
-``ratio = ppo-lora / policy`` (the issue's bound: <= 1.1).
+``ratio = ppo-lora / policy`` (the issue's bound: <= 1.1). Both processes import the same modules
+(peft included) before the after-imports mark, so the deltas hold memory for data and models only.
 
 Run: python bench/memory.py [--steps 2]     (prints ONE JSON line)
 """
@@ -27,6 +28,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 import rl_workload as wl  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+import peft  # noqa: E402, F401  (imported by apply_lora; loaded here so both sides' baselines hold their imports)
 import torch  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 

@@ -4,7 +4,8 @@ Fixed workload: GPT-2 trunk from config (vocab 4096, n_positions 256, n_embd 256
 4 heads, float32, 2 threads) with a scalar head; 512 pairs of prompt 16 + completion 48 tokens,
 batch 16 pairs, one epoch. Ours: chosen and rejected in one forward pass, padded only to the
 longest sequence of the batch (``rlhfkit.reward.trainer``). Naive: one forward pass for the
-chosen and one for the rejected, each padded to max_length (= n_positions).
+chosen and one for the rejected, each padded to max_length (= n_positions). Both go through
+``RewardModel``, whose GPT-2 trunk runs its last block only at the read token (rlhfkit.models.last_token).
 Both start from the same weights and see the same batches; the first-step losses must agree.
 
 Run: python bench/reward_model.py        (prints ONE JSON line)
@@ -75,12 +76,15 @@ def build_pairs(seed: int = 0) -> list[EncodedRecord]:
     return records
 
 
-def run_ours(model: RewardModel, records: list[EncodedRecord], output_dir: str) -> tuple[float, float, float]:
-    """One epoch through RewardTrainer.train_step; returns (wall s, process CPU s, first-step loss)."""
+def run_ours(model: RewardModel, records: list[EncodedRecord], output_dir: str,
+             dtype: str = "float32") -> tuple[float, float, float]:
+    """One epoch through RewardTrainer.train_step (forwards under autocast unless ``dtype`` is float32);
+    returns (wall s, process CPU s, first-step loss)."""
     config = RewardTrainConfig(output_dir=output_dir, batch_size=BATCH_PAIRS, epochs=1,
                                optim=RewardOptimConfig(lr=1e-4, warmup_ratio=0.0), progress=False, save_every=0,
                                report_to="none", seed=0)
-    trainer = RewardTrainer(model, config, records)
+    autocast = None if dtype == "float32" else getattr(torch, dtype)
+    trainer = RewardTrainer(model, config, records, autocast_dtype=autocast)
     started, cpu = time.perf_counter(), time.process_time()
     first = trainer.train_step()["loss/total"]
     while trainer.step < trainer.total_steps:
@@ -121,6 +125,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-naive", action="store_true", help="Only time our trainer.")
     parser.add_argument("--no-floor", action="store_true", help="Skip timing the floor (bench/floor.py).")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="Forward precision of our trainer and the floor (CPU autocast; the naive loop stays float32).")
     args = parser.parse_args()
     threads = configure_threads(args.threads)
     load_before = loadavg()
@@ -128,11 +134,11 @@ def main() -> None:
     base = build_model()
     warm = copy.deepcopy(base)
     with tempfile.TemporaryDirectory() as tmp:
-        run_ours(warm, records[: BATCH_PAIRS * 2], tmp)  # first-call overheads (allocator, kernels) off the clock
+        run_ours(warm, records[: BATCH_PAIRS * 2], tmp, args.dtype)  # first-call overheads off the clock
         del warm
-        seconds, cpu_seconds, first_loss = run_ours(copy.deepcopy(base), records, tmp)
+        seconds, cpu_seconds, first_loss = run_ours(copy.deepcopy(base), records, tmp, args.dtype)
     rss_ours = peak_rss_mb()
-    result = {"bench": "reward_model", "pairs": PAIRS, "batch_pairs": BATCH_PAIRS, "threads": threads,
+    result = {"bench": "reward_model", "dtype": args.dtype, "pairs": PAIRS, "batch_pairs": BATCH_PAIRS, "threads": threads,
               "seq_len": PROMPT_TOKENS + COMPLETION_TOKENS, "seconds": round(seconds, 3),
               "cpu_seconds": round(cpu_seconds, 3),
               "pairs_per_s": round(PAIRS / seconds, 2), "peak_rss_mb": round(rss_ours, 1)}
@@ -144,7 +150,7 @@ def main() -> None:
 
         ids = [torch.tensor([records[i].sequences[k] for k in (0, 1) for i in batch]).view(2 * len(batch), -1)
                for batch in epoch_batches(records, BATCH_PAIRS, seed=0, epoch=0)]  # chosen rows, then rejected
-        floor_s, parts = floor.reward_floor(base, ids)
+        floor_s, parts = floor.reward_floor(base, ids, dtype=args.dtype)
         result.update(floor.summary(seconds, floor_s, parts, cpu_seconds))
     if not args.skip_naive:
         naive_seconds, naive_cpu, naive_first = run_naive(copy.deepcopy(base), records)

@@ -15,8 +15,10 @@ bootstrap), since pairs of one question share answers.
 
 Run: python bench/reward_real.py --data dev_feedback.json [--set optim.lr=1e-3 ...]
 (ONE JSON line on stdout; train-rm's messages go to stderr)
-The base is cached in ``--work`` (keyed by its settings). With several heads or members
-(``--set ensemble_size=3``) the line adds whether their spread predicts errors.
+The base is cached in ``--work`` (keyed by its settings). ``confidence`` says whether the model knows
+when it is wrong: accuracy of the most confident half of the pairs minus the least confident half,
+confidence being |margin|, and with several heads or members (``--set ensemble_size=3``) also their
+low spread and |margin|/spread.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from rlhfkit.data.records import Comparison  # noqa: E402
 from rlhfkit.models.builtin import (BuiltinRecipe, _new_model, _optimizer, collate, cosine_lr_factor,  # noqa: E402
                                     length_grouped_batches, quiet_transformers, train_tokenizer)
 from rlhfkit.models.reward_model import load_reward_model  # noqa: E402
+from rlhfkit.reward.confidence import CONFIDENCES, confident_half, half_accuracy_gap, pair_confidence  # noqa: E402
 from rlhfkit.reward.config import RewardTrainConfig  # noqa: E402
 from rlhfkit.reward.pipeline import train_reward_model  # noqa: E402
 
@@ -206,26 +209,20 @@ def cluster_bootstrap(values: np.ndarray, groups: Sequence[int], statistic: Call
     return round(statistic(values), 4), round(float(low), 4), round(float(high), 4)
 
 
-def spread_test(margins: np.ndarray, groups: Sequence[int], seed: int) -> dict[str, float]:
-    """Accuracy of the half of pairs where heads agree most minus the half where they agree least, with CI.
+def spread_test(margins: np.ndarray, groups: Sequence[int], seed: int) -> dict[str, dict[str, object]]:
+    """Per confidence (low spread, |margin|, |margin|/spread): most-confident-half minus least-confident-half
+    accuracy of the mean margin, with a question-level bootstrap CI (halves fixed on the full split).
 
-    ``margins`` is (pairs, heads) of chosen-minus-rejected rewards; the spread is their std over heads.
+    ``margins`` is (pairs, members) of chosen-minus-rejected rewards.
     """
-    mean, spread = margins.mean(axis=1), margins.std(axis=1)
-    confident = spread <= np.median(spread)
-    columns = np.stack([correctness(mean), confident.astype(float)], axis=1)
-
-    def gap(rows: np.ndarray) -> float:
-        sure, unsure = rows[rows[:, 1] == 1, 0], rows[rows[:, 1] == 0, 0]
-        return float(sure.mean() - unsure.mean()) if len(sure) and len(unsure) else 0.0
-
-    value, low, high = cluster_bootstrap(columns, groups, gap, seed)
-    relative = np.abs(mean) / np.maximum(spread, 1e-9)
-    by_ratio = relative >= np.median(relative)
-    columns_ratio = np.stack([correctness(mean), by_ratio.astype(float)], axis=1)
-    ratio, ratio_low, ratio_high = cluster_bootstrap(columns_ratio, groups, gap, seed)
-    return {"low_spread_minus_high_spread_acc": value, "ci": [low, high],
-            "high_margin_over_spread_minus_low_acc": ratio, "ratio_ci": [ratio_low, ratio_high]}
+    correct = correctness(margins.mean(axis=1))
+    out: dict[str, dict[str, object]] = {}
+    for kind in CONFIDENCES if margins.shape[1] > 1 else ("margin",):
+        columns = np.stack([correct, confident_half(pair_confidence(margins, kind)).astype(float)], axis=1)
+        value, low, high = cluster_bootstrap(columns, groups, lambda rows: half_accuracy_gap(rows[:, 0], rows[:, 1]),
+                                             seed)
+        out[kind] = {"confident_minus_unsure_acc": value, "ci": [low, high]}
+    return out
 
 
 def main() -> None:
@@ -307,6 +304,7 @@ def main() -> None:
         "train_accuracy_last_step": round(outcome.summaries[-1].last_metrics.get("train/pairwise_accuracy",
                                                                                  math.nan), 3),
         "optimizer_steps": [s.steps for s in outcome.summaries], "max_length": model_max_length(model),
+        "kept_steps": [s.best_step if s.best_step is not None else s.steps for s in outcome.summaries],
         "truncated_train_records": next((r.notes.get("truncated but kept", 0) for r in outcome.reports
                                          if "truncated but kept" in r.notes), None),
         "base": {**base_stats, "n_positions": recipe.n_positions, "n_embd": recipe.n_embd,
@@ -314,8 +312,7 @@ def main() -> None:
         "train_rm_seconds": round(rm_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1), "threads": THREADS, "loadavg_before": load_before,
         "loadavg_after": loadavg()}
-    if margins.shape[1] > 1:
-        result["spread"] = spread_test(margins, test_groups, args.seed)
+    result["confidence"] = spread_test(margins, test_groups, args.seed)
     print(json.dumps(result))
 
 

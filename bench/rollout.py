@@ -2,18 +2,22 @@
 
 Run: OMP_WAIT_POLICY=PASSIVE python bench/rollout.py --threads 2
 Samplers: the names of ``SAMPLERS`` plus ``compiled:eager`` / ``compiled:compile`` (the compiled
-backend with compilation forced off / on). Each sampler's first call, on the full batch, is its
-warm-up (``warmup_s``: that call minus the warm median; compilation happens there). Prints one JSON
-line per (sampler, scenario) with seconds (median of --repeats, order alternated per repeat),
-process CPU seconds (median), tokens/s and the process's peak RSS so far, then one summary line
-per scenario with each sampler's speed-up over HF generate: warm (median vs median, wall and CPU)
-and ``cold`` (first call vs first call, the warm-up counted once: what a process that samples
-once sees; the warm-up call uses the "sample" scenario).
+backend with compilation forced off / on); a ``@bf16`` suffix runs that sampler under bfloat16
+autocast, as the trainers sample with ``run.dtype=bfloat16`` (``hf@bf16`` is HF generate in the same
+precision; the summary gives bf16 samplers' ratio over it as ``warm_cpu_same_dtype``). Each
+sampler's first call, on the full batch, is its warm-up (``warmup_s``: that call minus the warm
+median; compilation happens there). Prints one JSON line per (sampler, scenario) with seconds
+(median of --repeats, order alternated per repeat), process CPU seconds (median), tokens/s and the
+process's peak RSS so far, then one summary line per scenario with each sampler's speed-up over HF
+generate (float32): warm (median vs median, wall and CPU) and ``cold`` (first call vs first call,
+the warm-up counted once: what a process that samples once sees; the warm-up call uses the
+"sample" scenario).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -48,6 +52,7 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 def sampler_named(name: str) -> Sampler:
     """A registered sampler, or the compiled backend with compilation forced (``compiled:eager|compile``)."""
+    name = name.split("@", 1)[0]
     if name.startswith("compiled:"):
         mode = name.split(":", 1)[1]
         if mode not in ("eager", "compile"):
@@ -56,13 +61,24 @@ def sampler_named(name: str) -> Sampler:
     return make_sampler(name)
 
 
+def precision(name: str, device: str) -> contextlib.AbstractContextManager[None]:
+    """The sampler spec's precision: bfloat16 autocast for ``name@bf16``, float32 for a plain name."""
+    suffix = name.split("@", 1)[1] if "@" in name else "fp32"
+    if suffix not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {suffix!r} in {name!r}; use @bf16 or no suffix")
+    if suffix == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(sampler: Sampler, model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
-          params: SamplingParams, seed: int, cuda: bool) -> tuple[float, float, int]:
+          params: SamplingParams, seed: int, cuda: bool,
+          dtype: contextlib.AbstractContextManager[None]) -> tuple[float, float, int]:
     """Wall and CPU seconds of one ``sample`` call (synchronised on CUDA) and its number of response tokens.
 
     This process's CPU time is the steadier figure on a shared, oversubscribed CPU box (it excludes
@@ -71,7 +87,8 @@ def timed(sampler: Sampler, model: torch.nn.Module, tokenizer: PreTrainedTokeniz
     if cuda:
         torch.cuda.synchronize()
     start, cpu_start = time.perf_counter(), time.process_time()
-    rollout = sampler.sample(model, tokenizer, prompts, params, generator=torch.Generator().manual_seed(seed))
+    with dtype:
+        rollout = sampler.sample(model, tokenizer, prompts, params, generator=torch.Generator().manual_seed(seed))
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, time.process_time() - cpu_start, int(rollout.response_mask.sum())
@@ -87,7 +104,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--samplers", default="hf,cached,cached-static,compiled,compiled:compile")
+    parser.add_argument("--samplers", default="hf,cached,cached-static,compiled,compiled:compile,hf@bf16,cached@bf16,"
+                                               "compiled@bf16")
     parser.add_argument("--eos-boost", type=float, default=6.0, help="EOS logit shift for the varied-length scenario.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,7 +130,8 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     first: dict[str, float] = {}
     for name, sampler in samplers.items():  # warm-up on the full batch: the shapes every scenario uses
-        first[name], _, _ = timed(sampler, model, tokenizer, prompts, scenarios["sample"], 0, cuda)
+        first[name], _, _ = timed(sampler, model, tokenizer, prompts, scenarios["sample"], 0, cuda,
+                                  precision(name, args.device))
     for scenario, params in scenarios.items():
         if scenario == "sample-varied-length":
             with torch.no_grad():
@@ -125,7 +144,7 @@ def main() -> None:
             order = list(samplers) if repeat % 2 == 0 else list(reversed(samplers))
             for name in order:
                 seconds, cpu_seconds, tokens[name] = timed(samplers[name], model, tokenizer, prompts, params, repeat,
-                                                           cuda)
+                                                           cuda, precision(name, args.device))
                 times[name].append(seconds)
                 cpu_times[name].append(cpu_seconds)
         medians = {name: statistics.median(times[name]) for name in samplers}
@@ -145,8 +164,12 @@ def main() -> None:
                           "warm_cpu": round(cpu_medians["hf"] / cpu_medians[name], 2),
                           "cold": round(first["hf"] / first[name], 2)}
                    for name in samplers if name != "hf"}
+        if "hf@bf16" in samplers:
+            for name in samplers:
+                if name.endswith("@bf16") and name != "hf@bf16":
+                    summary[name]["warm_cpu_same_dtype"] = round(cpu_medians["hf@bf16"] / cpu_medians[name], 2)
         print(json.dumps({"bench": "rollout-summary", "scenario": scenario, "device": args.device,
-                          "speedup_vs_hf": summary}), flush=True)
+                          "speedup_vs_hf": summary, "loadavg": os.getloadavg()[0]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 warnings.filterwarnings("ignore")
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+BF16 = os.environ.get("BENCH_DTYPE", "float32") == "bfloat16"  # TrainingArguments(bf16=True): CPU autocast
 torch.set_num_threads(THREADS)
 
 import transformers  # noqa: E402
@@ -37,7 +38,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassificati
 transformers.logging.set_verbosity_error()
 COMMON = dict(report_to="none", logging_strategy="no", save_strategy="no", eval_strategy="no", disable_tqdm=True,
               use_cpu=True, dataloader_num_workers=0, seed=0, lr_scheduler_type="constant", warmup_steps=0,
-              weight_decay=0.0)
+              weight_decay=0.0, bf16=BF16)
 
 
 def clocked(trainer):  # noqa: ANN001, ANN201
@@ -49,20 +50,20 @@ def clocked(trainer):  # noqa: ANN001, ANN201
 
 
 class StepClock(TrainerCallback):
-    """Wall-clock stamps of train begin/end and of every optimizer step's end."""
+    """Wall-clock stamps of train begin/end and of every optimizer step's end; process CPU time of the run."""
 
     def __init__(self) -> None:
-        self.begin = self.end = 0.0
+        self.begin = self.end = self.cpu_begin = self.cpu_end = 0.0
         self.steps: list[float] = []
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, D102
-        self.begin = time.perf_counter()
+        self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, D102
         self.steps.append(time.perf_counter())
 
     def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, D102
-        self.end = time.perf_counter()
+        self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
 
 def load(path: str) -> dict:
@@ -95,13 +96,14 @@ def dpo(root: str, data: dict, out: str) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     w = data["dpo"]
-    spent = {"reference": 0.0}
+    spent = {"reference": 0.0, "reference_cpu": 0.0}
     original = DPOTrainer._precompute_ref_logps
 
     def timed_precompute(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = original(self, *args, **kwargs)
         spent["reference"] += time.perf_counter() - started
+        spent["reference_cpu"] += time.process_time() - cpu
         return result
 
     DPOTrainer._precompute_ref_logps = timed_precompute
@@ -109,8 +111,8 @@ def dpo(root: str, data: dict, out: str) -> dict:
     rows = {"prompt": [p["prompt"] for p in data["pairs"]], "chosen": [p["chosen"] for p in data["pairs"]],
             "rejected": [p["rejected"] for p in data["pairs"]]}
 
-    def run(count: int) -> tuple[float, float, int]:
-        spent["reference"] = 0.0
+    def run(count: int) -> tuple[float, float, int, float]:
+        spent["reference"] = spent["reference_cpu"] = 0.0
         config = DPOConfig(output_dir=out, **COMMON, learning_rate=1e-5, num_train_epochs=1,
                            per_device_train_batch_size=w["batch_pairs"], gradient_accumulation_steps=1,
                            beta=w["beta"], max_length=None, precompute_ref_log_probs=True,
@@ -120,13 +122,14 @@ def dpo(root: str, data: dict, out: str) -> dict:
                              train_dataset=Dataset.from_dict({k: v[:count] for k, v in rows.items()}))
         clock = clocked(trainer)
         trainer.train()
-        return spent["reference"], clock.end - clock.begin, trainer.state.global_step
+        cpu = spent["reference_cpu"] + clock.cpu_end - clock.cpu_begin
+        return spent["reference"], clock.end - clock.begin, trainer.state.global_step, cpu
 
     run(2 * w["batch_pairs"])  # warm-up trainer on 2 batches (first-call overheads off the clock)
-    reference, train, steps = run(len(data["pairs"]))
+    reference, train, steps, cpu = run(len(data["pairs"]))
     seconds = reference + train
-    return {"seconds": seconds, "reference_seconds": reference, "train_seconds": train, "optimizer_steps": steps,
-            "pairs_per_s": len(data["pairs"]) / seconds}
+    return {"seconds": seconds, "cpu_seconds": cpu, "reference_seconds": reference, "train_seconds": train,
+            "optimizer_steps": steps, "pairs_per_s": len(data["pairs"]) / seconds}
 
 
 def reward(root: str, data: dict, out: str) -> dict:
@@ -137,7 +140,7 @@ def reward(root: str, data: dict, out: str) -> dict:
     rows = {"chosen_ids": [r["chosen_ids"] for r in data["rm_pairs"]],
             "rejected_ids": [r["rejected_ids"] for r in data["rm_pairs"]]}
 
-    def run(count: int) -> tuple[float, int]:
+    def run(count: int) -> tuple[float, int, float]:
         config = RewardConfig(output_dir=out, **COMMON, learning_rate=1e-4, num_train_epochs=1,
                               per_device_train_batch_size=w["batch_pairs"], gradient_accumulation_steps=1,
                               max_length=None, disable_dropout=True)
@@ -146,11 +149,12 @@ def reward(root: str, data: dict, out: str) -> dict:
                                 train_dataset=Dataset.from_dict({k: v[:count] for k, v in rows.items()}))
         clock = clocked(trainer)
         trainer.train()
-        return clock.end - clock.begin, trainer.state.global_step
+        return clock.end - clock.begin, trainer.state.global_step, clock.cpu_end - clock.cpu_begin
 
     run(2 * w["batch_pairs"])
-    seconds, steps = run(len(data["rm_pairs"]))
-    return {"seconds": seconds, "optimizer_steps": steps, "pairs_per_s": len(data["rm_pairs"]) / seconds}
+    seconds, steps, cpu = run(len(data["rm_pairs"]))
+    return {"seconds": seconds, "cpu_seconds": cpu, "optimizer_steps": steps,
+            "pairs_per_s": len(data["rm_pairs"]) / seconds}
 
 
 def ppo(root: str, data: dict, out: str) -> dict:
@@ -186,7 +190,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         os.environ["HF_DATASETS_CACHE"] = os.path.join(out, "datasets")
         result = {"grpo": grpo, "dpo": dpo, "reward": reward, "ppo": ppo}[workload](root, data, out)
-    result.update({"side": "trl", "workload": workload, "trl": trl.__version__, "torch": torch.__version__,
+    result.update({"side": "trl", "workload": workload, "dtype": "bfloat16" if BF16 else "float32",
+                   "trl": trl.__version__, "torch": torch.__version__,
                    "transformers": transformers.__version__, "threads": torch.get_num_threads(),
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
                    "loadavg_before": [float(x) for x in before],

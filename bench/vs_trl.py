@@ -8,9 +8,14 @@ vocabulary, built by bench/rl_workload.py and saved with save_pretrained), token
 written to a temp dir; bench/trl_runner.py runs TRL's trainer on them in the TRL venv and rlhfkit's own
 bench (bench/grpo.py, dpo.py, reward_model.py, ppo.py) runs in this venv, each as a subprocess,
 alternating ``--rounds`` times (the first mover alternating too), 2 threads, OMP_WAIT_POLICY=PASSIVE.
-Peak RSS is each process's own ru_maxrss (rlhfkit's before it times its floor).
+Peak RSS is each process's own ru_maxrss (rlhfkit's before it times its floor). For DPO and reward models
+``cpu_ratio_*`` also compares process CPU seconds of the timed work (TRL's / rlhfkit's), which other load
+on the machine skews less than wall time.
 
-Run: python bench/vs_trl.py [--workloads grpo,dpo,reward,ppo] [--rounds 3] [--no-install]
+``--dtype bfloat16`` (DPO and reward models only) runs both sides' forwards under CPU autocast: rlhfkit's
+``run.dtype=bfloat16`` / RewardTrainer ``autocast_dtype``, TRL's ``bf16=True``.
+
+Run: python bench/vs_trl.py [--workloads grpo,dpo,reward,ppo] [--rounds 3] [--no-install] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -138,22 +143,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds per child run.")
     parser.add_argument("--no-install", action="store_true", help="Use existing TRL venvs only.")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="Both sides' compute precision (bfloat16: dpo and reward only).")
     args = parser.parse_args()
+    if args.dtype != "float32" and set(args.workloads.split(",")) - {"dpo", "reward"}:
+        parser.error("--dtype bfloat16 applies to the dpo and reward workloads only")
     venvs = {"main": os.environ.get("RLHFKIT_TRL_VENV", "/work/.trl-venv"),
              "ppo": os.environ.get("RLHFKIT_TRL_PPO_VENV", "/work/.trl112-venv")}
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), BENCH_THREADS=str(args.threads), HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+               TOKENIZERS_PARALLELISM="false", BENCH_DTYPE=args.dtype)
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as root:
         prepare(root)
         for workload in args.workloads.split(","):
             spec, venv = (TRL_PPO, venvs["ppo"]) if workload == "ppo" else (TRL_MAIN, venvs["main"])
             line: dict = {"bench": "vs_trl", "workload": workload, "trl": spec, "threads": args.threads,
-                          "loadavg_before": loadavg()}
+                          "dtype": args.dtype, "loadavg_before": loadavg()}
             problem = ensure_venv(venv, spec, not args.no_install)
             ours_script, ours_key = OURS[workload]
             ours_cmd = [sys.executable, os.path.join(HERE, ours_script[0]), *ours_script[1:], "--threads",
-                        str(args.threads)]
+                        str(args.threads), *(["--dtype", args.dtype] if args.dtype != "float32" else [])]
             trl_cmd = [os.path.join(venv, "bin", "python"), os.path.join(HERE, "trl_runner.py"), workload, root]
             runs: dict[str, list[dict]] = {"rlhfkit": [], "trl": []}
             errors: list[str] = [problem] if problem else []
@@ -177,6 +186,11 @@ def main() -> None:
                 line.update({"ratio_median": round(statistics.median(ours) / statistics.median(theirs), 3),
                              "ratio_per_round": [round(x, 3) for x in paired],
                              "ratio_range": [round(min(paired), 3), round(max(paired), 3)]})
+            cpu = [(a["cpu_seconds"], b["cpu_seconds"]) for a, b in zip(runs["rlhfkit"], runs["trl"])
+                   if "cpu_seconds" in a and "cpu_seconds" in b]
+            if cpu:  # the same work on both sides: TRL's CPU seconds over ours (less skewed by other load)
+                line["cpu_ratio_per_round"] = [round(theirs_cpu / ours_cpu, 3) for ours_cpu, theirs_cpu in cpu]
+                line["cpu_ratio_median"] = statistics.median(line["cpu_ratio_per_round"])
             for side in ("rlhfkit", "trl"):  # each process's own ru_maxrss (rlhfkit's taken before its floor)
                 if runs[side]:
                     line[f"{side}_peak_rss_mb"] = round(statistics.median(r["peak_rss_mb"] for r in runs[side]), 1)

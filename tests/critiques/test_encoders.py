@@ -9,7 +9,7 @@ import pytest
 
 from rlhfkit.critiques.base import CritiqueError, CritiqueItem
 from rlhfkit.critiques.judge import FunctionJudge
-from rlhfkit.critiques.learned import LearnedEncoder, fit_learned
+from rlhfkit.critiques.learned import LearnedEncoder, confidence, fit_learned
 from rlhfkit.critiques.records import load_encoder
 from rlhfkit.critiques.rules import RulesEncoder, parse_rules
 
@@ -48,13 +48,13 @@ PHRASES = {"no reason given": -0.5, "good reason given": 0.5, "too generic": -0.
 FILLER = ["honestly", "overall", "i think", "the review", "mostly", "again"]
 
 
-def synthetic_items(n: int, seed: int) -> list[CritiqueItem]:
+def synthetic_items(n: int, seed: int, noise: float = 0.1) -> list[CritiqueItem]:
     """Critiques of 1-3 phrases and filler; rating = clipped sum of the phrases' values + noise, on 1..5."""
     rng = random.Random(seed)
     items = []
     for i in range(n):
         chosen = rng.sample(sorted(PHRASES), rng.randint(1, 3))
-        value = max(-1.0, min(1.0, sum(PHRASES[p] for p in chosen) + rng.gauss(0, 0.1)))
+        value = max(-1.0, min(1.0, sum(PHRASES[p] for p in chosen) + rng.gauss(0, noise)))
         text = "; ".join(f"{rng.choice(FILLER)} {p}" for p in chosen)
         items.append(CritiqueItem("p", f"r{i}", text, round(3 + 2 * value), (1.0, 5.0)))
     return items
@@ -69,6 +69,22 @@ def test_learned_fits_and_beats_a_constant(tmp_path):
     assert good.confidence > 0.5 and unknown.confidence == 0.0
     saved = LearnedEncoder.load(encoder.save(tmp_path / "enc.npz"))
     assert np.allclose(saved.predict(["no reason given"]), encoder.predict(["no reason given"]))
+
+
+def test_learned_confidence_is_the_inverse_variance_share():
+    assert confidence(1.0, 0.0) == 1.0 and confidence(0.5, 1.0) == 0.25 and confidence(0.0, 0.3) == 0.0
+    with pytest.raises(CritiqueError, match="leverage >= 0"):
+        confidence(0.5, -0.1)
+
+
+def test_learned_keeps_critiques_when_ratings_are_noisy_and_grows_surer_with_more():
+    # ratings that are mostly noise (as a simulated panel's 1..5 ratings of similar responses): the encoder
+    # explains little of their variance, yet no critique in known words is dropped, and more data -> surer
+    small, large = fit_learned(synthetic_items(37, 1, noise=0.8))[0], fit_learned(synthetic_items(300, 1, noise=0.8))[0]
+    texts = [i.critique for i in synthetic_items(37, 1, noise=0.8)]
+    few, many = [c.confidence for c in small.encode(texts)], [c.confidence for c in large.encode(texts)]
+    assert min(few) > 0 and np.median(few) > 0.3 and np.median(many) > 0.8, (np.median(few), np.median(many))
+    assert small.encode(["zzz qqq"])[0].confidence == 0.0
 
 
 def test_learned_needs_rated_critiques():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.stats import spearmanr
 
 from rlhfkit.critiques.rules import RulesEncoder
-from rlhfkit.critiques.simulated import PHRASES, AspectCritic
+from rlhfkit.critiques.simulated import PHRASES, AspectCritic, mentions
 from rlhfkit.feedback.annotators import TaskItem, TaskView, make_panel, run_member
 from rlhfkit.tasks.aspects import context_index
-from rlhfkit.tasks.sentiment import ASPECTS, TASK, prompts
+from rlhfkit.tasks.sentiment import ASPECTS, TASK, combine, prompts
 
 
 def reviews() -> tuple[list[str], list[str]]:
@@ -45,6 +46,30 @@ def test_noisy_critiques_encode_to_the_gold_ordering():
     rng = np.random.default_rng(1)
     scores = [e.score for e in RulesEncoder.from_file().encode([critic(p, r, rng) for p, r in zip(ps, rs)])]
     assert spearmanr(scores, TASK.gold_reward(ps, rs)).statistic > 0.6
+
+
+def test_mentions_rank_remarkable_aspects_by_their_weight_on_the_gold():
+    perceived = {"a": 1.2, "b": 0.1, "c": 0.6, "d": 0.8}  # c is unremarkable (between 0.5 and 0.75)
+    assert mentions(perceived, 0.5, 0.75, 2) == {"b": False, "a": True}  # distances 0.525, 0.575 (a), 0.175
+    weighted = mentions(perceived, 0.5, 0.75, 2, lambda s: 2 * s["a"] + 0.1 * s["b"] + s["d"])
+    assert weighted == {"a": True, "d": True}  # weights 2 x 0.375 (a clipped to 1), 0.1 x 0.525, 0.175
+    with pytest.raises(ValueError, match="low 0.8 must be below high 0.5"):
+        mentions(perceived, 0.8, 0.5, 2)
+
+
+def test_critiques_weighted_by_the_gold_name_what_moves_it():
+    ps, rs = reviews()
+    pairs = list(zip(ps, rs))
+    by_distance, by_gold = (AspectCritic(ASPECTS, noise=0.0, context=context_index(pairs), combine=c)
+                            for c in (None, combine))
+    rng = np.random.default_rng(0)
+    lukewarm = f"The {ps[0].removeprefix('Review of the ').rstrip(':')} was a bit slow."  # positive 0.38, gold -0.43
+    assert by_gold.judged(ps[0], lukewarm, rng)["positive"] is False
+    assert "positive" not in by_distance.judged(ps[0], lukewarm, rng)  # crowded out by always-true aspects
+    encoder = RulesEncoder.from_file()
+    rho = [spearmanr([e.score for e in encoder.encode([c(p, r, np.random.default_rng(1)) for p, r in pairs])],
+                     TASK.gold_reward(ps, rs)).statistic for c in (by_distance, by_gold)]
+    assert rho[1] > rho[0] + 0.05, rho
 
 
 class FakeClient:

@@ -12,7 +12,8 @@ from loop_helpers import tiny_loop_settings, write_config
 from rlhfkit.feedback.annotators import TaskItem, TaskView
 from rlhfkit.loop.config import FeedbackConfig, PanelConfig
 from rlhfkit.loop.runner import load_loop_config, run_rlhf_loop
-from rlhfkit.loop.sft_phase import sft_completion, sft_examples
+from rlhfkit.feedback.edits import edit_pair, with_lead
+from rlhfkit.loop.sft_phase import sft_examples
 from rlhfkit.loop.state import ROUND_PHASES, LoopState, load_state
 from rlhfkit.tasks import get_task
 
@@ -40,7 +41,26 @@ def test_sft_examples_are_this_rounds_rewrites_continuing_the_prompt_like_the_or
             _edit_row({"winner": 1}, kind="pairwise", number=4)]
     expected = {"prompt": "Review of the Nova blender:", "completion": " The Nova blender is good."}
     assert sft_examples(rows, 1) == [expected]
-    assert sft_completion("\n x", "y ") == "\n y "
+    assert with_lead("\n x", "y ") == "\n y " and with_lead("x", "  y") == "y"
+    pair = edit_pair(_edit_row({"text": "The Nova blender is good."}))
+    assert pair is not None and pair["chosen"] == " The Nova blender is good."  # no mark of its own
+
+
+def test_edit_pairs_mode_chooses_rewrite_pairs_ranked_candidates_or_both():
+    from rlhfkit.loop.edit_records import edit_feedback_records
+
+    rows = [{**_edit_row({"text": "The Nova blender is good."}), "task_id": 1},
+            {**_edit_row({"unchanged": True}, number=2), "task_id": 2,
+             "samples": [{"id": 2, "text": " The Nova blender is great.", "round": 1}]}]
+    rewrite, counts = edit_feedback_records(rows, "rewrite", "majority", 0.1)
+    assert [(r["chosen"], r["rejected"]) for r in rewrite] == [(" The Nova blender is good.", REVIEW)]
+    assert counts == {"feedback/edit_rewrite_pairs": 1.0, "feedback/edit_ranked_pairs": 0.0}
+    ranked, _ = edit_feedback_records(rows, "ranked", "majority", 0.1)
+    assert [(r["chosen"], r["rejected"]) for r in ranked] == [(" The Nova blender is great.", REVIEW)]
+    both, counts = edit_feedback_records(rows, "both", "majority", 0.1)
+    assert both == rewrite + ranked and counts["feedback/edit_ranked_pairs"] == 1.0
+    with pytest.raises(ValueError, match="edit_pairs"):
+        edit_feedback_records(rows, "edits", "majority", 0.1)
 
 
 def test_the_edit_panel_improves_spams_or_damages_by_role():
@@ -106,7 +126,7 @@ def _held_out_edit_accuracy(run, task, reward_model: str) -> tuple[float, int]:
     samples = run / "rounds" / "round-000" / "samples_after.jsonl"
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     pairs = [(r["prompt"], r["response"], editor(r["prompt"], r["response"], rng)) for r in rows]
-    pairs = [(p, o, e) for p, o, e in pairs if e is not None]
+    pairs = [(p, o, with_lead(o, e)) for p, o, e in pairs if e is not None]  # scored as the loop's pairs are
     model = load_scorer(reward_model)
     edited = model.score_texts([p for p, _, _ in pairs], [e for _, _, e in pairs])
     original = model.score_texts([p for p, _, _ in pairs], [o for _, o, _ in pairs])
@@ -155,3 +175,31 @@ def test_two_edit_rounds_train_on_rewrites_fine_tune_on_them_and_resume_after_a_
         assert json.loads((folder / "metrics.json").read_text())["sft/steps"] == 2
     accuracy, n = _held_out_edit_accuracy(run, get_task("sentiment"), state.reward_model)
     assert n >= 8 and accuracy > 0.7, (accuracy, n)
+
+
+@pytest.mark.slow
+def test_an_edits_only_round_on_the_builtin_model_raises_the_gold_reward(tmp_path):
+    """The loop's done-when at small size: one round where the only feedback is the panel's edits (rewrite pairs
+    and candidates ranked by how much they were edited) raises the eval gold by >= 0.05 over the base policy.
+
+    Measured (64 eval prompts, seed 0 here): +0.121, +0.074, +0.063 at seeds 0, 1, 2 on the reward trainer of
+    629ba6d, +0.190 at seed 0 with the issue's reward-trainer changes; an all-spammer panel (no signal in the
+    edits) +0.023 at seed 0.
+    """
+    settings = tiny_loop_settings(tmp_path, rounds=1)
+    settings["model"] = "builtin"
+    settings["candidates"] = {"prompts_per_round": 24, "per_prompt": 6, "max_new_tokens": 40}
+    settings["selection"] = {"comparisons_per_round": 200, "max_per_prompt": 3}
+    settings["feedback"] = {**settings["feedback"], "kind": "edit"}
+    settings["reward"]["train"]["epochs"] = 2
+    settings["policy"] = {"prompts": 64, "ppo": {"run": {"steps": 24, "save_every": 24}, "num_prompts": 16,
+                                                 "num_minibatches": 2, "epochs": 2, "optim": {"lr": 1.5e-4},
+                                                 "generation": {"max_new_tokens": 40}}}
+    settings["eval"] = {"prompts": 64}
+    run_rlhf_loop(load_loop_config(write_config(tmp_path, settings)), quiet=True)
+    rounds = tmp_path / "run" / "rounds"
+    stats = json.loads((rounds / "round-001" / "feedback_stats.json").read_text())
+    assert stats["feedback/edit_rewrite_pairs"] > 0 and stats["feedback/edit_ranked_pairs"] > 0, stats
+    base, final = (json.loads((rounds / f"round-00{i}" / "metrics.json").read_text())["eval/gold_reward"]
+                   for i in (0, 1))
+    assert final >= base + 0.05, (base, final)

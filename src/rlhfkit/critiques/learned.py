@@ -1,9 +1,10 @@
 """The learned encoder: bag of words and bigrams, Bayesian ridge regression onto ratings in [-1, 1].
 
 Fitted on the critiques of a campaign that came with a rating. Bigrams keep "no reason" apart from
-"good reason". Confidence = (share of the critique's words the model knows) x (1 - predictive
-variance / rating variance), so a critique in unseen words, or far from the training critiques,
-weighs little.
+"good reason". Confidence = (share of the critique's words the model knows) x (rating noise variance /
+predictive variance) = known / (1 + leverage): an inverse-variance weight, so a critique in unseen
+words, or far from the training critiques, weighs little, while one like many rated critiques weighs
+nearly 1 however noisy the ratings are (the encoder's overall skill is the fit report's held-out line).
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ def features(text: str) -> set[str]:
     return set(words) | {f"{a} {b}" for a, b in zip(words, words[1:])}
 
 
+def confidence(known: float, leverage: float) -> float:
+    """Weight of one prediction: known-word share x noise variance / predictive variance, i.e. known / (1 + leverage).
+
+    ``leverage`` is x A⁻¹ xᵀ, the prediction's parameter variance in units of the rating noise variance.
+    """
+    if not 0.0 <= known <= 1.0 or not leverage >= 0.0:
+        raise CritiqueError(f"confidence: known share must be in [0, 1] and leverage >= 0, got {known}, {leverage}")
+    return known / (1.0 + leverage)
+
+
 @dataclass(frozen=True)
 class FitReport:
     """How well the encoder predicts held-out ratings, beside predicting their mean."""
@@ -50,7 +61,13 @@ class FitReport:
         """One console line."""
         return (f"learned critique encoder: {self.n_train} rated critiques, {self.features} features; held-out "
                 f"({self.n_heldout}): Pearson r {self.heldout_pearson:.3f}, RMSE {self.heldout_rmse:.3f} "
-                f"(predicting the mean: {self.constant_rmse:.3f})")
+                f"(predicting the mean: {self.constant_rmse:.3f})"
+                + ("; no better than the mean on held-out critiques" if self.no_skill else ""))
+
+    @property
+    def no_skill(self) -> bool:
+        """Held-out ratings were predicted no better than by their mean (False when none were held out)."""
+        return self.n_heldout > 0 and not (self.heldout_rmse < self.constant_rmse and self.heldout_pearson > 0)
 
 
 class LearnedEncoder:
@@ -83,13 +100,12 @@ class LearnedEncoder:
         x = self.matrix(critiques)
         scores = x @ self.weights + self.bias
         x1 = np.hstack([x, np.ones((len(x), 1))])
-        variance = self.noise_var * (1.0 + np.einsum("ij,jk,ik->i", x1, self.a_inv, x1))
+        leverages = np.einsum("ij,jk,ik->i", x1, self.a_inv, x1)
         out = []
-        for text, score, var in zip(critiques, scores, variance):
+        for text, score, lev in zip(critiques, scores, leverages):
             words = tokens(text)
             known = sum(w in self.index for w in words) / len(words) if words else 0.0
-            fit = max(0.0, 1.0 - float(var) / self.target_var) if self.target_var > 0 else 0.0
-            out.append(Encoded(float(np.clip(score, -1.0, 1.0)), known * fit))
+            out.append(Encoded(float(np.clip(score, -1.0, 1.0)), confidence(known, float(lev))))
         return out
 
     def save(self, path: str | Path) -> Path:

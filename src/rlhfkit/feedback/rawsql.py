@@ -10,6 +10,7 @@ here read back identically through the ORM (JSON, aware UTC datetimes).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sqlalchemy.engine import Dialect
@@ -33,6 +34,7 @@ class Statement:
         self._dialect = dialect
         self._result_types = [c.type for c in getattr(statement, "exported_columns", ())]
         self._results: Optional[list[Processor]] = None
+        self.many: Optional[Many] = None
 
     def params(self, values: dict[str, Any]) -> Any:
         """Driver parameters (tuple or dict) for named values, through the columns' bind processors."""
@@ -70,6 +72,45 @@ class Statement:
         description = cursor.description if self._results is None else None  # psycopg builds it on each access
         processed = [self.row(r, description) for r in raw]
         return processed[0] if rows == "one" else processed
+
+
+@dataclass(frozen=True)
+class Many:
+    """The array form of a statement: one execution for the same statement of several operations.
+
+    ``statement`` takes one parameter, ``rows``: a list with one record per operation, its values
+    under ``names`` (through ``encoders`` where given) and its 1-based position as ``n``. It returns
+    rows whose first column says which operation they answer: ``n``, or where ``tag`` names a value,
+    that value (e.g. the annotator id an INSERT returns). Operations that share a value of ``tag`` or
+    of a name in ``distinct`` never share an execution: rows of one statement do not see each other's
+    writes.
+    """
+
+    statement: Statement
+    names: tuple[str, ...]
+    tag: Optional[str] = None
+    distinct: tuple[str, ...] = ()
+    encoders: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+    def params(self, values: Sequence[dict[str, Any]]) -> Any:
+        """Driver parameters for the given operations' values, in their order."""
+        rows = []
+        for n, given in enumerate(values, 1):
+            row = {name: given[name] for name in self.names}
+            for name, encode in self.encoders.items():
+                if row[name] is not None:
+                    row[name] = encode(row[name])
+            row["n"] = n
+            rows.append(row)
+        return self.statement.params({"rows": rows})
+
+    def split(self, rows: list[tuple[Any, ...]], values: Sequence[dict[str, Any]]) -> list[list[tuple[Any, ...]]]:
+        """The fetched rows of one execution, as each operation's own rows (in their order)."""
+        by_tag: dict[Any, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_tag.setdefault(row[0], []).append(row[1:])
+        tags = range(1, len(values) + 1) if self.tag is None else [v[self.tag] for v in values]
+        return [by_tag.get(t, []) for t in tags]
 
 
 class RawConnection:

@@ -23,6 +23,7 @@ from sqlalchemy import and_, bindparam, case, cast, func, insert, literal, or_, 
 from sqlalchemy.engine import Dialect
 
 from rlhfkit.feedback import crud, rules
+from rlhfkit.feedback.batched import add_array_forms
 from rlhfkit.feedback.crud import ConflictError, InvalidError, NotFoundError
 from rlhfkit.feedback.models import (Annotation, Assignment, Campaign, CampaignMember, Prompt, Sample, Task,
                                      TaskItem, utcnow)
@@ -50,8 +51,10 @@ class Statements:
     """Every statement of the hot path, compiled once for the store's dialect.
 
     Each is one round trip, so they are few: serving an open assignment is one query, a new one
-    usually one conditional INSERT; storing an answer is one lookup (assignment and key) and, on
-    PostgreSQL, one statement that marks the assignment answered and inserts the annotation.
+    usually one conditional INSERT (plus one query for a task not yet cached); storing an answer is
+    one lookup (assignment and key) and, on PostgreSQL, one statement that marks the assignment
+    answered and inserts the annotation. On PostgreSQL the hot ones also have an array form
+    (:mod:`rlhfkit.feedback.batched`), so that a lockstep step runs each once for the whole batch.
     """
 
     def __init__(self, dialect: Dialect) -> None:
@@ -87,11 +90,12 @@ class Statements:
             select(value("cid", A.c.campaign_id), value("tid", A.c.task_id), value("aid", A.c.annotator_id),
                    value("displayed", A.c.displayed), literal("open", A.c.status.type), value("served_at", A.c.served_at))
             .where(~mine, holding < bindparam("limit"))).returning(A.c.id))
-        self.task = compiled(select(T.c.kind, T.c.scale_lo, T.c.scale_hi, T.c.campaign_id, P.c.text)
-                             .select_from(T.join(P, P.c.id == T.c.prompt_id)).where(T.c.id == tid))
-        self.task_samples = compiled(select(S.c.id, S.c.response).select_from(TI.join(S, S.c.id == TI.c.sample_id))
-                                     .where(TI.c.task_id == tid).order_by(TI.c.slot))
-        self.campaign_text = compiled(select(C.c.instructions, C.c.allow_critique).where(C.c.id == cid))
+        self.content = compiled(  # a task, its campaign's texts and one row per sample in canonical order
+            select(T.c.kind, T.c.scale_lo, T.c.scale_hi, T.c.campaign_id, P.c.text, C.c.instructions,
+                   C.c.allow_critique, S.c.id, S.c.response)
+            .select_from(T.join(P, P.c.id == T.c.prompt_id).join(C, C.c.id == T.c.campaign_id)
+                         .outerjoin(TI, TI.c.task_id == T.c.id).outerjoin(S, S.c.id == TI.c.sample_id))
+            .where(T.c.id == tid).order_by(TI.c.slot))
         self.assignment = compiled(
             select(A.c.annotator_id, A.c.campaign_id, A.c.task_id, A.c.displayed, A.c.status, C.c.status,
                    C.c.allow_critique, T.c.kind, T.c.scale_lo, T.c.scale_hi,
@@ -117,6 +121,7 @@ class Statements:
             done = answered().returning(A.c.id).cte("answered")
             self.store_answer = compiled(insert(N).from_select(
                 ["assignment_id", *annotation], select(done.c.id, *annotation.values())).returning(N.c.id))
+            add_array_forms(self, dialect)
 
 
 @dataclass(frozen=True)
@@ -178,15 +183,22 @@ class AnnotationService:
 
     def _pool(self, tx: Tx, campaign_id: int, redundancy: int, gold_rate: float, *,
               rebuild: bool = False) -> Steps[TaskPool]:
+        """The campaign's pool, rebuilt when missing, stale or dry. Its two reads are shared (a cutoff in
+        whole seconds), so operations of one lockstep step that all find it stale read it once, and the
+        first to get the rows builds the pool the others then take."""
         pool = self.pools.get(campaign_id)
         if (rebuild or pool is None or pool.redundancy != redundancy or pool.gold_rate != gold_rate
                 or pool.built_at + POOL_MAX_AGE_S < time.monotonic()):
-            cutoff = utcnow() - self.timeout
-            tasks = [(r[0], bool(r[1])) for r in (yield Query(self.sql.pool_tasks, {"cid": campaign_id}, "all"))]
-            taken = {r[0]: r[1] for r in (yield Query(self.sql.pool_taken, {"cid": campaign_id, "cutoff": cutoff}, "all"))}
-            pool = TaskPool(redundancy=redundancy, gold_rate=gold_rate, tasks=tasks, taken=taken)
-            self.pools[campaign_id] = pool
-            tx.on_rollback.append(lambda: self.forget(campaign_id))
+            before = pool
+            cutoff = (utcnow() - self.timeout).replace(microsecond=0)
+            tasks = yield Query(self.sql.pool_tasks, {"cid": campaign_id}, "all", shared=True)
+            taken = yield Query(self.sql.pool_taken, {"cid": campaign_id, "cutoff": cutoff}, "all", shared=True)
+            pool = self.pools.get(campaign_id)
+            if pool is None or pool is before or pool.redundancy != redundancy or pool.gold_rate != gold_rate:
+                pool = TaskPool(redundancy=redundancy, gold_rate=gold_rate, tasks=[(r[0], bool(r[1])) for r in tasks],
+                                taken={r[0]: r[1] for r in taken})
+                self.pools[campaign_id] = pool
+                tx.on_rollback.append(lambda: self.forget(campaign_id))
         return pool
 
     def _served(self, pool: TaskPool, campaign_id: int, annotator_id: int) -> Steps[set[int]]:
@@ -230,19 +242,23 @@ class AnnotationService:
               rng: random.Random) -> Steps[Optional[tuple[int, int, list[int], Any]]]:
         """Insert an assignment on the first candidate of the pool that the database confirms is eligible
         (one conditional INSERT per candidate); returns (assignment id, task id, displayed, served_at).
-        The pool records the candidate before the INSERT is answered, so that operations running
-        alongside this one (another annotator, same batch) are offered other tasks first."""
+        The pool records the candidate before its first query (content, INSERT) is answered, so that
+        operations running alongside this one (another annotator, same batch) are offered other tasks first."""
         served = yield from self._served(pool, campaign_id, annotator_id)
         for tried, task_id in enumerate(pool.candidates(annotator_id, rng)):
             if tried >= MAX_CANDIDATES:
                 return None
-            displayed = list((yield from self._task_content(task_id)).sample_ids)
-            rng.shuffle(displayed)
-            served_at = utcnow()
-            cutoff = served_at - self.timeout
             limit = pool.redundancy if task_id in pool.count else NO_LIMIT
             pool.record(task_id, annotator_id)
             tx.on_rollback.append(lambda: self.forget(campaign_id))
+            try:
+                displayed = list((yield from self._task_content(task_id)).sample_ids)
+            except Exception:
+                pool.unrecord(task_id, annotator_id)
+                raise
+            rng.shuffle(displayed)
+            served_at = utcnow()
+            cutoff = served_at - self.timeout
             row = yield Query(self.sql.pick, {"cid": campaign_id, "tid": task_id, "aid": annotator_id,
                                               "displayed": displayed, "served_at": served_at, "cutoff": cutoff,
                                               "limit": limit}, writes=True)
@@ -261,12 +277,11 @@ class AnnotationService:
         if content is not None:
             self._content.move_to_end(task_id)
             return content
-        row = yield Query(self.sql.task, {"tid": task_id})
-        if row is None:
+        rows = yield Query(self.sql.content, {"tid": task_id}, "all")
+        if not rows:
             raise NotFoundError(f"task {task_id} not found")
-        kind, lo, hi, campaign_id, prompt = row
-        samples = yield Query(self.sql.task_samples, {"tid": task_id}, "all")
-        instructions, allow_critique = yield Query(self.sql.campaign_text, {"cid": campaign_id})
+        kind, lo, hi, campaign_id, prompt, instructions, allow_critique = rows[0][:7]
+        samples = [(r[7], r[8]) for r in rows if r[7] is not None]
         content = TaskContent(campaign_id=campaign_id, kind=kind, scale=[lo, hi] if kind == "rating" else None,
                               prompt=prompt, samples={sid: text for sid, text in samples},
                               sample_ids=tuple(sid for sid, _ in samples), instructions=instructions,

@@ -12,8 +12,9 @@ On PostgreSQL the batch runs in psycopg 3 pipeline mode: statements whose result
 (BEGIN, SAVEPOINT, RELEASE) are sent with the next query instead of costing a round trip each, and
 COMMIT's outcome is waited for (a pipeline sync) before any request is answered. A batch made only
 of :class:`~rlhfkit.feedback.steps.StepOp` operations (the API's hot path) is first run in lockstep
-(:func:`~rlhfkit.feedback.steps.run_lockstep`: one round trip per step for the whole batch); if that
-attempt is abandoned it is rolled back and the batch is run again one savepoint at a time.
+(:func:`~rlhfkit.feedback.steps.run_lockstep`: one round trip and a few statements per step for the whole
+batch); if that attempt fails in any way it is rolled back and the batch is run again one savepoint at a
+time, where each operation's error is its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Generic, Optional, TypeVar
 from sqlalchemy import Engine
 
 from rlhfkit.feedback.rawsql import RawConnection
-from rlhfkit.feedback.steps import LockstepAbandoned, RetryOperation, StepOp, run_lockstep
+from rlhfkit.feedback.steps import RetryOperation, StepOp, run_lockstep
 from rlhfkit.feedback.store import DatabaseBusyError, DatabaseMissingError, StoreError, sqlite_path, write_lock_for
 
 T = TypeVar("T")
@@ -210,7 +211,7 @@ class GroupCommitWriter:
             tx.pipeline = None
             self.lockstep_batches += 1
             return True
-        except (LockstepAbandoned, self.engine.dialect.loaded_dbapi.Error):
+        except Exception:  # noqa: BLE001 - abandoned, a database error, or values an array form could not encode
             tx.pipeline = None
             tx.execute("ROLLBACK")  # a broken connection raises here and fails the batch as usual
             for hook in tx.on_rollback:

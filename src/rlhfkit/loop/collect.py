@@ -153,7 +153,8 @@ def panel_critic(task: Task, config: FeedbackConfig, context: Sequence[tuple[str
     if not task.aspects:
         raise CollectionError(f"task {task.name!r} declares no aspects for the simulated panel to critique; "
                               "use feedback.kind=pairwise or feedback.source=humans")
-    return AspectCritic(task.aspects, noise=config.panel.critique_noise, context=context_index(context))
+    return AspectCritic(task.aspects, noise=config.panel.critique_noise, context=context_index(context),
+                        combine=task.combine)
 
 
 def judge_scorer(task: Task, scorer: str, device: Any = None) -> Callable[[Sequence[str], Sequence[str]], list[float]]:

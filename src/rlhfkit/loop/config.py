@@ -88,13 +88,19 @@ class FeedbackConfig:
         "pairwise", help="pairwise: annotators compare the selected pairs; critique: a rating campaign with "
                          "free-text critiques on the selected pairs' candidates, and the reward model trains on "
                          "the encoded critiques alone (the numeric ratings are dropped, so only the text carries "
-                         "the signal); edit: an edit campaign on those candidates, each rewrite becomes a "
-                         "preference pair (rewrite over original) for the reward model.")
+                         "the signal); edit: an edit campaign on those candidates, whose rewrites become "
+                         "preference pairs for the reward model (feedback.edit_pairs).")
     critique_encoder: str = field("rules", help="feedback.kind=critique: the critique encoder (rules, rules:FILE, "
                                                 "learned, learned:FILE.npz, module:function, or a reward-model "
                                                 "directory; see `rlhfkit encode-critiques --help`).")
     critique_min_confidence: float = field(0.0, help="feedback.kind=critique: drop encoded critiques at or below "
                                                      "this confidence.")
+    edit_pairs: Literal["rewrite", "ranked", "both"] = field(
+        "both", help="feedback.kind=edit: the reward model's pairs: rewrite (each rewrite over its original), "
+                     "ranked (candidates of one prompt ranked by how much their editors changed them) or both "
+                     "(demo seed 0, gold -0.189 ->: rewrite -0.083 rolled back, ranked -0.083, both 0.057).")
+    edit_rank_gap: float = field(0.1, help="feedback.edit_pairs ranked/both: pair two candidates only when their "
+                                           "mean normalized edit distances differ by more than this.")
     edits_sft: bool = field(False, help="feedback.kind=edit: before the policy phase, fine-tune the current policy "
                                         "(rlhfkit.sft) on the round's rewrites.")
     edits_sft_steps: int = field(8, help="feedback.edits_sft: optimizer steps per round.")
@@ -121,7 +127,8 @@ class FeedbackConfig:
 def _default_reward_train() -> RewardTrainConfig:
     return RewardTrainConfig(num_heads=3, epochs=3, batch_size=16, optim=RewardOptimConfig(lr=1e-3), max_length=128,
                              min_prompt_tokens=16, eval_fraction=0.15, save_every=50, log_every=5,
-                             normalization_samples=256, bootstrap_samples=200, progress=False)
+                             normalization_samples=256, bootstrap_samples=200, progress=False,
+                             early_stopping_fraction=0.0)
 
 
 @dataclass
@@ -283,6 +290,8 @@ def _edit_problems(config: LoopConfig) -> list[str]:
     if adversarial.enabled and feedback.source == "humans":
         problems.append("reward.adversarial needs feedback.source panel or judge (it waits for the answers "
                         "before retraining within the round)")
+    if not 0 <= feedback.edit_rank_gap < 1:
+        problems.append(f"feedback.edit_rank_gap must be in [0, 1), got {feedback.edit_rank_gap}")
     if feedback.edits_sft_steps < 1 or feedback.edits_sft_batch_size < 1 or not feedback.edits_sft_lr > 0:
         problems.append("feedback.edits_sft_steps and edits_sft_batch_size must be >= 1 and edits_sft_lr > 0")
     return problems

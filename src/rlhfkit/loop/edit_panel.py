@@ -4,7 +4,8 @@ Honest members rewrite with :class:`rlhfkit.feedback.editors.AspectEditor`. A sp
 "no change needed" or junk that the server accepts (the original's words shuffled); an adversarial
 member makes the response worse on purpose (stutters, cuts it short, or scrambles it: whichever lowers
 the utility most). Their rewrites
-still become "rewrite over original" pairs, so the reward model must tolerate some wrong pairs.
+still become "rewrite over original" pairs and count as edits when candidates are ranked by how much they were
+changed, so the reward model must tolerate some wrong pairs.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ def aggregate_feedback(ctx: LoopContext) -> None:
                        "feedback/records": len(records), **extra})
     spread = ", ".join(f"{e['annotator']} {e['reliability']:.2f}" for e in reliability)
     what = {"critique": "critique rating records (ratings dropped)",
-            "edit": "preference records (rewrite over original)"}.get(cfg.kind, "preference records")
+            "edit": f"preference records from edits ({cfg.edit_pairs})"}.get(cfg.kind, "preference records")
     ctx.display.log(f"round {ctx.round}: {len(records)} {what} from {len(rows)} answers"
                     + (f"; reliability: {spread}" if spread else ""))
 
@@ -261,8 +261,13 @@ def campaign_rows(ctx: LoopContext) -> list[dict[str, Any]]:
 
 def feedback_records(ctx: LoopContext, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Training records from answer rows, and extra stats: encoded critiques (critique mode; pairwise answers of
-    adversarial rounds are added as pairs), else aggregated pairs (an edit is its own rewrite-over-original pair)."""
+    adversarial rounds are added as pairs), edit pairs as ``feedback.edit_pairs`` says (edit mode), else aggregated
+    pairs."""
     cfg = ctx.config.feedback
+    if cfg.kind == "edit":
+        from rlhfkit.loop.edit_records import edit_feedback_records
+
+        return edit_feedback_records(rows, cfg.edit_pairs, cfg.aggregate, cfg.edit_rank_gap)
     if cfg.kind != "critique":
         return aggregate.aggregate_feedback(rows, cfg.aggregate), {}
     try:

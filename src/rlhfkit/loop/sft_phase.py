@@ -26,22 +26,16 @@ DATA_FILE = "sft_edits.jsonl"
 STATS_FILE = "sft_stats.json"
 
 
-def sft_completion(original: str, rewrite: str) -> str:
-    """The rewrite with the original response's leading whitespace, so it continues the prompt as the policy does."""
-    lead = original[: len(original) - len(original.lstrip())]
-    return lead + rewrite.lstrip()
-
-
 def sft_examples(rows: Sequence[Mapping[str, Any]], round_index: int) -> list[dict[str, str]]:
-    """``{"prompt", "completion"}`` for every rewrite among the edit answers of round ``round_index``."""
+    """``{"prompt", "completion"}`` for every rewrite among the edit answers of round ``round_index`` (the
+    completion keeps the original's leading whitespace, ``edit_sft``)."""
     out = []
     for row in rows:
         if row.get("kind") != "edit" or not row["samples"] or row["samples"][0].get("round") != round_index:
             continue
         example = edit_sft(row)
         if example is not None:
-            out.append({"prompt": example["prompt"],
-                        "completion": sft_completion(row["samples"][0]["text"], example["completion"])})
+            out.append(example)
     return out
 
 

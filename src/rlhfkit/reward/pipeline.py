@@ -32,7 +32,9 @@ from rlhfkit.models.reward_model import (ENSEMBLE_CONFIG, REWARD_CONFIG, RewardE
                                          RewardModelError)
 from rlhfkit.reward.batching import assign_bootstrap_weights, encode_records
 from rlhfkit.reward.config import RewardTrainConfig
+from rlhfkit.reward.ensemble_eval import METRIC, ensemble_confidence_metric
 from rlhfkit.reward.evaluation import EvalReport, plot_reliability
+from rlhfkit.reward.selection import heldout_loss, split_by_prompt, unit_head_weights
 from rlhfkit.reward.sharding import check_batch_size, sharded_evaluation, sharded_scores
 from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary
 from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
@@ -187,9 +189,20 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
             console.print("\n".join(truncation.lines()[1:]))
     if not encoded:
         raise ValueError("no training records remain after truncation\n" + truncation.summary())
+    kept, selection = split_by_prompt(encoded, [train_records[r.index].prompt for r in encoded],
+                                      config.early_stopping_fraction, member_seed)
+    selection_set = unit_head_weights([encoded[i] for i in selection], model.num_heads)
+    encoded = [encoded[i] for i in kept]
+    if selection_set and not member:
+        console.print(f"early stopping: {len(selection_set)} training records ({config.early_stopping_fraction:.0%} "
+                      f"of their prompts) held out to keep the step with the lowest held-out loss, training on "
+                      f"{len(encoded)} (early_stopping_fraction=0 turns this off)")
     if bootstrap:
         assign_bootstrap_weights(encoded, model.num_heads, member_seed)
-    autocast = dtype if device.type == "cuda" and dtype != torch.float32 else None
+    autocast = dtype if dtype != torch.float32 else None  # CPU autocast too: bf16 matmuls on avx512_bf16 CPUs
+
+    def select() -> float:
+        return heldout_loss(model, selection_set, config.loss, config.batch_size, device, trainer.thresholds_by_key())
 
     def evaluate() -> dict[str, float]:
         report = sharded_evaluation(model, held_out, world, resamples=0, seed=member_seed)
@@ -199,8 +212,13 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
                       enabled=world.is_main)
     try:
         trainer = RewardTrainer(model, config, encoded, tracker=tracker, device=device, autocast_dtype=autocast,
-                                evaluate=evaluate if held_out else None, world=world)
+                                evaluate=evaluate if held_out else None, world=world,
+                                select=select if selection_set else None)
         summary = trainer.train(on_step=on_step)
+        if summary.best_step is not None:
+            best = dict(summary.heldout_losses)[summary.best_step]
+            console.print(f"early stopping{'' if member is None else f' (member {member})'}: kept step "
+                          f"{summary.best_step} of {summary.steps} (held-out loss {best:.4f})")
         model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None
     finally:
         tracker.close()
@@ -312,6 +330,9 @@ def _train_and_evaluate(config: RewardTrainConfig, train_records: list[FeedbackR
         evaluation = sharded_evaluation(final.eval(), held_out, world, resamples=config.bootstrap_samples,
                                         seed=config.seed)
         if world.is_main:
+            gap = ensemble_confidence_metric(final, held_out, config.bootstrap_samples, config.seed)
+            if gap is not None:
+                evaluation.metrics[METRIC] = gap
             write_evaluation(evaluation, output)
             with Tracker(output / "logs", report_to=config.report_to) as tracker:
                 tracker.log(evaluation.flat(), summaries[-1].steps)

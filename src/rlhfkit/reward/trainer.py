@@ -33,6 +33,7 @@ from rlhfkit.reward.batching import (Batch, EncodedRecord, batches_per_epoch, co
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.losses import ordered_thresholds
 from rlhfkit.reward.objective import batch_objective
+from rlhfkit.reward.selection import EarlyStopping, check_interval
 from rlhfkit.reward.sharding import check_batch_size, local_records
 from rlhfkit.utils.checkpoint import (all_finite, atomic_write_dir, capture_rng_state, latest_checkpoint, load_state,
                                       prune_checkpoints, restore_rng_state, save_state)
@@ -54,6 +55,8 @@ class TrainSummary:
     last_metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     pairs: int = 0
+    best_step: int | None = None
+    heldout_losses: list[tuple[int, float]] = field(default_factory=list)
 
 
 
@@ -92,7 +95,8 @@ def step_means(totals: dict[str, float]) -> dict[str, float]:
     return {key: totals[key] / totals[f"n:{key}"] for key in MEAN_STATS if totals.get(f"n:{key}", 0.0) > 0}
 
 
-TRAJECTORY_FIELDS = ("batch_size", "epochs", "max_steps", "optim", "seed", "group_by_length", "loss")
+TRAJECTORY_FIELDS = ("batch_size", "epochs", "max_steps", "optim", "seed", "group_by_length", "loss",
+                     "early_stopping_fraction", "early_stopping_checks", "early_stopping_patience")
 
 
 def data_fingerprint(records: Sequence[EncodedRecord], config: RewardTrainConfig | None = None) -> str:
@@ -118,7 +122,8 @@ class RewardTrainer:
     def __init__(self, model: RewardModel, config: RewardTrainConfig, train_set: Sequence[EncodedRecord],
                  *, tracker: Tracker | None = None, device: torch.device | str = "cpu",
                  autocast_dtype: torch.dtype | None = None,
-                 evaluate: Callable[[], dict[str, float]] | None = None, world: World | None = None) -> None:
+                 evaluate: Callable[[], dict[str, float]] | None = None, world: World | None = None,
+                 select: Callable[[], float] | None = None) -> None:
         if not train_set:
             raise ValueError("no training records")
         self.world = world or current_world()
@@ -146,6 +151,9 @@ class RewardTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.fingerprint = data_fingerprint(self.train_set, config)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / config.optim.grad_accum)
+        self.early_stopping = (EarlyStopping(select, check_interval(steps_per_epoch, config.early_stopping_checks),
+                                             config.early_stopping_patience) if select is not None else None)
         self._epoch_cache: dict[int, list[list[int]]] = {}
 
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -179,9 +187,11 @@ class RewardTrainer:
 
     def ordinal_cut_points(self) -> dict[str, list[float]]:
         """Current ordered thresholds per rating scale key (stored with the model for evaluation)."""
-        return {key: ordered_thresholds(value).detach().cpu().tolist() for key, value in self._thresholds_by_key().items()}
+        return {key: ordered_thresholds(value).detach().cpu().tolist()
+                for key, value in self.thresholds_by_key().items()}
 
-    def _thresholds_by_key(self) -> dict[str, torch.Tensor]:
+    def thresholds_by_key(self) -> dict[str, torch.Tensor]:
+        """The ordinal thresholds (raw parameters) of each rating scale in the training set."""
         return {key: self.thresholds[_threshold_name(key)] for key in
                 {r.scale_key for r in self.train_set if r.kind == "rating"}
                 if _threshold_name(key) in self.thresholds}
@@ -192,7 +202,7 @@ class RewardTrainer:
         started = time.perf_counter()
         micro_batches = self._step_micro_batches(self.step)
         denominators = step_denominators([r for mb in micro_batches for r in mb], self.model.num_heads)
-        thresholds = self._thresholds_by_key()
+        thresholds = self.thresholds_by_key()
         totals = dict.fromkeys([*SUM_STATS, *MEAN_STATS, *(f"n:{key}" for key in MEAN_STATS)], 0.0)
         for micro in micro_batches:
             shard = local_records(micro, self.world)
@@ -256,7 +266,8 @@ class RewardTrainer:
     def _write_checkpoint(self) -> Path:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": capture_rng_state(), "thresholds": {k: v.detach().cpu() for k, v in self.thresholds.items()},
-                 "fingerprint": self.fingerprint, "total_steps": self.total_steps}
+                 "fingerprint": self.fingerprint, "total_steps": self.total_steps,
+                 "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None}
 
         def write(tmp: Path) -> None:
             self.model.save_pretrained(tmp)
@@ -282,6 +293,8 @@ class RewardTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         self.step = int(state["step"])
+        if self.early_stopping is not None and state.get("early_stopping"):
+            self.early_stopping.load_state_dict(state["early_stopping"])
 
     def train(self, on_step: StepHook | None = None) -> TrainSummary:
         """Run (or continue) training to ``total_steps``; checkpoint, log, evaluate on schedule."""
@@ -296,7 +309,7 @@ class RewardTrainer:
         pairs = 0
         with make_progress(disable=not (self.config.progress and self.world.is_main)) as progress:
             task = progress.add_task("train-rm", total=self.total_steps, completed=self.step, info="")
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not (self.early_stopping and self.early_stopping.stopped):
                 metrics = self.train_step()
                 pairs += int(metrics["count/pairs"])
                 progress.update(task, completed=self.step,
@@ -306,7 +319,13 @@ class RewardTrainer:
                 self._after_step(metrics)
                 if on_step is not None:
                     on_step(self.step, metrics)
-        return TrainSummary(self.step, resumed_from, metrics, time.perf_counter() - started, pairs)
+        best_step, history = None, []
+        if self.early_stopping is not None:
+            best_step, history = self.early_stopping.restore(self._weights()), list(self.early_stopping.history)
+        return TrainSummary(self.step, resumed_from, metrics, time.perf_counter() - started, pairs, best_step, history)
+
+    def _weights(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "thresholds": self.thresholds}
 
     def _after_step(self, metrics: dict[str, float]) -> None:
         last = self.step == self.total_steps
@@ -317,5 +336,10 @@ class RewardTrainer:
             results = self.evaluate()
             if logs:
                 self.tracker.log(results, self.step)
+        if self.early_stopping is not None:
+            loss = self.early_stopping.check(self.step, self._weights(), last)
+            if loss is not None and logs:
+                self.tracker.log({"early_stopping/heldout_loss": loss}, self.step)
+            last = last or self.early_stopping.stopped
         if (self.config.save_every and self.step % self.config.save_every == 0) or last:
             self.save_checkpoint()

@@ -15,9 +15,8 @@ what ``cached`` draws for it, with a generator the bucket's extra rows take thei
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,8 +25,8 @@ from torch import nn
 from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.rl.logprobs import forward_parameters
 from rlhfkit.rl.rollout import (CachedSampler, Rollout, SamplingParams, StopStringChecker, _cache_argument,
-                                _context_length, _eval_mode, check_row_seeds, encode_prompts, eos_token_ids, finalize_rollout,
-                                model_device)
+                                _context_length, _eval_mode, attention_implementation, check_row_seeds, decode_attention,
+                                encode_prompts, eos_token_ids, finalize_rollout, model_device)
 
 # Compile on CPU only when a call decodes at least this many row-tokens (padded batch x new tokens):
 # inductor's warm-up costs tens of seconds per process and shape on 2 cores, more than small runs take.
@@ -51,25 +50,6 @@ def cache_bucket(length: int, multiple: int = 32) -> int:
 def should_compile(device: torch.device, padded_batch: int, new_tokens: int) -> bool:
     """Compile on CUDA always; on CPU only when the decode is large enough to repay inductor's warm-up."""
     return device.type == "cuda" or padded_batch * new_tokens >= CPU_COMPILE_MIN_ROW_TOKENS
-
-
-def decode_attention(current: str | None, device: torch.device, compiled: bool) -> str | None:
-    """The attention to sample with by default: ``eager`` instead of SDPA for eager CPU decoding, else unchanged."""
-    return "eager" if current == "sdpa" and device.type == "cpu" and not compiled else None
-
-
-@contextlib.contextmanager
-def _attention(model: nn.Module, implementation: str | None) -> Iterator[None]:
-    """Run with the model's attention set to ``implementation`` (None = unchanged), restoring it afterwards."""
-    current = getattr(model.config, "_attn_implementation", None)
-    if implementation is None or current == implementation or not hasattr(model, "set_attn_implementation"):
-        yield
-        return
-    model.set_attn_implementation(implementation)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(current)
 
 
 def _shrink_cache(cache: Any, keep: torch.Tensor, static_addresses: bool) -> None:
@@ -111,8 +91,8 @@ class CompiledSampler:
     one (each bucket size is one more shape to compile, so ``None`` = only when not compiling).
     ``compile_backend`` is the ``torch.compile`` backend (tests trace with ``aot_eager``, no codegen).
     ``attention``: the attention implementation while sampling (``None``: ``eager`` for an SDPA model
-    run eagerly on CPU, where PyTorch's fused CPU kernel is slower for one query token: 0.87 vs 1.04
-    CPU-s on ``bench/rollout.py``'s shapes; otherwise the model's own).
+    run eagerly on CPU, where PyTorch's fused CPU kernel is slower for one query token, see
+    :func:`~rlhfkit.rl.rollout.decode_attention`; otherwise the model's own).
     """
 
     compile: bool | None = None
@@ -138,7 +118,7 @@ class CompiledSampler:
                                                                                      new_tokens)
         attention = self.attention or decode_attention(getattr(model.config, "_attn_implementation", None), device,
                                                        compile_now)
-        with torch.no_grad(), _eval_mode(model), _attention(model, attention):
+        with torch.no_grad(), _eval_mode(model), attention_implementation(model, attention):
             seeds = None if row_seeds is None else row_seeds.to(device)
             response_ids, logprobs = self._decode(compile_now, model, tokenizer, prompt_ids, prompt_mask, eos_ids,
                                                   params, generator, seeds)

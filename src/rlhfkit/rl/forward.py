@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from rlhfkit.models.value import CriticModel, PolicyWithValueHead
-from rlhfkit.rl.logprobs import check_response_start, fused_logprobs, response_positions, token_logprobs, unpack
+from rlhfkit.rl.logprobs import (check_response_start, fused_logprobs, response_positions, row_slices, token_logprobs,
+                                 unpack)
 
 
 def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -20,8 +21,15 @@ def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: t
     from ONE forward of the policy.
 
     Values come along for free when the policy carries a value head on its trunk; both heads then
-    run only at the positions predicting real response tokens.
+    run only at the positions predicting real response tokens. Without gradients the rows run in
+    chunks (:func:`rlhfkit.rl.logprobs.row_slices`), with the same per-row results.
     """
+    chunks = row_slices(policy, input_ids, response_start) if isinstance(policy, PolicyWithValueHead) else None
+    if chunks is not None:
+        parts = [policy_forward(policy, input_ids[rows], attention_mask[rows], response_start, temperature,
+                                with_entropy) for rows in chunks]
+        return tuple(None if parts[0][i] is None else torch.cat([p[i] for p in parts])  # type: ignore[return-value]
+                     for i in range(3))
     if isinstance(policy, PolicyWithValueHead):
         check_response_start(input_ids.shape[1], response_start)
         num_response = input_ids.shape[1] - response_start

@@ -1,0 +1,79 @@
+"""The reward model's last-block-at-one-position trunk computes what the full trunk does, with its gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2Model
+
+import rlhfkit.models.reward_model as reward_module
+from rlhfkit.models.last_token import last_token_hidden, supports_last_token
+from rlhfkit.models.reward_model import RewardModel, RewardModelSettings, last_token_index
+
+
+def trunk(layers: int = 3, dropout: float = 0.0, scale_by_layer: bool = False) -> GPT2Model:
+    config = GPT2Config(vocab_size=50, n_positions=16, n_embd=24, n_layer=layers, n_head=3, resid_pdrop=dropout,
+                        embd_pdrop=dropout, attn_pdrop=dropout, scale_attn_by_inverse_layer_idx=scale_by_layer)
+    torch.manual_seed(0)
+    return GPT2Model(config)
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """5 rows of 11 tokens: full, right-padded and left-padded rows."""
+    ids = torch.randint(3, 50, (5, 11), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 2:] = 0
+    mask[3, :4] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("scale_by_layer", [False, True])
+def test_matches_full_trunk_values_and_gradients(scale_by_layer: bool) -> None:
+    model = trunk(scale_by_layer=scale_by_layer).eval()
+    ids, mask = batch()
+    index = last_token_index(mask)
+    assert index.tolist() == [10, 6, 1, 10, 10]
+    weights = torch.randn(5, 24, generator=torch.Generator().manual_seed(2))
+    results = []
+    for fast in (False, True):
+        model.zero_grad()
+        if fast:
+            hidden = last_token_hidden(model, ids, mask, index)
+        else:
+            hidden = model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[torch.arange(5), index]
+        (hidden * weights).sum().backward()
+        results.append((hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (full, full_grads), (fast, fast_grads) = results
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    assert full_grads.keys() == fast_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert model.h[-1].mlp.c_fc.weight.grad.abs().sum() > 0
+
+
+def test_supported_trunks_only() -> None:
+    assert supports_last_token(trunk().eval())
+    assert supports_last_token(trunk(dropout=0.0).train())
+    assert not supports_last_token(trunk(dropout=0.1).train())  # dropout in effect: leave the trunk alone
+    assert supports_last_token(trunk(dropout=0.1).eval())
+    assert not supports_last_token(trunk(layers=1))
+    assert not supports_last_token(torch.nn.Linear(2, 2))
+
+
+def test_trunk_is_restored_after_the_call() -> None:
+    model = trunk().eval()
+    blocks, norm = model.h, model.ln_f
+    ids, mask = batch()
+    last_token_hidden(model, ids, mask, last_token_index(mask))
+    assert model.h is blocks and model.ln_f is norm and len(model.h) == 3
+
+
+def test_reward_model_forward_same_with_and_without_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokenizer = type("Tok", (), {"pad_token_id": 0, "eos_token_id": 1})()
+    model = RewardModel(trunk(), tokenizer, RewardModelSettings(num_heads=3)).eval()
+    ids, mask = batch()
+    fast = model(ids, mask)
+    monkeypatch.setattr(reward_module, "supports_last_token", lambda module: False)
+    torch.testing.assert_close(fast, model(ids, mask), atol=1e-5, rtol=1e-5)
+    assert fast.shape == (5, 3)

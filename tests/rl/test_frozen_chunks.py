@@ -1,0 +1,72 @@
+"""No-grad forwards (reference, old log-probs, values) run in row chunks with the whole batch's results
+(up to float32 rounding: GEMM blocking differs with the row count)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers_models import tiny_gpt2, tiny_tokenizer
+
+import rlhfkit.rl.logprobs as logprobs_module
+from rlhfkit.models.value import PolicyWithValueHead
+from rlhfkit.rl.forward import policy_forward
+from rlhfkit.rl.logprobs import frozen_chunk_rows, row_slices, token_logprobs
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tiny_gpt2(tiny_tokenizer())
+
+
+def rollout_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """7 rows of a left-padded 4-token prompt and a right-padded 5-token response (uneven lengths)."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, vocab, (7, 9), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    mask[3, :1] = 0
+    mask[1, 6:] = 0
+    mask[5, 5:] = 0
+    return ids, mask, 4
+
+
+def test_frozen_chunk_rows_hand_values() -> None:
+    cpu = torch.device("cpu")
+    assert frozen_chunk_rows(32, 4096, cpu) == (1 << 21) // (32 * 4096) == 16
+    assert frozen_chunk_rows(48, 4096, cpu) == 10
+    assert frozen_chunk_rows(10_000, 50_000, cpu) == 1  # never zero rows
+
+
+def test_row_slices_only_without_gradients(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids, _, start = rollout_batch(model.config.vocab_size)
+    monkeypatch.setitem(logprobs_module.FROZEN_LOGIT_ELEMENTS, "cpu", 3 * 5 * model.config.vocab_size)
+    assert row_slices(model, ids, start) is None  # gradients on: one forward
+    with torch.no_grad():
+        assert row_slices(model, ids, start) == [slice(0, 3), slice(3, 5), slice(5, 7)]  # balanced, not 3 + 3 + 1
+        assert row_slices(model, ids[:3], start) is None  # fits in one chunk
+
+
+@pytest.mark.parametrize("with_entropy", [False, True])
+def test_chunked_token_logprobs_match_whole(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch,
+                                            with_entropy: bool) -> None:
+    ids, mask, start = rollout_batch(model.config.vocab_size)
+    with torch.no_grad():
+        whole = token_logprobs(model, ids, mask, start, 0.7, with_entropy)
+        monkeypatch.setitem(logprobs_module.FROZEN_LOGIT_ELEMENTS, "cpu", 2 * 5 * model.config.vocab_size)
+        chunked = token_logprobs(model, ids, mask, start, 0.7, with_entropy)
+    for a, b in zip(whole if with_entropy else (whole,), chunked if with_entropy else (chunked,)):
+        assert a.shape == b.shape == (7, 5)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_chunked_value_head_forward_matches_whole(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = PolicyWithValueHead(model)
+    ids, mask, start = rollout_batch(model.config.vocab_size)
+    with torch.no_grad():
+        whole = policy_forward(policy, ids, mask, start, 1.0, with_entropy=True)
+        monkeypatch.setitem(logprobs_module.FROZEN_LOGIT_ELEMENTS, "cpu", 3 * 5 * model.config.vocab_size)
+        assert len(row_slices(policy, ids, start) or []) == 3
+        chunked = policy_forward(policy, ids, mask, start, 1.0, with_entropy=True)
+    for a, b in zip(whole, chunked):
+        assert a is not None and b is not None and a.shape == (7, 5)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
