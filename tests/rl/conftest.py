@@ -1,10 +1,12 @@
-"""Fixtures of the rl tests: the toy model saved to disk with a reward file and prompts."""
+"""Fixtures of the rl tests: the toy model saved to disk with a reward file and prompts, and the tiny
+random GPT-2 models the sampler and log-prob tests share."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from helpers_models import tiny_gpt2, tiny_tokenizer
 from toy_problem import toy_bundle
 
 REWARD_FILE = """
@@ -23,3 +25,20 @@ def toy_files(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "reward.py").write_text(REWARD_FILE)
     (tmp_path / "prompts.txt").write_text("a\nb\nc d\n")
     return {"model": model_dir, "reward": tmp_path / "reward.py", "prompts": tmp_path / "prompts.txt"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def eos_model(tokenizer):
+    """EOS is likely at each step, so sampled responses end at different lengths."""
+    return tiny_gpt2(tokenizer, eos_boost=2.0)
+
+
+@pytest.fixture(scope="module")
+def peaky_model(tokenizer):
+    """Larger initial weights: peaked next-token distributions, so top-k and top-p cut something."""
+    return tiny_gpt2(tokenizer, initializer_range=0.2)

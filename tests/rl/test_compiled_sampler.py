@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-from helpers_models import tiny_gpt2, tiny_tokenizer
 
 from rlhfkit.rl import compiled_sampler
 from rlhfkit.rl.compiled_sampler import (CPU_COMPILE_MIN_ROW_TOKENS, CompiledSampler, batch_bucket, cache_bucket,
@@ -16,21 +15,6 @@ from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.rollout import SAMPLERS, CachedSampler, Rollout, SamplingParams, make_sampler
 
 PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "Please explain why", "I"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def eos_model(tokenizer):
-    return tiny_gpt2(tokenizer, eos_boost=2.0)
-
-
-@pytest.fixture(scope="module")
-def peaky_model(tokenizer):
-    return tiny_gpt2(tokenizer, initializer_range=0.2)
 
 
 def _seeds(count: int) -> torch.Tensor:

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_models import tiny_gpt2, tiny_tokenizer
+from helpers_models import tiny_gpt2
 from torch import nn
 
 from rlhfkit.rl.logprobs import position_ids_from_mask, selective_logprobs, token_logprobs
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_models import tiny_gpt2, tiny_tokenizer
+from helpers_models import tiny_gpt2
 
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.rollout import (CachedSampler, PromptTooLongError, Rollout, SamplingParams, filter_logits,
@@ -12,22 +12,6 @@ from rlhfkit.rl.rollout import (CachedSampler, PromptTooLongError, Rollout, Samp
 
 PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "Please explain why", "I"]
 SAMPLERS = ["hf", "cached", "cached-static"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def eos_model(tokenizer):
-    """EOS is likely at each step, so sampled responses end at different lengths."""
-    return tiny_gpt2(tokenizer, eos_boost=2.0)
-
-
-@pytest.fixture(scope="module")
-def peaky_model(tokenizer):
-    return tiny_gpt2(tokenizer, initializer_range=0.2)
 
 
 def _sample(name: str, model, tokenizer, params: SamplingParams, seed: int = 0, prompts=PROMPTS) -> Rollout:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_models import tiny_gpt2, tiny_tokenizer
 
 from rlhfkit.rl.compiled_sampler import CompiledSampler
 from rlhfkit.rl.logprobs import token_logprobs
@@ -22,16 +21,6 @@ PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop."
 BF16_TOLERANCE = 0.05
 OURS = {"cached": lambda: CachedSampler(), "cached-static": lambda: CachedSampler(cache="static"),
         "compiled": lambda: CompiledSampler(compile=False)}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def eos_model(tokenizer):
-    return tiny_gpt2(tokenizer, eos_boost=2.0)
 
 
 def _record(model: torch.nn.Module, what) -> tuple[list, torch.utils.hooks.RemovableHandle]:
