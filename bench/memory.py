@@ -7,10 +7,14 @@ Each side runs in its own fresh process and reports ``peak RSS - RSS after impor
   trainer's log-prob path: what training the policy at all costs;
 - ``ppo-lora``: bench/ppo.py's PPO (64 prompts, 32 new tokens, 4 mini-batches, KL to the reference,
   reward model scoring) with LoRA r=8 on the attention, the value head on the policy trunk and the
-  reference = the base with adapters off; one warm-up and ``--steps`` timed steps.
+  reference = the base with adapters off; one warm-up and ``--steps`` timed steps;
+- ``ppo-lora-lowmem``: the same with the two opt-in memory settings: ``reward.offload=true`` (the reward
+  model's weights stay in a file between scorings) and ``run.release_memory=true`` (MKL buffers and free heap
+  pages given back between phases, 5-10% more CPU time).
 
-``ratio = ppo-lora / policy`` (the issue's bound: <= 1.1). Both processes import the same modules
-(peft included) before the after-imports mark, so the deltas hold memory for data and models only.
+``ratio = ppo-lora / policy`` (the issue's bound: <= 1.1), ``ratio_lowmem`` likewise. Both processes import
+the same modules (peft included) before the after-imports mark, so the deltas hold memory for data and models
+only.
 
 Run: python bench/memory.py [--steps 2]     (prints ONE JSON line)
 """
@@ -45,6 +49,7 @@ from rlhfkit.utils.precision import disable_dropout  # noqa: E402
 from rlhfkit.utils.runtime import configure_threads  # noqa: E402
 
 BATCH, MINIBATCHES, LORA_RANK = 64, 4, 8
+PARTS = ("policy", "ppo-lora", "ppo-lora-lowmem")
 
 
 def current_rss_mb() -> float:
@@ -72,15 +77,17 @@ def policy_alone() -> None:
     logprobs.sum().backward()
 
 
-def ppo_lora(steps: int) -> None:
-    """PPO with LoRA adapters, a value head on the policy trunk and the adapters-off reference."""
+def ppo_lora(steps: int, low_memory: bool = False) -> None:
+    """PPO with LoRA adapters, a value head on the policy trunk and the adapters-off reference; with
+    ``low_memory``, the reward model on disk between scorings and caches released between phases."""
     peft_policy = apply_lora(build_policy(), LoraSettings(r=LORA_RANK, alpha=2.0 * LORA_RANK, dropout=0.0))
     bundle = PolicyBundle(policy=peft_policy, tokenizer=wl.tokenizer(), value_model=PolicyWithValueHead(peft_policy))
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(PPOConfig, None, wl.run_overrides(tmp, steps + 1) + [
             f"num_prompts={BATCH}", "epochs=1", f"num_minibatches={MINIBATCHES}", "value_model=head",
             "kl.coef=0.05", "kl.estimator=k1", "kl_in=reward", "approx_kl_stop=null", "generation.backend=cached",
-            "run.fused_gelu=true", "optim.fused=true"])
+            "run.fused_gelu=true", "optim.fused=true", f"reward.offload={str(low_memory).lower()}",
+            f"run.release_memory={str(low_memory).lower()}"])
         trainer = OnPolicyTrainer(config, bundle, wl.reward(), wl.prompts(256), make_sampler("cached"))
         for _ in range(steps + 1):
             trainer.train_step()
@@ -94,7 +101,7 @@ def measure(part: str, steps: int) -> dict[str, float]:
     if part == "policy":
         policy_alone()
     else:
-        ppo_lora(steps)
+        ppo_lora(steps, low_memory=part == "ppo-lora-lowmem")
     peak = wl.peak_rss_mb()
     return {"after_imports_mb": round(after_imports, 1), "peak_rss_mb": round(peak, 1),
             "delta_mb": round(peak - after_imports, 1)}
@@ -103,19 +110,20 @@ def measure(part: str, steps: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2, help="PPO steps after one warm-up step.")
-    parser.add_argument("--part", choices=["policy", "ppo-lora"], help="Measure one side in this process.")
+    parser.add_argument("--part", choices=PARTS, help="Measure one side in this process.")
     args = parser.parse_args()
     if args.part:
         print(json.dumps(measure(args.part, args.steps)))
         return
     load_before = wl.loadavg()
     sides = {}
-    for part in ("policy", "ppo-lora"):
+    for part in PARTS:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--part", part, "--steps", str(args.steps)],
                              check=True, capture_output=True, text=True).stdout
         sides[part] = json.loads(out.strip().splitlines()[-1])
     print(json.dumps({"bench": "memory", "lora_rank": LORA_RANK, "steps": args.steps, **sides,
                       "ratio": round(sides["ppo-lora"]["delta_mb"] / sides["policy"]["delta_mb"], 3),
+                      "ratio_lowmem": round(sides["ppo-lora-lowmem"]["delta_mb"] / sides["policy"]["delta_mb"], 3),
                       "loadavg_before": load_before, "loadavg_after": wl.loadavg()}))
 
 

@@ -13,12 +13,15 @@ TF-IDF logistic regression on (chosen - rejected) features, its C chosen by ques
 cross-validation on the training split. Confidence intervals resample questions (a cluster
 bootstrap), since pairs of one question share answers.
 
-Run: python bench/reward_real.py --data dev_feedback.json [--set optim.lr=1e-3 ...]
+``--edits`` adds the training questions' human corrections (corrected over original ``prediction 1``,
+:mod:`rlhfkit.data.fine_grained_edits`) to train-rm's data; the evaluation pairs stay the same.
+
+Run: python bench/reward_real.py --data dev_feedback.json [--edits] [--set optim.lr=1e-3 ...]
 (ONE JSON line on stdout; train-rm's messages go to stderr)
 The base is cached in ``--work`` (keyed by its settings). ``confidence`` says whether the model knows
 when it is wrong: accuracy of the most confident half of the pairs minus the least confident half,
-confidence being |margin|, and with several heads or members (``--set ensemble_size=3``) also their
-low spread and |margin|/spread.
+confidence being |margin|, and with several heads or members (``--set ensemble_size=5``) also the
+share of members agreeing with the decision, their low spread and |margin|/spread.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import math  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import resource  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -43,12 +47,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rlhfkit.config import load_config, parse_overrides  # noqa: E402
+from rlhfkit.data.fine_grained_edits import read_fine_grained_edits  # noqa: E402
 from rlhfkit.data.preference_io import read_feedback, write_jsonl  # noqa: E402
 from rlhfkit.data.records import Comparison  # noqa: E402
 from rlhfkit.models.builtin import (BuiltinRecipe, _new_model, _optimizer, collate, cosine_lr_factor,  # noqa: E402
                                     length_grouped_batches, quiet_transformers, train_tokenizer)
 from rlhfkit.models.reward_model import load_reward_model  # noqa: E402
-from rlhfkit.reward.confidence import CONFIDENCES, confident_half, half_accuracy_gap, pair_confidence  # noqa: E402
+from rlhfkit.reward.confidence import CONFIDENCES, confident_pairs, half_accuracy_gap  # noqa: E402
 from rlhfkit.reward.config import RewardTrainConfig  # noqa: E402
 from rlhfkit.reward.pipeline import train_reward_model  # noqa: E402
 
@@ -210,15 +215,16 @@ def cluster_bootstrap(values: np.ndarray, groups: Sequence[int], statistic: Call
 
 
 def spread_test(margins: np.ndarray, groups: Sequence[int], seed: int) -> dict[str, dict[str, object]]:
-    """Per confidence (low spread, |margin|, |margin|/spread): most-confident-half minus least-confident-half
-    accuracy of the mean margin, with a question-level bootstrap CI (halves fixed on the full split).
+    """Per confidence (members agreeing, low spread, |margin|, |margin|/spread): most-confident-half minus
+    least-confident-half accuracy of the mean margin, with a question-level bootstrap CI (halves fixed on
+    the full split; ties broken by |margin|).
 
     ``margins`` is (pairs, members) of chosen-minus-rejected rewards.
     """
     correct = correctness(margins.mean(axis=1))
     out: dict[str, dict[str, object]] = {}
     for kind in CONFIDENCES if margins.shape[1] > 1 else ("margin",):
-        columns = np.stack([correct, confident_half(pair_confidence(margins, kind)).astype(float)], axis=1)
+        columns = np.stack([correct, confident_pairs(margins, kind).astype(float)], axis=1)
         value, low, high = cluster_bootstrap(columns, groups, lambda rows: half_accuracy_gap(rows[:, 0], rows[:, 1]),
                                              seed)
         out[kind] = {"confident_minus_unsure_acc": value, "ci": [low, high]}
@@ -237,6 +243,9 @@ def main() -> None:
     parser.add_argument("--n-positions", type=int, default=256, help="Context length of the tiny base.")
     parser.add_argument("--label", default="defaults", help="Name of this try in the JSON line.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="train-rm key=value.")
+    parser.add_argument("--edits", action="store_true", help="Add the training questions' human corrections "
+                        "(corrected over original prediction) to train-rm's data.")
+    parser.add_argument("--edit-weight", type=float, default=1.0, help="Record weight of each edit pair.")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     load_before, started = loadavg(), time.perf_counter()
@@ -261,7 +270,10 @@ def main() -> None:
 
     rm_seed = args.seed if args.rm_seed is None else args.rm_seed
     run = Path(args.work) / f"rm-{args.label}-{args.seed}-{rm_seed}"
-    write_jsonl(train, run / "train.jsonl")
+    edits = read_fine_grained_edits(args.data, set(train_groups), args.edit_weight) if args.edits else None
+    if edits is not None:
+        print(f"edits of the training questions: {edits.summary()}", file=sys.stderr)
+    write_jsonl([*train, *(edits.comparisons if edits else [])], run / "train.jsonl")
     write_jsonl(test, run / "eval.jsonl")
     overrides = parse_overrides([f"model={base}", f"data=[{run / 'train.jsonl'}]",
                                  f"eval_data=[{run / 'eval.jsonl'}]", f"output_dir={run / 'out'}",
@@ -288,12 +300,14 @@ def main() -> None:
         tfidf_correct, tfidf_c = tfidf_baseline(train, train_groups, test, args.seed)
         cached.write_text(json.dumps({"correct": tfidf_correct.tolist(), "c": tfidf_c}))
     (run / "correct.json").write_text(json.dumps({"groups": test_groups, "train_rm": rm_correct.tolist(),
-                                                  "margins": margins.tolist()}))
+                                                  "margins": margins.tolist(), "rm_seed": rm_seed}))
     mean = lambda v: float(np.mean(v))  # noqa: E731
     rm_acc = cluster_bootstrap(rm_correct, test_groups, mean, args.seed)
     result = {
         "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed, "rm_seed": rm_seed,
-        "train_pairs": len(train), "eval_pairs": len(test), "eval_questions": len(set(test_groups)),
+        "train_pairs": len(train), "edit_pairs": len(edits.comparisons) if edits else 0,
+        "edit_weight": args.edit_weight if edits else None, "eval_pairs": len(test),
+        "eval_questions": len(set(test_groups)),
         "train_rm_accuracy": rm_acc[0], "train_rm_ci": list(rm_acc[1:]),
         "shorter_wins_accuracy": cluster_bootstrap(shorter, test_groups, mean, args.seed)[0],
         "shorter_wins_ci": list(cluster_bootstrap(shorter, test_groups, mean, args.seed)[1:]),

@@ -2,7 +2,7 @@
 
 Run: OMP_WAIT_POLICY=PASSIVE python bench/rollout.py --threads 2
 Samplers: the names of ``SAMPLERS`` plus ``compiled:eager`` / ``compiled:compile`` (the compiled
-backend with compilation forced off / on); a ``@bf16`` suffix runs that sampler under bfloat16
+backend with compilation forced off / on) and ``cached:plain`` (``cached`` without its speed-ups); a ``@bf16`` suffix runs that sampler under bfloat16
 autocast, as the trainers sample with ``run.dtype=bfloat16`` (``hf@bf16`` is HF generate in the same
 precision; the summary gives bf16 samplers' ratio over it as ``warm_cpu_same_dtype``). Each
 sampler's first call, on the full batch, is its warm-up (``warmup_s``: that call minus the warm
@@ -31,7 +31,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 
 from rlhfkit.rl.compiled_sampler import CompiledSampler  # noqa: E402
-from rlhfkit.rl.rollout import Sampler, SamplingParams, make_sampler  # noqa: E402
+from rlhfkit.rl.rollout import CachedSampler, Sampler, SamplingParams, make_sampler  # noqa: E402
 
 WORDS = ("the movie was great and the actors were wonderful but the food was bad and the service slow "
          "what a lovely day the sun is bright please explain why the sky is blue in one short sentence").split()
@@ -51,8 +51,12 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 
 def sampler_named(name: str) -> Sampler:
-    """A registered sampler, or the compiled backend with compilation forced (``compiled:eager|compile``)."""
+    """A registered sampler, the compiled backend with compilation forced (``compiled:eager|compile``), or
+    ``cached:plain``: the cached sampler with its speed-ups off (left-padded prefill, transformers' cache and
+    forward, transformers' GELU), to measure what they buy."""
     name = name.split("@", 1)[0]
+    if name == "cached:plain":
+        return CachedSampler(inplace_kv=False, group_prefill=False, fuse_gelu=False, gpt2_step=False, name=name)
     if name.startswith("compiled:"):
         mode = name.split(":", 1)[1]
         if mode not in ("eager", "compile"):
@@ -94,6 +98,34 @@ def timed(sampler: Sampler, model: torch.nn.Module, tokenizer: PreTrainedTokeniz
     return time.perf_counter() - start, time.process_time() - cpu_start, int(rollout.response_mask.sum())
 
 
+def workload(batch: int = 64, new_tokens: int = 32, vocab: int = 4096, embd: int = 256, layers: int = 4,
+             device: str = "cpu") -> tuple[torch.nn.Module, PreTrainedTokenizerFast, list[str], dict[str, SamplingParams]]:
+    """The bench's random GPT-2, tokenizer, prompts of 4-23 words (varied token lengths) and scenarios."""
+    tokenizer = build_tokenizer(vocab)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=embd, n_layer=layers,
+                        n_head=max(1, embd // 64), eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).to(device).eval()
+    rng = torch.Generator().manual_seed(0)
+    prompts = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (int(n),), generator=rng))
+               for n in torch.randint(4, 24, (batch,), generator=rng)]
+    scenarios = {
+        "sample": SamplingParams(max_new_tokens=new_tokens, min_new_tokens=new_tokens, temperature=1.0),
+        "greedy": SamplingParams(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False),
+        # EOS made likely (see boost_eos): responses end at varied lengths (what compaction of finished rows is for).
+        "sample-varied-length": SamplingParams(max_new_tokens=new_tokens, temperature=1.0),
+    }
+    return model, tokenizer, prompts, scenarios
+
+
+def boost_eos(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, boost: float) -> None:
+    """Shift the final layer norm's bias so that EOS's logit rises by ``boost`` at every position (in place)."""
+    with torch.no_grad():
+        direction = model.transformer.wte.weight[tokenizer.eos_token_id]
+        model.transformer.ln_f.bias.add_(boost * direction / direction.norm().pow(2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -109,21 +141,8 @@ def main() -> None:
     parser.add_argument("--eos-boost", type=float, default=6.0, help="EOS logit shift for the varied-length scenario.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    tokenizer = build_tokenizer(args.vocab)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=args.embd, n_layer=args.layers,
-                        n_head=max(1, args.embd // 64), eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(config).to(args.device).eval()
-    rng = torch.Generator().manual_seed(0)
-    prompts = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (int(n),), generator=rng))
-               for n in torch.randint(4, 24, (args.batch,), generator=rng)]
-    scenarios = {
-        "sample": SamplingParams(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, temperature=1.0),
-        "greedy": SamplingParams(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False),
-        # EOS made likely: responses end at varied lengths (what compaction of finished rows is for).
-        "sample-varied-length": SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0),
-    }
+    model, tokenizer, prompts, scenarios = workload(args.batch, args.new_tokens, args.vocab, args.embd, args.layers,
+                                                    args.device)
     samplers = {name: sampler_named(name) for name in args.samplers.split(",")}
     if "hf" not in samplers:
         raise ValueError("--samplers must include hf, the reference of the ratios")
@@ -134,9 +153,7 @@ def main() -> None:
                                   precision(name, args.device))
     for scenario, params in scenarios.items():
         if scenario == "sample-varied-length":
-            with torch.no_grad():
-                direction = model.transformer.wte.weight[tokenizer.eos_token_id]
-                model.transformer.ln_f.bias.add_(args.eos_boost * direction / direction.norm().pow(2))
+            boost_eos(model, tokenizer, args.eos_boost)
         times: dict[str, list[float]] = {name: [] for name in samplers}
         cpu_times: dict[str, list[float]] = {name: [] for name in samplers}
         tokens: dict[str, int] = {}

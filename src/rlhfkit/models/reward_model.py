@@ -22,6 +22,7 @@ from torch import nn
 
 from rlhfkit.models.chat import pair_ids
 from rlhfkit.models.last_token import last_token_hidden, supports_last_token
+from rlhfkit.models.pooling import check_pooling, pool, pooled_width
 from rlhfkit.models.value import hidden_size_of
 
 REWARD_CONFIG = "reward_config.json"
@@ -40,7 +41,8 @@ class RewardModelSettings:
     ``head_mean``/``head_std`` normalize each head on its own: heads' offsets and scales are arbitrary,
     so with shared statistics the spread over heads would measure those instead of disagreement.
     ``mean``/``std`` describe the head-average score; they normalize every head only in models saved
-    before per-head statistics (``head_mean`` None).
+    before per-head statistics (``head_mean`` None). ``pooling`` is what the head reads
+    (:mod:`rlhfkit.models.pooling`).
     """
 
     architecture: str = "trunk_head"
@@ -52,6 +54,7 @@ class RewardModelSettings:
     max_length: int = 512
     min_prompt_tokens: int = 64
     append_eos: bool = True
+    pooling: str = "last"
     ordinal_thresholds: dict[str, list[float]] | None = None
     format_version: int = 1
 
@@ -128,20 +131,24 @@ class RewardModel(nn.Module):
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.settings = settings or RewardModelSettings()
+        check_pooling(self.settings.pooling)
         use_fused_gelu(backbone)
         if _is_sequence_classifier(backbone):
             if getattr(backbone.config, "num_labels", 1) != 1:
                 raise RewardModelError(f"{type(backbone).__name__} has num_labels="
                                        f"{backbone.config.num_labels}; a reward model needs 1")
+            if self.settings.pooling != "last":
+                raise RewardModelError(f"{type(backbone).__name__} pools with its own head; pooling="
+                                       f"{self.settings.pooling!r} needs a plain trunk")
             self.settings.architecture = "sequence_classification"
             self.settings.num_heads = 1
             self.head = None
             if backbone.config.pad_token_id is None:
                 backbone.config.pad_token_id = self.pad_id
         else:
-            hidden = hidden_size_of(backbone.config)
-            self.head = nn.Linear(hidden, self.settings.num_heads)
-            nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
+            width = pooled_width(hidden_size_of(backbone.config), self.settings.pooling)
+            self.head = nn.Linear(width, self.settings.num_heads)
+            nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(width + 1))
             nn.init.zeros_(self.head.bias)
             param = next(backbone.parameters())
             self.head.to(device=param.device, dtype=param.dtype)
@@ -166,11 +173,11 @@ class RewardModel(nn.Module):
         return next(self.backbone.parameters()).device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Raw per-head rewards at the last non-pad token; (b, T), (b, T) -> (b, num_heads).
+        """Raw per-head rewards read at the last non-pad token (or as ``settings.pooling`` says); -> (b, num_heads).
 
         A sequence classifier is read there too (its trunk, then its ``score`` layer): its own pooling
         finds the last token that is not the pad id, which misses a final EOS when pad = EOS. GPT-2 trunks
-        run their last block only there (:mod:`rlhfkit.models.last_token`).
+        read at the last token run their last block only there (:mod:`rlhfkit.models.last_token`).
         """
         head, trunk = self.head, self.backbone
         if head is None:
@@ -179,11 +186,11 @@ class RewardModel(nn.Module):
                 return self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             trunk = self.backbone.base_model
         index = last_token_index(attention_mask)
-        if supports_last_token(trunk):  # the last block only at the read position (same function, ~1/5 less work)
+        pooling = self.settings.pooling
+        if pooling == "last" and supports_last_token(trunk):  # the last block only at the read position
             return head(last_token_hidden(trunk, input_ids, attention_mask, index))
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return head(hidden[rows, index])
+        return head(pool(hidden, attention_mask, index, pooling))
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
         """Per-head reference statistics, ``(r_h - mean_h) / std_h`` on (..., num_heads) scores.
@@ -326,7 +333,7 @@ class RewardModel(nn.Module):
     @classmethod
     def from_trunk(cls, name_or_path: str | Path, num_heads: int = 1, max_length: int = 512,
                    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                   seed: int | None = None) -> RewardModel:
+                   seed: int | None = None, pooling: str = "last") -> RewardModel:
         """A fresh reward model on the trunk of a pretrained (causal) LM; ``"builtin"`` works."""
         from transformers import AutoModel
 
@@ -338,7 +345,8 @@ class RewardModel(nn.Module):
         backbone = AutoModel.from_pretrained(path, **kwargs)
         if seed is not None:
             torch.manual_seed(seed)
-        settings = RewardModelSettings(num_heads=num_heads, max_length=min(max_length, _context_length(backbone)))
+        settings = RewardModelSettings(num_heads=num_heads, max_length=min(max_length, _context_length(backbone)),
+                                       pooling=pooling)
         model = cls(backbone, tokenizer, settings)
         return model.to(device) if device is not None else model
 

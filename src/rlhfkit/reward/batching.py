@@ -9,7 +9,7 @@ difference between responses a record compares is reported and the record skippe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,12 +137,21 @@ def _encoded(record: FeedbackRecord, sequences: list[list[int]], index: int, ord
     raise TypeError(f"unknown record type {type(record).__name__}")
 
 
-def assign_bootstrap_weights(encoded: Sequence[EncodedRecord], num_heads: int, seed: int) -> None:
-    """Give each record Poisson(1) weights per head (bootstrap ensembles, Osband et al. 2016)."""
+def assign_bootstrap_weights(encoded: Sequence[EncodedRecord], num_heads: int, seed: int,
+                             groups: Sequence[Hashable] | None = None) -> None:
+    """Give each record Poisson(1) weights per head (bootstrap ensembles, Osband et al. 2016).
+
+    With ``groups`` (one key per record, e.g. its prompt) the draw is per group and shared by all the
+    group's records: a cluster bootstrap, which resamples prompts as an evaluation on unseen prompts does.
+    """
+    if groups is not None and len(groups) != len(encoded):
+        raise ValueError(f"bootstrap groups: {len(groups)} keys for {len(encoded)} records")
+    keys: Sequence[Hashable] = range(len(encoded)) if groups is None else groups
+    slot = {key: i for i, key in enumerate(dict.fromkeys(keys))}
     generator = torch.Generator().manual_seed(seed)
-    draws = torch.poisson(torch.ones(len(encoded), num_heads), generator=generator)
-    for record, row in zip(encoded, draws.tolist()):
-        record.head_weights = tuple(row)
+    draws = torch.poisson(torch.ones(len(slot), num_heads), generator=generator).tolist()
+    for record, key in zip(encoded, keys):
+        record.head_weights = tuple(draws[slot[key]])
 
 
 def epoch_batches(encoded: Sequence[EncodedRecord], batch_size: int, seed: int, epoch: int,

@@ -63,6 +63,9 @@ class RewardTrainConfig:
     critique_min_confidence: float = field(0.0, help="Encoded critiques at or below this confidence are dropped.")
     max_length: int = field(512, help="Tokens per prompt+response (capped by the trunk's context length).")
     min_prompt_tokens: int = field(64, help="Prompt tokens kept (from its end) before a long response is cut.")
+    pooling: Literal["last", "mean", "last_mean"] = field(
+        "last", help="What a fresh head reads: the last token's hidden state, the mean over tokens, or both "
+                     "(a saved reward model keeps its own).")
     batch_size: int = field(16, help="Records per micro-batch (a pair's two responses share one forward pass).")
     epochs: int = field(2, help="Passes over the training records (at most: early stopping may end sooner).")
     max_steps: Optional[int] = field(None, help="Optimizer steps; overrides epochs when set.")
@@ -80,6 +83,9 @@ class RewardTrainConfig:
     num_heads: int = field(1, help="Scalar heads on one trunk; >1 makes a k-head ensemble.")
     ensemble_size: int = field(1, help="Independent models trained with seeds seed..seed+k-1 (bootstrapped data).")
     bootstrap: bool = field(True, help="With several heads/members, weight records by Poisson(1) draws per member.")
+    bootstrap_unit: Literal["record", "prompt"] = field(
+        "record", help="What one bootstrap draw weighs: each record, or each prompt (all its records share the draw, "
+                       "a cluster bootstrap like an evaluation on unseen prompts).")
     group_by_length: bool = field(True, help="Batch records of similar length together (less padding).")
     seed: int = field(0, help="Seed for initialization, data order and splits.")
     device: str = field("auto", help="cpu, cuda, cuda:N or auto.")

@@ -1,22 +1,24 @@
-"""Whether an ensemble's (or a multi-head model's) spread tells its right answers from its wrong ones.
+"""Whether an ensemble's (or a multi-head model's) members tell its right answers from its wrong ones.
 
-On held-out comparisons: pairs ranked by |mean margin| / member std, then the pairwise accuracy of
-the most confident half minus that of the least confident half, with a bootstrap interval.
+On held-out comparisons: pairs ranked by |mean margin| / member std, then the pairwise accuracy of the
+most confident half minus that of the least confident half, with a bootstrap interval that resamples
+prompts (pairs of one prompt share responses, so resampling pairs would understate the interval).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from rlhfkit.data.records import Comparison, FeedbackRecord
-from rlhfkit.reward.confidence import confident_half, half_accuracy_gap, pair_confidence
+from rlhfkit.reward.confidence import confident_pairs, half_accuracy_gap
 from rlhfkit.reward.evaluation import Metric, bootstrap_ci, pairwise_outcomes
 
 METRIC = "confident_minus_unsure_accuracy"
+CONFIDENCE = "margin_over_spread"
 
 
 def member_margins(model: Any, pairs: Sequence[Comparison]) -> np.ndarray:
@@ -28,20 +30,41 @@ def member_margins(model: Any, pairs: Sequence[Comparison]) -> np.ndarray:
     return (chosen - rejected).float().cpu().numpy()
 
 
-def confidence_gap(margins: np.ndarray, resamples: int, seed: int, confidence: float = 0.95) -> Metric:
-    """Confident-half minus unsure-half accuracy of the mean margin (halves by |mean| / std), with its CI."""
+def group_rows(groups: Sequence[Hashable]) -> list[np.ndarray]:
+    """Row indices of each distinct group key, in order of first appearance."""
+    rows: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(groups):
+        rows.setdefault(key, []).append(index)
+    return [np.array(r) for r in rows.values()]
+
+
+def confidence_gap(margins: np.ndarray, resamples: int, seed: int, confidence: float = 0.95,
+                   groups: Sequence[Hashable] | None = None, kind: str = CONFIDENCE) -> Metric:
+    """Confident-half minus unsure-half accuracy of the mean margin (halves by ``kind``), with its CI.
+
+    The halves are fixed on all pairs; the bootstrap resamples whole ``groups`` (default: single pairs).
+    """
+    if groups is not None and len(groups) != len(margins):
+        raise ValueError(f"{len(groups)} group keys for {len(margins)} pairs")
     correct = pairwise_outcomes(margins.mean(axis=1), np.zeros(len(margins)))
-    confident = confident_half(pair_confidence(margins, "margin_over_spread"))
-    statistic = lambda i: half_accuracy_gap(correct[i], confident[i])  # noqa: E731
-    low, high = bootstrap_ci(statistic, len(margins), resamples, confidence, seed)
-    return Metric(statistic(np.arange(len(margins))), low, high, len(margins))
+    confident = confident_pairs(margins, kind)
+    clusters = group_rows(range(len(margins)) if groups is None else groups)
+
+    def statistic(picked: np.ndarray) -> float:
+        rows = np.concatenate([clusters[i] for i in picked])
+        return half_accuracy_gap(correct[rows], confident[rows])
+
+    low, high = bootstrap_ci(statistic, len(clusters), resamples, confidence, seed)
+    return Metric(statistic(np.arange(len(clusters))), low, high, len(margins))
 
 
 def ensemble_confidence_metric(model: Any, records: Sequence[FeedbackRecord], resamples: int, seed: int
                                ) -> Metric | None:
-    """:func:`confidence_gap` on the decided comparisons of ``records``; None for one head or no pairs."""
+    """:func:`confidence_gap` on the decided comparisons of ``records`` by prompt; None for one head or no pairs."""
     pairs = [r for r in records if isinstance(r, Comparison) and not r.tie]
     if len(pairs) < 2:
         return None
     margins = member_margins(model, pairs)
-    return confidence_gap(margins, resamples, seed) if margins.shape[1] > 1 else None
+    if margins.shape[1] < 2:
+        return None
+    return confidence_gap(margins, resamples, seed, groups=[r.prompt for r in pairs])

@@ -86,7 +86,7 @@ def build_model(config: RewardTrainConfig, seed: int, device: torch.device, memb
         model = RewardModel.from_pretrained(path)
     else:
         model = RewardModel.from_trunk(config.model, num_heads=config.num_heads, max_length=config.max_length,
-                                       seed=seed)
+                                       seed=seed, pooling=config.pooling)
     model.settings.min_prompt_tokens = config.min_prompt_tokens
     if config.disable_dropout:
         disable_dropout(model.backbone)
@@ -198,7 +198,8 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
                       f"of their prompts) held out to keep the step with the lowest held-out loss, training on "
                       f"{len(encoded)} (early_stopping_fraction=0 turns this off)")
     if bootstrap:
-        assign_bootstrap_weights(encoded, model.num_heads, member_seed)
+        assign_bootstrap_weights(encoded, model.num_heads, member_seed, groups=[
+            train_records[r.index].prompt for r in encoded] if config.bootstrap_unit == "prompt" else None)
     autocast = dtype if dtype != torch.float32 else None  # CPU autocast too: bf16 matmuls on avx512_bf16 CPUs
 
     def select() -> float:

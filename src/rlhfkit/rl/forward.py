@@ -36,7 +36,8 @@ def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: t
         keep = response_positions(attention_mask, response_start)
         out = policy(input_ids, attention_mask, logits_to_keep=num_response + 1, keep=keep)
         mask = keep[:, response_start - 1:-1]
-        logprobs, entropy = fused_logprobs(out.logits, input_ids[:, response_start:][mask], temperature, with_entropy)
+        logprobs, entropy = fused_logprobs(out.logits, input_ids[:, response_start:][mask], temperature, with_entropy,
+                                           consume=True)
         return (unpack(logprobs, mask), unpack(entropy, mask) if entropy is not None else None,
                 unpack(out.values, mask))
     result = token_logprobs(policy, input_ids, attention_mask, response_start, temperature, with_entropy)

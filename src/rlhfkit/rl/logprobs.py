@@ -61,7 +61,7 @@ def row_slices(model: nn.Module, input_ids: torch.Tensor, response_start: int) -
 
 
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """float32 ``logits / T`` (the input itself when it is float32 and T = 1: never written to)."""
+    """float32 ``logits / T`` (the input itself when it is float32 and T = 1)."""
     z = logits.float()
     return z if temperature == 1.0 else z / temperature
 
@@ -69,11 +69,12 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 class FusedLogprobs(torch.autograd.Function):
     """(n, V) logits, (n,) tokens -> float32 (n,) ``log softmax(logits / T)[token]`` and (n,) entropy
     (empty unless asked), chunk by chunk; the backward recomputes softmax per chunk and writes
-    ``d/dz log p_y = onehot(y) - p`` and ``dH/dz = -p (log p + H)`` straight into the logits' gradient."""
+    ``d/dz log p_y = onehot(y) - p`` and ``dH/dz = -p (log p + H)`` straight into the logits' gradient
+    (into the logits' own memory with ``consume``: one (n, V) buffer fewer at the backward's peak)."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, logits: torch.Tensor, tokens: torch.Tensor, temperature: float,
-                with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                with_entropy: bool, consume: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         rows, vocab = logits.shape
         logprobs = torch.empty(rows, dtype=torch.float32, device=logits.device)
         lse = torch.empty_like(logprobs)
@@ -91,20 +92,22 @@ class FusedLogprobs(torch.autograd.Function):
                 entropy[part] = -(logp.exp() * logp.clamp_min_(torch.finfo(torch.float32).min)).sum(-1)
         ctx.save_for_backward(logits, tokens, lse, entropy)
         ctx.temperature = temperature
+        ctx.consume = consume
         ctx.set_materialize_grads(False)
         return logprobs, entropy
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_logprobs: torch.Tensor | None, grad_entropy: torch.Tensor | None
-                 ) -> tuple[torch.Tensor | None, None, None, None]:
+                 ) -> tuple[torch.Tensor | None, None, None, None, None]:
         logits, tokens, lse, entropy = ctx.saved_tensors  # type: ignore[attr-defined]
         temperature: float = ctx.temperature  # type: ignore[attr-defined]
         if grad_entropy is not None and entropy.numel() == 0:
             grad_entropy = None
         if grad_logprobs is None and grad_entropy is None:
-            return None, None, None, None
-        grad = torch.empty_like(logits)
+            return None, None, None, None, None
+        # each chunk is read into a new tensor (logp) before its rows of ``grad`` are written
+        grad = logits if ctx.consume else torch.empty_like(logits)  # type: ignore[attr-defined]
         step = chunk_rows(logits.shape[1], logits.device)
         for start in range(0, logits.shape[0], step):
             part = slice(start, start + step)
@@ -125,18 +128,22 @@ class FusedLogprobs(torch.autograd.Function):
                 p.div_(temperature)
             if p.data_ptr() != grad[part].data_ptr():
                 grad[part] = p
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def fused_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   with_entropy: bool = False, consume: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Float32 log-probs (n,) of ``tokens`` (n,) under ``softmax(logits / T)`` for logits (n, V), and
-    the entropy (n,) when ``with_entropy``; differentiable through :class:`FusedLogprobs`."""
+    the entropy (n,) when ``with_entropy``; differentiable through :class:`FusedLogprobs`.
+
+    ``consume``: the backward overwrites ``logits`` with their gradient (for callers that own them,
+    e.g. a forward's fresh output; a second backward through them then raises)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if logits.dim() != 2 or tokens.shape != logits.shape[:1]:
         raise ValueError(f"logits must be (n, V) and tokens (n,), got {tuple(logits.shape)} and {tuple(tokens.shape)}")
-    logprobs, entropy = FusedLogprobs.apply(logits.contiguous(), tokens.contiguous(), float(temperature), with_entropy)
+    logprobs, entropy = FusedLogprobs.apply(logits.contiguous(), tokens.contiguous(), float(temperature), with_entropy,
+                                            consume)
     return logprobs, (entropy if with_entropy else None)
 
 
@@ -220,7 +227,8 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return torch.cat(parts)  # type: ignore[arg-type]
     logits, mask, _ = response_logits(model, input_ids, attention_mask, response_start)
-    logprobs, entropy = fused_logprobs(logits, input_ids[:, response_start:][mask], temperature, with_entropy)
+    logprobs, entropy = fused_logprobs(logits, input_ids[:, response_start:][mask], temperature, with_entropy,
+                                       consume=True)
     if with_entropy:
         assert entropy is not None
         return unpack(logprobs, mask), unpack(entropy, mask)

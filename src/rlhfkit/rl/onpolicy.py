@@ -34,6 +34,7 @@ from rlhfkit.rl.harness import GeneratorState, Harness, StepHook, run_loop, warn
 from rlhfkit.rl.kl import kl_estimate, make_kl_controller
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance, ppo_policy_loss, shape_token_rewards
+from rlhfkit.rl.onpolicy_memory import between_phases, offload_reward_models, resident
 from rlhfkit.rl.prompts import PromptStream
 from rlhfkit.rl.rewards import EnsembleReward, RewardSource
 from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, Sampler
@@ -124,6 +125,7 @@ class OnPolicyTrainer:
         self.device = device
         self.compute_dtype = pick_dtype(device, config.run.dtype)
         self.checkpointing = config.run.gradient_checkpointing and checkpoint_trained_models(bundle)
+        self.reward_offloads = offload_reward_models(reward) if config.reward.offload else []
         self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
         for name, state in (("kl_controller", self.kl_controller), ("moments", self.moments), ("data", self.stream),
@@ -144,11 +146,15 @@ class OnPolicyTrainer:
         batch_prompts = self.stream.next_batch(cfg.num_prompts)
         shard = self.prompt_shard
         prompts = [p for p in batch_prompts[shard.start:shard.stop] for _ in range(cfg.group_size)]
+        between_phases(self.device, cfg.run.release_memory)
         with h.timer.phase("generation"), autocast(self.device, self.compute_dtype):
             rollout = self.sample(prompts)
-        with h.timer.phase("scoring"):
+        between_phases(self.device, cfg.run.release_memory)
+        with h.timer.phase("scoring"), resident(self.reward_offloads):
             scores = score_rollout(rollout, self.reward, cfg.reward, self.moments, self.gold)
+        between_phases(self.device, cfg.run.release_memory)
         batch, metrics = self.make_batch(rollout, scores)
+        between_phases(self.device, cfg.run.release_memory)
         checked = {"advantages": batch.advantages, "old_logprobs": batch.old_logprobs}
         if batch.returns is not None:
             checked["returns"] = batch.returns

@@ -24,6 +24,7 @@ from torch import nn
 
 from rlhfkit.models.chat import DEFAULT_CHAT_TEMPLATE, prompt_ids, turn_end_ids
 from rlhfkit.models.positions import position_ids_from_mask
+from rlhfkit.rl.cached_gelu import fused_gelu_while
 from rlhfkit.rl.logprobs import forward_parameters
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
@@ -452,7 +453,13 @@ class CachedSampler:
     only the rows that are still generating. Greedy decoding gives the same tokens as
     :class:`HFGenerateSampler` (verified in the tests, compaction included). ``attention``: the
     attention implementation while sampling (``None``: ``eager`` for an SDPA model on CPU, see
-    :func:`decode_attention`; otherwise the model's own).
+    :func:`decode_attention`; otherwise the model's own). With the dynamic cache and a model of plain
+    full-attention layers, ``inplace_kv`` preallocates the cache and writes it in place
+    (:mod:`rlhfkit.rl.cached_kv`) and ``group_prefill`` runs the prompts grouped by length instead of
+    left-padded to the longest (:mod:`rlhfkit.rl.cached_prefill`). ``fuse_gelu`` samples with the
+    one-kernel tanh GELU (:mod:`rlhfkit.rl.cached_gelu`, the model is restored afterwards).
+    ``gpt2_step`` decodes a plain GPT-2 over the in-place cache with a hand-written step
+    (:mod:`rlhfkit.rl.cached_gpt2`: the same modules without transformers' per-call wrapping).
     """
 
     cache: Literal["dynamic", "static"] = "dynamic"
@@ -460,6 +467,10 @@ class CachedSampler:
     compact_ratio: float = 0.75
     attention: str | None = None
     name: str = "cached"
+    inplace_kv: bool = True
+    group_prefill: bool = True
+    fuse_gelu: bool = True
+    gpt2_step: bool = True
 
     def _new_cache(self, model: nn.Module, max_length: int) -> Any:
         from transformers import DynamicCache, StaticCache
@@ -467,6 +478,23 @@ class CachedSampler:
         if self.cache == "static":
             return StaticCache(config=model.config, max_cache_len=max_length)
         return DynamicCache(config=model.config)
+
+    def _preallocated(self, model: nn.Module, batch: int, capacity: int) -> Any | None:
+        """A preallocated KV cache (:mod:`rlhfkit.rl.cached_kv`) when used and the model allows it, else None."""
+        if self.cache == "static" or not (self.inplace_kv or self.group_prefill):
+            return None
+        from rlhfkit.rl.cached_kv import preallocated_cache
+
+        return preallocated_cache(model, batch, capacity)
+
+    def _fast_step(self, model: nn.Module, cache: Any, mask: torch.Tensor) -> Any | None:
+        """The hand-written decode step (:mod:`rlhfkit.rl.cached_gpt2`) when enabled and the model is a plain GPT-2."""
+        if not self.gpt2_step:
+            return None
+        from rlhfkit.rl.cached_gpt2 import GPT2Stepper, gpt2_parts
+
+        parts = gpt2_parts(model)
+        return None if parts is None else GPT2Stepper(*parts, cache, mask)
 
     @staticmethod
     def _choose(logits: torch.Tensor, params: SamplingParams, block_eos: torch.Tensor | None,
@@ -500,7 +528,8 @@ class CachedSampler:
         eos_ids = eos_token_ids(model, tokenizer)
         attention = self.attention or decode_attention(getattr(model.config, "_attn_implementation", None), device,
                                                        compiled=False)
-        with torch.no_grad(), _eval_mode(model), attention_implementation(model, attention):
+        fused = fused_gelu_while(model) if self.fuse_gelu else contextlib.nullcontext()
+        with torch.no_grad(), _eval_mode(model), attention_implementation(model, attention), fused:
             response_ids, logprobs = self._decode(model, tokenizer, prompt_ids, prompt_mask, eos_ids, params, generator,
                                                   None if row_seeds is None else row_seeds.to(device))
         return finalize_rollout(tokenizer, prompts, prompt_ids, prompt_mask, response_ids, logprobs, eos_ids, params)
@@ -516,7 +545,10 @@ class CachedSampler:
         compact = self.compact and not static
         pad_id = torch.tensor(tokenizer.pad_token_id, device=device)
         eos = torch.tensor(eos_ids, device=device)
-        cache = self._new_cache(model, total)
+        cache = self._preallocated(model, batch, total if self.inplace_kv else prompt_length)
+        grouped = cache is not None and self.group_prefill
+        inplace = cache is not None and self.inplace_kv
+        cache = cache if cache is not None else self._new_cache(model, total)
         cache_kw = _cache_argument(model)
         checker = StopStringChecker(tokenizer, params.stop_strings, params.min_new_tokens)
         # Always pass the mask: without one, transformers warns whenever a row holds the pad token
@@ -531,16 +563,24 @@ class CachedSampler:
         token_logprobs = torch.zeros((batch, params.max_new_tokens), dtype=torch.float32, device=device)
         rows = torch.arange(batch, device=device)  # original row of each row still in the batch
         running = torch.ones(batch, dtype=torch.bool, device=device)
+        fast = self._fast_step(model, cache, mask) if inplace else None
 
         prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
-        output = model(input_ids=prompt_ids, attention_mask=mask if static else prompt_mask,
-                       position_ids=positions, use_cache=True, **prefill_kwargs, **{cache_kw: cache})
+        if grouped:
+            from rlhfkit.rl.cached_kv import as_dynamic
+            from rlhfkit.rl.cached_prefill import grouped_prefill
+
+            logits = grouped_prefill(model, cache, prompt_ids, prompt_mask, cache_kw, prefill_kwargs)
+            if not self.inplace_kv:
+                as_dynamic(cache)
+        else:
+            logits = model(input_ids=prompt_ids, attention_mask=mask if static else prompt_mask, position_ids=positions,
+                           use_cache=True, **prefill_kwargs, **{cache_kw: cache}).logits[:, -1].float()
         for step in range(params.max_new_tokens):
             block_eos = eos if step < params.min_new_tokens else None
             seeds = None if row_seeds is None else row_seeds[rows]
-            chosen, step_logprobs = self._choose(output.logits[:, -1].float(), params, block_eos, generator,
-                                                 seeds, step)
-            del output
+            chosen, step_logprobs = self._choose(logits, params, block_eos, generator, seeds, step)
+            del logits
             chosen = torch.where(running, chosen, pad_id)
             tokens[rows, step] = chosen
             token_logprobs[rows, step] = step_logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
@@ -555,11 +595,16 @@ class CachedSampler:
                 cache.batch_select_indices(keep)
                 rows, mask, next_position = rows[keep], mask[keep], next_position[keep]
                 chosen, running = chosen[keep], running[keep]
+                if fast is not None:
+                    fast.select(keep)
             if static:
                 mask[:, prompt_length + step] = 1
-            step_mask = mask if static else mask[:, : prompt_length + step + 1]
-            output = model(input_ids=chosen.unsqueeze(1), attention_mask=step_mask,
-                           position_ids=next_position, use_cache=True, **{cache_kw: cache})
+            if fast is not None:
+                logits = fast(chosen.unsqueeze(1), next_position, prompt_length + step + 1)
+            else:
+                step_mask = mask if static else mask[:, : prompt_length + step + 1]
+                logits = model(input_ids=chosen.unsqueeze(1), attention_mask=step_mask, position_ids=next_position,
+                               use_cache=True, **{cache_kw: cache}).logits[:, -1].float()
             next_position = next_position + 1
         return tokens[:, : step + 1], token_logprobs[:, : step + 1]
 
