@@ -104,14 +104,14 @@ def render(tokenizer: Any, messages: Sequence[Mapping[str, str]], generation_pro
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:
     """Rendered template text -> ids, adding no special tokens (the template placed them)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def prompt_ids(tokenizer: Any, prompts: Sequence[str], fallback_template: str | None = None) -> list[list[int]]:
     """Token ids of policy prompts: a :class:`Conversation` through the chat template with the generation
     prompt (``fallback_template`` when the tokenizer has none, else its plain text); other text with the
     tokenizer's special tokens, as before."""
-    out = list(tokenizer(list(prompts), add_special_tokens=True)["input_ids"]) if prompts else []
+    out = list(tokenizer(list(prompts), add_special_tokens=True, verbose=False)["input_ids"]) if prompts else []
     template = chat_template(tokenizer) or fallback_template
     for index, prompt in enumerate(prompts):
         if isinstance(prompt, Conversation) and template is not None:
@@ -210,8 +210,8 @@ def pair_ids(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], p
     texts = [plain_response_text(prompts[i], responses[i]) for i in plain]
     plain_prompts, plain_responses = [], []
     if plain:
-        plain_prompts = tokenizer([prompts[i] for i in plain], add_special_tokens=prompt_special_tokens)["input_ids"]
-        plain_responses = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        plain_prompts = tokenizer([prompts[i] for i in plain], add_special_tokens=prompt_special_tokens, verbose=False)["input_ids"]
+        plain_responses = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     prompt_out: list[list[int]] = [[] for _ in prompts]
     response_out: list[list[int]] = [[] for _ in prompts]
     had_eos = [False] * len(prompts)

@@ -77,9 +77,9 @@ def encode_records(records: Sequence[FeedbackRecord], tokenizer: Any, *, max_len
     templated = chat_template(tokenizer) is not None
     plain = [r for r in records if not (templated and isinstance(r.prompt, Conversation))]
     prompts = sorted({r.prompt for r in plain})
-    prompt_ids = dict(zip(prompts, tokenizer(prompts, add_special_tokens=False)["input_ids"])) if prompts else {}
+    prompt_ids = dict(zip(prompts, tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"])) if prompts else {}
     texts = sorted({plain_response_text(r.prompt, t) for r in plain for t in responses_of(r)})
-    text_ids = dict(zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"])) if texts else {}
+    text_ids = dict(zip(texts, tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])) if texts else {}
 
     def piece(prompt: str, response: str) -> tuple[list[int], bool]:
         if templated and isinstance(prompt, Conversation):
