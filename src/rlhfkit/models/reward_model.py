@@ -24,6 +24,7 @@ from rlhfkit.models.chat import pair_ids
 from rlhfkit.models.last_token import last_token_hidden, supports_last_token
 from rlhfkit.models.pooling import check_pooling, pool, pooled_width
 from rlhfkit.models.value import hidden_size_of
+from rlhfkit.rl.speedups import fuse_gelu
 
 REWARD_CONFIG = "reward_config.json"
 REWARD_HEAD = "reward_head.safetensors"
@@ -99,22 +100,6 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int,
     return ids, mask
 
 
-def use_fused_gelu(module: nn.Module) -> int:
-    """Swap transformers' Python tanh-GELU (``gelu_new``, GPT-2's default) for torch's fused kernel.
-
-    Same formula, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), in one kernel instead of eight
-    elementwise ops: about 2.7x faster forward+backward on CPU; outputs agree to ~1e-7.
-    Returns the number of modules swapped.
-    """
-    swapped = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child).__name__ == "NewGELUActivation":
-                setattr(parent, name, nn.GELU(approximate="tanh"))
-                swapped += 1
-    return swapped
-
-
 def _is_sequence_classifier(model: nn.Module) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
 
@@ -132,7 +117,7 @@ class RewardModel(nn.Module):
         self.tokenizer = tokenizer
         self.settings = settings or RewardModelSettings()
         check_pooling(self.settings.pooling)
-        use_fused_gelu(backbone)
+        fuse_gelu(backbone)
         if _is_sequence_classifier(backbone):
             if getattr(backbone.config, "num_labels", 1) != 1:
                 raise RewardModelError(f"{type(backbone).__name__} has num_labels="
