@@ -246,8 +246,8 @@ def timed(step: Callable[[], Any], timer: PartTimer, repeats: int) -> tuple[floa
 
 
 def fast(model: nn.Module) -> nn.Module:
-    """The fused tanh GELU the trainers use (rlhfkit.rl.speedups.fuse_gelu)."""
-    from rlhfkit.rl.speedups import fuse_gelu
+    """The fused tanh GELU the trainers use (rlhfkit.models.gelu.fuse_gelu)."""
+    from rlhfkit.models.gelu import fuse_gelu
 
     fuse_gelu(model)
     return model

@@ -44,7 +44,7 @@ from rlhfkit.rl.config import PPOConfig  # noqa: E402
 from rlhfkit.rl.logprobs import token_logprobs  # noqa: E402
 from rlhfkit.rl.onpolicy import OnPolicyTrainer  # noqa: E402
 from rlhfkit.rl.rollout import make_sampler  # noqa: E402
-from rlhfkit.rl.speedups import fuse_gelu  # noqa: E402
+from rlhfkit.models.gelu import fuse_gelu  # noqa: E402
 from rlhfkit.utils.precision import disable_dropout  # noqa: E402
 from rlhfkit.utils.runtime import configure_threads  # noqa: E402
 

@@ -24,7 +24,7 @@ from rlhfkit.models.loading import PolicyBundle, make_frozen_reference  # noqa: 
 from rlhfkit.models.reward_model import RewardModel, RewardModelSettings  # noqa: E402
 from rlhfkit.models.value import CriticModel  # noqa: E402
 from rlhfkit.rl.rewards import EnsembleReward, ModelReward  # noqa: E402
-from rlhfkit.rl.speedups import fuse_gelu  # noqa: E402
+from rlhfkit.models.gelu import fuse_gelu  # noqa: E402
 
 VOCAB, POSITIONS, EMBD, LAYERS, HEADS = 4096, 256, 256, 4, 4
 PAD_ID, EOS_ID = 0, 1

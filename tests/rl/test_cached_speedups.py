@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlhfkit.rl import cached_prefill
-from rlhfkit.rl.speedups import fused_gelu_while
+from rlhfkit.models.gelu import fused_gelu_while
 from rlhfkit.rl.cached_gpt2 import gpt2_parts
 from rlhfkit.rl.cached_kv import PreallocatedLayer
 from rlhfkit.rl.cached_prefill import length_groups

@@ -24,7 +24,7 @@ from rlhfkit.models.chat import pair_ids
 from rlhfkit.models.last_token import last_token_hidden, supports_last_token
 from rlhfkit.models.pooling import check_pooling, pool, pooled_width
 from rlhfkit.models.value import hidden_size_of
-from rlhfkit.rl.speedups import fuse_gelu
+from rlhfkit.models.gelu import fuse_gelu
 
 REWARD_CONFIG = "reward_config.json"
 REWARD_HEAD = "reward_head.safetensors"

@@ -20,7 +20,7 @@ from rlhfkit.models.value import CriticModel, PolicyWithValueHead
 from rlhfkit.rl.checkpointing import load_checkpoint, save_checkpoint
 from rlhfkit.rl.config import OptimConfig, RunConfig
 from rlhfkit.rl.guard import SkipGuard
-from rlhfkit.rl.speedups import fuse_gelu
+from rlhfkit.models.gelu import fuse_gelu
 from rlhfkit.rl.timers import PhaseTimer
 from rlhfkit.rl.update import OptimizerStep, make_optimizer, make_scheduler
 from rlhfkit.utils.checkpoint import all_finite, capture_rng_state, restore_rng_state
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def fuse_bundle_gelu(bundle: PolicyBundle) -> None:
-    """Fused GELU in the policy, the frozen reference and the value model (see rl.speedups)."""
+    """Fused GELU in the policy, the frozen reference and the value model (see models.gelu)."""
     for module in (bundle.policy, bundle.frozen_reference, bundle.value_model):
         if module is not None:
             fuse_gelu(module)

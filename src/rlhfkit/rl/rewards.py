@@ -225,7 +225,7 @@ def build_reward(model_paths: Sequence[str] = (), function_specs: Sequence[str] 
     members: list[RewardSource] = []
     if model_paths:
         from rlhfkit.models.reward_model import load_reward_model
-        from rlhfkit.rl.speedups import fuse_gelu
+        from rlhfkit.models.gelu import fuse_gelu
 
         for path in model_paths:
             model = load_reward_model(path, device=device)

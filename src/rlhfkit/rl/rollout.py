@@ -24,7 +24,7 @@ from torch import nn
 
 from rlhfkit.models.chat import DEFAULT_CHAT_TEMPLATE, prompt_ids, turn_end_ids
 from rlhfkit.models.positions import position_ids_from_mask
-from rlhfkit.rl.speedups import fused_gelu_while
+from rlhfkit.models.gelu import fused_gelu_while
 from rlhfkit.rl.logprobs import forward_parameters
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
@@ -457,7 +457,7 @@ class CachedSampler:
     full-attention layers, ``inplace_kv`` preallocates the cache and writes it in place
     (:mod:`rlhfkit.rl.cached_kv`) and ``group_prefill`` runs the prompts grouped by length instead of
     left-padded to the longest (:mod:`rlhfkit.rl.cached_prefill`). ``fuse_gelu`` samples with the
-    one-kernel tanh GELU (:func:`rlhfkit.rl.speedups.fused_gelu_while`, the model is restored afterwards).
+    one-kernel tanh GELU (:func:`rlhfkit.models.gelu.fused_gelu_while`, the model is restored afterwards).
     ``gpt2_step`` decodes a plain GPT-2 over the in-place cache with a hand-written step
     (:mod:`rlhfkit.rl.cached_gpt2`: the same modules without transformers' per-call wrapping).
     """

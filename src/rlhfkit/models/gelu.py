@@ -1,4 +1,4 @@
-"""Model-level speedups that keep the function the same: applied by the trainers when enabled."""
+"""Fused GELU: transformers' gelu_new as PyTorch's one-kernel tanh GELU, the same function (trainers, sampler, reward models)."""
 
 from __future__ import annotations
 
