@@ -7,16 +7,19 @@ Each side runs in its own fresh process and reports ``peak RSS - RSS after impor
   trainer's log-prob path: what training the policy at all costs;
 - ``ppo-lora``: bench/ppo.py's PPO (64 prompts, 32 new tokens, 4 mini-batches, KL to the reference,
   reward model scoring) with LoRA r=8 on the attention, the value head on the policy trunk and the
-  reference = the base with adapters off; one warm-up and ``--steps`` timed steps;
-- ``ppo-lora-lowmem``: the same with the two opt-in memory settings: ``reward.offload=true`` (the reward
-  model's weights stay in a file between scorings) and ``run.release_memory=true`` (MKL buffers and free heap
-  pages given back between phases, 5-10% more CPU time).
+  reference = the base with adapters off, at the trainer's defaults (``reward.offload`` auto: the reward
+  model's weights stay in a file between scorings unless the temporary directory is tmpfs; the adapters
+  added into the base output in place); one warm-up and ``--steps`` timed steps;
+- ``ppo-lora-lowmem``: the same with ``run.release_memory=true`` (MKL buffers and free heap pages given back
+  between phases, 5-10% more CPU time) and ``reward.offload=true``.
 
-``ratio = ppo-lora / policy`` (the issue's bound: <= 1.1), ``ratio_lowmem`` likewise. Both processes import
-the same modules (peft included) before the after-imports mark, so the deltas hold memory for data and models
-only.
+``ratio = ppo-lora / policy`` over each side's median of ``--repeats`` runs (the issue's bound: <= 1.1),
+``ratio_lowmem`` likewise. The PPO sides also report ``cpu_s_per_step`` (process CPU seconds of the timed
+steps) and whether the reward model was offloaded. Both processes import the same modules (peft included)
+before the after-imports mark, so the deltas hold memory for data and models only. One run's peak varies
+by up to ~10 MiB (heap layout), hence the medians.
 
-Run: python bench/memory.py [--steps 2]     (prints ONE JSON line)
+Run: python bench/memory.py [--steps 2] [--repeats 3]     (prints ONE JSON line)
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 
 import rl_workload as wl  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
 import peft  # noqa: E402, F401  (imported by apply_lora; loaded here so both sides' baselines hold their imports)
@@ -77,53 +81,74 @@ def policy_alone() -> None:
     logprobs.sum().backward()
 
 
-def ppo_lora(steps: int, low_memory: bool = False) -> None:
-    """PPO with LoRA adapters, a value head on the policy trunk and the adapters-off reference; with
-    ``low_memory``, the reward model on disk between scorings and caches released between phases."""
+def ppo_lora(steps: int, low_memory: bool = False) -> dict[str, float | bool]:
+    """PPO with LoRA adapters, a value head on the policy trunk and the adapters-off reference at the defaults;
+    with ``low_memory``, the reward model on disk between scorings and caches released between phases.
+    Returns the CPU seconds per timed step and whether the reward model was offloaded."""
     peft_policy = apply_lora(build_policy(), LoraSettings(r=LORA_RANK, alpha=2.0 * LORA_RANK, dropout=0.0))
     bundle = PolicyBundle(policy=peft_policy, tokenizer=wl.tokenizer(), value_model=PolicyWithValueHead(peft_policy))
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(PPOConfig, None, wl.run_overrides(tmp, steps + 1) + [
             f"num_prompts={BATCH}", "epochs=1", f"num_minibatches={MINIBATCHES}", "value_model=head",
             "kl.coef=0.05", "kl.estimator=k1", "kl_in=reward", "approx_kl_stop=null", "generation.backend=cached",
-            "run.fused_gelu=true", "optim.fused=true", f"reward.offload={str(low_memory).lower()}",
-            f"run.release_memory={str(low_memory).lower()}"])
+            "run.fused_gelu=true", "optim.fused=true",
+            *(["reward.offload=true", "run.release_memory=true"] if low_memory else [])])
         trainer = OnPolicyTrainer(config, bundle, wl.reward(), wl.prompts(256), make_sampler("cached"))
-        for _ in range(steps + 1):
+        start = time.process_time()
+        for step in range(steps + 1):
+            if step == 1:
+                start = time.process_time()
             trainer.train_step()
             trainer.harness.step += 1
+        return {"cpu_s_per_step": round((time.process_time() - start) / max(steps, 1), 3),
+                "reward_offload": bool(trainer.reward_offloads)}
 
 
-def measure(part: str, steps: int) -> dict[str, float]:
+def measure(part: str, steps: int) -> dict[str, float | bool]:
     """Run one side in this process: RSS after imports, peak RSS, and their difference."""
     configure_threads(2)
     after_imports = current_rss_mb()
+    extra: dict[str, float | bool] = {}
     if part == "policy":
         policy_alone()
     else:
-        ppo_lora(steps, low_memory=part == "ppo-lora-lowmem")
+        extra = ppo_lora(steps, low_memory=part == "ppo-lora-lowmem")
     peak = wl.peak_rss_mb()
     return {"after_imports_mb": round(after_imports, 1), "peak_rss_mb": round(peak, 1),
-            "delta_mb": round(peak - after_imports, 1)}
+            "delta_mb": round(peak - after_imports, 1), **extra}
+
+
+def median_run(runs: list[dict[str, float | bool]]) -> dict[str, float | bool]:
+    """The run with the median ``delta_mb`` (the lower middle one for an even count), with every delta listed."""
+    ordered = sorted(runs, key=lambda run: run["delta_mb"])
+    return {**ordered[(len(ordered) - 1) // 2], "deltas_mb": [run["delta_mb"] for run in runs]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2, help="PPO steps after one warm-up step.")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="Fresh processes per side, alternating; each side reports its median run.")
     parser.add_argument("--part", choices=PARTS, help="Measure one side in this process.")
     args = parser.parse_args()
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be >= 1")
     if args.part:
         print(json.dumps(measure(args.part, args.steps)))
         return
     load_before = wl.loadavg()
-    sides = {}
-    for part in PARTS:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--part", part, "--steps", str(args.steps)],
-                             check=True, capture_output=True, text=True).stdout
-        sides[part] = json.loads(out.strip().splitlines()[-1])
-    print(json.dumps({"bench": "memory", "lora_rank": LORA_RANK, "steps": args.steps, **sides,
-                      "ratio": round(sides["ppo-lora"]["delta_mb"] / sides["policy"]["delta_mb"], 3),
-                      "ratio_lowmem": round(sides["ppo-lora-lowmem"]["delta_mb"] / sides["policy"]["delta_mb"], 3),
+    runs: dict[str, list[dict[str, float | bool]]] = {part: [] for part in PARTS}
+    for _ in range(args.repeats):
+        for part in PARTS:
+            command = [sys.executable, os.path.abspath(__file__), "--part", part, "--steps", str(args.steps)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            runs[part].append(json.loads(out.strip().splitlines()[-1]))
+    sides = {part: median_run(part_runs) for part, part_runs in runs.items()}
+    policy = sides["policy"]["delta_mb"]
+    print(json.dumps({"bench": "memory", "lora_rank": LORA_RANK, "steps": args.steps, "repeats": args.repeats,
+                      **sides,
+                      "ratio": round(sides["ppo-lora"]["delta_mb"] / policy, 3),
+                      "ratio_lowmem": round(sides["ppo-lora-lowmem"]["delta_mb"] / policy, 3),
                       "loadavg_before": load_before, "loadavg_after": wl.loadavg()}))
 
 

@@ -5,8 +5,13 @@ github.com/allenai/FineGrainedRLHF, Apache-2.0; not shipped here): 500 questions
 answers each, 2,616 strict pairwise human preferences. Questions are split, not pairs: the
 evaluation questions are drawn at random until they hold at least ``--eval-pairs`` pairs.
 
+``--folds K`` evaluates every pair once instead: questions are dealt into K folds, and each fold is
+scored by a base and a reward model trained on the other K-1 (K bases, K reward models); the figures
+and their confidence intervals are then over all ~2,600 pairs.
+
 A user's tiny base: a byte-level BPE tokenizer and a small GPT-2 built from config and pretrained
-briefly (next-token loss) on the training split's question+answer texts, with the tokenizer, batching
+briefly (next-token loss) on the training split's question+answer texts (``--base-text qa+context``
+adds the training questions' Wikipedia passages and reference answers), with the tokenizer, batching
 and schedule functions that build rlhfkit's built-in model. Then ``train-rm`` with its defaults (or
 ``--set`` overrides for experiments). Baselines on the same split: the shorter answer wins, and a
 TF-IDF logistic regression on (chosen - rejected) features, its C chosen by question-grouped
@@ -16,7 +21,7 @@ bootstrap), since pairs of one question share answers.
 ``--edits`` adds the training questions' human corrections (corrected over original ``prediction 1``,
 :mod:`rlhfkit.data.fine_grained_edits`) to train-rm's data; the evaluation pairs stay the same.
 
-Run: python bench/reward_real.py --data dev_feedback.json [--edits] [--set optim.lr=1e-3 ...]
+Run: python bench/reward_real.py --data dev_feedback.json [--folds 5] [--edits] [--set optim.lr=1e-3 ...]
 (ONE JSON line on stdout; train-rm's messages go to stderr)
 The base is cached in ``--work`` (keyed by its settings). ``confidence`` says whether the model knows
 when it is wrong: accuracy of the most confident half of the pairs minus the least confident half,
@@ -40,7 +45,7 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Collection, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -48,7 +53,7 @@ import torch  # noqa: E402
 
 from rlhfkit.config import load_config, parse_overrides  # noqa: E402
 from rlhfkit.data.fine_grained_edits import read_fine_grained_edits  # noqa: E402
-from rlhfkit.data.preference_io import read_feedback, write_jsonl  # noqa: E402
+from rlhfkit.data.preference_io import iter_rows, read_feedback, write_jsonl  # noqa: E402
 from rlhfkit.data.records import Comparison  # noqa: E402
 from rlhfkit.models.builtin import (BuiltinRecipe, _new_model, _optimizer, collate, cosine_lr_factor,  # noqa: E402
                                     length_grouped_batches, quiet_transformers, train_tokenizer)
@@ -91,12 +96,46 @@ def split_by_question(records: Sequence[Comparison], numbers: Sequence[int], eva
     return sorted(train), sorted(held)
 
 
+def windows(ids: Sequence[int], size: int) -> list[list[int]]:
+    """``ids`` cut into consecutive pieces of at most ``size`` tokens (a long passage is read whole, not cut off)."""
+    return [list(ids[start:start + size]) for start in range(0, len(ids), size)]
+
+
+def kfold_by_question(numbers: Sequence[int], folds: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(train, eval) pair indices of each fold: questions shuffled by ``seed`` and dealt round-robin into
+    ``folds`` groups, so that every pair is evaluated exactly once, by a model that never saw its question."""
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {folds}")
+    questions = sorted(set(numbers))
+    if len(questions) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} questions, the data has {len(questions)}")
+    random.Random(seed).shuffle(questions)
+    fold_of = {question: i % folds for i, question in enumerate(questions)}
+    return [([i for i, n in enumerate(numbers) if fold_of[n] != fold],
+             [i for i, n in enumerate(numbers) if fold_of[n] == fold]) for fold in range(folds)]
+
+
+def context_texts(spec: str | Path, questions: Collection[int]) -> list[str]:
+    """The Wikipedia passages (title, then text) and the reference answer of each given qa-feedback row:
+    in-domain text a user has beside the preferences, for the base to read."""
+    wanted, texts = set(questions), []
+    for number, row in iter_rows(spec):
+        if number not in wanted or not isinstance(row, dict):
+            continue
+        for passage in row.get("passages") or []:
+            if isinstance(passage, list) and len(passage) > 1:
+                texts.append(f"{passage[0]}\n" + " ".join(str(part) for part in passage[1:]))
+        if isinstance(row.get("gold"), str) and row["gold"].strip():
+            texts.append(f"{row['question']}\n{row['gold']}")
+    return texts
+
+
 def pretrain_base(texts: Sequence[str], out: Path, recipe: BuiltinRecipe) -> dict[str, float]:
     """Tokenizer + small GPT-2 from config, trained with next-token loss on ``texts``; saved in ``out``."""
     started = time.perf_counter()
     tokenizer = train_tokenizer(list(texts), recipe.vocab_size, recipe.n_positions)
-    rows = [ids[: recipe.n_positions - 1] + [tokenizer.eos_token_id]
-            for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    rows = [chunk for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+            for chunk in windows(ids + [tokenizer.eos_token_id], recipe.n_positions)]
     torch.manual_seed(recipe.seed)
     model = _new_model(recipe, tokenizer)
     optimizer = _optimizer(model, recipe)
@@ -231,35 +270,18 @@ def spread_test(margins: np.ndarray, groups: Sequence[int], seed: int) -> dict[s
     return out
 
 
-def main() -> None:
-    """Split, pretrain a base, train the reward model, score it and the baselines; print one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="FineGrainedRLHF dev_feedback.json (or .json.gz).")
-    parser.add_argument("--work", default="runs/reward-real", help="Base-model cache and train-rm output.")
-    parser.add_argument("--eval-pairs", type=int, default=500, help="Minimum evaluation pairs (whole questions).")
-    parser.add_argument("--seed", type=int, default=0, help="Split and base seed (and train-rm's by default).")
-    parser.add_argument("--rm-seed", type=int, default=None, help="train-rm seed (default: --seed).")
-    parser.add_argument("--pretrain-steps", type=int, default=600, help="Next-token steps of the tiny base.")
-    parser.add_argument("--n-positions", type=int, default=256, help="Context length of the tiny base.")
-    parser.add_argument("--label", default="defaults", help="Name of this try in the JSON line.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="train-rm key=value.")
-    parser.add_argument("--edits", action="store_true", help="Add the training questions' human corrections "
-                        "(corrected over original prediction) to train-rm's data.")
-    parser.add_argument("--edit-weight", type=float, default=1.0, help="Record weight of each edit pair.")
-    args = parser.parse_args()
-    torch.set_num_threads(THREADS)
-    load_before, started = loadavg(), time.perf_counter()
-
-    data = read_feedback(args.data)
-    records = [r for r in data.records if isinstance(r, Comparison)]
-    numbers = [n for r, n in zip(data.records, data.numbers) if isinstance(r, Comparison)]
-    train_idx, eval_idx = split_by_question(records, numbers, args.eval_pairs, args.seed)
+def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numbers: Sequence[int],
+                   train_idx: Sequence[int], eval_idx: Sequence[int], name: str) -> dict[str, object]:
+    """Pretrain (or reuse) the split's base, train the reward model, score it and both baselines on the
+    evaluation pairs; per-pair correctness and margins plus the split's own figures."""
     train, test = [records[i] for i in train_idx], [records[i] for i in eval_idx]
     train_groups, test_groups = [numbers[i] for i in train_idx], [numbers[i] for i in eval_idx]
-
-    recipe = BuiltinRecipe(vocab_size=8192, n_positions=args.n_positions, n_embd=128, n_layer=4, n_head=4,
-                           steps=args.pretrain_steps, batch_size=16, lr=2e-3, warmup_steps=30, seed=args.seed)
+    recipe = BuiltinRecipe(vocab_size=8192, n_positions=args.n_positions, n_embd=args.n_embd, n_layer=4,
+                           n_head=4, steps=args.pretrain_steps, batch_size=16, lr=2e-3, warmup_steps=30,
+                           seed=args.seed)
     texts = sorted({r.prompt + t for r in train for t in (r.chosen, r.rejected)})
+    if args.base_text == "qa+context":
+        texts = sorted({*texts, *context_texts(args.data, set(train_groups))})
     key = hashlib.sha256(repr((recipe, texts)).encode()).hexdigest()[:12]
     base = Path(args.work) / f"base-{key}"
     with quiet_transformers():
@@ -268,8 +290,7 @@ def main() -> None:
         else:
             base_stats = pretrain_base(texts, base, recipe)
 
-    rm_seed = args.seed if args.rm_seed is None else args.rm_seed
-    run = Path(args.work) / f"rm-{args.label}-{args.seed}-{rm_seed}"
+    run = Path(args.work) / f"rm-{name}"
     edits = read_fine_grained_edits(args.data, set(train_groups), args.edit_weight) if args.edits else None
     if edits is not None:
         print(f"edits of the training questions: {edits.summary()}", file=sys.stderr)
@@ -278,7 +299,7 @@ def main() -> None:
     overrides = parse_overrides([f"model={base}", f"data=[{run / 'train.jsonl'}]",
                                  f"eval_data=[{run / 'eval.jsonl'}]", f"output_dir={run / 'out'}",
                                  "progress=false", "report_to=none", "resume=false", "save_every=0",
-                                 f"seed={rm_seed}", f"threads={THREADS}", *args.overrides])
+                                 f"seed={args.rm_seed}", f"threads={args.threads}", *args.overrides])
     config = load_config(RewardTrainConfig, None, overrides)
     rm_started = time.perf_counter()
     outcome = train_reward_model(config)
@@ -291,7 +312,7 @@ def main() -> None:
     rm_correct = correctness(margins.mean(axis=1))
 
     shorter = correctness(np.array([len(r.rejected) - len(r.chosen) for r in test], dtype=float))
-    split_key = hashlib.sha256(repr((train_idx, eval_idx, args.data)).encode()).hexdigest()[:12]
+    split_key = hashlib.sha256(repr((list(train_idx), list(eval_idx), args.data)).encode()).hexdigest()[:12]
     cached = Path(args.work) / f"tfidf-{split_key}.json"
     if cached.is_file():
         saved = json.loads(cached.read_text())
@@ -299,34 +320,101 @@ def main() -> None:
     else:
         tfidf_correct, tfidf_c = tfidf_baseline(train, train_groups, test, args.seed)
         cached.write_text(json.dumps({"correct": tfidf_correct.tolist(), "c": tfidf_c}))
-    (run / "correct.json").write_text(json.dumps({"groups": test_groups, "train_rm": rm_correct.tolist(),
+    save_margins(run, test_groups, rm_correct, margins, args.rm_seed)
+    return {"groups": test_groups, "rm": rm_correct, "margins": margins, "shorter": shorter, "tfidf": tfidf_correct,
+            "figures": {
+                "train_pairs": len(train), "edit_pairs": len(edits.comparisons) if edits else 0,
+                "eval_pairs": len(test), "eval_questions": len(set(test_groups)),
+                "train_rm_accuracy": round(float(np.mean(rm_correct)), 4),
+                "tfidf_accuracy": round(float(np.mean(tfidf_correct)), 4), "tfidf_c": tfidf_c,
+                "train_accuracy_last_step": round(outcome.summaries[-1].last_metrics.get(
+                    "train/pairwise_accuracy", math.nan), 3),
+                "optimizer_steps": [s.steps for s in outcome.summaries], "max_length": model_max_length(model),
+                "kept_steps": [s.best_step if s.best_step is not None else s.steps for s in outcome.summaries],
+                "truncated_train_records": next((r.notes.get("truncated but kept", 0) for r in outcome.reports
+                                                 if "truncated but kept" in r.notes), None),
+                "base": {**base_stats, "n_positions": recipe.n_positions, "n_embd": recipe.n_embd,
+                         "n_layer": recipe.n_layer, "vocab_size": recipe.vocab_size, "text": args.base_text},
+                "train_rm_seconds": round(rm_seconds, 1)}}
+
+
+def save_margins(run: Path, groups: Sequence[int], correct: np.ndarray, margins: np.ndarray, rm_seed: int) -> None:
+    """Per-pair results of a run, for offline analysis (bench/reward_spread.py pools members by seed)."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "correct.json").write_text(json.dumps({"groups": list(groups), "train_rm": correct.tolist(),
                                                   "margins": margins.tolist(), "rm_seed": rm_seed}))
-    mean = lambda v: float(np.mean(v))  # noqa: E731
-    rm_acc = cluster_bootstrap(rm_correct, test_groups, mean, args.seed)
+
+
+def main() -> None:
+    """Split (once, or k-fold by question), pretrain bases, train reward models, score them and the
+    baselines on every evaluation pair; print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="FineGrainedRLHF dev_feedback.json (or .json.gz).")
+    parser.add_argument("--work", default="runs/reward-real", help="Base-model cache and train-rm output.")
+    parser.add_argument("--eval-pairs", type=int, default=500, help="Minimum evaluation pairs (whole questions).")
+    parser.add_argument("--folds", type=int, default=0, help="Evaluate every pair: k-fold by question, a base and "
+                        "a reward model per fold (0: one split of --eval-pairs).")
+    parser.add_argument("--seed", type=int, default=0, help="Split and base seed (and train-rm's by default).")
+    parser.add_argument("--rm-seed", type=int, default=None, help="train-rm seed (default: --seed).")
+    parser.add_argument("--pretrain-steps", type=int, default=600, help="Next-token steps of the tiny base.")
+    parser.add_argument("--n-positions", type=int, default=256, help="Context length of the tiny base.")
+    parser.add_argument("--n-embd", type=int, default=128, help="Width of the tiny base.")
+    parser.add_argument("--base-text", choices=("qa", "qa+context"), default="qa", help="What the base reads: "
+                        "the training questions and answers, or those plus their passages and reference answers.")
+    parser.add_argument("--threads", type=int, default=THREADS, help="Torch threads (2: the benchmarks' setting).")
+    parser.add_argument("--label", default="defaults", help="Name of this try in the JSON line.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="train-rm key=value.")
+    parser.add_argument("--edits", action="store_true", help="Add the training questions' human corrections "
+                        "(corrected over original prediction) to train-rm's data.")
+    parser.add_argument("--edit-weight", type=float, default=1.0, help="Record weight of each edit pair.")
+    args = parser.parse_args()
+    args.rm_seed = args.seed if args.rm_seed is None else args.rm_seed
+    torch.set_num_threads(args.threads)
+    load_before, started = loadavg(), time.perf_counter()
+
+    data = read_feedback(args.data)
+    records = [r for r in data.records if isinstance(r, Comparison)]
+    numbers = [n for r, n in zip(data.records, data.numbers) if isinstance(r, Comparison)]
+    if args.folds:
+        splits = kfold_by_question(numbers, args.folds, args.seed)
+        names = [f"{args.label}-{args.seed}-{args.rm_seed}-fold{f}of{args.folds}" for f in range(args.folds)]
+    else:
+        splits = [split_by_question(records, numbers, args.eval_pairs, args.seed)]
+        names = [f"{args.label}-{args.seed}-{args.rm_seed}"]
+    parts = []
+    for (train_idx, eval_idx), name in zip(splits, names):
+        parts.append(evaluate_split(args, records, numbers, train_idx, eval_idx, name))
+        print(f"{name}: {json.dumps(parts[-1]['figures'])}", file=sys.stderr)
+    pooled = {key: np.concatenate([part[key] for part in parts]) for key in ("rm", "margins", "shorter", "tfidf")}
+    groups = [g for part in parts for g in part["groups"]]
+    if args.folds:
+        save_margins(Path(args.work) / f"rm-{args.label}-k{args.folds}-{args.seed}-{args.rm_seed}", groups,
+                     pooled["rm"], pooled["margins"], args.rm_seed)
+
+    def ci(values: np.ndarray) -> tuple[float, float, float]:
+        return cluster_bootstrap(values, groups, lambda v: float(np.mean(v)), args.seed)
+
+    figures = [part["figures"] for part in parts]
+    rm_acc, shorter_acc, tfidf_acc, gain = (ci(pooled["rm"]), ci(pooled["shorter"]), ci(pooled["tfidf"]),
+                                            ci(pooled["rm"] - pooled["tfidf"]))
     result = {
-        "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed, "rm_seed": rm_seed,
-        "train_pairs": len(train), "edit_pairs": len(edits.comparisons) if edits else 0,
-        "edit_weight": args.edit_weight if edits else None, "eval_pairs": len(test),
-        "eval_questions": len(set(test_groups)),
+        "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed,
+        "rm_seed": args.rm_seed, "folds": args.folds or None, "base_text": args.base_text,
+        "pretrain_steps": args.pretrain_steps, "edit_weight": args.edit_weight if args.edits else None,
+        "train_pairs": sum(f["train_pairs"] for f in figures) // len(figures),
+        "edit_pairs": sum(f["edit_pairs"] for f in figures) // len(figures),
+        "eval_pairs": len(groups), "eval_questions": len(set(groups)),
         "train_rm_accuracy": rm_acc[0], "train_rm_ci": list(rm_acc[1:]),
-        "shorter_wins_accuracy": cluster_bootstrap(shorter, test_groups, mean, args.seed)[0],
-        "shorter_wins_ci": list(cluster_bootstrap(shorter, test_groups, mean, args.seed)[1:]),
-        "tfidf_accuracy": cluster_bootstrap(tfidf_correct, test_groups, mean, args.seed)[0],
-        "tfidf_ci": list(cluster_bootstrap(tfidf_correct, test_groups, mean, args.seed)[1:]), "tfidf_c": tfidf_c,
-        "rm_minus_tfidf": cluster_bootstrap(rm_correct - tfidf_correct, test_groups, mean, args.seed)[0],
-        "rm_minus_tfidf_ci": list(cluster_bootstrap(rm_correct - tfidf_correct, test_groups, mean, args.seed)[1:]),
-        "train_accuracy_last_step": round(outcome.summaries[-1].last_metrics.get("train/pairwise_accuracy",
-                                                                                 math.nan), 3),
-        "optimizer_steps": [s.steps for s in outcome.summaries], "max_length": model_max_length(model),
-        "kept_steps": [s.best_step if s.best_step is not None else s.steps for s in outcome.summaries],
-        "truncated_train_records": next((r.notes.get("truncated but kept", 0) for r in outcome.reports
-                                         if "truncated but kept" in r.notes), None),
-        "base": {**base_stats, "n_positions": recipe.n_positions, "n_embd": recipe.n_embd,
-                 "n_layer": recipe.n_layer, "vocab_size": recipe.vocab_size},
-        "train_rm_seconds": round(rm_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "threads": THREADS, "loadavg_before": load_before,
-        "loadavg_after": loadavg()}
-    result["confidence"] = spread_test(margins, test_groups, args.seed)
+        "shorter_wins_accuracy": shorter_acc[0], "shorter_wins_ci": list(shorter_acc[1:]),
+        "tfidf_accuracy": tfidf_acc[0], "tfidf_ci": list(tfidf_acc[1:]),
+        "rm_minus_tfidf": gain[0], "rm_minus_tfidf_ci": list(gain[1:]),
+        **({"per_fold": figures} if args.folds else {key: value for key, value in figures[0].items()
+                                                     if key not in ("train_pairs", "edit_pairs", "eval_pairs",
+                                                                    "eval_questions", "train_rm_accuracy",
+                                                                    "tfidf_accuracy")}),
+        "wall_seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": args.threads, "loadavg_before": load_before, "loadavg_after": loadavg()}
+    result["confidence"] = spread_test(pooled["margins"], groups, args.seed)
     print(json.dumps(result))
 
 

@@ -4,6 +4,8 @@ reward models kept on disk between scorings; scores and training unchanged (``re
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 from toy_problem import PROMPT, run_config_overrides, toy_bundle, toy_tokenizer
@@ -14,11 +16,12 @@ from rlhfkit.models.reward_model import RewardModel, RewardModelSettings
 from rlhfkit.rl.config import PPOConfig
 from rlhfkit.rl.logprobs import fused_logprobs
 from rlhfkit.rl.onpolicy import OnPolicyTrainer
+from rlhfkit.rl import onpolicy_memory
 from rlhfkit.rl.onpolicy_memory import offload_reward_models
 from rlhfkit.rl.rewards import EnsembleReward, FunctionReward, ModelReward
 from rlhfkit.rl.rollout import make_sampler
 from rlhfkit.utils.memory import mkl_cached_bytes, release_cached_memory
-from rlhfkit.utils.offload import DiskOffload
+from rlhfkit.utils.offload import DiskOffload, filesystem_type
 
 
 def tiny_config() -> GPT2Config:
@@ -86,25 +89,73 @@ def test_offload_names_a_reward_model_that_is_no_module():
     reward = EnsembleReward([FunctionReward(lambda p, r: [0.0] * len(r), "f"), ModelReward(Scorer(), "my-scorer")])
     with pytest.raises(ValueError, match="my-scorer is a Scorer"):
         offload_reward_models(reward)
+    assert offload_reward_models(reward, setting=None) == []  # auto offloads what it can and skips the rest
 
 
-def ppo_run(tmp_path, offload: bool) -> tuple[list[dict[str, float]], torch.Tensor, RewardModel]:
+def test_auto_offload_skips_models_off_the_cpu(monkeypatch):
+    monkeypatch.setattr(onpolicy_memory, "memory_backed", lambda: False)
+    on_cpu, elsewhere = toy_reward_model(), toy_reward_model().to("meta")
+    reward = EnsembleReward([ModelReward(elsewhere, "meta-rm"), ModelReward(on_cpu, "cpu-rm")])
+    offloads = offload_reward_models(reward, setting=None)
+    assert [offload.path.name for offload in offloads] == ["reward-1.pt"]
+    assert offload_reward_models(reward, setting=False) == []
+
+
+def test_restored_module_stays_whole(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    weight = model.weight.detach().clone()
+    offload = DiskOffload(model, name="m", directory=tmp_path)
+    offload.restore()
+    with offload.resident():
+        pass
+    assert torch.equal(model.weight, weight)
+
+
+@pytest.mark.parametrize("path, expected", [("/", "ext4"), ("/tmp", "tmpfs"), ("/tmp/x/y", "tmpfs"),
+                                            ("/tmpfoo", "ext4"), ("/mnt/my disk/run", "xfs"), ("/srv/a", "ext4")])
+def test_filesystem_type_is_that_of_the_longest_mount_point(path, expected):
+    mounts = ("/dev/vda / ext4 rw 0 0\n"
+              "tmpfs /tmp tmpfs rw 0 0\n"
+              "/dev/vdb /mnt/my\\040disk xfs rw 0 0\n"
+              "/dev/vdc /srv/a xfs rw 0 0\n"
+              "/dev/vdd /srv/a ext4 rw 0 0\n")  # mounted over: the last one wins
+    assert filesystem_type(path, mounts) == expected
+
+
+def test_filesystem_type_without_a_mount_point_is_unknown():
+    assert filesystem_type("/data", "tmpfs /tmp tmpfs rw 0 0\n") is None
+
+
+def ppo_run(tmp_path, offload: bool | None, release: bool = False
+            ) -> tuple[OnPolicyTrainer, list[dict[str, float]], torch.Tensor, RewardModel]:
     model = toy_reward_model()
     reward = EnsembleReward([ModelReward(model, "toy-rm", normalized=False)])
     bundle = toy_bundle(value="head")
+    setting = [] if offload is None else [f"reward.offload={str(offload).lower()}"]
     config = load_config(PPOConfig, None, run_config_overrides(tmp_path, 2) + [
-        "num_prompts=4", "epochs=1", "num_minibatches=2", "optim.lr=1e-2", f"reward.offload={str(offload).lower()}",
-        f"run.release_memory={str(offload).lower()}"])
+        "num_prompts=4", "epochs=1", "num_minibatches=2", "optim.lr=1e-2", *setting,
+        f"run.release_memory={str(release).lower()}"])
     trainer = OnPolicyTrainer(config, bundle, reward, [PROMPT], make_sampler("cached"))
     metrics = trainer.train()
-    return metrics, torch.cat([p.detach().flatten() for p in bundle.policy.parameters()]), model
+    return trainer, metrics, torch.cat([p.detach().flatten() for p in bundle.policy.parameters()]), model
 
 
 def test_low_memory_settings_score_and_train_exactly_as_without(tmp_path):
-    resident_metrics, resident_policy, _ = ppo_run(tmp_path / "resident", offload=False)
-    offload_metrics, offload_policy, model = ppo_run(tmp_path / "offload", offload=True)
+    _, resident_metrics, resident_policy, _ = ppo_run(tmp_path / "resident", offload=False)
+    trainer, offload_metrics, offload_policy, model = ppo_run(tmp_path / "offload", offload=True, release=True)
     assert all(p.numel() == 0 for p in model.parameters())  # off the heap between scorings
     for before, after in zip(resident_metrics, offload_metrics):
         assert after["reward/raw_mean"] == before["reward/raw_mean"]
         assert after["loss/total"] == before["loss/total"]
     assert torch.equal(offload_policy, resident_policy)
+    del trainer
+    gc.collect()
+    assert all(p.numel() > 0 for p in model.parameters())  # the trainer gone, the reward model is whole again
+
+
+@pytest.mark.parametrize("in_memory, offloaded", [(False, True), (True, False), (None, False)])
+def test_offload_by_default_only_where_the_temporary_directory_is_on_disk(tmp_path, monkeypatch, in_memory, offloaded):
+    monkeypatch.setattr(onpolicy_memory, "memory_backed", lambda: in_memory)
+    trainer, _, _, model = ppo_run(tmp_path, offload=None)
+    assert bool(trainer.reward_offloads) == offloaded
+    assert all((p.numel() == 0) == offloaded for p in model.parameters())

@@ -138,6 +138,14 @@ class RewardModel(nn.Module):
             param = next(backbone.parameters())
             self.head.to(device=param.device, dtype=param.dtype)
 
+    def reset_head(self, std: float) -> None:
+        """Draw the head's weights anew from N(0, std^2) (all zero when std is 0) and zero its bias."""
+        if self.head is None:
+            raise RewardModelError("a sequence classifier's own head is not reset; it keeps its weights")
+        with torch.no_grad():
+            self.head.weight.normal_(0.0, std) if std > 0 else self.head.weight.zero_()
+            self.head.bias.zero_()
+
     @property
     def num_heads(self) -> int:
         """Number of scalar heads (ensemble members sharing the trunk)."""

@@ -77,6 +77,11 @@ class RewardTrainConfig:
     early_stopping_patience: int = field(3, help="Stop after this many checks without a new best (0 = never).")
     optim: RewardOptimConfig = field(default_factory=RewardOptimConfig,
                                      help="AdamW, accumulation, clipping and schedule.")
+    head_init_std: Optional[float] = field(0.0, help="Std of a fresh reward head's weights (0: every reward starts "
+                                                     "at 0 and each pair at loss ln 2; None: 1/sqrt(width+1)).")
+    head_lr: Optional[float] = field(3e-3, help="Peak learning rate of the reward head (None: optim.lr), on optim's "
+                                               "schedule: the head is fitted like a logistic probe on the trunk's "
+                                               "features while the trunk moves at optim.lr.")
     disable_dropout: bool = field(True, help="Turn dropout off in the trunk (steadier reward training).")
     gradient_checkpointing: bool = field(False, help="Recompute the trunk's activations in the backward: less "
                                                      "memory, ~30% more compute.")

@@ -87,12 +87,26 @@ def build_model(config: RewardTrainConfig, seed: int, device: torch.device, memb
     else:
         model = RewardModel.from_trunk(config.model, num_heads=config.num_heads, max_length=config.max_length,
                                        seed=seed, pooling=config.pooling)
+        if config.head_init_std is not None and model.head is not None:
+            model.reset_head(config.head_init_std)
     model.settings.min_prompt_tokens = config.min_prompt_tokens
     if config.disable_dropout:
         disable_dropout(model.backbone)
     if config.gradient_checkpointing and not enable_gradient_checkpointing(model.backbone):
         logger.warning("%s does not support gradient checkpointing; training without it", config.model)
     return model.to(device)
+
+
+def check_head_settings(config: RewardTrainConfig) -> None:
+    """Refuse a negative head init std, heads that could never differ, or a non-positive head learning rate,
+    before any work."""
+    if config.head_init_std is not None and not config.head_init_std >= 0:
+        raise ValueError(f"head_init_std must be >= 0 (or null), got {config.head_init_std}")
+    if config.head_init_std == 0 and config.num_heads > 1 and not config.bootstrap:
+        raise ValueError(f"num_heads={config.num_heads} with bootstrap=false and head_init_std=0 would train "
+                         "identical heads (same start, same data): set head_init_std > 0 or bootstrap=true")
+    if config.head_lr is not None and not config.head_lr > 0:
+        raise ValueError(f"head_lr must be > 0 (or null for optim.lr), got {config.head_lr}")
 
 
 def ensemble_member_dir(directory: Path, member: int | None, ensemble_size: int) -> Path:
@@ -276,6 +290,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: StepHook | None = Non
         raise ValueError("no training data: pass --data FILE or --critiques FILE (repeatable), or set them in the config")
     if (Path(config.model) / ENSEMBLE_CONFIG).is_file():
         ensemble_member_dir(Path(config.model), None, config.ensemble_size)  # a size mismatch fails before any work
+    check_head_settings(config)
     refuse_sharding_engines("train-rm")
     world = init_world(pick_device(config.device))
     check_batch_size(config.batch_size, world)

@@ -157,14 +157,24 @@ class RewardTrainer:
         self._epoch_cache: dict[int, list[list[int]]] = {}
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        decay, no_decay = [], []
+        """Weight decay on matrices only; the reward head at ``head_lr`` when set."""
+        decay, no_decay, head_decay, head_no_decay = [], [], [], []
+        head = {id(p) for p in self.model.head.parameters()} if self.model.head is not None else set()
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if param.ndim < 2 or "norm" in name.lower() or "ln_" in name else decay).append(param)
+            plain = param.ndim < 2 or "norm" in name.lower() or "ln_" in name
+            if id(param) in head:
+                (head_no_decay if plain else head_decay).append(param)
+            else:
+                (no_decay if plain else decay).append(param)
         no_decay.extend(self.thresholds.parameters())
-        groups = [{"params": decay, "weight_decay": self.config.optim.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        optim = self.config.optim
+        head_lr = {} if self.config.head_lr is None else {"lr": self.config.head_lr}
+        groups = [{"params": decay, "weight_decay": optim.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0},
+                  {"params": head_decay, "weight_decay": optim.weight_decay, **head_lr},
+                  {"params": head_no_decay, "weight_decay": 0.0, **head_lr}]
         return [g for g in groups if g["params"]]
 
     def _lr_factor(self, step: int) -> float:

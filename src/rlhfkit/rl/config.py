@@ -41,8 +41,11 @@ class RewardConfig:
     clip: float | None = field(None, help="Clip scores to [-clip, clip] before shaping.")
     scaling: Literal["none", "batch", "running", "whiten"] = field("none", help="Divide scores by the batch std or a running std, or whiten them over the batch (mean 0, std 1).")
     non_finite: Literal["skip", "error"] = field("skip", help="NaN/inf scores: skip the step (logged) or stop with an error.")
-    offload: bool = field(False, help="Keep the reward models' weights in a file between scorings (CPU): they take no "
-                                      "memory during generation and training; mapped back from the page cache to score.")
+    offload: bool | None = field(None, help="Keep the reward models' weights in a file between scorings (CPU): "
+                                             "they take no memory during generation and training; mapped back from "
+                                             "the page cache to score. None (auto): on for reward models on the CPU "
+                                             "unless the temporary directory is in memory (tmpfs); true: every "
+                                             "reward model; false: off.")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from rlhfkit.rl.harness import GeneratorState, Harness, StepHook, run_loop, warn
 from rlhfkit.rl.kl import kl_estimate, make_kl_controller
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance, ppo_policy_loss, shape_token_rewards
-from rlhfkit.rl.onpolicy_memory import between_phases, offload_reward_models, resident
+from rlhfkit.rl.onpolicy_memory import between_phases, lora_in_place, offload_reward_models, resident
 from rlhfkit.rl.prompts import PromptStream
 from rlhfkit.rl.rewards import EnsembleReward, RewardSource
 from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, Sampler
@@ -93,6 +93,7 @@ class OnPolicyTrainer:
             raise ValueError("PPO needs a value model: load the bundle with value='head' or value='critic'")
         self.config = config
         self.bundle = bundle
+        lora_in_place(bundle.policy)
         self.reward = reward
         self.gold = gold
         self.sampler = sampler
@@ -125,7 +126,7 @@ class OnPolicyTrainer:
         self.device = device
         self.compute_dtype = pick_dtype(device, config.run.dtype)
         self.checkpointing = config.run.gradient_checkpointing and checkpoint_trained_models(bundle)
-        self.reward_offloads = offload_reward_models(reward) if config.reward.offload else []
+        self.reward_offloads = offload_reward_models(reward, config.reward.offload, owner=self)
         self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
         for name, state in (("kl_controller", self.kl_controller), ("moments", self.moments), ("data", self.stream),
