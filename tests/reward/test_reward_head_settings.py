@@ -58,6 +58,7 @@ def test_the_head_learns_at_head_lr_and_the_trunk_at_lr(tmp_path):
 def test_without_head_lr_every_parameter_learns_at_lr(tmp_path):
     trainer, _ = _trainer(tmp_path, head_lr=None, lr=1e-4)
     assert {g["lr"] for g in trainer.optimizer.param_groups} == {1e-4}
+    assert len(trainer.optimizer.param_groups) == 2  # the head stays in the trunk's groups, in their order
 
 
 def test_bad_head_settings_are_refused_by_name():

@@ -157,9 +157,11 @@ class RewardTrainer:
         self._epoch_cache: dict[int, list[list[int]]] = {}
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """Weight decay on matrices only; the reward head at ``head_lr`` when set."""
+        """Weight decay on matrices only; the reward head in groups of its own at ``head_lr`` when that is set
+        (without it the parameters keep one order, on which gradient clipping's summed norm depends)."""
         decay, no_decay, head_decay, head_no_decay = [], [], [], []
-        head = {id(p) for p in self.model.head.parameters()} if self.model.head is not None else set()
+        separate = self.config.head_lr is not None and self.model.head is not None
+        head = {id(p) for p in self.model.head.parameters()} if separate else set()
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
