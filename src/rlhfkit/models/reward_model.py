@@ -143,7 +143,10 @@ class RewardModel(nn.Module):
         if self.head is None:
             raise RewardModelError("a sequence classifier's own head is not reset; it keeps its weights")
         with torch.no_grad():
-            self.head.weight.normal_(0.0, std) if std > 0 else self.head.weight.zero_()
+            if std > 0:
+                self.head.weight.normal_(0.0, std)
+            else:
+                self.head.weight.zero_()
             self.head.bias.zero_()
 
     @property

@@ -172,11 +172,10 @@ class RewardTrainer:
                 (no_decay if plain else decay).append(param)
         no_decay.extend(self.thresholds.parameters())
         optim = self.config.optim
-        head_lr = {} if self.config.head_lr is None else {"lr": self.config.head_lr}
         groups = [{"params": decay, "weight_decay": optim.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0},
-                  {"params": head_decay, "weight_decay": optim.weight_decay, **head_lr},
-                  {"params": head_no_decay, "weight_decay": 0.0, **head_lr}]
+                  {"params": head_decay, "weight_decay": optim.weight_decay, "lr": self.config.head_lr},
+                  {"params": head_no_decay, "weight_decay": 0.0, "lr": self.config.head_lr}]
         return [g for g in groups if g["params"]]
 
     def _lr_factor(self, step: int) -> float:
