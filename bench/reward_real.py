@@ -15,13 +15,18 @@ adds the training questions' Wikipedia passages and reference answers), with the
 and schedule functions that build rlhfkit's built-in model. Then ``train-rm`` with its defaults (or
 ``--set`` overrides for experiments). Baselines on the same split: the shorter answer wins, and a
 TF-IDF logistic regression on (chosen - rejected) features, its C chosen by question-grouped
-cross-validation on the training split. Confidence intervals resample questions (a cluster
+cross-validation on the training split. A third, ``passage_support``, reads what the annotators read:
+the answer with the larger share of its word trigrams found in the question's Wikipedia passages wins
+(no training; it says how much of the preference a reader of the passages could recover, which a
+reward model fed only the question cannot). ``--rm-context passages`` puts the passages before the
+question in the reward model's (and its base's) text. Confidence intervals resample questions (a cluster
 bootstrap), since pairs of one question share answers.
 
 ``--edits`` adds the training questions' human corrections (corrected over original ``prediction 1``,
 :mod:`rlhfkit.data.fine_grained_edits`) to train-rm's data; the evaluation pairs stay the same.
 
-Run: python bench/reward_real.py --data dev_feedback.json [--folds 5] [--edits] [--set optim.lr=1e-3 ...]
+Run: python bench/reward_real.py --data dev_feedback.json [--folds 5 [--fold F]] [--edits]
+     [--rm-context passages --n-positions 1024 --set max_length=1024] [--set optim.lr=1e-3 ...]
 (ONE JSON line on stdout; train-rm's messages go to stderr)
 The base is cached in ``--work`` (keyed by its settings). ``confidence`` says whether the model knows
 when it is wrong: accuracy of the most confident half of the pairs minus the least confident half,
@@ -46,6 +51,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from collections.abc import Callable, Collection, Sequence  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -64,6 +70,7 @@ from rlhfkit.reward.pipeline import train_reward_model  # noqa: E402
 
 THREADS = 2
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
+WORD = re.compile(r"\w+")
 BOOTSTRAP = 2000
 
 
@@ -128,6 +135,37 @@ def context_texts(spec: str | Path, questions: Collection[int]) -> list[str]:
         if isinstance(row.get("gold"), str) and row["gold"].strip():
             texts.append(f"{row['question']}\n{row['gold']}")
     return texts
+
+
+def passage_texts(spec: str | Path) -> dict[int, str]:
+    """Each qa-feedback row's Wikipedia passages as one text (title, then text; passages on their own lines)."""
+    passages: dict[int, str] = {}
+    for number, row in iter_rows(spec):
+        if isinstance(row, dict):
+            passages[number] = "\n".join(f"{p[0]}\n" + " ".join(str(part) for part in p[1:])
+                                         for p in row.get("passages") or [] if isinstance(p, list) and len(p) > 1)
+    return passages
+
+
+def with_passages(records: Sequence[Comparison], numbers: Sequence[int], passages: dict[int, str],
+                  words: int | None = None) -> list[Comparison]:
+    """``records`` whose prompts carry their question's passages (the first ``words`` words when given)
+    before the question: what the annotators judged the answers against."""
+    def context(number: int) -> str:
+        text = passages.get(number, "")
+        return text if words is None else " ".join(text.split(" ")[:words])
+    return [replace(r, prompt=f"{context(n)}\n\nQuestion: {r.prompt}" if context(n) else r.prompt)
+            for r, n in zip(records, numbers)]
+
+
+def trigram_support(answer: str, passage: str) -> float:
+    """Share of the answer's word trigrams (lower-cased) that also occur in the passage: how much of it
+    the passage backs, a hand-made reader that needs no training (0 for answers under three words)."""
+    def trigrams(text: str) -> set[tuple[str, ...]]:
+        words = WORD.findall(text.lower())
+        return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+    said = trigrams(answer)
+    return len(said & trigrams(passage)) / len(said) if said else 0.0
 
 
 def pretrain_base(texts: Sequence[str], out: Path, recipe: BuiltinRecipe) -> dict[str, float]:
@@ -277,8 +315,8 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     train, test = [records[i] for i in train_idx], [records[i] for i in eval_idx]
     train_groups, test_groups = [numbers[i] for i in train_idx], [numbers[i] for i in eval_idx]
     recipe = BuiltinRecipe(vocab_size=8192, n_positions=args.n_positions, n_embd=args.n_embd, n_layer=4,
-                           n_head=4, steps=args.pretrain_steps, batch_size=16, lr=2e-3, warmup_steps=30,
-                           seed=args.seed)
+                           n_head=4, steps=args.pretrain_steps, batch_size=args.pretrain_batch, lr=2e-3,
+                           warmup_steps=30, seed=args.seed)
     texts = sorted({r.prompt + t for r in train for t in (r.chosen, r.rejected)})
     if args.base_text == "qa+context":
         texts = sorted({*texts, *context_texts(args.data, set(train_groups))})
@@ -354,10 +392,18 @@ def main() -> None:
     parser.add_argument("--eval-pairs", type=int, default=500, help="Minimum evaluation pairs (whole questions).")
     parser.add_argument("--folds", type=int, default=0, help="Evaluate every pair: k-fold by question, a base and "
                         "a reward model per fold (0: one split of --eval-pairs).")
+    parser.add_argument("--fold", type=int, default=None, help="Run only this fold of --folds (folds spread over "
+                        "processes; each saves its per-pair results in its run directory).")
     parser.add_argument("--seed", type=int, default=0, help="Split and base seed (and train-rm's by default).")
     parser.add_argument("--rm-seed", type=int, default=None, help="train-rm seed (default: --seed).")
     parser.add_argument("--pretrain-steps", type=int, default=600, help="Next-token steps of the tiny base.")
     parser.add_argument("--n-positions", type=int, default=256, help="Context length of the tiny base.")
+    parser.add_argument("--pretrain-batch", type=int, default=16, help="Sequences per pretraining step.")
+    parser.add_argument("--rm-context", choices=("question", "passages"), default="question", help="What the "
+                        "reward model (and its base) reads before an answer: the question, or the question's "
+                        "Wikipedia passages and then the question.")
+    parser.add_argument("--passage-words", type=int, default=None, help="With --rm-context passages: keep "
+                        "the first this many words of the passages (the answers draw mostly on the first).")
     parser.add_argument("--n-embd", type=int, default=128, help="Width of the tiny base.")
     parser.add_argument("--base-text", choices=("qa", "qa+context"), default="qa", help="What the base reads: "
                         "the training questions and answers, or those plus their passages and reference answers.")
@@ -369,15 +415,24 @@ def main() -> None:
     parser.add_argument("--edit-weight", type=float, default=1.0, help="Record weight of each edit pair.")
     args = parser.parse_args()
     args.rm_seed = args.seed if args.rm_seed is None else args.rm_seed
+    if args.fold is not None and not 0 <= args.fold < args.folds:
+        parser.error(f"--fold {args.fold} needs --folds K with 0 <= fold < K (got --folds {args.folds})")
     torch.set_num_threads(args.threads)
     load_before, started = loadavg(), time.perf_counter()
 
     data = read_feedback(args.data)
     records = [r for r in data.records if isinstance(r, Comparison)]
     numbers = [n for r, n in zip(data.records, data.numbers) if isinstance(r, Comparison)]
+    passages = passage_texts(args.data)
+    support = correctness(np.array([trigram_support(r.chosen, passages.get(n, "")) - trigram_support(
+        r.rejected, passages.get(n, "")) for r, n in zip(records, numbers)]))
+    if args.rm_context == "passages":
+        records = with_passages(records, numbers, passages, args.passage_words)
     if args.folds:
         splits = kfold_by_question(numbers, args.folds, args.seed)
         names = [f"{args.label}-{args.seed}-{args.rm_seed}-fold{f}of{args.folds}" for f in range(args.folds)]
+        if args.fold is not None:
+            splits, names = [splits[args.fold]], [names[args.fold]]
     else:
         splits = [split_by_question(records, numbers, args.eval_pairs, args.seed)]
         names = [f"{args.label}-{args.seed}-{args.rm_seed}"]
@@ -387,7 +442,8 @@ def main() -> None:
         print(f"{name}: {json.dumps(parts[-1]['figures'])}", file=sys.stderr)
     pooled = {key: np.concatenate([part[key] for part in parts]) for key in ("rm", "margins", "shorter", "tfidf")}
     groups = [g for part in parts for g in part["groups"]]
-    if args.folds:
+    pooled["support"] = np.concatenate([support[eval_idx] for _, eval_idx in splits])
+    if args.folds and args.fold is None:
         save_margins(Path(args.work) / f"rm-{args.label}-k{args.folds}-{args.seed}-{args.rm_seed}", groups,
                      pooled["rm"], pooled["margins"], args.rm_seed)
 
@@ -397,9 +453,11 @@ def main() -> None:
     figures = [part["figures"] for part in parts]
     rm_acc, shorter_acc, tfidf_acc, gain = (ci(pooled["rm"]), ci(pooled["shorter"]), ci(pooled["tfidf"]),
                                             ci(pooled["rm"] - pooled["tfidf"]))
+    support_acc = ci(pooled["support"])
     result = {
         "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed,
         "rm_seed": args.rm_seed, "folds": args.folds or None, "base_text": args.base_text,
+        "rm_context": args.rm_context,
         "pretrain_steps": args.pretrain_steps, "edit_weight": args.edit_weight if args.edits else None,
         "train_pairs": sum(f["train_pairs"] for f in figures) // len(figures),
         "edit_pairs": sum(f["edit_pairs"] for f in figures) // len(figures),
@@ -408,6 +466,7 @@ def main() -> None:
         "shorter_wins_accuracy": shorter_acc[0], "shorter_wins_ci": list(shorter_acc[1:]),
         "tfidf_accuracy": tfidf_acc[0], "tfidf_ci": list(tfidf_acc[1:]),
         "rm_minus_tfidf": gain[0], "rm_minus_tfidf_ci": list(gain[1:]),
+        "passage_support_accuracy": support_acc[0], "passage_support_ci": list(support_acc[1:]),
         **({"per_fold": figures} if args.folds else {key: value for key, value in figures[0].items()
                                                      if key not in ("train_pairs", "edit_pairs", "eval_pairs",
                                                                     "eval_questions", "train_rm_accuracy",
