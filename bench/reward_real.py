@@ -122,6 +122,12 @@ def kfold_by_question(numbers: Sequence[int], folds: int, seed: int) -> list[tup
              [i for i, n in enumerate(numbers) if fold_of[n] == fold]) for fold in range(folds)]
 
 
+def row_passages(row: dict[str, object]) -> list[str]:
+    """A qa-feedback row's Wikipedia passages, each as its title on one line and its sentences after it."""
+    return [f"{p[0]}\n" + " ".join(str(part) for part in p[1:])
+            for p in row.get("passages") or [] if isinstance(p, list) and len(p) > 1]
+
+
 def context_texts(spec: str | Path, questions: Collection[int]) -> list[str]:
     """The Wikipedia passages (title, then text) and the reference answer of each given qa-feedback row:
     in-domain text a user has beside the preferences, for the base to read."""
@@ -129,9 +135,7 @@ def context_texts(spec: str | Path, questions: Collection[int]) -> list[str]:
     for number, row in iter_rows(spec):
         if number not in wanted or not isinstance(row, dict):
             continue
-        for passage in row.get("passages") or []:
-            if isinstance(passage, list) and len(passage) > 1:
-                texts.append(f"{passage[0]}\n" + " ".join(str(part) for part in passage[1:]))
+        texts.extend(row_passages(row))
         if isinstance(row.get("gold"), str) and row["gold"].strip():
             texts.append(f"{row['question']}\n{row['gold']}")
     return texts
@@ -139,22 +143,15 @@ def context_texts(spec: str | Path, questions: Collection[int]) -> list[str]:
 
 def passage_texts(spec: str | Path) -> dict[int, str]:
     """Each qa-feedback row's Wikipedia passages as one text (title, then text; passages on their own lines)."""
-    passages: dict[int, str] = {}
-    for number, row in iter_rows(spec):
-        if isinstance(row, dict):
-            passages[number] = "\n".join(f"{p[0]}\n" + " ".join(str(part) for part in p[1:])
-                                         for p in row.get("passages") or [] if isinstance(p, list) and len(p) > 1)
-    return passages
+    return {number: "\n".join(row_passages(row)) for number, row in iter_rows(spec) if isinstance(row, dict)}
 
 
 def with_passages(records: Sequence[Comparison], numbers: Sequence[int], passages: dict[int, str],
                   words: int | None = None) -> list[Comparison]:
     """``records`` whose prompts carry their question's passages (the first ``words`` words when given)
     before the question: what the annotators judged the answers against."""
-    def context(number: int) -> str:
-        text = passages.get(number, "")
-        return text if words is None else " ".join(text.split(" ")[:words])
-    return [replace(r, prompt=f"{context(n)}\n\nQuestion: {r.prompt}" if context(n) else r.prompt)
+    contexts = {n: text if words is None else " ".join(text.split(" ")[:words]) for n, text in passages.items()}
+    return [replace(r, prompt=f"{contexts[n]}\n\nQuestion: {r.prompt}" if contexts.get(n) else r.prompt)
             for r, n in zip(records, numbers)]
 
 
