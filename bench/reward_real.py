@@ -18,8 +18,13 @@ TF-IDF logistic regression on (chosen - rejected) features, its C chosen by ques
 cross-validation on the training split. A third, ``passage_support``, reads what the annotators read:
 the answer with the larger share of its word trigrams found in the question's Wikipedia passages wins
 (no training; it says how much of the preference a reader of the passages could recover, which a
-reward model fed only the question cannot). ``--rm-context passages`` puts the passages before the
-question in the reward model's (and its base's) text. Confidence intervals resample questions (a cluster
+reward model fed only the question cannot). A fourth, ``base_likelier``, asks the reward model's base
+itself: the answer whose tokens it finds likelier on average (after the prompt) wins, no preference
+learned; it says what the base knows before train-rm starts. ``--rm-context passages`` puts the passages before the
+question in the reward model's (and its base's) text. ``--knowledge-steps N`` first pretrains one base
+on every question's passages (no answers, no preferences: the stand-in for a real LM that has read
+Wikipedia) and starts each fold's brief pretraining from it (``--pretrain-steps 0``: the reward model
+starts from it directly). Confidence intervals resample questions (a cluster
 bootstrap), since pairs of one question share answers.
 
 ``--edits`` adds the training questions' human corrections (corrected over original ``prediction 1``,
@@ -56,6 +61,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from transformers import AutoTokenizer, GPT2LMHeadModel  # noqa: E402
 
 from rlhfkit.config import load_config, parse_overrides  # noqa: E402
 from rlhfkit.data.fine_grained_edits import read_fine_grained_edits  # noqa: E402
@@ -165,14 +171,20 @@ def trigram_support(answer: str, passage: str) -> float:
     return len(said & trigrams(passage)) / len(said) if said else 0.0
 
 
-def pretrain_base(texts: Sequence[str], out: Path, recipe: BuiltinRecipe) -> dict[str, float]:
-    """Tokenizer + small GPT-2 from config, trained with next-token loss on ``texts``; saved in ``out``."""
+def pretrain_base(texts: Sequence[str], out: Path, recipe: BuiltinRecipe, start: Path | None = None
+                  ) -> dict[str, float]:
+    """Tokenizer + small GPT-2 from config (or the tokenizer and weights saved in ``start``), trained with
+    next-token loss on ``texts``; saved in ``out``."""
     started = time.perf_counter()
-    tokenizer = train_tokenizer(list(texts), recipe.vocab_size, recipe.n_positions)
+    torch.manual_seed(recipe.seed)
+    if start is None:
+        tokenizer = train_tokenizer(list(texts), recipe.vocab_size, recipe.n_positions)
+        model = _new_model(recipe, tokenizer)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(start)
+        model = GPT2LMHeadModel.from_pretrained(start)
     rows = [chunk for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
             for chunk in windows(ids + [tokenizer.eos_token_id], recipe.n_positions)]
-    torch.manual_seed(recipe.seed)
-    model = _new_model(recipe, tokenizer)
     optimizer = _optimizer(model, recipe)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
         step, recipe.warmup_steps, recipe.steps, recipe.min_lr_ratio))
@@ -200,6 +212,40 @@ def pretrain_base(texts: Sequence[str], out: Path, recipe: BuiltinRecipe) -> dic
              "tokens": sum(map(len, rows)), "parameters": sum(p.numel() for p in model.parameters())}
     (out / "pretrain.json").write_text(json.dumps(stats) + "\n")
     return stats
+
+
+def answer_logprobs(base: Path, prompts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+    """Mean next-token log-probability of each answer's tokens after its prompt under the base LM (the
+    last ``n_positions`` tokens of prompt+answer): how familiar the base finds what the answer says."""
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = GPT2LMHeadModel.from_pretrained(base).eval()
+    limit = model.config.n_positions
+    scores: dict[tuple[str, str], float] = {}
+    with torch.no_grad():
+        for prompt, answer in zip(prompts, answers):
+            if (prompt, answer) in scores:
+                continue
+            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            ids = (tokenizer(prompt, add_special_tokens=False)["input_ids"] + answer_ids)[-limit:]
+            scored = min(len(answer_ids), len(ids) - 1)
+            if scored < 1:
+                raise ValueError(f"answer {answer!r} has no token to score after its prompt")
+            logits = model(torch.tensor([ids])).logits[0, -scored - 1:-1]
+            targets = torch.tensor(ids[-scored:])
+            scores[prompt, answer] = float(torch.log_softmax(logits, -1).gather(1, targets[:, None]).mean())
+    return np.array([scores[prompt, answer] for prompt, answer in zip(prompts, answers)])
+
+
+def knowledge_base(args: argparse.Namespace, recipe: BuiltinRecipe) -> Path:
+    """A base that has read every question's Wikipedia passages (``--knowledge-steps`` of next-token loss;
+    no answers, no preferences): the stand-in for a pretrained LM, which read Wikipedia before any user
+    fine-tuned it. Shared by all folds and cached in ``--work``."""
+    texts = sorted({text for _, row in iter_rows(args.data) if isinstance(row, dict) for text in row_passages(row)})
+    recipe = replace(recipe, steps=args.knowledge_steps)
+    out = Path(args.work) / f"knowledge-{hashlib.sha256(repr((recipe, texts)).encode()).hexdigest()[:12]}"
+    if not (out / "pretrain.json").is_file():
+        pretrain_base(texts, out, recipe)
+    return out
 
 
 def tfidf_matrix(texts: Sequence[str], vocabulary: dict[str, int], idf: np.ndarray) -> np.ndarray:
@@ -317,13 +363,19 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     texts = sorted({r.prompt + t for r in train for t in (r.chosen, r.rejected)})
     if args.base_text == "qa+context":
         texts = sorted({*texts, *context_texts(args.data, set(train_groups))})
-    key = hashlib.sha256(repr((recipe, texts)).encode()).hexdigest()[:12]
-    base = Path(args.work) / f"base-{key}"
     with quiet_transformers():
-        if (base / "pretrain.json").is_file():
+        knowledge = knowledge_base(args, recipe) if args.knowledge_steps else None
+        settings = (recipe, texts) if knowledge is None else (recipe, texts, knowledge)
+        key = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+        base = Path(args.work) / f"base-{key}"
+        if knowledge is not None and not args.pretrain_steps:
+            base, base_stats = knowledge, {}
+        elif (base / "pretrain.json").is_file():
             base_stats = json.loads((base / "pretrain.json").read_text())
         else:
-            base_stats = pretrain_base(texts, base, recipe)
+            base_stats = pretrain_base(texts, base, recipe, start=knowledge)
+        if knowledge is not None:
+            base_stats = {**base_stats, "knowledge": json.loads((knowledge / "pretrain.json").read_text())}
 
     run = Path(args.work) / f"rm-{name}"
     edits = read_fine_grained_edits(args.data, set(train_groups), args.edit_weight) if args.edits else None
@@ -345,6 +397,8 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     rejected = model.score_texts(prompts, [r.rejected for r in test], per_head=True).numpy()
     margins = chosen - rejected
     rm_correct = correctness(margins.mean(axis=1))
+    familiarity = answer_logprobs(base, prompts * 2, [r.chosen for r in test] + [r.rejected for r in test])
+    likelier = correctness(familiarity[:len(test)] - familiarity[len(test):])
 
     shorter = correctness(np.array([len(r.rejected) - len(r.chosen) for r in test], dtype=float))
     split_key = hashlib.sha256(repr((list(train_idx), list(eval_idx), args.data)).encode()).hexdigest()[:12]
@@ -357,6 +411,7 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
         cached.write_text(json.dumps({"correct": tfidf_correct.tolist(), "c": tfidf_c}))
     save_margins(run, test_groups, rm_correct, margins, args.rm_seed)
     return {"groups": test_groups, "rm": rm_correct, "margins": margins, "shorter": shorter, "tfidf": tfidf_correct,
+            "likelier": likelier,
             "figures": {
                 "train_pairs": len(train), "edit_pairs": len(edits.comparisons) if edits else 0,
                 "eval_pairs": len(test), "eval_questions": len(set(test_groups)),
@@ -404,6 +459,9 @@ def main() -> None:
     parser.add_argument("--n-embd", type=int, default=128, help="Width of the tiny base.")
     parser.add_argument("--base-text", choices=("qa", "qa+context"), default="qa", help="What the base reads: "
                         "the training questions and answers, or those plus their passages and reference answers.")
+    parser.add_argument("--knowledge-steps", type=int, default=0, help="First pretrain one base for this many "
+                        "steps on every question's Wikipedia passages (no answers or preferences: what a real "
+                        "pretrained LM has read), then the brief pretraining on the training text from it.")
     parser.add_argument("--threads", type=int, default=THREADS, help="Torch threads (2: the benchmarks' setting).")
     parser.add_argument("--label", default="defaults", help="Name of this try in the JSON line.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="train-rm key=value.")
@@ -437,7 +495,8 @@ def main() -> None:
     for (train_idx, eval_idx), name in zip(splits, names):
         parts.append(evaluate_split(args, records, numbers, train_idx, eval_idx, name))
         print(f"{name}: {json.dumps(parts[-1]['figures'])}", file=sys.stderr)
-    pooled = {key: np.concatenate([part[key] for part in parts]) for key in ("rm", "margins", "shorter", "tfidf")}
+    pooled = {key: np.concatenate([part[key] for part in parts])
+              for key in ("rm", "margins", "shorter", "tfidf", "likelier")}
     groups = [g for part in parts for g in part["groups"]]
     pooled["support"] = np.concatenate([support[eval_idx] for _, eval_idx in splits])
     if args.folds and args.fold is None:
@@ -450,12 +509,12 @@ def main() -> None:
     figures = [part["figures"] for part in parts]
     rm_acc, shorter_acc, tfidf_acc, gain = (ci(pooled["rm"]), ci(pooled["shorter"]), ci(pooled["tfidf"]),
                                             ci(pooled["rm"] - pooled["tfidf"]))
-    support_acc = ci(pooled["support"])
+    support_acc, likelier_acc = ci(pooled["support"]), ci(pooled["likelier"])
     result = {
         "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed,
         "rm_seed": args.rm_seed, "folds": args.folds or None, "base_text": args.base_text,
         "rm_context": args.rm_context,
-        "pretrain_steps": args.pretrain_steps, "edit_weight": args.edit_weight if args.edits else None,
+        "pretrain_steps": args.pretrain_steps, "knowledge_steps": args.knowledge_steps, "edit_weight": args.edit_weight if args.edits else None,
         "train_pairs": sum(f["train_pairs"] for f in figures) // len(figures),
         "edit_pairs": sum(f["edit_pairs"] for f in figures) // len(figures),
         "eval_pairs": len(groups), "eval_questions": len(set(groups)),
@@ -464,6 +523,7 @@ def main() -> None:
         "tfidf_accuracy": tfidf_acc[0], "tfidf_ci": list(tfidf_acc[1:]),
         "rm_minus_tfidf": gain[0], "rm_minus_tfidf_ci": list(gain[1:]),
         "passage_support_accuracy": support_acc[0], "passage_support_ci": list(support_acc[1:]),
+        "base_likelier_accuracy": likelier_acc[0], "base_likelier_ci": list(likelier_acc[1:]),
         **({"per_fold": figures} if args.folds else {key: value for key, value in figures[0].items()
                                                      if key not in ("train_pairs", "edit_pairs", "eval_pairs",
                                                                     "eval_questions", "train_rm_accuracy",

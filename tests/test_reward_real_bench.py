@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -78,3 +79,62 @@ def test_trigram_support_is_the_share_of_the_answers_trigrams_found_in_the_passa
     assert reward_real.trigram_support("BLOOM was released in May", passage) == pytest.approx(1 / 3)
     assert reward_real.trigram_support("Two words", passage) == 0.0
     assert reward_real.trigram_support("", passage) == 0.0
+
+
+def test_knowledge_base_reads_every_questions_passages_once_and_the_brief_pretraining_starts_from_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from transformers import GPT2LMHeadModel
+
+    rows = [{"question": "Who?", "passages": [["Title A", "Alpha beta gamma delta."]], "prediction 1": "x",
+             "preference": "[]"},
+            {"question": "Held out?", "passages": [["Title B", "Epsilon zeta eta theta."]], "prediction 1": "y",
+             "preference": "[]"}]
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps(rows))
+    recipe = reward_real.BuiltinRecipe(vocab_size=300, n_positions=16, n_embd=16, n_layer=1, n_head=2, steps=1,
+                                       batch_size=2, lr=1e-3, warmup_steps=1, seed=0)
+    args = argparse.Namespace(data=str(data), work=str(tmp_path / "work"), knowledge_steps=2)
+    read: list[list[str]] = []
+    pretrain = reward_real.pretrain_base
+
+    def recording(texts, out, recipe, start=None):  # type: ignore[no-untyped-def]
+        read.append(list(texts))
+        return pretrain(texts, out, recipe, start)
+
+    monkeypatch.setattr(reward_real, "pretrain_base", recording)
+    knowledge = reward_real.knowledge_base(args, recipe)
+    assert reward_real.knowledge_base(args, recipe) == knowledge  # cached: pretrained once
+    assert read == [["Title A\nAlpha beta gamma delta.", "Title B\nEpsilon zeta eta theta."]]
+    assert json.loads((knowledge / "pretrain.json").read_text())["documents"] >= 2
+
+    brief = reward_real.pretrain_base(["Who?\nAlpha beta."], tmp_path / "brief", recipe, start=knowledge)
+    assert brief["documents"] == 1
+    before = GPT2LMHeadModel.from_pretrained(knowledge).transformer.wte.weight.detach()
+    after = GPT2LMHeadModel.from_pretrained(tmp_path / "brief").transformer.wte.weight.detach()
+    assert before.shape == after.shape
+    assert 0 < float((after - before).norm()) < 0.1 * float(before.norm())  # one step from the knowledge base
+    assert (tmp_path / "brief" / "tokenizer.json").read_text() == (knowledge / "tokenizer.json").read_text()
+
+
+def test_answer_logprob_is_the_mean_over_the_answers_tokens_as_the_models_own_loss_gives(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    recipe = reward_real.BuiltinRecipe(vocab_size=300, n_positions=64, n_embd=16, n_layer=1, n_head=2, steps=3,
+                                       batch_size=2, lr=1e-2, warmup_steps=1, seed=0)
+    reward_real.pretrain_base(["Who is it?\nIt is Alpha.", "Where is it?\nIt is here."], tmp_path, recipe)
+    tokenizer, model = AutoTokenizer.from_pretrained(tmp_path), GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    prompts, answers = ["Who is it?\n", "Who is it?\n"], ["It is Alpha.", "Beta gamma delta epsilon."]
+    got = reward_real.answer_logprobs(tmp_path, prompts, answers)
+    for prompt, answer, value in zip(prompts, answers, got):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids + tokenizer(answer, add_special_tokens=False)["input_ids"]
+        labels = [-100] * len(prompt_ids) + ids[len(prompt_ids):]
+        with torch.no_grad():
+            loss = model(torch.tensor([ids]), labels=torch.tensor([labels])).loss
+        assert value == pytest.approx(-float(loss), abs=1e-5)
+    long_prompt = "word " * 80
+    cut = reward_real.answer_logprobs(tmp_path, [long_prompt], ["It is Alpha."])  # only the last 64 tokens read
+    assert np.isfinite(cut).all()
