@@ -20,11 +20,11 @@ the answer with the larger share of its word trigrams found in the question's Wi
 (no training; it says how much of the preference a reader of the passages could recover, which a
 reward model fed only the question cannot). A fourth, ``base_likelier``, asks the reward model's base
 itself: the answer whose tokens it finds likelier on average (after the prompt) wins, no preference
-learned; it says what the base knows before train-rm starts. ``--rm-context passages`` puts the passages before the
-question in the reward model's (and its base's) text. ``--knowledge-steps N`` first pretrains one base
-on every question's passages (no answers, no preferences: the stand-in for a real LM that has read
-Wikipedia) and starts each fold's brief pretraining from it (``--pretrain-steps 0``: the reward model
-starts from it directly). Confidence intervals resample questions (a cluster
+learned; it says what the base knows before train-rm starts. ``--rm-context passages`` puts the
+passages before the question in the reward model's (and its base's) text. ``--knowledge-steps N``
+first pretrains one base on every question's passages (no answers, no preferences: the stand-in for a
+real LM that has read Wikipedia) and starts each fold's brief pretraining from it (``--pretrain-steps
+0``: the reward model starts from it directly). Confidence intervals resample questions (a cluster
 bootstrap), since pairs of one question share answers.
 
 ``--edits`` adds the training questions' human corrections (corrected over original ``prediction 1``,
@@ -470,6 +470,8 @@ def main() -> None:
     parser.add_argument("--edit-weight", type=float, default=1.0, help="Record weight of each edit pair.")
     args = parser.parse_args()
     args.rm_seed = args.seed if args.rm_seed is None else args.rm_seed
+    if args.pretrain_steps < 1 and args.knowledge_steps < 1:
+        parser.error("--pretrain-steps 0 (the reward model straight from the knowledge base) needs --knowledge-steps")
     if args.fold is not None and not 0 <= args.fold < args.folds:
         parser.error(f"--fold {args.fold} needs --folds K with 0 <= fold < K (got --folds {args.folds})")
     torch.set_num_threads(args.threads)
@@ -513,8 +515,8 @@ def main() -> None:
     result = {
         "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed,
         "rm_seed": args.rm_seed, "folds": args.folds or None, "base_text": args.base_text,
-        "rm_context": args.rm_context,
-        "pretrain_steps": args.pretrain_steps, "knowledge_steps": args.knowledge_steps, "edit_weight": args.edit_weight if args.edits else None,
+        "rm_context": args.rm_context, "pretrain_steps": args.pretrain_steps, "knowledge_steps": args.knowledge_steps,
+        "edit_weight": args.edit_weight if args.edits else None,
         "train_pairs": sum(f["train_pairs"] for f in figures) // len(figures),
         "edit_pairs": sum(f["edit_pairs"] for f in figures) // len(figures),
         "eval_pairs": len(groups), "eval_questions": len(set(groups)),
