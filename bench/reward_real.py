@@ -20,7 +20,9 @@ the answer with the larger share of its word trigrams found in the question's Wi
 (no training; it says how much of the preference a reader of the passages could recover, which a
 reward model fed only the question cannot). A fourth, ``base_likelier``, asks the reward model's base
 itself: the answer whose tokens it finds likelier on average (after the prompt) wins, no preference
-learned; it says what the base knows before train-rm starts. ``--rm-context passages`` puts the
+learned; it says what the base knows before train-rm starts. ``tfidf_plus_likelihood`` gives the TF-IDF
+regression that base's log-likelihood difference as one more input: what a reward model able to read
+its trunk's likelihood could add to the words. ``--rm-context passages`` puts the
 passages before the question in the reward model's (and its base's) text. ``--knowledge-steps N``
 first pretrains one base on every question's passages (no answers, no preferences: the stand-in for a
 real LM that has read Wikipedia) and starts each fold's brief pretraining from it (``--pretrain-steps
@@ -312,6 +314,20 @@ def tfidf_baseline(train: Sequence[Comparison], train_groups: Sequence[int], tes
     return correctness(x_test @ fit_logistic(x_train, best)), best
 
 
+def tfidf_with_feature(train: Sequence[Comparison], test: Sequence[Comparison], c: float,
+                       train_feature: np.ndarray, test_feature: np.ndarray) -> np.ndarray:
+    """Per-pair correctness of the TF-IDF logistic regression (at the C its own cross-validation chose) with
+    one more input per pair, ``*_feature`` (chosen minus rejected, scaled by its training std), weight fitted."""
+    vocabulary, idf = fit_tfidf(sorted({t for r in train for t in (r.chosen, r.rejected)}))
+
+    def features(rs: Sequence[Comparison], extra: np.ndarray) -> np.ndarray:
+        words = tfidf_matrix([r.chosen for r in rs], vocabulary, idf) - tfidf_matrix([r.rejected for r in rs],
+                                                                                  vocabulary, idf)
+        return np.concatenate([words, (extra / (train_feature.std() or 1.0))[:, None]], axis=1)
+
+    return correctness(features(test, test_feature) @ fit_logistic(features(train, train_feature), c))
+
+
 def correctness(margins: np.ndarray) -> np.ndarray:
     """1 where the chosen side scores higher, 0.5 on a tie, 0 otherwise."""
     margins = np.asarray(margins, dtype=float)
@@ -397,8 +413,11 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     rejected = model.score_texts(prompts, [r.rejected for r in test], per_head=True).numpy()
     margins = chosen - rejected
     rm_correct = correctness(margins.mean(axis=1))
-    familiarity = answer_logprobs(base, prompts * 2, [r.chosen for r in test] + [r.rejected for r in test])
-    likelier = correctness(familiarity[:len(test)] - familiarity[len(test):])
+    pairs = [*train, *test]
+    familiarity = answer_logprobs(base, [r.prompt for r in pairs] * 2, [r.chosen for r in pairs]
+                                  + [r.rejected for r in pairs])
+    likelihood_gap = familiarity[:len(pairs)] - familiarity[len(pairs):]
+    likelier = correctness(likelihood_gap[len(train):])
 
     shorter = correctness(np.array([len(r.rejected) - len(r.chosen) for r in test], dtype=float))
     split_key = hashlib.sha256(repr((list(train_idx), list(eval_idx), args.data)).encode()).hexdigest()[:12]
@@ -409,9 +428,11 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     else:
         tfidf_correct, tfidf_c = tfidf_baseline(train, train_groups, test, args.seed)
         cached.write_text(json.dumps({"correct": tfidf_correct.tolist(), "c": tfidf_c}))
+    tfidf_likelihood = tfidf_with_feature(train, test, tfidf_c, likelihood_gap[:len(train)],
+                                          likelihood_gap[len(train):])
     save_margins(run, test_groups, rm_correct, margins, args.rm_seed)
     return {"groups": test_groups, "rm": rm_correct, "margins": margins, "shorter": shorter, "tfidf": tfidf_correct,
-            "likelier": likelier,
+            "likelier": likelier, "tfidf_likelihood": tfidf_likelihood,
             "figures": {
                 "train_pairs": len(train), "edit_pairs": len(edits.comparisons) if edits else 0,
                 "eval_pairs": len(test), "eval_questions": len(set(test_groups)),
@@ -498,7 +519,7 @@ def main() -> None:
         parts.append(evaluate_split(args, records, numbers, train_idx, eval_idx, name))
         print(f"{name}: {json.dumps(parts[-1]['figures'])}", file=sys.stderr)
     pooled = {key: np.concatenate([part[key] for part in parts])
-              for key in ("rm", "margins", "shorter", "tfidf", "likelier")}
+              for key in ("rm", "margins", "shorter", "tfidf", "likelier", "tfidf_likelihood")}
     groups = [g for part in parts for g in part["groups"]]
     pooled["support"] = np.concatenate([support[eval_idx] for _, eval_idx in splits])
     if args.folds and args.fold is None:
@@ -512,6 +533,7 @@ def main() -> None:
     rm_acc, shorter_acc, tfidf_acc, gain = (ci(pooled["rm"]), ci(pooled["shorter"]), ci(pooled["tfidf"]),
                                             ci(pooled["rm"] - pooled["tfidf"]))
     support_acc, likelier_acc = ci(pooled["support"]), ci(pooled["likelier"])
+    plus_likelihood, likelihood_gain = ci(pooled["tfidf_likelihood"]), ci(pooled["tfidf_likelihood"] - pooled["tfidf"])
     result = {
         "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed,
         "rm_seed": args.rm_seed, "folds": args.folds or None, "base_text": args.base_text,
@@ -526,6 +548,8 @@ def main() -> None:
         "rm_minus_tfidf": gain[0], "rm_minus_tfidf_ci": list(gain[1:]),
         "passage_support_accuracy": support_acc[0], "passage_support_ci": list(support_acc[1:]),
         "base_likelier_accuracy": likelier_acc[0], "base_likelier_ci": list(likelier_acc[1:]),
+        "tfidf_plus_likelihood_accuracy": plus_likelihood[0], "tfidf_plus_likelihood_ci": list(plus_likelihood[1:]),
+        "likelihood_minus_tfidf": likelihood_gain[0], "likelihood_minus_tfidf_ci": list(likelihood_gain[1:]),
         **({"per_fold": figures} if args.folds else {key: value for key, value in figures[0].items()
                                                      if key not in ("train_pairs", "edit_pairs", "eval_pairs",
                                                                     "eval_questions", "train_rm_accuracy",

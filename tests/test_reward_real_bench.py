@@ -138,3 +138,13 @@ def test_answer_logprob_is_the_mean_over_the_answers_tokens_as_the_models_own_lo
     long_prompt = "word " * 80
     cut = reward_real.answer_logprobs(tmp_path, [long_prompt], ["It is Alpha."])  # only the last 64 tokens read
     assert np.isfinite(cut).all()
+
+
+def test_tfidf_with_a_feature_learns_its_weight_where_the_words_cannot_tell_the_answers_apart() -> None:
+    train = [Comparison(prompt="q\n", chosen=f"alpha beta {i}", rejected=f"beta alpha {i}") for i in range(20)]
+    test = [Comparison(prompt="q\n", chosen="gamma alpha", rejected="alpha gamma")] * 3
+    train_gap = np.linspace(0.5, 2.0, 20)  # the chosen answer is always the likelier one
+    got = reward_real.tfidf_with_feature(train, test, 1.0, train_gap, np.array([1.0, -0.5, 0.0]))
+    assert got.tolist() == [1.0, 0.0, 0.5]  # the words tie every pair; the feature's sign decides
+    scaled = reward_real.tfidf_with_feature(train, test, 1.0, 100 * train_gap, np.array([100.0, -50.0, 0.0]))
+    assert scaled.tolist() == got.tolist()  # scaled by its training std, so its units do not matter
