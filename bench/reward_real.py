@@ -287,16 +287,19 @@ def fit_logistic(differences: np.ndarray, c: float) -> np.ndarray:
     return w.detach().numpy()
 
 
+def tfidf_differences(fit: Sequence[Comparison], use: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
+    """TF-IDF (chosen - rejected) rows of ``fit`` and ``use``, the vocabulary and idf fitted on ``fit``'s answers."""
+    vocabulary, idf = fit_tfidf(sorted({t for r in fit for t in (r.chosen, r.rejected)}))
+
+    def features(rs: Sequence[Comparison]) -> np.ndarray:
+        return tfidf_matrix([r.chosen for r in rs], vocabulary, idf) - tfidf_matrix([r.rejected for r in rs],
+                                                                                  vocabulary, idf)
+    return features(fit), features(use)
+
+
 def tfidf_baseline(train: Sequence[Comparison], train_groups: Sequence[int], test: Sequence[Comparison],
                    seed: int) -> tuple[np.ndarray, float]:
     """Per-pair correctness (1 / 0.5 / 0) of TF-IDF logistic regression and its C (grouped 5-fold CV)."""
-    def differences(fit: Sequence[Comparison], use: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
-        vocabulary, idf = fit_tfidf(sorted({t for r in fit for t in (r.chosen, r.rejected)}))
-        def features(rs: Sequence[Comparison]) -> np.ndarray:
-            return tfidf_matrix([r.chosen for r in rs], vocabulary, idf) - tfidf_matrix([r.rejected for r in rs],
-                                                                                      vocabulary, idf)
-        return features(fit), features(use)
-
     groups = sorted(set(train_groups))
     random.Random(seed).shuffle(groups)
     fold_of = {g: i % 5 for i, g in enumerate(groups)}
@@ -306,11 +309,11 @@ def tfidf_baseline(train: Sequence[Comparison], train_groups: Sequence[int], tes
         for fold in range(5):
             fit = [r for r, g in zip(train, train_groups) if fold_of[g] != fold]
             use = [r for r, g in zip(train, train_groups) if fold_of[g] == fold]
-            x_fit, x_use = differences(fit, use)
+            x_fit, x_use = tfidf_differences(fit, use)
             correct.extend(correctness(x_use @ fit_logistic(x_fit, c)))
         scores[c] = float(np.mean(correct))
     best = max(scores, key=scores.get)
-    x_train, x_test = differences(train, test)
+    x_train, x_test = tfidf_differences(train, test)
     return correctness(x_test @ fit_logistic(x_train, best)), best
 
 
@@ -318,14 +321,10 @@ def tfidf_with_feature(train: Sequence[Comparison], test: Sequence[Comparison], 
                        train_feature: np.ndarray, test_feature: np.ndarray) -> np.ndarray:
     """Per-pair correctness of the TF-IDF logistic regression (at the C its own cross-validation chose) with
     one more input per pair, ``*_feature`` (chosen minus rejected, scaled by its training std), weight fitted."""
-    vocabulary, idf = fit_tfidf(sorted({t for r in train for t in (r.chosen, r.rejected)}))
-
-    def features(rs: Sequence[Comparison], extra: np.ndarray) -> np.ndarray:
-        words = tfidf_matrix([r.chosen for r in rs], vocabulary, idf) - tfidf_matrix([r.rejected for r in rs],
-                                                                                  vocabulary, idf)
-        return np.concatenate([words, (extra / (train_feature.std() or 1.0))[:, None]], axis=1)
-
-    return correctness(features(test, test_feature) @ fit_logistic(features(train, train_feature), c))
+    x_train, x_test = tfidf_differences(train, test)
+    scale = train_feature.std() or 1.0
+    weights = fit_logistic(np.concatenate([x_train, (train_feature / scale)[:, None]], axis=1), c)
+    return correctness(np.concatenate([x_test, (test_feature / scale)[:, None]], axis=1) @ weights)
 
 
 def correctness(margins: np.ndarray) -> np.ndarray:
@@ -382,8 +381,7 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     with quiet_transformers():
         knowledge = knowledge_base(args, recipe) if args.knowledge_steps else None
         settings = (recipe, texts) if knowledge is None else (recipe, texts, knowledge)
-        key = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
-        base = Path(args.work) / f"base-{key}"
+        base = Path(args.work) / f"base-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}"
         if knowledge is not None and not args.pretrain_steps:
             base, base_stats = knowledge, {}
         elif (base / "pretrain.json").is_file():
