@@ -238,11 +238,16 @@ def answer_logprobs(base: Path, prompts: Sequence[str], answers: Sequence[str]) 
     return np.array([scores[prompt, answer] for prompt, answer in zip(prompts, answers)])
 
 
+def every_passage(spec: str | Path) -> list[str]:
+    """Every question's Wikipedia passages, each once, sorted: what the knowledge base reads."""
+    return sorted({text for _, row in iter_rows(spec) if isinstance(row, dict) for text in row_passages(row)})
+
+
 def knowledge_base(args: argparse.Namespace, recipe: BuiltinRecipe) -> Path:
     """A base that has read every question's Wikipedia passages (``--knowledge-steps`` of next-token loss;
     no answers, no preferences): the stand-in for a pretrained LM, which read Wikipedia before any user
     fine-tuned it. Shared by all folds and cached in ``--work``."""
-    texts = sorted({text for _, row in iter_rows(args.data) if isinstance(row, dict) for text in row_passages(row)})
+    texts = every_passage(args.data)
     recipe = replace(recipe, steps=args.knowledge_steps)
     out = Path(args.work) / f"knowledge-{hashlib.sha256(repr((recipe, texts)).encode()).hexdigest()[:12]}"
     if not (out / "pretrain.json").is_file():
@@ -366,6 +371,18 @@ def spread_test(margins: np.ndarray, groups: Sequence[int], seed: int) -> dict[s
     return out
 
 
+def base_texts(args: argparse.Namespace, train: Sequence[Comparison], train_groups: Sequence[int]) -> list[str]:
+    """What the split's base reads (``--base-text``): the training questions with each answer, plus the training
+    questions' passages and reference answers (``qa+context``) or every question's passages (``qa+passages``:
+    what the knowledge base read, read again so that the brief pretraining does not wash it out)."""
+    texts = sorted({r.prompt + t for r in train for t in (r.chosen, r.rejected)})
+    if args.base_text == "qa+context":
+        return sorted({*texts, *context_texts(args.data, set(train_groups))})
+    if args.base_text == "qa+passages":
+        return sorted({*texts, *every_passage(args.data)})
+    return texts
+
+
 def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numbers: Sequence[int],
                    train_idx: Sequence[int], eval_idx: Sequence[int], name: str) -> dict[str, object]:
     """Pretrain (or reuse) the split's base, train the reward model, score it and both baselines on the
@@ -375,9 +392,7 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     recipe = BuiltinRecipe(vocab_size=8192, n_positions=args.n_positions, n_embd=args.n_embd, n_layer=4,
                            n_head=4, steps=args.pretrain_steps, batch_size=args.pretrain_batch, lr=2e-3,
                            warmup_steps=30, seed=args.seed)
-    texts = sorted({r.prompt + t for r in train for t in (r.chosen, r.rejected)})
-    if args.base_text == "qa+context":
-        texts = sorted({*texts, *context_texts(args.data, set(train_groups))})
+    texts = base_texts(args, train, train_groups)
     with quiet_transformers():
         knowledge = knowledge_base(args, recipe) if args.knowledge_steps else None
         settings = (recipe, texts) if knowledge is None else (recipe, texts, knowledge)
@@ -476,8 +491,10 @@ def main() -> None:
     parser.add_argument("--passage-words", type=int, default=None, help="With --rm-context passages: keep "
                         "the first this many words of the passages (the answers draw mostly on the first).")
     parser.add_argument("--n-embd", type=int, default=128, help="Width of the tiny base.")
-    parser.add_argument("--base-text", choices=("qa", "qa+context"), default="qa", help="What the base reads: "
-                        "the training questions and answers, or those plus their passages and reference answers.")
+    parser.add_argument("--base-text", choices=("qa", "qa+context", "qa+passages"), default="qa",
+                        help="What the base reads: the training questions and answers, those plus their passages "
+                        "and reference answers, or those plus every question's passages (with --knowledge-steps: "
+                        "the passages read again, so the brief pretraining keeps what the knowledge base knows).")
     parser.add_argument("--knowledge-steps", type=int, default=0, help="First pretrain one base for this many "
                         "steps on every question's Wikipedia passages (no answers or preferences: what a real "
                         "pretrained LM has read), then the brief pretraining on the training text from it.")

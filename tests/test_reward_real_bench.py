@@ -118,6 +118,25 @@ def test_knowledge_base_reads_every_questions_passages_once_and_the_brief_pretra
     assert (tmp_path / "brief" / "tokenizer.json").read_text() == (knowledge / "tokenizer.json").read_text()
 
 
+def test_the_base_reads_the_training_answers_and_with_qa_passages_every_questions_passages(tmp_path: Path) -> None:
+    import argparse
+
+    rows = [{"question": "Who?", "passages": [["Title A", "Alpha beta."]], "gold": "Alpha.", "prediction 1": "x",
+             "preference": "[]"},
+            {"question": "Held out?", "passages": [["Title B", "Epsilon zeta."]], "prediction 1": "y",
+             "preference": "[]"}]
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps(rows))
+    train = [Comparison("Who?\n", "Alpha.", "Beta.")]
+
+    def texts(kind: str) -> list[str]:
+        return reward_real.base_texts(argparse.Namespace(data=str(data), base_text=kind), train, [1])
+
+    assert texts("qa") == ["Who?\nAlpha.", "Who?\nBeta."]
+    assert texts("qa+context") == ["Title A\nAlpha beta.", "Who?\nAlpha.", "Who?\nBeta."]
+    assert texts("qa+passages") == ["Title A\nAlpha beta.", "Title B\nEpsilon zeta.", "Who?\nAlpha.", "Who?\nBeta."]
+
+
 def test_answer_logprob_is_the_mean_over_the_answers_tokens_as_the_models_own_loss_gives(tmp_path: Path) -> None:
     import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rlhfkit.loop.config import LoopConfig
+from rlhfkit.models.likelihood import RewardHead
 from rlhfkit.reward.batching import encode_records
 from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
 from rlhfkit.reward.pipeline import check_head_settings
@@ -38,7 +39,7 @@ def test_a_zero_head_starts_every_pair_at_loss_ln2(tmp_path):
 
 def test_reset_head_draws_weights_with_the_given_std():
     model = tiny_reward_model(word_tokenizer(), n_embd=32)
-    model.head = torch.nn.Linear(4096, 1)
+    model.head = RewardHead(4096, 1)
     model.reset_head(0.5)
     assert model.head.weight.std().item() == pytest.approx(0.5, rel=0.05)
     assert torch.count_nonzero(model.head.bias) == 0

@@ -22,6 +22,7 @@ from torch import nn
 
 from rlhfkit.models.chat import pair_ids
 from rlhfkit.models.last_token import last_token_hidden, supports_last_token
+from rlhfkit.models.likelihood import RewardHead, mean_response_logprob
 from rlhfkit.models.pooling import check_pooling, pool, pooled_width
 from rlhfkit.models.value import hidden_size_of
 from rlhfkit.models.gelu import fuse_gelu
@@ -43,7 +44,8 @@ class RewardModelSettings:
     so with shared statistics the spread over heads would measure those instead of disagreement.
     ``mean``/``std`` describe the head-average score; they normalize every head only in models saved
     before per-head statistics (``head_mean`` None). ``pooling`` is what the head reads
-    (:mod:`rlhfkit.models.pooling`).
+    (:mod:`rlhfkit.models.pooling`); ``likelihood``: the head also reads the response's mean log-probability
+    under the trunk's own LM head (:mod:`rlhfkit.models.likelihood`), so the trunk is kept with its LM head.
     """
 
     architecture: str = "trunk_head"
@@ -56,6 +58,7 @@ class RewardModelSettings:
     min_prompt_tokens: int = 64
     append_eos: bool = True
     pooling: str = "last"
+    likelihood: bool = False
     ordinal_thresholds: dict[str, list[float]] | None = None
     format_version: int = 1
 
@@ -68,16 +71,23 @@ def truncate_pair(prompt_ids: Sequence[int], response_ids: Sequence[int], max_le
     ``min_prompt_tokens`` of its tail, or all of it if shorter), then the response loses tokens
     from its end. The EOS the score is read at is always kept.
     """
+    ids, cut, _ = truncate_pair_span(prompt_ids, response_ids, max_length, eos_id, min_prompt_tokens)
+    return ids, cut
+
+
+def truncate_pair_span(prompt_ids: Sequence[int], response_ids: Sequence[int], max_length: int,
+                       eos_id: int | None, min_prompt_tokens: int = 64) -> tuple[list[int], bool, int]:
+    """:func:`truncate_pair` plus where the response starts in the kept ids (the kept prompt's length)."""
     tail = [eos_id] if eos_id is not None else []
     total = len(prompt_ids) + len(response_ids) + len(tail)
     if total <= max_length:
-        return [*prompt_ids, *response_ids, *tail], False
+        return [*prompt_ids, *response_ids, *tail], False, len(prompt_ids)
     budget = max_length - len(tail)
     keep_prompt = max(budget - len(response_ids), min(len(prompt_ids), min_prompt_tokens, budget // 2))
     keep_prompt = max(0, min(keep_prompt, len(prompt_ids)))
     keep_response = max(0, budget - keep_prompt)
     prompt_part = list(prompt_ids[len(prompt_ids) - keep_prompt:]) if keep_prompt else []
-    return [*prompt_part, *response_ids[:keep_response], *tail], True
+    return [*prompt_part, *response_ids[:keep_response], *tail], True, len(prompt_part)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -125,14 +135,20 @@ class RewardModel(nn.Module):
             if self.settings.pooling != "last":
                 raise RewardModelError(f"{type(backbone).__name__} pools with its own head; pooling="
                                        f"{self.settings.pooling!r} needs a plain trunk")
+            if self.settings.likelihood:
+                raise RewardModelError(f"{type(backbone).__name__} scores with its own head; likelihood=true "
+                                       "needs a causal LM trunk")
             self.settings.architecture = "sequence_classification"
             self.settings.num_heads = 1
             self.head = None
             if backbone.config.pad_token_id is None:
                 backbone.config.pad_token_id = self.pad_id
         else:
+            if self.settings.likelihood and _output_embeddings(backbone) is None:
+                raise RewardModelError(f"likelihood=true reads the trunk's LM head, and {type(backbone).__name__} "
+                                       "has none: load the trunk as a causal LM (AutoModelForCausalLM)")
             width = pooled_width(hidden_size_of(backbone.config), self.settings.pooling)
-            self.head = nn.Linear(width, self.settings.num_heads)
+            self.head = RewardHead(width, self.settings.num_heads, self.settings.likelihood)
             nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(width + 1))
             nn.init.zeros_(self.head.bias)
             param = next(backbone.parameters())
@@ -148,6 +164,8 @@ class RewardModel(nn.Module):
             else:
                 self.head.weight.zero_()
             self.head.bias.zero_()
+            if self.head.likelihood_weight is not None:
+                self.head.likelihood_weight.zero_()
 
     @property
     def num_heads(self) -> int:
@@ -168,12 +186,14 @@ class RewardModel(nn.Module):
         """Device of the trunk's parameters."""
         return next(self.backbone.parameters()).device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                response_start: torch.Tensor | None = None) -> torch.Tensor:
         """Raw per-head rewards read at the last non-pad token (or as ``settings.pooling`` says); -> (b, num_heads).
 
         A sequence classifier is read there too (its trunk, then its ``score`` layer): its own pooling
         finds the last token that is not the pad id, which misses a final EOS when pad = EOS. GPT-2 trunks
         read at the last token run their last block only there (:mod:`rlhfkit.models.last_token`).
+        ``response_start`` (b,): where each row's response begins, needed when the head reads the likelihood.
         """
         head, trunk = self.head, self.backbone
         if head is None:
@@ -181,12 +201,27 @@ class RewardModel(nn.Module):
             if not isinstance(head, nn.Module):
                 return self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             trunk = self.backbone.base_model
+        elif self.settings.likelihood:
+            return self._forward_with_likelihood(input_ids, attention_mask, response_start)
         index = last_token_index(attention_mask)
         pooling = self.settings.pooling
         if pooling == "last" and supports_last_token(trunk):  # the last block only at the read position
             return head(last_token_hidden(trunk, input_ids, attention_mask, index))
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return head(pool(hidden, attention_mask, index, pooling))
+
+    def _forward_with_likelihood(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                 response_start: torch.Tensor | None) -> torch.Tensor:
+        """Pooled head plus the weighted mean response log-probability under the trunk's LM head."""
+        if response_start is None:
+            raise RewardModelError("this reward model reads the response's likelihood (likelihood=true): score "
+                                   "(prompt, response) texts, or pass response_start with the token ids")
+        trunk = self.backbone.base_model
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        index = last_token_index(attention_mask)
+        mean_logprob = mean_response_logprob(hidden, input_ids, attention_mask, response_start,
+                                             _output_embeddings(self.backbone))
+        return self.head(pool(hidden, attention_mask, index, self.settings.pooling), mean_logprob)
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
         """Per-head reference statistics, ``(r_h - mean_h) / std_h`` on (..., num_heads) scores.
@@ -199,15 +234,17 @@ class RewardModel(nn.Module):
         std = torch.tensor(self.settings.head_std, dtype=rewards.dtype, device=rewards.device)
         return (rewards - mean) / std
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False,
+              response_start: torch.Tensor | None = None) -> torch.Tensor:
         """Reward per sequence, the mean over (normalized) heads; (b, T) -> (b,) float."""
-        rewards = self.forward(input_ids, attention_mask).float()
+        rewards = self.forward(input_ids, attention_mask, response_start).float()
         return (self.normalize(rewards) if normalized else rewards).mean(dim=-1)
 
     def score_with_uncertainty(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                               normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                               normalized: bool = False, response_start: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) over heads per sequence, each (b,); std is 0 for a single head."""
-        per_head = self.forward(input_ids, attention_mask).float()
+        per_head = self.forward(input_ids, attention_mask, response_start).float()
         if normalized:
             per_head = self.normalize(per_head)
         spread = per_head.std(dim=-1, unbiased=False) if per_head.shape[-1] > 1 else torch.zeros_like(per_head[:, 0])
@@ -218,14 +255,20 @@ class RewardModel(nn.Module):
 
         A conversation prompt goes through the tokenizer's chat template (:func:`~rlhfkit.models.chat.pair_ids`).
         """
+        sequences, cut, _ = self.encode_spans(prompts, responses)
+        return sequences, cut
+
+    def encode_spans(self, prompts: Sequence[str], responses: Sequence[str]
+                     ) -> tuple[list[list[int]], list[bool], list[int]]:
+        """:meth:`encode` plus where each response starts in its ids."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         prompt_ids, response_ids, templated_eos = pair_ids(self.tokenizer, list(prompts), list(responses), False)
         eos_id = self.tokenizer.eos_token_id
-        out = [truncate_pair(p, r, self.settings.max_length, eos_id if self.settings.append_eos or e else None,
-                             self.settings.min_prompt_tokens)
+        out = [truncate_pair_span(p, r, self.settings.max_length, eos_id if self.settings.append_eos or e else None,
+                                  self.settings.min_prompt_tokens)
                for p, r, e in zip(prompt_ids, response_ids, templated_eos)]
-        return [ids for ids, _ in out], [cut for _, cut in out]
+        return [ids for ids, _, _ in out], [cut for _, cut, _ in out], [start for _, _, start in out]
 
     @torch.no_grad()
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str], normalized: bool = False,
@@ -248,13 +291,14 @@ class RewardModel(nn.Module):
         """Per-head float32 scores (b, num_heads) on the CPU, in batches of similar length, in eval mode."""
         was_training = self.training
         self.eval()
-        sequences, _ = self.encode(prompts, responses)
+        sequences, _, starts = self.encode_spans(prompts, responses)
         out = torch.zeros((len(sequences), self.num_heads), dtype=torch.float32)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             ids, mask = pad_batch([sequences[i] for i in chunk], self.pad_id, self.device)
-            rewards = self.forward(ids, mask).float()
+            response_start = torch.tensor([starts[i] for i in chunk], dtype=torch.long, device=self.device)
+            rewards = self.forward(ids, mask, response_start).float()
             out[torch.tensor(chunk, dtype=torch.long)] = (self.normalize(rewards) if normalized else rewards).cpu()
         self.train(was_training)
         return out
@@ -296,7 +340,8 @@ class RewardModel(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None) -> RewardModel:
         """Load what :meth:`save_pretrained` wrote, or a sequence classifier with one label."""
-        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                                  AutoTokenizer)
 
         directory = Path(directory)
         if not (directory / "config.json").is_file():
@@ -311,7 +356,8 @@ class RewardModel(nn.Module):
                 backbone = AutoModelForSequenceClassification.from_pretrained(directory, **kwargs)
                 model = cls(backbone, tokenizer, settings)
             else:
-                backbone = AutoModel.from_pretrained(directory, **kwargs)
+                loader = AutoModelForCausalLM if settings.likelihood else AutoModel
+                backbone = loader.from_pretrained(directory, **kwargs)
                 model = cls(backbone, tokenizer, settings)
                 head_state = load_file(str(directory / REWARD_HEAD))
                 model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in head_state.items()})
@@ -329,22 +375,30 @@ class RewardModel(nn.Module):
     @classmethod
     def from_trunk(cls, name_or_path: str | Path, num_heads: int = 1, max_length: int = 512,
                    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                   seed: int | None = None, pooling: str = "last") -> RewardModel:
-        """A fresh reward model on the trunk of a pretrained (causal) LM; ``"builtin"`` works."""
-        from transformers import AutoModel
+                   seed: int | None = None, pooling: str = "last", likelihood: bool = False) -> RewardModel:
+        """A fresh reward model on the trunk of a pretrained (causal) LM; ``"builtin"`` works.
+
+        ``likelihood`` keeps the LM head beside the trunk and lets the reward head read it."""
+        from transformers import AutoModel, AutoModelForCausalLM
 
         from rlhfkit.models.loading import load_tokenizer, resolve_model_path
 
         path = resolve_model_path(str(name_or_path))
         tokenizer = load_tokenizer(path)
         kwargs = {"dtype": dtype} if dtype is not None else {}
-        backbone = AutoModel.from_pretrained(path, **kwargs)
+        backbone = (AutoModelForCausalLM if likelihood else AutoModel).from_pretrained(path, **kwargs)
         if seed is not None:
             torch.manual_seed(seed)
         settings = RewardModelSettings(num_heads=num_heads, max_length=min(max_length, _context_length(backbone)),
-                                       pooling=pooling)
+                                       pooling=pooling, likelihood=likelihood)
         model = cls(backbone, tokenizer, settings)
         return model.to(device) if device is not None else model
+
+
+def _output_embeddings(backbone: nn.Module) -> nn.Module | None:
+    """The LM head of a causal LM (tied or not), or None for a bare trunk."""
+    getter = getattr(backbone, "get_output_embeddings", None)
+    return getter() if callable(getter) else None
 
 
 def _context_length(backbone: nn.Module) -> int:
@@ -381,17 +435,21 @@ class RewardEnsemble:
             member.eval()
         return self
 
-    def _stack(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool) -> torch.Tensor:
-        return torch.stack([m.score(input_ids, attention_mask, normalized=normalized) for m in self.members], dim=-1)
+    def _stack(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool,
+               response_start: torch.Tensor | None) -> torch.Tensor:
+        return torch.stack([m.score(input_ids, attention_mask, normalized=normalized, response_start=response_start)
+                            for m in self.members], dim=-1)
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False,
+              response_start: torch.Tensor | None = None) -> torch.Tensor:
         """Mean member reward; (b, T) -> (b,)."""
-        return self._stack(input_ids, attention_mask, normalized).mean(dim=-1)
+        return self._stack(input_ids, attention_mask, normalized, response_start).mean(dim=-1)
 
     def score_with_uncertainty(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                               normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                               normalized: bool = False, response_start: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) over members, each (b,)."""
-        stacked = self._stack(input_ids, attention_mask, normalized)
+        stacked = self._stack(input_ids, attention_mask, normalized, response_start)
         return stacked.mean(dim=-1), stacked.std(dim=-1, unbiased=False)
 
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str], normalized: bool = False,

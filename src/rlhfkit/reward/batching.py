@@ -17,7 +17,7 @@ import torch
 
 from rlhfkit.data.records import Comparison, FeedbackRecord, Label, Ranking, Rating, ValidationReport, responses_of
 from rlhfkit.models.chat import Conversation, chat_template, plain_response_text, templated_pair
-from rlhfkit.models.reward_model import pad_batch, truncate_pair
+from rlhfkit.models.reward_model import pad_batch, truncate_pair_span
 
 TRUNCATED_AWAY = "difference removed by truncation"
 
@@ -27,7 +27,8 @@ class EncodedRecord:
     """One record as token-id sequences plus what its loss needs.
 
     ``target`` is the normalized rating (rating), 1/0 (label) or unused; ``ranks`` are 1 = best
-    (a pair is chosen=1, rejected=2); ``head_weights`` (H,) are per-head bootstrap weights.
+    (a pair is chosen=1, rejected=2); ``head_weights`` (H,) are per-head bootstrap weights;
+    ``response_starts`` say where each sequence's response begins (its kept prompt's length).
     """
 
     kind: str
@@ -41,6 +42,7 @@ class EncodedRecord:
     scale_key: str = ""
     head_weights: tuple[float, ...] = (1.0,)
     index: int = 0
+    response_starts: list[int] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -81,26 +83,28 @@ def encode_records(records: Sequence[FeedbackRecord], tokenizer: Any, *, max_len
     texts = sorted({plain_response_text(r.prompt, t) for r in plain for t in responses_of(r)})
     text_ids = dict(zip(texts, tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])) if texts else {}
 
-    def piece(prompt: str, response: str) -> tuple[list[int], bool]:
+    def piece(prompt: str, response: str) -> tuple[list[int], bool, int]:
         if templated and isinstance(prompt, Conversation):
             head, body, had_eos = templated_pair(tokenizer, prompt, response)
             end = eos_id if eos_id is not None or not had_eos else tokenizer.eos_token_id
-            return truncate_pair(head, body, max_length, end, min_prompt_tokens)
-        return truncate_pair(prompt_ids[prompt], text_ids[plain_response_text(prompt, response)], max_length, eos_id,
-                             min_prompt_tokens)
+            return truncate_pair_span(head, body, max_length, end, min_prompt_tokens)
+        return truncate_pair_span(prompt_ids[prompt], text_ids[plain_response_text(prompt, response)], max_length,
+                                  eos_id, min_prompt_tokens)
 
     encoded: list[EncodedRecord] = []
     truncated_kept = 0
     for index, record in enumerate(records):
         pieces = [piece(record.prompt, t) for t in responses_of(record)]
-        sequences = [ids for ids, _ in pieces]
-        cut = any(flag for _, flag in pieces)
+        sequences = [ids for ids, _, _ in pieces]
+        cut = any(flag for _, flag, _ in pieces)
         if cut and _difference_lost(record, sequences):
             report.add(TRUNCATED_AWAY, numbers[index] if numbers is not None else index + 1,
                        "responses differ only after the token limit")
             continue
         truncated_kept += int(cut)
-        encoded.append(_encoded(record, sequences, index, ordinal))
+        item = _encoded(record, sequences, index, ordinal)
+        item.response_starts = [start for _, _, start in pieces]
+        encoded.append(item)
     report.valid = len(encoded)
     report.notes["truncated but kept"] = truncated_kept
     return encoded, report
@@ -185,10 +189,12 @@ class Batch:
 
     pair_rows (p, 2) chosen/rejected rows; rank_rows (q, k) with -1 padding and rank_values
     (q, k); rating_rows/label_rows (s,). ``*_weights`` are (records, H) record x head weights.
+    ``response_start`` (N,) is where each row's response begins.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    response_start: torch.Tensor | None = None
     rows: dict[str, torch.Tensor] = field(default_factory=dict)
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     margin: torch.Tensor | None = None
@@ -208,7 +214,8 @@ class Batch:
         """Move every tensor to ``device`` (non-blocking where possible)."""
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
-        return Batch(move(self.input_ids), move(self.attention_mask), {k: move(v) for k, v in self.rows.items()},
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.response_start),
+                     {k: move(v) for k, v in self.rows.items()},
                      {k: move(v) for k, v in self.weights.items()}, move(self.margin), move(self.tie),
                      move(self.rank_values), move(self.rating_target), move(self.rating_level),
                      list(self.rating_scale), move(self.label_target))
@@ -217,12 +224,14 @@ class Batch:
 def collate(records: Sequence[EncodedRecord], pad_id: int) -> Batch:
     """Stack all responses of ``records`` into one padded batch with per-kind row indices."""
     sequences: list[list[int]] = []
+    starts: list[int] = []
     rows: dict[str, list] = {"pairwise": [], "ranking": [], "rating": [], "label": []}
     weights: dict[str, list] = {k: [] for k in rows}
     margin, tie, ranks, rating_target, rating_level, rating_scale, label_target = [], [], [], [], [], [], []
     for record in records:
         start = len(sequences)
         sequences.extend(record.sequences)
+        starts.extend(record.response_starts or [0] * len(record.sequences))
         rows[record.kind].append(list(range(start, start + len(record.sequences))))
         weights[record.kind].append([record.weight * h for h in record.head_weights])
         if record.kind == "pairwise":
@@ -237,7 +246,7 @@ def collate(records: Sequence[EncodedRecord], pad_id: int) -> Batch:
         else:
             label_target.append(record.target)
     input_ids, attention_mask = pad_batch(sequences, pad_id)
-    batch = Batch(input_ids, attention_mask)
+    batch = Batch(input_ids, attention_mask, torch.tensor(starts, dtype=torch.long))
     for kind, kind_rows in rows.items():
         if not kind_rows:
             continue

@@ -67,6 +67,9 @@ class RewardTrainConfig:
     pooling: Literal["last", "mean", "last_mean"] = field(
         "last", help="What a fresh head reads: the last token's hidden state, the mean over tokens, or both "
                      "(a saved reward model keeps its own).")
+    likelihood: bool = field(False, help="A fresh head also reads the response's mean log-probability under the "
+                                         "trunk's own LM head (one weight per head, from 0): what a pretrained LM "
+                                         "knows about an answer, which a linear head on hidden states cannot compute.")
     batch_size: int = field(16, help="Records per micro-batch (a pair's two responses share one forward pass).")
     epochs: int = field(2, help="Passes over the training records (at most: early stopping may end sooner).")
     max_steps: Optional[int] = field(None, help="Optimizer steps; overrides epochs when set.")

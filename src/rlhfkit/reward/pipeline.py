@@ -86,7 +86,7 @@ def build_model(config: RewardTrainConfig, seed: int, device: torch.device, memb
         model = RewardModel.from_pretrained(path)
     else:
         model = RewardModel.from_trunk(config.model, num_heads=config.num_heads, max_length=config.max_length,
-                                       seed=seed, pooling=config.pooling)
+                                       seed=seed, pooling=config.pooling, likelihood=config.likelihood)
         if config.head_init_std is not None and model.head is not None:
             model.reset_head(config.head_init_std)
     model.settings.min_prompt_tokens = config.min_prompt_tokens

@@ -1,0 +1,148 @@
+"""A reward head that also reads the response's mean log-probability under the trunk's own LM head."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from helpers_models import tiny_gpt2, tiny_tokenizer
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from rlhfkit.data.records import Comparison
+from rlhfkit.models.likelihood import mean_response_logprob, response_mask
+from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
+from rlhfkit.reward.batching import collate, encode_records
+from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
+from rlhfkit.reward.trainer import RewardTrainer
+
+PROMPTS = ["The movie was", "Please explain why the sky"]
+RESPONSES = [" great and the actors were wonderful.", " is blue."]
+
+
+def _model(likelihood: bool = True, seed: int = 0) -> RewardModel:
+    tokenizer = tiny_tokenizer()
+    lm = tiny_gpt2(tokenizer, seed=seed, initializer_range=0.2)
+    return RewardModel(lm, tokenizer, RewardModelSettings(max_length=64, likelihood=likelihood)).eval()
+
+
+def _by_hand(lm: torch.nn.Module, ids: list[int], start: int) -> float:
+    """Mean log p of tokens start..end, one unpadded sequence through the LM's own forward."""
+    with torch.no_grad():
+        logp = torch.log_softmax(lm(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return float(torch.stack([logp[t - 1, ids[t]] for t in range(max(start, 1), len(ids))]).mean())
+
+
+def test_response_mask_covers_the_response_up_to_the_last_real_token():
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    starts = torch.tensor([2, 0, 1])
+    assert response_mask(mask, starts).int().tolist() == [[0, 0, 1, 1, 0], [0, 1, 1, 1, 1], [0, 1, 0, 0, 0]]
+
+
+def test_mean_response_logprob_equals_each_sequence_scored_alone():
+    model = _model()
+    sequences, _, starts = model.encode_spans(PROMPTS, RESPONSES)
+    width = max(map(len, sequences))
+    ids = torch.tensor([s + [model.pad_id] * (width - len(s)) for s in sequences])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    lm = model.backbone
+    with torch.no_grad():
+        hidden = lm.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = mean_response_logprob(hidden, ids, mask, torch.tensor(starts), lm.get_output_embeddings())
+    for row, (seq, start) in enumerate(zip(sequences, starts)):
+        assert got[row].item() == pytest.approx(_by_hand(lm, seq, start), abs=1e-4)
+
+
+def test_a_zero_head_with_unit_likelihood_weight_scores_the_likelihood():
+    model = _model()
+    model.reset_head(0.0)
+    with torch.no_grad():
+        model.head.likelihood_weight.fill_(1.0 / model.head.likelihood_gain)
+    sequences, _, starts = model.encode_spans(PROMPTS, RESPONSES)
+    expected = [_by_hand(model.backbone, s, start) for s, start in zip(sequences, starts)]
+    assert model.score_texts(PROMPTS, RESPONSES).tolist() == pytest.approx(expected, abs=1e-4)
+    assert starts[0] == len(model.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"])
+
+
+def test_a_fresh_likelihood_weight_is_zero_so_the_reward_is_the_pooled_heads():
+    with_likelihood, plain = _model(), _model(likelihood=False)
+    plain.backbone = with_likelihood.backbone.transformer
+    plain.head.load_state_dict({k: v for k, v in with_likelihood.head.state_dict().items() if k != "likelihood_weight"})
+    assert torch.count_nonzero(with_likelihood.head.likelihood_weight) == 0
+    assert torch.allclose(with_likelihood.score_texts(PROMPTS, RESPONSES), plain.score_texts(PROMPTS, RESPONSES),
+                          atol=1e-5)
+
+
+def test_likelihood_reward_model_survives_save_and_load(tmp_path):
+    model = _model()
+    with torch.no_grad():
+        model.head.likelihood_weight.fill_(0.7)
+    before = model.score_texts(PROMPTS, RESPONSES)
+    loaded = load_reward_model(model.save_pretrained(tmp_path / "rm"))
+    assert loaded.settings.likelihood and loaded.head.likelihood_weight.item() == pytest.approx(0.7)
+    assert loaded.backbone.get_output_embeddings() is not None
+    assert torch.allclose(loaded.score_texts(PROMPTS, RESPONSES), before, atol=1e-5)
+
+
+def test_what_cannot_read_a_likelihood_is_refused_by_name():
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(RewardModelError, match="GPT2Model has none: load the trunk as a causal LM"):
+        RewardModel(tiny_gpt2(tokenizer).transformer, tokenizer, RewardModelSettings(likelihood=True))
+    classifier = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16,
+                                                          n_layer=1, n_head=2, num_labels=1))
+    with pytest.raises(RewardModelError, match="likelihood=true needs a causal LM trunk"):
+        RewardModel(classifier, tokenizer, RewardModelSettings(likelihood=True))
+    model = _model()
+    ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(RewardModelError, match="pass response_start"):
+        model(ids, mask)
+
+
+def _likely_versus_random(model: RewardModel, n: int) -> list[Comparison]:
+    """Pairs whose chosen answer is the LM's own greedy continuation and whose rejected one is random tokens."""
+    tokenizer, lm = model.tokenizer, model.backbone
+    rng = random.Random(0)
+    vocabulary = [i for i in range(len(tokenizer)) if i not in (tokenizer.eos_token_id, tokenizer.pad_token_id)]
+    prompts = [[rng.choice(vocabulary) for _ in range(4)] for _ in range(n)]
+    with torch.no_grad():
+        greedy = lm.generate(torch.tensor(prompts), max_new_tokens=6, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)[:, 4:].tolist()
+    records = [Comparison(tokenizer.decode(p), tokenizer.decode(g), tokenizer.decode(rng.sample(vocabulary, 6)))
+               for p, g in zip(prompts, greedy)]
+    return [r for r in records if r.chosen != r.rejected and r.chosen.strip() and r.rejected.strip()]
+
+
+def _held_out_accuracy(tmp_path, likelihood: bool) -> tuple[float, RewardModel]:
+    model = _model(likelihood=likelihood, seed=1)
+    if not likelihood:
+        model.backbone = model.backbone.transformer
+    model.reset_head(0.0)
+    records = _likely_versus_random(_model(seed=1), 128)
+    train, held_out = records[:96], records[96:]
+    tokenizer = model.tokenizer
+    encoded, _ = encode_records(train, tokenizer, max_length=64, eos_id=tokenizer.eos_token_id, min_prompt_tokens=4)
+    config = RewardTrainConfig(output_dir=str(tmp_path / str(likelihood)), batch_size=16, progress=False,
+                               save_every=0, report_to="none", head_lr=1e-2, likelihood=likelihood, epochs=2,
+                               optim=RewardOptimConfig(lr=1e-12, warmup_ratio=0.0, schedule="constant"))
+    trainer = RewardTrainer(model.train(), config, encoded)
+    if likelihood:
+        assert all(len(r.response_starts) == 2 for r in encoded)
+        assert collate(encoded[:3], model.pad_id).response_start.shape == (6,)
+        (group,) = [g for g in trainer.optimizer.param_groups
+                    if any(p is model.head.likelihood_weight for p in g["params"])]
+        assert group["lr"] == 1e-2
+    for _ in range(12):
+        trainer.train_step()
+    chosen = model.score_texts([r.prompt for r in held_out], [r.chosen for r in held_out])
+    rejected = model.score_texts([r.prompt for r in held_out], [r.rejected for r in held_out])
+    return (chosen > rejected).float().mean().item(), model
+
+
+def test_train_rm_learns_to_trust_the_likelihood_where_annotators_prefer_likely_answers(tmp_path):
+    """Chosen: the LM's greedy continuation; rejected: random tokens; the trunk frozen (lr ~0). The head that
+    reads the likelihood learns a positive weight for it (from 0, at head_lr) and ranks held-out pairs better
+    than the same head without it."""
+    with_likelihood, model = _held_out_accuracy(tmp_path, likelihood=True)
+    without, _ = _held_out_accuracy(tmp_path, likelihood=False)
+    assert model.head.likelihood_weight.item() > 0.05
+    assert with_likelihood > without
