@@ -10,10 +10,11 @@ from helpers_models import tiny_gpt2, tiny_tokenizer
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from rlhfkit.data.records import Comparison
-from rlhfkit.models.likelihood import mean_response_logprob, response_mask
+from rlhfkit.models.likelihood import FrozenLikelihood, mean_response_logprob, response_mask
 from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
-from rlhfkit.reward.batching import collate, encode_records
+from rlhfkit.reward.batching import attach_likelihoods, collate, encode_records
 from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
+from rlhfkit.reward.pipeline import build_model
 from rlhfkit.reward.trainer import RewardTrainer
 
 PROMPTS = ["The movie was", "Please explain why the sky"]
@@ -90,7 +91,7 @@ def test_what_cannot_read_a_likelihood_is_refused_by_name():
         RewardModel(tiny_gpt2(tokenizer).transformer, tokenizer, RewardModelSettings(likelihood=True))
     classifier = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16,
                                                           n_layer=1, n_head=2, num_labels=1))
-    with pytest.raises(RewardModelError, match="likelihood=true needs a causal LM trunk"):
+    with pytest.raises(RewardModelError, match="likelihood=true and likelihood_model need a causal LM trunk"):
         RewardModel(classifier, tokenizer, RewardModelSettings(likelihood=True))
     model = _model()
     ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
@@ -112,22 +113,38 @@ def _likely_versus_random(model: RewardModel, n: int) -> list[Comparison]:
     return [r for r in records if r.chosen != r.rejected and r.chosen.strip() and r.rejected.strip()]
 
 
-def _held_out_accuracy(tmp_path, likelihood: bool) -> tuple[float, RewardModel]:
+def _frozen(tmp_path, seed: int = 1) -> FrozenLikelihood:
+    """A tiny GPT-2 with a tokenizer of another vocabulary than the trunk's, saved and loaded as a frozen scorer."""
+    tokenizer = tiny_tokenizer(vocab_size=300)
+    tiny_gpt2(tokenizer, seed=seed, initializer_range=0.2).save_pretrained(tmp_path / "frozen")
+    tokenizer.save_pretrained(tmp_path / "frozen")
+    return FrozenLikelihood.load(tmp_path / "frozen")
+
+
+def _held_out_accuracy(tmp_path, likelihood: bool, frozen: bool = False) -> tuple[float, RewardModel]:
     model = _model(likelihood=likelihood, seed=1)
     if not likelihood:
-        model.backbone = model.backbone.transformer
+        model = RewardModel(model.backbone.transformer, model.tokenizer, RewardModelSettings(max_length=64),
+                            _frozen(tmp_path) if frozen else None)
     model.reset_head(0.0)
-    records = _likely_versus_random(_model(seed=1), 128)
+    source = _model(seed=1)
+    if frozen:
+        source = RewardModel(model.frozen_likelihood.model, model.frozen_likelihood.tokenizer,
+                             RewardModelSettings(likelihood=True))
+    records = _likely_versus_random(source, 128)
     train, held_out = records[:96], records[96:]
     tokenizer = model.tokenizer
     encoded, _ = encode_records(train, tokenizer, max_length=64, eos_id=tokenizer.eos_token_id, min_prompt_tokens=4)
     config = RewardTrainConfig(output_dir=str(tmp_path / str(likelihood)), batch_size=16, progress=False,
                                save_every=0, report_to="none", head_lr=1e-2, likelihood=likelihood, epochs=2,
                                optim=RewardOptimConfig(lr=1e-12, warmup_ratio=0.0, schedule="constant"))
+    if frozen:
+        attach_likelihoods(encoded, train, model.frozen_likelihood.score)
     trainer = RewardTrainer(model.train(), config, encoded)
-    if likelihood:
+    if likelihood or frozen:
         assert all(len(r.response_starts) == 2 for r in encoded)
-        assert collate(encoded[:3], model.pad_id).response_start.shape == (6,)
+        batch = collate(encoded[:3], model.pad_id)
+        assert batch.response_start.shape == (6,) and (batch.likelihood is not None) == frozen
         (group,) = [g for g in trainer.optimizer.param_groups
                     if any(p is model.head.likelihood_weight for p in g["params"])]
         assert group["lr"] == 1e-2
@@ -146,3 +163,57 @@ def test_train_rm_learns_to_trust_the_likelihood_where_annotators_prefer_likely_
     without, _ = _held_out_accuracy(tmp_path, likelihood=False)
     assert model.head.likelihood_weight.item() > 0.05
     assert with_likelihood > without
+
+
+def test_a_frozen_lm_scores_each_response_with_its_own_tokenizer(tmp_path):
+    frozen = _frozen(tmp_path)
+    tokenizer = frozen.tokenizer
+    got = frozen.score(PROMPTS + PROMPTS[:1], RESPONSES + RESPONSES[:1])
+    for row, (prompt, response) in enumerate(zip(PROMPTS + PROMPTS[:1], RESPONSES + RESPONSES[:1])):
+        head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        body = tokenizer(response, add_special_tokens=False)["input_ids"]
+        assert got[row].item() == pytest.approx(_by_hand(frozen.model, head + body, len(head)), abs=1e-4)
+    assert frozen.score(["x"], [" yes"]).shape == (1,)
+    with pytest.raises(ValueError, match="has no token to score"):
+        frozen.score(["x"], [""])
+
+
+def test_a_reward_model_reading_a_frozen_lm_scores_and_survives_save_and_load(tmp_path):
+    tokenizer = tiny_tokenizer()
+    model = RewardModel(tiny_gpt2(tokenizer, seed=0).transformer, tokenizer, RewardModelSettings(max_length=64),
+                        _frozen(tmp_path))
+    model.reset_head(0.0)
+    with torch.no_grad():
+        model.head.likelihood_weight.fill_(1.0 / model.head.likelihood_gain)
+    expected = model.frozen_likelihood.score(PROMPTS, RESPONSES)
+    assert torch.allclose(model.score_texts(PROMPTS, RESPONSES), expected, atol=1e-5)
+    model.train()
+    assert not model.frozen_likelihood.training
+    assert not any(p.requires_grad for p in model.frozen_likelihood.parameters())
+    loaded = load_reward_model(model.save_pretrained(tmp_path / "rm"))
+    assert loaded.settings.likelihood_model == "likelihood_model" and (tmp_path / "rm" / "likelihood_model").is_dir()
+    assert torch.allclose(loaded.score_texts(PROMPTS, RESPONSES), expected, atol=1e-5)
+    ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(RewardModelError, match="pass likelihood=frozen_likelihood_of"):
+        loaded(ids, mask)
+
+
+def test_train_rm_learns_to_weigh_a_frozen_lms_likelihood(tmp_path):
+    """As above, with the chosen answers the frozen LM's own continuations and a trunk that knows nothing."""
+    with_frozen, model = _held_out_accuracy(tmp_path / "with", likelihood=False, frozen=True)
+    without, _ = _held_out_accuracy(tmp_path / "without", likelihood=False, frozen=False)
+    assert model.head.likelihood_weight.item() > 0.05
+    assert with_frozen > without
+
+
+def test_train_rm_settings_load_the_frozen_lm_and_refuse_two_likelihoods(tmp_path):
+    _frozen(tmp_path)
+    tokenizer = tiny_tokenizer()
+    tiny_gpt2(tokenizer, seed=0).save_pretrained(tmp_path / "trunk")
+    tokenizer.save_pretrained(tmp_path / "trunk")
+    config = RewardTrainConfig(model=str(tmp_path / "trunk"), likelihood_model=str(tmp_path / "frozen"))
+    model = build_model(config, seed=0, device=torch.device("cpu"))
+    assert isinstance(model.frozen_likelihood, FrozenLikelihood) and model.head.likelihood_weight is not None
+    with pytest.raises(RewardModelError, match="not both"):
+        build_model(RewardTrainConfig(model=str(tmp_path / "trunk"), likelihood=True,
+                                      likelihood_model=str(tmp_path / "frozen")), seed=0, device=torch.device("cpu"))

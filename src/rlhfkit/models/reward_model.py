@@ -22,7 +22,7 @@ from torch import nn
 
 from rlhfkit.models.chat import pair_ids
 from rlhfkit.models.last_token import last_token_hidden, supports_last_token
-from rlhfkit.models.likelihood import RewardHead, mean_response_logprob
+from rlhfkit.models.likelihood import FrozenLikelihood, RewardHead, mean_response_logprob
 from rlhfkit.models.pooling import check_pooling, pool, pooled_width
 from rlhfkit.models.value import hidden_size_of
 from rlhfkit.models.gelu import fuse_gelu
@@ -30,6 +30,7 @@ from rlhfkit.models.gelu import fuse_gelu
 REWARD_CONFIG = "reward_config.json"
 REWARD_HEAD = "reward_head.safetensors"
 ENSEMBLE_CONFIG = "reward_ensemble.json"
+LIKELIHOOD_MODEL = "likelihood_model"
 
 
 class RewardModelError(ValueError):
@@ -45,7 +46,8 @@ class RewardModelSettings:
     ``mean``/``std`` describe the head-average score; they normalize every head only in models saved
     before per-head statistics (``head_mean`` None). ``pooling`` is what the head reads
     (:mod:`rlhfkit.models.pooling`); ``likelihood``: the head also reads the response's mean log-probability
-    under the trunk's own LM head (:mod:`rlhfkit.models.likelihood`), so the trunk is kept with its LM head.
+    under the trunk's own LM head (:mod:`rlhfkit.models.likelihood`), so the trunk is kept with its LM head;
+    ``likelihood_model``: the sub-directory holding the frozen LM whose likelihood the head reads instead.
     """
 
     architecture: str = "trunk_head"
@@ -59,6 +61,7 @@ class RewardModelSettings:
     append_eos: bool = True
     pooling: str = "last"
     likelihood: bool = False
+    likelihood_model: str | None = None
     ordinal_thresholds: dict[str, list[float]] | None = None
     format_version: int = 1
 
@@ -119,14 +122,20 @@ class RewardModel(nn.Module):
 
     ``backbone`` is a base transformer returning ``last_hidden_state`` (e.g. ``GPT2Model``) or a
     ``*ForSequenceClassification`` with one label, whose own pooling and head are used.
+    ``frozen_likelihood``: a frozen LM whose mean response log-probability the head also reads.
     """
 
-    def __init__(self, backbone: nn.Module, tokenizer: Any, settings: RewardModelSettings | None = None) -> None:
+    def __init__(self, backbone: nn.Module, tokenizer: Any, settings: RewardModelSettings | None = None,
+                 frozen_likelihood: FrozenLikelihood | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.settings = settings or RewardModelSettings()
+        self.frozen_likelihood = frozen_likelihood
         check_pooling(self.settings.pooling)
+        if frozen_likelihood is not None and self.settings.likelihood:
+            raise RewardModelError("a reward head reads one likelihood: the trunk's own (likelihood=true) or a "
+                                   "frozen LM's (likelihood_model), not both")
         fuse_gelu(backbone)
         if _is_sequence_classifier(backbone):
             if getattr(backbone.config, "num_labels", 1) != 1:
@@ -135,9 +144,9 @@ class RewardModel(nn.Module):
             if self.settings.pooling != "last":
                 raise RewardModelError(f"{type(backbone).__name__} pools with its own head; pooling="
                                        f"{self.settings.pooling!r} needs a plain trunk")
-            if self.settings.likelihood:
+            if self.settings.likelihood or frozen_likelihood is not None:
                 raise RewardModelError(f"{type(backbone).__name__} scores with its own head; likelihood=true "
-                                       "needs a causal LM trunk")
+                                       "and likelihood_model need a causal LM trunk")
             self.settings.architecture = "sequence_classification"
             self.settings.num_heads = 1
             self.head = None
@@ -148,7 +157,8 @@ class RewardModel(nn.Module):
                 raise RewardModelError(f"likelihood=true reads the trunk's LM head, and {type(backbone).__name__} "
                                        "has none: load the trunk as a causal LM (AutoModelForCausalLM)")
             width = pooled_width(hidden_size_of(backbone.config), self.settings.pooling)
-            self.head = RewardHead(width, self.settings.num_heads, self.settings.likelihood)
+            reads_likelihood = self.settings.likelihood or frozen_likelihood is not None
+            self.head = RewardHead(width, self.settings.num_heads, reads_likelihood)
             nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(width + 1))
             nn.init.zeros_(self.head.bias)
             param = next(backbone.parameters())
@@ -187,13 +197,14 @@ class RewardModel(nn.Module):
         return next(self.backbone.parameters()).device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                response_start: torch.Tensor | None = None) -> torch.Tensor:
+                response_start: torch.Tensor | None = None, likelihood: torch.Tensor | None = None) -> torch.Tensor:
         """Raw per-head rewards read at the last non-pad token (or as ``settings.pooling`` says); -> (b, num_heads).
 
         A sequence classifier is read there too (its trunk, then its ``score`` layer): its own pooling
         finds the last token that is not the pad id, which misses a final EOS when pad = EOS. GPT-2 trunks
         read at the last token run their last block only there (:mod:`rlhfkit.models.last_token`).
-        ``response_start`` (b,): where each row's response begins, needed when the head reads the likelihood.
+        ``response_start`` (b,): where each row's response begins, needed when the head reads the trunk's
+        likelihood; ``likelihood`` (b,): the frozen LM's score of each row (:meth:`frozen_likelihood_of`).
         """
         head, trunk = self.head, self.backbone
         if head is None:
@@ -206,9 +217,22 @@ class RewardModel(nn.Module):
         index = last_token_index(attention_mask)
         pooling = self.settings.pooling
         if pooling == "last" and supports_last_token(trunk):  # the last block only at the read position
-            return head(last_token_hidden(trunk, input_ids, attention_mask, index))
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return head(pool(hidden, attention_mask, index, pooling))
+            pooled = last_token_hidden(trunk, input_ids, attention_mask, index)
+        else:
+            hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            pooled = pool(hidden, attention_mask, index, pooling)
+        if self.frozen_likelihood is None:
+            return head(pooled)
+        if likelihood is None:
+            raise RewardModelError("this reward model reads a frozen LM's likelihood (likelihood_model): score "
+                                   "(prompt, response) texts, or pass likelihood=frozen_likelihood_of(...)")
+        return head(pooled, likelihood.to(pooled.device))
+
+    def frozen_likelihood_of(self, prompts: Sequence[Any], responses: Sequence[Any]) -> torch.Tensor | None:
+        """The frozen LM's mean log-probability of each response (n,), or None when the head reads none."""
+        if self.frozen_likelihood is None:
+            return None
+        return self.frozen_likelihood.score(prompts, responses)
 
     def _forward_with_likelihood(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                  response_start: torch.Tensor | None) -> torch.Tensor:
@@ -235,16 +259,16 @@ class RewardModel(nn.Module):
         return (rewards - mean) / std
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalized: bool = False,
-              response_start: torch.Tensor | None = None) -> torch.Tensor:
+              response_start: torch.Tensor | None = None, likelihood: torch.Tensor | None = None) -> torch.Tensor:
         """Reward per sequence, the mean over (normalized) heads; (b, T) -> (b,) float."""
-        rewards = self.forward(input_ids, attention_mask, response_start).float()
+        rewards = self.forward(input_ids, attention_mask, response_start, likelihood).float()
         return (self.normalize(rewards) if normalized else rewards).mean(dim=-1)
 
     def score_with_uncertainty(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                               normalized: bool = False, response_start: torch.Tensor | None = None
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+                               normalized: bool = False, response_start: torch.Tensor | None = None,
+                               likelihood: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) over heads per sequence, each (b,); std is 0 for a single head."""
-        per_head = self.forward(input_ids, attention_mask, response_start).float()
+        per_head = self.forward(input_ids, attention_mask, response_start, likelihood).float()
         if normalized:
             per_head = self.normalize(per_head)
         spread = per_head.std(dim=-1, unbiased=False) if per_head.shape[-1] > 1 else torch.zeros_like(per_head[:, 0])
@@ -292,13 +316,15 @@ class RewardModel(nn.Module):
         was_training = self.training
         self.eval()
         sequences, _, starts = self.encode_spans(prompts, responses)
+        frozen = self.frozen_likelihood_of(prompts, responses)
         out = torch.zeros((len(sequences), self.num_heads), dtype=torch.float32)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             ids, mask = pad_batch([sequences[i] for i in chunk], self.pad_id, self.device)
             response_start = torch.tensor([starts[i] for i in chunk], dtype=torch.long, device=self.device)
-            rewards = self.forward(ids, mask, response_start).float()
+            likelihood = frozen[torch.tensor(chunk, dtype=torch.long)] if frozen is not None else None
+            rewards = self.forward(ids, mask, response_start, likelihood).float()
             out[torch.tensor(chunk, dtype=torch.long)] = (self.normalize(rewards) if normalized else rewards).cpu()
         self.train(was_training)
         return out
@@ -333,6 +359,9 @@ class RewardModel(nn.Module):
         if self.head is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
             save_file(state, str(directory / REWARD_HEAD))
+        if self.frozen_likelihood is not None:
+            self.frozen_likelihood.save_pretrained(directory / LIKELIHOOD_MODEL)
+            self.settings.likelihood_model = LIKELIHOOD_MODEL
         (directory / REWARD_CONFIG).write_text(json.dumps(asdict(self.settings), indent=2))
         return directory
 
@@ -358,7 +387,9 @@ class RewardModel(nn.Module):
             else:
                 loader = AutoModelForCausalLM if settings.likelihood else AutoModel
                 backbone = loader.from_pretrained(directory, **kwargs)
-                model = cls(backbone, tokenizer, settings)
+                frozen = (FrozenLikelihood.load(directory / settings.likelihood_model)
+                          if settings.likelihood_model else None)
+                model = cls(backbone, tokenizer, settings, frozen)
                 head_state = load_file(str(directory / REWARD_HEAD))
                 model.head.load_state_dict({k: v.to(model.head.weight.dtype) for k, v in head_state.items()})
         else:
@@ -375,10 +406,12 @@ class RewardModel(nn.Module):
     @classmethod
     def from_trunk(cls, name_or_path: str | Path, num_heads: int = 1, max_length: int = 512,
                    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                   seed: int | None = None, pooling: str = "last", likelihood: bool = False) -> RewardModel:
+                   seed: int | None = None, pooling: str = "last", likelihood: bool = False,
+                   likelihood_model: str | None = None) -> RewardModel:
         """A fresh reward model on the trunk of a pretrained (causal) LM; ``"builtin"`` works.
 
-        ``likelihood`` keeps the LM head beside the trunk and lets the reward head read it."""
+        ``likelihood`` keeps the LM head beside the trunk and lets the reward head read it;
+        ``likelihood_model`` (a causal LM directory or name) is loaded frozen for the head to read instead."""
         from transformers import AutoModel, AutoModelForCausalLM
 
         from rlhfkit.models.loading import load_tokenizer, resolve_model_path
@@ -391,7 +424,8 @@ class RewardModel(nn.Module):
             torch.manual_seed(seed)
         settings = RewardModelSettings(num_heads=num_heads, max_length=min(max_length, _context_length(backbone)),
                                        pooling=pooling, likelihood=likelihood)
-        model = cls(backbone, tokenizer, settings)
+        frozen = FrozenLikelihood.load(likelihood_model) if likelihood_model else None
+        model = cls(backbone, tokenizer, settings, frozen)
         return model.to(device) if device is not None else model
 
 

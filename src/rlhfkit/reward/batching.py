@@ -9,7 +9,7 @@ difference between responses a record compares is reported and the record skippe
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,8 @@ class EncodedRecord:
 
     ``target`` is the normalized rating (rating), 1/0 (label) or unused; ``ranks`` are 1 = best
     (a pair is chosen=1, rejected=2); ``head_weights`` (H,) are per-head bootstrap weights;
-    ``response_starts`` say where each sequence's response begins (its kept prompt's length).
+    ``response_starts`` say where each sequence's response begins (its kept prompt's length);
+    ``likelihoods`` are a frozen LM's scores of each response (:func:`attach_likelihoods`), when the head reads them.
     """
 
     kind: str
@@ -43,6 +44,7 @@ class EncodedRecord:
     head_weights: tuple[float, ...] = (1.0,)
     index: int = 0
     response_starts: list[int] = field(default_factory=list)
+    likelihoods: list[float] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -108,6 +110,24 @@ def encode_records(records: Sequence[FeedbackRecord], tokenizer: Any, *, max_len
     report.valid = len(encoded)
     report.notes["truncated but kept"] = truncated_kept
     return encoded, report
+
+
+def attach_likelihoods(encoded: Sequence[EncodedRecord], records: Sequence[FeedbackRecord],
+                       score: Callable[[list[Any], list[Any]], torch.Tensor]) -> None:
+    """Give each encoded record its responses' scores by ``score(prompts, responses)`` (e.g. a frozen LM's
+    mean log-probability), computed once for all records, in the order of its sequences."""
+    prompts, responses, owners = [], [], []
+    for item in encoded:
+        record = records[item.index]
+        for response in responses_of(record):
+            prompts.append(record.prompt)
+            responses.append(response)
+            owners.append(item)
+    values = score(prompts, responses).tolist() if prompts else []
+    for item in encoded:
+        item.likelihoods = []
+    for item, value in zip(owners, values):
+        item.likelihoods.append(float(value))
 
 
 def _difference_lost(record: FeedbackRecord, sequences: list[list[int]]) -> bool:
@@ -189,12 +209,13 @@ class Batch:
 
     pair_rows (p, 2) chosen/rejected rows; rank_rows (q, k) with -1 padding and rank_values
     (q, k); rating_rows/label_rows (s,). ``*_weights`` are (records, H) record x head weights.
-    ``response_start`` (N,) is where each row's response begins.
+    ``response_start`` (N,) is where each row's response begins; ``likelihood`` (N,) a frozen LM's score of each.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     response_start: torch.Tensor | None = None
+    likelihood: torch.Tensor | None = None
     rows: dict[str, torch.Tensor] = field(default_factory=dict)
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     margin: torch.Tensor | None = None
@@ -214,7 +235,7 @@ class Batch:
         """Move every tensor to ``device`` (non-blocking where possible)."""
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
-        return Batch(move(self.input_ids), move(self.attention_mask), move(self.response_start),
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.response_start), move(self.likelihood),
                      {k: move(v) for k, v in self.rows.items()},
                      {k: move(v) for k, v in self.weights.items()}, move(self.margin), move(self.tie),
                      move(self.rank_values), move(self.rating_target), move(self.rating_level),
@@ -225,6 +246,7 @@ def collate(records: Sequence[EncodedRecord], pad_id: int) -> Batch:
     """Stack all responses of ``records`` into one padded batch with per-kind row indices."""
     sequences: list[list[int]] = []
     starts: list[int] = []
+    likelihoods: list[float] = []
     rows: dict[str, list] = {"pairwise": [], "ranking": [], "rating": [], "label": []}
     weights: dict[str, list] = {k: [] for k in rows}
     margin, tie, ranks, rating_target, rating_level, rating_scale, label_target = [], [], [], [], [], [], []
@@ -232,6 +254,7 @@ def collate(records: Sequence[EncodedRecord], pad_id: int) -> Batch:
         start = len(sequences)
         sequences.extend(record.sequences)
         starts.extend(record.response_starts or [0] * len(record.sequences))
+        likelihoods.extend(record.likelihoods)
         rows[record.kind].append(list(range(start, start + len(record.sequences))))
         weights[record.kind].append([record.weight * h for h in record.head_weights])
         if record.kind == "pairwise":
@@ -246,7 +269,8 @@ def collate(records: Sequence[EncodedRecord], pad_id: int) -> Batch:
         else:
             label_target.append(record.target)
     input_ids, attention_mask = pad_batch(sequences, pad_id)
-    batch = Batch(input_ids, attention_mask, torch.tensor(starts, dtype=torch.long))
+    batch = Batch(input_ids, attention_mask, torch.tensor(starts, dtype=torch.long),
+                  torch.tensor(likelihoods, dtype=torch.float32) if len(likelihoods) == len(sequences) else None)
     for kind, kind_rows in rows.items():
         if not kind_rows:
             continue

@@ -70,6 +70,10 @@ class RewardTrainConfig:
     likelihood: bool = field(False, help="A fresh head also reads the response's mean log-probability under the "
                                          "trunk's own LM head (one weight per head, from 0): what a pretrained LM "
                                          "knows about an answer, which a linear head on hidden states cannot compute.")
+    likelihood_model: Optional[str] = field(
+        None, help="A frozen causal LM (directory or name) whose mean log-probability of each response a fresh head "
+                   "also reads (one weight per head, from 0): e.g. a larger LM that has read the sources the "
+                   "annotators checked. Scored once per response, saved inside the reward model.")
     batch_size: int = field(16, help="Records per micro-batch (a pair's two responses share one forward pass).")
     epochs: int = field(2, help="Passes over the training records (at most: early stopping may end sooner).")
     max_steps: Optional[int] = field(None, help="Optimizer steps; overrides epochs when set.")

@@ -30,7 +30,7 @@ from rlhfkit.data.preference_io import FeedbackData, read_feedback_files
 from rlhfkit.data.records import FeedbackRecord, ValidationReport, require_valid, responses_of
 from rlhfkit.models.reward_model import (ENSEMBLE_CONFIG, REWARD_CONFIG, RewardEnsemble, RewardModel,
                                          RewardModelError)
-from rlhfkit.reward.batching import assign_bootstrap_weights, encode_records
+from rlhfkit.reward.batching import assign_bootstrap_weights, attach_likelihoods, encode_records
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.ensemble_eval import METRIC, ensemble_confidence_metric
 from rlhfkit.reward.evaluation import EvalReport, plot_reliability
@@ -86,7 +86,8 @@ def build_model(config: RewardTrainConfig, seed: int, device: torch.device, memb
         model = RewardModel.from_pretrained(path)
     else:
         model = RewardModel.from_trunk(config.model, num_heads=config.num_heads, max_length=config.max_length,
-                                       seed=seed, pooling=config.pooling, likelihood=config.likelihood)
+                                       seed=seed, pooling=config.pooling, likelihood=config.likelihood,
+                                       likelihood_model=config.likelihood_model)
         if config.head_init_std is not None and model.head is not None:
             model.reset_head(config.head_init_std)
     model.settings.min_prompt_tokens = config.min_prompt_tokens
@@ -203,6 +204,8 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
             console.print("\n".join(truncation.lines()[1:]))
     if not encoded:
         raise ValueError("no training records remain after truncation\n" + truncation.summary())
+    if model.frozen_likelihood is not None:
+        attach_likelihoods(encoded, train_records, model.frozen_likelihood.score)
     kept, selection = split_by_prompt(encoded, [train_records[r.index].prompt for r in encoded],
                                       config.early_stopping_fraction, member_seed)
     selection_set = unit_head_weights([encoded[i] for i in selection], model.num_heads)

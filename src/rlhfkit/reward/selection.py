@@ -81,7 +81,7 @@ def heldout_loss(model: Any, records: Sequence[EncodedRecord], loss: RewardLossC
     try:
         for start in range(0, len(records), batch_size):
             batch = collate(records[start:start + batch_size], model.pad_id).to(device)
-            rewards = model(batch.input_ids, batch.attention_mask, batch.response_start).float()
+            rewards = model(batch.input_ids, batch.attention_mask, batch.response_start, batch.likelihood).float()
             value, _ = batch_objective(rewards, batch, loss, thresholds, denominators)
             total += float(value)
     finally:

@@ -223,7 +223,7 @@ class RewardTrainer:
             autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
                         if self.autocast_dtype is not None else nullcontext())
             with autocast:
-                rewards = self.model(batch.input_ids, batch.attention_mask, batch.response_start)
+                rewards = self.model(batch.input_ids, batch.attention_mask, batch.response_start, batch.likelihood)
             loss, stats = batch_objective(rewards.float(), batch, self.config.loss, thresholds, denominators)
             if not torch.isfinite(loss):
                 totals["count/non_finite"] += 1.0
