@@ -10,11 +10,12 @@ from helpers_models import tiny_gpt2, tiny_tokenizer
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from rlhfkit.data.records import Comparison
-from rlhfkit.models.likelihood import FrozenLikelihood, mean_response_logprob, response_mask
+from rlhfkit.models.likelihood import FrozenLikelihood, RewardHead, mean_response_logprob, response_mask
 from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
 from rlhfkit.reward.batching import attach_likelihoods, collate, encode_records
 from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
 from rlhfkit.reward.pipeline import build_model
+from rlhfkit.reward.selection import golden_section_minimum, refit_likelihood_weight
 from rlhfkit.reward.trainer import RewardTrainer
 
 PROMPTS = ["The movie was", "Please explain why the sky"]
@@ -217,3 +218,29 @@ def test_train_rm_settings_load_the_frozen_lm_and_refuse_two_likelihoods(tmp_pat
     with pytest.raises(RewardModelError, match="not both"):
         build_model(RewardTrainConfig(model=str(tmp_path / "trunk"), likelihood=True,
                                       likelihood_model=str(tmp_path / "frozen")), seed=0, device=torch.device("cpu"))
+
+
+def test_golden_section_finds_the_minimum_of_a_convex_function():
+    calls = []
+
+    def parabola(x: float) -> float:
+        calls.append(x)
+        return (x - 1.7) ** 2 + 3.0
+
+    x, value = golden_section_minimum(parabola, -10.0, 10.0, evaluations=30)
+    assert x == pytest.approx(1.7, abs=1e-3) and value == pytest.approx(3.0, abs=1e-6)
+    assert len(calls) == 30 and all(-10.0 <= c <= 10.0 for c in calls)
+
+
+def test_the_likelihood_weight_is_refit_to_the_held_out_minimum_and_kept_when_nothing_beats_it():
+    head = RewardHead(8, 1, likelihood=True)
+
+    def held_out_loss() -> float:  # convex in the effective weight, lowest at 2.5 reward per nat
+        return (float(head.likelihood_weight.detach()) * head.likelihood_gain - 2.5) ** 2
+
+    before, after = refit_likelihood_weight(head, held_out_loss)
+    assert before == 0.0 and after == pytest.approx(2.5, abs=1e-3)
+    assert float(head.likelihood_weight.detach()) * head.likelihood_gain == pytest.approx(2.5, abs=1e-3)
+    with torch.no_grad():
+        head.likelihood_weight.fill_(2.5 / head.likelihood_gain)
+    assert refit_likelihood_weight(head, held_out_loss)[1] == pytest.approx(2.5, abs=1e-9)

@@ -34,7 +34,7 @@ from rlhfkit.reward.batching import assign_bootstrap_weights, attach_likelihoods
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.ensemble_eval import METRIC, ensemble_confidence_metric
 from rlhfkit.reward.evaluation import EvalReport, plot_reliability
-from rlhfkit.reward.selection import heldout_loss, split_by_prompt, unit_head_weights
+from rlhfkit.reward.selection import heldout_loss, refit_likelihood_weight, split_by_prompt, unit_head_weights
 from rlhfkit.reward.sharding import check_batch_size, sharded_evaluation, sharded_scores
 from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary
 from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
@@ -238,6 +238,10 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
             console.print(f"early stopping{'' if member is None else f' (member {member})'}: kept step "
                           f"{summary.best_step} of {summary.steps} (held-out loss {best:.4f})")
         model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None
+        head = model.head
+        if selection_set and head is not None and head.likelihood_weight is not None and model.num_heads == 1:
+            before, after = refit_likelihood_weight(head, select)
+            console.print(f"likelihood weight refit on the held-out slice: {before:.3f} -> {after:.3f} reward per nat")
     finally:
         tracker.close()
     fit_normalization(model, [*held_out, *train_records], config.normalization_samples, member_seed, world)
