@@ -6,15 +6,16 @@ import random
 
 import pytest
 import torch
-from helpers_models import tiny_gpt2, tiny_tokenizer
+from helpers_models import save_tiny_model, tiny_gpt2, tiny_tokenizer
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
+from rlhfkit.data.preference_io import write_jsonl
 from rlhfkit.data.records import Comparison
 from rlhfkit.models.likelihood import FrozenLikelihood, RewardHead, mean_response_logprob, response_mask
 from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
 from rlhfkit.reward.batching import attach_likelihoods, collate, encode_records
 from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
-from rlhfkit.reward.pipeline import build_model
+from rlhfkit.reward.pipeline import build_model, train_reward_model
 from rlhfkit.reward.selection import golden_section_minimum, refit_likelihood_weight
 from rlhfkit.reward.trainer import RewardTrainer
 
@@ -244,3 +245,31 @@ def test_the_likelihood_weight_is_refit_to_the_held_out_minimum_and_kept_when_no
     with torch.no_grad():
         head.likelihood_weight.fill_(2.5 / head.likelihood_gain)
     assert refit_likelihood_weight(head, held_out_loss)[1] == pytest.approx(2.5, abs=1e-9)
+
+
+def test_train_rm_end_to_end_refits_the_weight_and_saves_the_frozen_lm(tmp_path, monkeypatch):
+    from rlhfkit.reward import pipeline
+
+    refits = []
+
+    def recording(head, measure):  # type: ignore[no-untyped-def]
+        refits.append(refit_likelihood_weight(head, measure))
+        return refits[-1]
+
+    monkeypatch.setattr(pipeline, "refit_likelihood_weight", recording)
+    frozen = _frozen(tmp_path)
+    source = RewardModel(frozen.model, frozen.tokenizer, RewardModelSettings(likelihood=True))
+    records = _likely_versus_random(source, 96)
+    write_jsonl(records[:72], tmp_path / "train.jsonl")
+    write_jsonl(records[72:], tmp_path / "eval.jsonl")
+    save_tiny_model(tmp_path / "trunk")
+    config = RewardTrainConfig(model=str(tmp_path / "trunk"), data=[str(tmp_path / "train.jsonl")],
+                               eval_data=[str(tmp_path / "eval.jsonl")], likelihood_model=str(tmp_path / "frozen"),
+                               output_dir=str(tmp_path / "run"), batch_size=8, early_stopping_fraction=0.25,
+                               progress=False, report_to="none", normalization_samples=16, bootstrap_samples=50)
+    outcome = train_reward_model(config)
+    model = load_reward_model(outcome.model_dir)
+    assert (outcome.model_dir / "likelihood_model" / "config.json").is_file()
+    (before, after), = refits
+    assert after > 0 and float(model.head.likelihood_weight.detach()) * model.head.likelihood_gain == pytest.approx(after)
+    assert outcome.evaluation.metrics["pairwise_accuracy"].value >= 0.8
