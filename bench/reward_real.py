@@ -26,7 +26,10 @@ its trunk's likelihood could add to the words. ``--rm-context passages`` puts th
 passages before the question in the reward model's (and its base's) text. ``--knowledge-steps N``
 first pretrains one base on every question's passages (no answers, no preferences: the stand-in for a
 real LM that has read Wikipedia) and starts each fold's brief pretraining from it (``--pretrain-steps
-0``: the reward model starts from it directly). Confidence intervals resample questions (a cluster
+0``: the reward model starts from it directly; ``--base-text qa+passages`` has that brief pretraining read
+every passage again beside the training text, so it keeps what the knowledge base knows). Train-rm's
+``likelihood=true`` and ``likelihood_model=DIR`` (``--set``) let the reward head read a likelihood, the
+trunk's own or a frozen LM's such as the knowledge base's directory. Confidence intervals resample questions (a cluster
 bootstrap), since pairs of one question share answers.
 
 ``--edits`` adds the training questions' human corrections (corrected over original ``prediction 1``,
@@ -248,7 +251,7 @@ def knowledge_base(args: argparse.Namespace, recipe: BuiltinRecipe) -> Path:
     no answers, no preferences): the stand-in for a pretrained LM, which read Wikipedia before any user
     fine-tuned it. Shared by all folds and cached in ``--work``."""
     texts = every_passage(args.data)
-    recipe = replace(recipe, steps=args.knowledge_steps)
+    recipe = replace(recipe, steps=args.knowledge_steps, seed=0)  # one pretrained LM, whatever the fold seed
     out = Path(args.work) / f"knowledge-{hashlib.sha256(repr((recipe, texts)).encode()).hexdigest()[:12]}"
     if not (out / "pretrain.json").is_file():
         pretrain_base(texts, out, recipe)
@@ -395,6 +398,9 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     texts = base_texts(args, train, train_groups)
     with quiet_transformers():
         knowledge = knowledge_base(args, recipe) if args.knowledge_steps else None
+        frozen = knowledge if args.likelihood_knowledge else None
+        if frozen is not None:
+            knowledge = None  # the fold bases stay the default ones; the knowledge base is train-rm's frozen LM
         settings = (recipe, texts) if knowledge is None else (recipe, texts, knowledge)
         base = Path(args.work) / f"base-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}"
         if knowledge is not None and not args.pretrain_steps:
@@ -403,8 +409,8 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
             base_stats = json.loads((base / "pretrain.json").read_text())
         else:
             base_stats = pretrain_base(texts, base, recipe, start=knowledge)
-        if knowledge is not None:
-            base_stats = {**base_stats, "knowledge": json.loads((knowledge / "pretrain.json").read_text())}
+        if knowledge is not None or frozen is not None:
+            base_stats = {**base_stats, "knowledge": json.loads(((knowledge or frozen) / "pretrain.json").read_text())}
 
     run = Path(args.work) / f"rm-{name}"
     edits = read_fine_grained_edits(args.data, set(train_groups), args.edit_weight) if args.edits else None
@@ -415,7 +421,8 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     overrides = parse_overrides([f"model={base}", f"data=[{run / 'train.jsonl'}]",
                                  f"eval_data=[{run / 'eval.jsonl'}]", f"output_dir={run / 'out'}",
                                  "progress=false", "report_to=none", "resume=false", "save_every=0",
-                                 f"seed={args.rm_seed}", f"threads={args.threads}", *args.overrides])
+                                 f"seed={args.rm_seed}", f"threads={args.threads}",
+                                 *([f"likelihood_model={frozen}"] if frozen is not None else []), *args.overrides])
     config = load_config(RewardTrainConfig, None, overrides)
     rm_started = time.perf_counter()
     outcome = train_reward_model(config)
@@ -498,6 +505,9 @@ def main() -> None:
     parser.add_argument("--knowledge-steps", type=int, default=0, help="First pretrain one base for this many "
                         "steps on every question's Wikipedia passages (no answers or preferences: what a real "
                         "pretrained LM has read), then the brief pretraining on the training text from it.")
+    parser.add_argument("--likelihood-knowledge", action="store_true", help="With --knowledge-steps: keep the "
+                        "default fold bases and give train-rm the knowledge base as its frozen likelihood model "
+                        "(likelihood_model), instead of starting the fold bases from it.")
     parser.add_argument("--threads", type=int, default=THREADS, help="Torch threads (2: the benchmarks' setting).")
     parser.add_argument("--label", default="defaults", help="Name of this try in the JSON line.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="train-rm key=value.")
@@ -506,6 +516,8 @@ def main() -> None:
     parser.add_argument("--edit-weight", type=float, default=1.0, help="Record weight of each edit pair.")
     args = parser.parse_args()
     args.rm_seed = args.seed if args.rm_seed is None else args.rm_seed
+    if args.likelihood_knowledge and args.knowledge_steps < 1:
+        parser.error("--likelihood-knowledge needs --knowledge-steps (the knowledge base it hands to train-rm)")
     if args.pretrain_steps < 1 and args.knowledge_steps < 1:
         parser.error("--pretrain-steps 0 (the reward model straight from the knowledge base) needs --knowledge-steps")
     if args.fold is not None and not 0 <= args.fold < args.folds:
@@ -553,6 +565,7 @@ def main() -> None:
         "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed,
         "rm_seed": args.rm_seed, "folds": args.folds or None, "base_text": args.base_text,
         "rm_context": args.rm_context, "pretrain_steps": args.pretrain_steps, "knowledge_steps": args.knowledge_steps,
+        "likelihood_knowledge": args.likelihood_knowledge,
         "edit_weight": args.edit_weight if args.edits else None,
         "train_pairs": sum(f["train_pairs"] for f in figures) // len(figures),
         "edit_pairs": sum(f["edit_pairs"] for f in figures) // len(figures),

@@ -11,7 +11,8 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from rlhfkit.data.preference_io import write_jsonl
 from rlhfkit.data.records import Comparison
-from rlhfkit.models.likelihood import FrozenLikelihood, RewardHead, mean_response_logprob, response_mask
+from rlhfkit.models.likelihood import (FrozenLikelihood, RewardHead, mean_response_logprob, response_mask,
+                                        token_logprobs)
 from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
 from rlhfkit.reward.batching import attach_likelihoods, collate, encode_records
 from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
@@ -273,3 +274,12 @@ def test_train_rm_end_to_end_refits_the_weight_and_saves_the_frozen_lm(tmp_path,
     (before, after), = refits
     assert after > 0 and float(model.head.likelihood_weight.detach()) * model.head.likelihood_gain == pytest.approx(after)
     assert outcome.evaluation.metrics["pairwise_accuracy"].value >= 0.8
+
+
+def test_token_logprobs_in_chunks_equal_one_log_softmax():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    states, tokens = torch.randn(10, 8), torch.randint(0, 50, (10,))
+    expected = torch.log_softmax(head(states), -1).gather(1, tokens[:, None])[:, 0]
+    assert torch.allclose(token_logprobs(states, tokens, head, chunk=3), expected, atol=1e-6)
+    assert token_logprobs(states[:0], tokens[:0], head).shape == (0,)

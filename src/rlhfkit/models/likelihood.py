@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhfkit.rl.logprobs import fused_logprobs
 
 
 def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
@@ -35,15 +34,25 @@ def mean_response_logprob(hidden: torch.Tensor, input_ids: torch.Tensor, attenti
     """Mean log p(token_t | tokens_<t) over each row's response positions; (b,) float32 (0 for a row without any).
 
     ``hidden`` (b, T, E) are the trunk's final hidden states; logits are formed only where a response
-    token is predicted, and the log-softmax is fused (no (b, T, V) tensor).
+    token is predicted (no (b, T, V) tensor).
     """
     targets = response_mask(attention_mask, response_start)[:, 1:]
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets)[targets]
-    logits = output_embeddings(hidden[:, :-1][targets])
-    logprobs, _ = fused_logprobs(logits.float(), input_ids[:, 1:][targets], consume=True)
+    logprobs = token_logprobs(hidden[:, :-1][targets], input_ids[:, 1:][targets], output_embeddings)
     totals = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device).index_add(0, rows, logprobs)
     counts = targets.sum(dim=-1).clamp_min(1).to(torch.float32)
     return totals / counts
+
+
+def token_logprobs(states: torch.Tensor, tokens: torch.Tensor, output_embeddings: nn.Module,
+                   chunk: int = 1024) -> torch.Tensor:
+    """log p(token) (n,) float32 from the states (n, E) that predict them, ``chunk`` rows of logits at a time."""
+    out = []
+    for start in range(0, states.shape[0], chunk):
+        logits = output_embeddings(states[start:start + chunk]).float()
+        picked = logits.gather(1, tokens[start:start + chunk, None])[:, 0]
+        out.append(picked - torch.logsumexp(logits, dim=-1))
+    return torch.cat(out) if out else states.new_zeros(0, dtype=torch.float32)
 
 
 class RewardHead(nn.Linear):
