@@ -22,7 +22,7 @@ from torch import nn
 
 from rlhfkit.models.chat import pair_ids
 from rlhfkit.models.last_token import last_token_hidden, supports_last_token
-from rlhfkit.models.likelihood import FrozenLikelihood, RewardHead, mean_response_logprob
+from rlhfkit.models.likelihood import FrozenLikelihood, RewardHead, context_length, mean_response_logprob
 from rlhfkit.models.pooling import check_pooling, pool, pooled_width
 from rlhfkit.models.value import hidden_size_of
 from rlhfkit.models.gelu import fuse_gelu
@@ -422,7 +422,7 @@ class RewardModel(nn.Module):
         backbone = (AutoModelForCausalLM if likelihood else AutoModel).from_pretrained(path, **kwargs)
         if seed is not None:
             torch.manual_seed(seed)
-        settings = RewardModelSettings(num_heads=num_heads, max_length=min(max_length, _context_length(backbone)),
+        settings = RewardModelSettings(num_heads=num_heads, max_length=min(max_length, context_length(backbone)),
                                        pooling=pooling, likelihood=likelihood)
         frozen = FrozenLikelihood.load(likelihood_model) if likelihood_model else None
         model = cls(backbone, tokenizer, settings, frozen)
@@ -433,15 +433,6 @@ def _output_embeddings(backbone: nn.Module) -> nn.Module | None:
     """The LM head of a causal LM (tied or not), or None for a bare trunk."""
     getter = getattr(backbone, "get_output_embeddings", None)
     return getter() if callable(getter) else None
-
-
-def _context_length(backbone: nn.Module) -> int:
-    config = backbone.config
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 1 << 30
 
 
 class RewardEnsemble:
