@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 
-
 def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
     """True at each row's response positions: from ``response_start[r]`` to its last non-pad token; (b, T) bool.
 
