@@ -1,5 +1,6 @@
-"""CachedSampler's speed-ups (length-grouped prefill, in-place KV cache, GPT-2 decode step, fused GELU)
-give the rollouts of its plain path: left-padded prefill, transformers' DynamicCache and forward."""
+"""CachedSampler's speed-ups (length-grouped prefill, in-place KV cache, GPT-2 decode step, fused GELU,
+weights packed for oneDNN, small steps on one thread) give the rollouts of its plain path: left-padded
+prefill, transformers' DynamicCache and forward."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from rlhfkit.rl.cached_prefill import length_groups
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.rollout import CachedSampler, SamplingParams
 
-PLAIN = CachedSampler(inplace_kv=False, group_prefill=False, fuse_gelu=False, gpt2_step=False)
+PLAIN = CachedSampler(inplace_kv=False, group_prefill=False, fuse_gelu=False, gpt2_step=False, pack_weights=False,
+                      serial_step_work=0)
 PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "Please explain why", "I",
            "The movie was great and the actors", "Hi there"]
 
@@ -77,7 +79,8 @@ def test_grouped_prefill_and_inplace_cache_match_the_padded_dynamic_path(model_n
     assert len(length_groups(lengths, 0, cached_prefill.MAX_GROUPS)) > 1
     reference = PLAIN
     for sampler in (CachedSampler(), CachedSampler(inplace_kv=False), CachedSampler(group_prefill=False),
-                    CachedSampler(gpt2_step=False, fuse_gelu=False)):
+                    CachedSampler(gpt2_step=False, fuse_gelu=False), CachedSampler(pack_weights=False),
+                    CachedSampler(serial_step_work=0)):
         expected = reference.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(3))
         rollout = sampler.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(3))
         assert torch.equal(rollout.response_ids, expected.response_ids)

@@ -26,8 +26,10 @@ from rlhfkit.models.chat import DEFAULT_CHAT_TEMPLATE, prompt_ids, turn_end_ids
 from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.models.gelu import fused_gelu_while
 from rlhfkit.rl.logprobs import forward_parameters
+from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
+from rlhfkit.utils.runtime import intra_op_threads_restored
 
 
 class PromptTooLongError(ValueError):
@@ -460,6 +462,10 @@ class CachedSampler:
     one-kernel tanh GELU (:func:`rlhfkit.models.gelu.fused_gelu_while`, the model is restored afterwards).
     ``gpt2_step`` decodes a plain GPT-2 over the in-place cache with a hand-written step
     (:mod:`rlhfkit.rl.cached_gpt2`: the same modules without transformers' per-call wrapping).
+    ``pack_weights``: on CPU in float32, the model's plain linear layers run on weights packed once per
+    rollout for oneDNN (:func:`rlhfkit.rl.packed_linear.packed_linears_while`; prefill and decode).
+    ``serial_step_work``: on CPU, once the rows still decoding times the squared hidden width is at most
+    this, the remaining steps run on one intra-op thread (see :func:`serial_decode_rows`; 0: never).
     """
 
     cache: Literal["dynamic", "static"] = "dynamic"
@@ -471,6 +477,8 @@ class CachedSampler:
     group_prefill: bool = True
     fuse_gelu: bool = True
     gpt2_step: bool = True
+    serial_step_work: int = 1 << 21
+    pack_weights: bool = True
 
     def _new_cache(self, model: nn.Module, max_length: int) -> Any:
         from transformers import DynamicCache, StaticCache
@@ -529,7 +537,9 @@ class CachedSampler:
         attention = self.attention or decode_attention(getattr(model.config, "_attn_implementation", None), device,
                                                        compiled=False)
         fused = fused_gelu_while(model) if self.fuse_gelu else contextlib.nullcontext()
-        with torch.no_grad(), _eval_mode(model), attention_implementation(model, attention), fused:
+        packed = packed_linears_while(model) if self.pack_weights else contextlib.nullcontext()
+        with torch.no_grad(), _eval_mode(model), attention_implementation(model, attention), fused, packed, \
+                intra_op_threads_restored():
             response_ids, logprobs = self._decode(model, tokenizer, prompt_ids, prompt_mask, eos_ids, params, generator,
                                                   None if row_seeds is None else row_seeds.to(device))
         return finalize_rollout(tokenizer, prompts, prompt_ids, prompt_mask, response_ids, logprobs, eos_ids, params)
@@ -564,6 +574,7 @@ class CachedSampler:
         rows = torch.arange(batch, device=device)  # original row of each row still in the batch
         running = torch.ones(batch, dtype=torch.bool, device=device)
         fast = self._fast_step(model, cache, mask) if inplace else None
+        serial_rows = serial_decode_rows(model, device, self.serial_step_work)
 
         prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
         if grouped:
@@ -597,6 +608,8 @@ class CachedSampler:
                 chosen, running = chosen[keep], running[keep]
                 if fast is not None:
                     fast.select(keep)
+            if rows.numel() <= serial_rows and torch.get_num_threads() > 1:
+                torch.set_num_threads(1)  # the caller restores the count (intra_op_threads_restored)
             if static:
                 mask[:, prompt_length + step] = 1
             if fast is not None:
@@ -607,6 +620,26 @@ class CachedSampler:
                                use_cache=True, **{cache_kw: cache}).logits[:, -1].float()
             next_position = next_position + 1
         return tokens[:, : step + 1], token_logprobs[:, : step + 1]
+
+
+def serial_decode_rows(model: nn.Module, device: torch.device, serial_step_work: int) -> int:
+    """The most rows a decode step may have and still run faster on one intra-op thread (0 off the CPU).
+
+    A decode step at a few rows is dozens of small ops, and each one that PyTorch parallelizes wakes the
+    sleeping OpenMP workers (``OMP_WAIT_POLICY=PASSIVE``, which :func:`rlhfkit.utils.runtime.configure_threads`
+    sets): ~50 us for a 3-row layer norm on 2 threads against 3 us on one. A second thread pays once a
+    layer's products are large: one step of GPT-2s 256 x 4 layers, 512 x 8 and 768 x 12 (weights packed,
+    2 cores) ran faster on one thread up to ~32, ~6 and ~3 rows, i.e. while rows x width^2 <= ~2^21.
+    """
+    if device.type != "cpu" or serial_step_work <= 0:
+        return 0
+    from rlhfkit.models.value import hidden_size_of
+
+    try:
+        width = hidden_size_of(model.config)
+    except (AttributeError, ValueError):
+        return 0
+    return serial_step_work // (width * width)
 
 
 SAMPLERS = ("hf", "cached", "cached-static", "compiled")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -20,6 +22,17 @@ def configure_threads(num_threads: int | None = None) -> int:
         num_threads = int(os.environ.get("RLHFKIT_THREADS", min(os.cpu_count() or 1, 8)))
     torch.set_num_threads(max(1, num_threads))
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def intra_op_threads_restored() -> Iterator[None]:
+    """Restore torch's intra-op thread count after the block, whatever the block set it to."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int) -> None:

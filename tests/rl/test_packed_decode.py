@@ -1,0 +1,101 @@
+"""Sampling on the CPU with packed oneDNN weights and small steps on one thread: the same products as the
+modules, the modules put back after, adapters and autocast left alone, the thread count restored."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from rlhfkit.rl.cached_gpt2 import attend
+from rlhfkit.rl.packed_linear import PackedLinear, onednn_linear_available, packed_linears_while
+from rlhfkit.rl.rollout import CachedSampler, SamplingParams, serial_decode_rows
+
+PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop."]
+needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="this PyTorch build has no oneDNN linear")
+
+
+@needs_onednn
+def test_packed_layers_compute_what_the_modules_do_and_are_put_back(eos_model) -> None:
+    from transformers.pytorch_utils import Conv1D
+
+    ids = torch.randint(0, eos_model.config.vocab_size, (3, 7), generator=torch.Generator().manual_seed(0))
+    before = [(name, type(module)) for name, module in eos_model.named_modules()]
+    with torch.no_grad():
+        expected = eos_model(input_ids=ids).logits
+        with packed_linears_while(eos_model) as count:
+            assert count == 4 * eos_model.config.n_layer + 1  # c_attn, c_proj, c_fc, mlp c_proj; the LM head
+            assert sum(type(m) is PackedLinear for m in eos_model.modules()) == count
+            assert not any(type(m) is Conv1D for m in eos_model.modules())
+            packed = eos_model(input_ids=ids).logits
+    torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
+    assert [(name, type(module)) for name, module in eos_model.named_modules()] == before
+    assert eos_model.lm_head.weight is eos_model.transformer.wte.weight  # tying intact
+    handle = eos_model.lm_head.register_forward_hook(lambda module, args, output: None)
+    try:
+        with packed_linears_while(eos_model) as count_with_hook:
+            assert count_with_hook == count - 1 and type(eos_model.lm_head) is nn.Linear  # its hook still fires
+    finally:
+        handle.remove()
+
+
+@needs_onednn
+def test_lora_layers_and_autocast_are_left_alone(eos_model) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(copy.deepcopy(eos_model), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(parameter, std=0.5)  # a nonzero adapter, so ignoring it would show
+    ids = torch.randint(0, eos_model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        with packed_linears_while(model) as count:
+            assert count == 3 * eos_model.config.n_layer + 1  # every c_attn keeps its adapter and base layer
+            packed = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16), packed_linears_while(model) as under_autocast:
+            assert under_autocast == 0
+    torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
+
+
+def test_serial_decode_rows_from_width() -> None:
+    def config_of(width: int) -> nn.Module:
+        model = nn.Module()
+        model.config = type("Config", (), {"hidden_size": width})()
+        return model
+
+    cpu = torch.device("cpu")
+    assert serial_decode_rows(config_of(256), cpu, 1 << 21) == 32
+    assert serial_decode_rows(config_of(768), cpu, 1 << 21) == 3
+    assert serial_decode_rows(config_of(4096), cpu, 1 << 21) == 0
+    assert serial_decode_rows(config_of(256), cpu, 0) == 0
+    assert serial_decode_rows(config_of(256), torch.device("meta"), 1 << 21) == 0
+
+
+def test_one_thread_for_small_steps_gives_the_same_rollout_and_restores_threads(eos_model, tokenizer) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = SamplingParams(max_new_tokens=10, temperature=1.0)
+        serial = CachedSampler().sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(4))
+        assert torch.get_num_threads() == 2
+        threaded = CachedSampler(serial_step_work=0).sample(eos_model, tokenizer, PROMPTS, params,
+                                                            generator=torch.Generator().manual_seed(4))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(serial.response_ids, threaded.response_ids)
+    torch.testing.assert_close(serial.logprobs, threaded.logprobs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attend_is_softmax_attention_with_an_additive_bias(dtype) -> None:
+    generator = torch.Generator().manual_seed(2)
+    query, keys, values = (torch.randn(3, 2, length, 8, generator=generator) for length in (1, 6, 6))
+    mask = torch.ones(3, 6)
+    mask[0, :2] = 0
+    bias = torch.zeros(3, 1, 1, 6).masked_fill(mask[:, None, None, :] == 0, torch.finfo(torch.float32).min)
+    expected = torch.softmax(query @ keys.transpose(-1, -2) * 0.3 + bias, dim=-1) @ values
+    out = attend(query.to(dtype), keys.to(dtype), values.to(dtype), bias.to(dtype), 0.3).float()
+    torch.testing.assert_close(out, expected, atol=1e-5 if dtype == torch.float32 else 3e-2, rtol=0)
