@@ -80,15 +80,16 @@ def packed_linears_while(model: nn.Module) -> Iterator[int]:
     """Inside the block, every packable linear layer of ``model`` runs as a :class:`PackedLinear`; the
     modules are put back after. Yields the count (0 off the CPU, under autocast, or without oneDNN).
 
-    Adapter layers (peft's LoRA wrappers, their base layers and their A/B matrices) are left alone: the
-    adapter code reads and combines them itself (see :mod:`rlhfkit.models.lora_in_place`).
+    A model with adapters (peft's LoRA and the like) is left alone: LoRA is chosen to save memory, and the
+    packed copies of its frozen weights would add their size to the rollout (bench/memory.py's PPO-LoRA
+    peak did not move beyond its +-10 MiB noise when they were packed, so this is caution, not a measurement).
     """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     sites = []
-    if device.type == "cpu" and not torch.is_autocast_enabled("cpu") and onednn_linear_available():
-        adapted = {id(inner) for layer in model.modules() if _is_adapter(layer) for inner in layer.modules()}
+    if (device.type == "cpu" and not torch.is_autocast_enabled("cpu") and onednn_linear_available()
+            and not any(_is_adapter(layer) for layer in model.modules())):
         sites = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-                 if id(child) not in adapted and packable(child)]
+                 if packable(child)]
     for parent, name, child in sites:
         setattr(parent, name, PackedLinear(child))
     try:
