@@ -60,18 +60,13 @@ def test_lora_models_and_autocast_are_left_alone(eos_model) -> None:
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
 
 
-def test_serial_decode_rows_from_width() -> None:
-    def config_of(width: int) -> nn.Module:
-        model = nn.Module()
-        model.config = type("Config", (), {"hidden_size": width})()
-        return model
-
+def test_serial_decode_rows_from_the_parameter_count() -> None:
     cpu = torch.device("cpu")
-    assert serial_decode_rows(config_of(256), cpu, 1 << 21) == 32
-    assert serial_decode_rows(config_of(768), cpu, 1 << 21) == 3
-    assert serial_decode_rows(config_of(4096), cpu, 1 << 21) == 0
-    assert serial_decode_rows(config_of(256), cpu, 0) == 0
-    assert serial_decode_rows(config_of(256), torch.device("meta"), 1 << 21) == 0
+    model = nn.Linear(1000, 1000)  # 1,001,000 parameters
+    assert serial_decode_rows(model, cpu, 150_000_000) == 149
+    assert serial_decode_rows(model, cpu, 999_999) == 0
+    assert serial_decode_rows(model, cpu, 0) == 0
+    assert serial_decode_rows(model, torch.device("meta"), 150_000_000) == 0
 
 
 def test_one_thread_for_small_steps_gives_the_same_rollout_and_restores_threads(eos_model, tokenizer) -> None:

@@ -464,7 +464,7 @@ class CachedSampler:
     (:mod:`rlhfkit.rl.cached_gpt2`: the same modules without transformers' per-call wrapping).
     ``pack_weights``: on CPU in float32, the model's plain linear layers run on weights packed once per
     rollout for oneDNN (:func:`rlhfkit.rl.packed_linear.packed_linears_while`; prefill and decode).
-    ``serial_step_work``: on CPU, once the rows still decoding times the squared hidden width is at most
+    ``serial_step_work``: on CPU, once the rows still decoding times the model's parameter count is at most
     this, the remaining steps run on one intra-op thread (see :func:`serial_decode_rows`; 0: never).
     """
 
@@ -477,7 +477,7 @@ class CachedSampler:
     group_prefill: bool = True
     fuse_gelu: bool = True
     gpt2_step: bool = True
-    serial_step_work: int = 1 << 21
+    serial_step_work: int = 150_000_000
     pack_weights: bool = True
 
     def _new_cache(self, model: nn.Module, max_length: int) -> Any:
@@ -627,19 +627,17 @@ def serial_decode_rows(model: nn.Module, device: torch.device, serial_step_work:
 
     A decode step at a few rows is dozens of small ops, and each one that PyTorch parallelizes wakes the
     sleeping OpenMP workers (``OMP_WAIT_POLICY=PASSIVE``, which :func:`rlhfkit.utils.runtime.configure_threads`
-    sets): ~50 us for a 3-row layer norm on 2 threads against 3 us on one. A second thread pays once a
-    layer's products are large: one step of GPT-2s 256 x 4 layers, 512 x 8 and 768 x 12 (weights packed,
-    2 cores) ran faster on one thread up to ~32, ~6 and ~3 rows, i.e. while rows x width^2 <= ~2^21.
+    sets): ~50 us for a 3-row layer norm on 2 threads against 3 us on one. A second thread pays once the
+    products are large. One step of GPT-2s of 4.2M, 41M and 124M parameters (256 x 4 layers, vocabulary
+    4,096; 512 x 8, 32,000; 768 x 12, 50,257; weights packed; 2 cores) ran faster on one thread up to ~64,
+    ~8 and ~3 rows (rows x parameters, the step's multiply-adds, up to ~3e8), but in whole rollouts of the
+    smallest (bench/rollout.py) 64 rows sampled faster on two threads (wall time, 15%) and 32 rows on one:
+    the default, 1.5e8, keeps one thread for the rows where both measurements agree.
     """
     if device.type != "cpu" or serial_step_work <= 0:
         return 0
-    from rlhfkit.models.value import hidden_size_of
-
-    try:
-        width = hidden_size_of(model.config)
-    except (AttributeError, ValueError):
-        return 0
-    return serial_step_work // (width * width)
+    parameters = sum(p.numel() for p in model.parameters())
+    return serial_step_work // max(parameters, 1)
 
 
 SAMPLERS = ("hf", "cached", "cached-static", "compiled")
