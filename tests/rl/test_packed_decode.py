@@ -1,5 +1,6 @@
-"""Sampling on the CPU with packed oneDNN weights and small steps on one thread: the same products as the
-modules, the modules put back after, adapters and autocast left alone, the thread count restored."""
+"""Sampling on the CPU with packed oneDNN weights, small steps on one thread and the GPT-2 prefill: the same
+products as the modules, the modules put back after, adapters and autocast left alone, the thread count
+restored, the prefill's mask causal."""
 
 from __future__ import annotations
 
@@ -94,3 +95,13 @@ def test_attend_is_softmax_attention_with_an_additive_bias(dtype) -> None:
     expected = torch.softmax(query @ keys.transpose(-1, -2) * 0.3 + bias, dim=-1) @ values
     out = attend(query.to(dtype), keys.to(dtype), values.to(dtype), bias.to(dtype), 0.3).float()
     torch.testing.assert_close(out, expected, atol=1e-5 if dtype == torch.float32 else 3e-2, rtol=0)
+
+
+def test_prefill_bias_is_causal_padding_with_each_position_seeing_itself() -> None:
+    from rlhfkit.rl.cached_gpt2 import prefill_bias
+
+    bias = prefill_bias(torch.tensor([[0, 1, 1], [1, 1, 1]]), torch.float32)
+    allowed = (bias == 0).squeeze(1)
+    assert bias.shape == (2, 1, 3, 3)
+    assert allowed[0].tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+    assert allowed[1].tolist() == [[True, False, False], [True, True, False], [True, True, True]]

@@ -1,4 +1,5 @@
-"""A hand-written GPT-2 decode step for ``CachedSampler``: the model's own modules, none of the wrapping.
+"""A hand-written GPT-2 decode step (and prompt prefill) for ``CachedSampler``: the model's own modules,
+none of the wrapping.
 
 A transformers forward of one token costs ~3.5 ms of CPU at batch 1 on ``bench/rollout.py``'s model
 (mask building, output capture, cache bookkeeping), ~20% of a 64-row step. This step calls the same
@@ -50,10 +51,25 @@ class GPT2Stepper:
         """(b, 1) ids at (b, 1) positions attending to the first ``length`` cache positions -> (b, V) logits."""
         return gpt2_step(self.trunk, self.lm_head, self.cache, ids, positions, self.bias[..., :length])
 
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Left-padded prompts (b, L) through the same blocks with a causal mask, writing the cache as its
+        layers are routed (:func:`rlhfkit.rl.cached_kv.set_prefill_rows`) -> each row's last (b, V) logits."""
+        return gpt2_step(self.trunk, self.lm_head, self.cache, ids, positions, prefill_bias(mask, self.bias.dtype))
+
+
+def prefill_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(b, L) 0/1 mask -> (b, 1, L, L) causal padding bias. A padding position attends to itself, so no row
+    of the softmax is empty (its output is masked out of every later attention anyway)."""
+    length = mask.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+    allowed = (causal[None] & mask.bool()[:, None, :]) | torch.eye(length, dtype=torch.bool, device=mask.device)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return bias[:, None]
+
 
 def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
            scaling: float) -> torch.Tensor:
-    """softmax(q.k * scaling + bias).v for (b, h, 1, d) queries: PyTorch's fused attention in float32 (~25%
+    """softmax(q.k * scaling + bias).v for (b, h, L, d) queries: PyTorch's fused attention in float32 (~25%
     faster than the four ops on CPU), transformers' eager ops otherwise (bf16 fused attention is slower on CPU)."""
     if query.dtype == keys.dtype == torch.float32:
         return nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=bias, scale=scaling)
@@ -63,7 +79,8 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: 
 
 def gpt2_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
               bias: torch.Tensor) -> torch.Tensor:
-    """One token per row: ids (b, 1), positions (b, 1), bias (b, 1, 1, filled + 1) -> (b, V) float32 logits."""
+    """ids (b, L) at positions (b, L) with an attention bias (b, 1, L, keys) -> the last position's (b, V)
+    float32 logits; L = 1 in a decode step, the prompt in a prefill."""
     hidden = trunk.wte(ids) + trunk.wpe(positions)
     for block, layer in zip(trunk.h, cache.layers):
         attn = block.attn
@@ -74,4 +91,4 @@ def gpt2_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tenso
         context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
         hidden = hidden + attn.c_proj(context)
         hidden = hidden + block.mlp(block.ln_2(hidden))
-    return lm_head(trunk.ln_f(hidden))[:, -1].float()
+    return lm_head(trunk.ln_f(hidden[:, -1])).float()

@@ -10,6 +10,7 @@ steps see exactly the layout of a padded prefill.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -58,9 +59,12 @@ def length_groups(lengths: list[int], group_cost: int = GROUP_COST, max_groups: 
 
 
 def grouped_prefill(model: nn.Module, cache: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                    cache_kw: str, forward_kwargs: dict[str, Any]) -> torch.Tensor:
+                    cache_kw: str, forward_kwargs: dict[str, Any],
+                    forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    ) -> torch.Tensor:
     """Fill ``cache`` (preallocated, empty) with left-padded prompts (b, P), one forward per length group;
-    returns the (b, V) float32 logits of each prompt's last token."""
+    returns the (b, V) float32 logits of each prompt's last token. ``forward(ids, mask, positions)`` -> last
+    logits replaces the model's forward (the GPT-2 fast path, :meth:`rlhfkit.rl.cached_gpt2.GPT2Stepper.prefill`)."""
     batch, width = prompt_ids.shape
     lengths = prompt_mask.sum(-1).tolist()
     logits: torch.Tensor | None = None
@@ -70,9 +74,12 @@ def grouped_prefill(model: nn.Module, cache: Any, prompt_ids: torch.Tensor, prom
             start = width - max(lengths[i] for i in group)
             ids, mask = prompt_ids[rows, start:], prompt_mask[rows, start:]
             set_prefill_rows(cache, rows, start)
-            output = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True,
-                           **forward_kwargs, **{cache_kw: cache})
-            last = output.logits[:, -1].float()
+            positions = position_ids_from_mask(mask)
+            if forward is not None:
+                last = forward(ids, mask, positions)
+            else:
+                last = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **forward_kwargs, **{cache_kw: cache}).logits[:, -1].float()
             if logits is None:
                 logits = last.new_empty((batch, last.shape[-1]))
             logits[rows] = last

@@ -581,7 +581,8 @@ class CachedSampler:
             from rlhfkit.rl.cached_kv import as_dynamic
             from rlhfkit.rl.cached_prefill import grouped_prefill
 
-            logits = grouped_prefill(model, cache, prompt_ids, prompt_mask, cache_kw, prefill_kwargs)
+            logits = grouped_prefill(model, cache, prompt_ids, prompt_mask, cache_kw, prefill_kwargs,
+                                     None if fast is None else fast.prefill)
             if not self.inplace_kv:
                 as_dynamic(cache)
         else:
