@@ -18,6 +18,13 @@ PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop."
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="this PyTorch build has no oneDNN linear")
 
 
+def test_the_availability_check_leaves_the_global_rng_alone() -> None:
+    onednn_linear_available.cache_clear()
+    state = torch.random.get_rng_state()
+    onednn_linear_available()
+    assert torch.equal(torch.random.get_rng_state(), state)  # a resumed run draws what an uninterrupted one does
+
+
 @needs_onednn
 def test_packed_layers_compute_what_the_modules_do_and_are_put_back(eos_model) -> None:
     from transformers.pytorch_utils import Conv1D

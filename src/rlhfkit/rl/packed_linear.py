@@ -27,8 +27,8 @@ def onednn_linear_available() -> bool:
             hasattr(ops, name) for name in ("_reorder_linear_weight", "_linear_pointwise")):
         return False
     generator = torch.Generator().manual_seed(0)
-    layer = nn.Linear(16, 24)
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a layer's init must not move the caller's RNG
+        layer = nn.Linear(16, 24)
         layer.weight.copy_(torch.randn(24, 16, generator=generator))
         inputs = torch.randn(3, 16, generator=generator)
         try:
