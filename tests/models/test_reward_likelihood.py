@@ -15,9 +15,10 @@ from rlhfkit.models.likelihood import (FrozenLikelihood, RewardHead, mean_respon
                                         token_logprobs)
 from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
 from rlhfkit.reward.batching import attach_likelihoods, collate, encode_records
-from rlhfkit.reward.config import RewardOptimConfig, RewardTrainConfig
+from rlhfkit.reward.config import RewardLossConfig, RewardOptimConfig, RewardTrainConfig
 from rlhfkit.reward.pipeline import build_model, train_reward_model
-from rlhfkit.reward.selection import golden_section_minimum, refit_likelihood_weight
+from rlhfkit.reward.selection import (golden_section_minimum, heldout_loss, likelihood_weight_loss,
+                                      refit_likelihood_weight)
 from rlhfkit.reward.trainer import RewardTrainer
 
 PROMPTS = ["The movie was", "Please explain why the sky"]
@@ -237,8 +238,8 @@ def test_golden_section_finds_the_minimum_of_a_convex_function():
 def test_the_likelihood_weight_is_refit_to_the_held_out_minimum_and_kept_when_nothing_beats_it():
     head = RewardHead(8, 1, likelihood=True)
 
-    def held_out_loss() -> float:  # convex in the effective weight, lowest at 2.5 reward per nat
-        return (float(head.likelihood_weight.detach()) * head.likelihood_gain - 2.5) ** 2
+    def held_out_loss(per_nat: float) -> float:  # convex, lowest at 2.5 reward per nat
+        return (per_nat - 2.5) ** 2
 
     before, after = refit_likelihood_weight(head, held_out_loss)
     assert before == 0.0 and after == pytest.approx(2.5, abs=1e-3)
@@ -248,13 +249,29 @@ def test_the_likelihood_weight_is_refit_to_the_held_out_minimum_and_kept_when_no
     assert refit_likelihood_weight(head, held_out_loss)[1] == pytest.approx(2.5, abs=1e-9)
 
 
+def test_the_held_out_loss_from_two_passes_equals_the_loss_at_each_weight():
+    """Rewards are linear in the likelihood weight, so two forward passes give the loss at any weight."""
+    model = _model()
+    records, _ = encode_records(_likely_versus_random(_model(seed=1), 12), model.tokenizer, max_length=64,
+                                eos_id=model.tokenizer.eos_token_id, min_prompt_tokens=4)
+    loss = RewardLossConfig()
+    with torch.no_grad():
+        model.head.likelihood_weight.fill_(0.3 / model.head.likelihood_gain)
+    loss_at = likelihood_weight_loss(model, records, loss, 4, torch.device("cpu"))
+    assert float(model.head.likelihood_weight) * model.head.likelihood_gain == pytest.approx(0.3)  # put back
+    for per_nat in (-2.0, 0.0, 0.3, 1.7):
+        with torch.no_grad():
+            model.head.likelihood_weight.fill_(per_nat / model.head.likelihood_gain)
+        assert loss_at(per_nat) == pytest.approx(heldout_loss(model, records, loss, 4, torch.device("cpu")), rel=1e-5)
+
+
 def test_train_rm_end_to_end_refits_the_weight_and_saves_the_frozen_lm(tmp_path, monkeypatch):
     from rlhfkit.reward import pipeline
 
     refits = []
 
-    def recording(head, measure):  # type: ignore[no-untyped-def]
-        refits.append(refit_likelihood_weight(head, measure))
+    def recording(head, loss_at):  # type: ignore[no-untyped-def]
+        refits.append(refit_likelihood_weight(head, loss_at))
         return refits[-1]
 
     monkeypatch.setattr(pipeline, "refit_likelihood_weight", recording)

@@ -34,7 +34,8 @@ from rlhfkit.reward.batching import assign_bootstrap_weights, attach_likelihoods
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.ensemble_eval import METRIC, ensemble_confidence_metric
 from rlhfkit.reward.evaluation import EvalReport, plot_reliability
-from rlhfkit.reward.selection import heldout_loss, refit_likelihood_weight, split_by_prompt, unit_head_weights
+from rlhfkit.reward.selection import (heldout_loss, likelihood_weight_loss, refit_likelihood_weight, split_by_prompt,
+                                      unit_head_weights)
 from rlhfkit.reward.sharding import check_batch_size, sharded_evaluation, sharded_scores
 from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary
 from rlhfkit.utils.checkpoint import atomic_write_dir, atomic_write_json
@@ -240,7 +241,9 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
         model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None
         head = model.head
         if selection_set and head is not None and head.likelihood_weight is not None and model.num_heads == 1:
-            before, after = refit_likelihood_weight(head, select)
+            loss_at = likelihood_weight_loss(model, selection_set, config.loss, config.batch_size, device,
+                                             trainer.thresholds_by_key())
+            before, after = refit_likelihood_weight(head, loss_at)
             console.print(f"likelihood weight refit on the held-out slice: {before:.3f} -> {after:.3f} reward per nat")
     finally:
         tracker.close()

@@ -74,19 +74,55 @@ def unit_head_weights(records: Sequence[EncodedRecord], num_heads: int) -> list[
 def heldout_loss(model: Any, records: Sequence[EncodedRecord], loss: RewardLossConfig, batch_size: int,
                  device: torch.device, thresholds: Mapping[str, torch.Tensor] | None = None) -> float:
     """The training objective over all of ``records`` (one weighted mean, as if one step), without gradients."""
+    return batches_loss(heldout_rewards(model, records, batch_size, device), loss, thresholds,
+                        step_denominators(records, model.num_heads))
+
+
+def heldout_rewards(model: Any, records: Sequence[EncodedRecord], batch_size: int, device: torch.device
+                    ) -> list[tuple[Any, torch.Tensor]]:
+    """Each batch of ``records`` with the model's float32 rewards for it (eval mode, no gradients)."""
     was_training = model.training
     model.eval()
-    denominators = step_denominators(records, model.num_heads)
-    total = 0.0
+    out = []
     try:
-        for start in range(0, len(records), batch_size):
-            batch = collate(records[start:start + batch_size], model.pad_id).to(device)
-            rewards = model(batch.input_ids, batch.attention_mask, batch.response_start, batch.likelihood).float()
-            value, _ = batch_objective(rewards, batch, loss, thresholds, denominators)
-            total += float(value)
+        with torch.no_grad():
+            for start in range(0, len(records), batch_size):
+                batch = collate(records[start:start + batch_size], model.pad_id).to(device)
+                out.append((batch, model(batch.input_ids, batch.attention_mask, batch.response_start,
+                                         batch.likelihood).float()))
     finally:
         model.train(was_training)
-    return total
+    return out
+
+
+def batches_loss(rewarded: Sequence[tuple[Any, torch.Tensor]], loss: RewardLossConfig,
+                 thresholds: Mapping[str, torch.Tensor] | None, denominators: Any) -> float:
+    """The objective summed over (batch, rewards) pairs with the step's ``denominators``."""
+    return sum(float(batch_objective(rewards, batch, loss, thresholds, denominators)[0]) for batch, rewards in rewarded)
+
+
+def likelihood_weight_loss(model: Any, records: Sequence[EncodedRecord], loss: RewardLossConfig, batch_size: int,
+                           device: torch.device, thresholds: Mapping[str, torch.Tensor] | None = None
+                           ) -> Callable[[float], float]:
+    """The held-out loss as a function of the head's likelihood weight (reward per nat), from two forward
+    passes: a reward is linear in that weight, so rewards at 0 and at 1 per nat give every other value."""
+    head = model.head
+    weight, gain = head.likelihood_weight, head.likelihood_gain
+    trained = weight.detach().clone()
+    with torch.no_grad():
+        weight.zero_()
+        at_zero = heldout_rewards(model, records, batch_size, device)
+        weight.fill_(1.0 / gain)
+        at_one = heldout_rewards(model, records, batch_size, device)
+        weight.copy_(trained)
+    denominators = step_denominators(records, model.num_heads)
+    slopes = [(batch, zero, one - zero) for (batch, zero), (_, one) in zip(at_zero, at_one)]
+
+    def loss_at(per_nat: float) -> float:
+        return batches_loss([(batch, zero + per_nat * slope) for batch, zero, slope in slopes], loss, thresholds,
+                            denominators)
+
+    return loss_at
 
 
 def golden_section_minimum(function: Callable[[float], float], low: float, high: float,
@@ -113,26 +149,23 @@ def golden_section_minimum(function: Callable[[float], float], low: float, high:
     return x, value
 
 
-def refit_likelihood_weight(head: Any, measure: Callable[[], float], limit: float = 10.0) -> tuple[float, float]:
+def refit_likelihood_weight(head: Any, loss_at: Callable[[float], float], limit: float = 10.0
+                            ) -> tuple[float, float]:
     """Set a one-head reward head's likelihood weight to the value (reward per nat, within +-``limit``) that
-    minimizes ``measure()`` (the held-out loss), keeping the trained one if no value beats it.
+    minimizes ``loss_at(per_nat)`` (the held-out loss, :func:`likelihood_weight_loss`), keeping the trained
+    one if no value beats it.
 
     Jointly with the trunk, SGD leaves this one weight wherever early stopping caught it (0.19 to 0.95 per nat
     across folds of the same data); the held-out loss is convex in it, so a 1-D search finds its best value.
     Returns (before, after) in reward per nat.
     """
     weight, gain = head.likelihood_weight, head.likelihood_gain
-
-    def loss_at(per_nat: float) -> float:
-        with torch.no_grad():
-            weight.fill_(per_nat / gain)
-        return measure()
-
     before = float(weight.detach()[0]) * gain
     trained_loss = loss_at(before)
     best, best_loss = golden_section_minimum(loss_at, -limit, limit)
     after = best if best_loss < trained_loss else before
-    loss_at(after)
+    with torch.no_grad():
+        weight.fill_(after / gain)
     return before, after
 
 
