@@ -398,19 +398,19 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     texts = base_texts(args, train, train_groups)
     with quiet_transformers():
         knowledge = knowledge_base(args, recipe) if args.knowledge_steps else None
+        # the fold bases start from the knowledge base, unless it is train-rm's frozen likelihood LM instead
+        start = None if args.likelihood_knowledge else knowledge
         frozen = knowledge if args.likelihood_knowledge else None
-        if frozen is not None:
-            knowledge = None  # the fold bases stay the default ones; the knowledge base is train-rm's frozen LM
-        settings = (recipe, texts) if knowledge is None else (recipe, texts, knowledge)
+        settings = (recipe, texts) if start is None else (recipe, texts, start)
         base = Path(args.work) / f"base-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}"
-        if knowledge is not None and not args.pretrain_steps:
-            base, base_stats = knowledge, {}
+        if start is not None and not args.pretrain_steps:
+            base, base_stats = start, {}
         elif (base / "pretrain.json").is_file():
             base_stats = json.loads((base / "pretrain.json").read_text())
         else:
-            base_stats = pretrain_base(texts, base, recipe, start=knowledge)
-        if knowledge is not None or frozen is not None:
-            base_stats = {**base_stats, "knowledge": json.loads(((knowledge or frozen) / "pretrain.json").read_text())}
+            base_stats = pretrain_base(texts, base, recipe, start=start)
+        if knowledge is not None:
+            base_stats = {**base_stats, "knowledge": json.loads((knowledge / "pretrain.json").read_text())}
 
     run = Path(args.work) / f"rm-{name}"
     edits = read_fine_grained_edits(args.data, set(train_groups), args.edit_weight) if args.edits else None

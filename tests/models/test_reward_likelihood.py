@@ -12,7 +12,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 from rlhfkit.data.preference_io import write_jsonl
 from rlhfkit.data.records import Comparison
 from rlhfkit.models.likelihood import (FrozenLikelihood, RewardHead, mean_response_logprob, response_mask,
-                                        token_logprobs)
+                                        head_token_logprobs)
 from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
 from rlhfkit.reward.batching import attach_likelihoods, collate, encode_records
 from rlhfkit.reward.config import RewardLossConfig, RewardOptimConfig, RewardTrainConfig
@@ -298,5 +298,5 @@ def test_token_logprobs_in_chunks_equal_one_log_softmax():
     head = torch.nn.Linear(8, 50, bias=False)
     states, tokens = torch.randn(10, 8), torch.randint(0, 50, (10,))
     expected = torch.log_softmax(head(states), -1).gather(1, tokens[:, None])[:, 0]
-    assert torch.allclose(token_logprobs(states, tokens, head, chunk=3), expected, atol=1e-6)
-    assert token_logprobs(states[:0], tokens[:0], head).shape == (0,)
+    assert torch.allclose(head_token_logprobs(states, tokens, head, chunk=3), expected, atol=1e-6)
+    assert head_token_logprobs(states[:0], tokens[:0], head).shape == (0,)

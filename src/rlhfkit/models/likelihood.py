@@ -37,13 +37,13 @@ def mean_response_logprob(hidden: torch.Tensor, input_ids: torch.Tensor, attenti
     """
     targets = response_mask(attention_mask, response_start)[:, 1:]
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets)[targets]
-    logprobs = token_logprobs(hidden[:, :-1][targets], input_ids[:, 1:][targets], output_embeddings)
+    logprobs = head_token_logprobs(hidden[:, :-1][targets], input_ids[:, 1:][targets], output_embeddings)
     totals = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device).index_add(0, rows, logprobs)
     counts = targets.sum(dim=-1).clamp_min(1).to(torch.float32)
     return totals / counts
 
 
-def token_logprobs(states: torch.Tensor, tokens: torch.Tensor, output_embeddings: nn.Module,
+def head_token_logprobs(states: torch.Tensor, tokens: torch.Tensor, output_embeddings: nn.Module,
                    chunk: int = 1024) -> torch.Tensor:
     """log p(token) (n,) float32 from the states (n, E) that predict them, ``chunk`` rows of logits at a time."""
     out = []

@@ -32,8 +32,12 @@ def gpt2_parts(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 
 def padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(b, L) 0/1 mask -> (b, 1, 1, L) additive attention bias: 0 where attended, the dtype's minimum elsewhere."""
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask == 0, torch.finfo(dtype).min)
-    return bias[:, None, None, :]
+    return additive_bias(mask != 0, dtype)[:, None, None, :]
+
+
+def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean ``allowed`` -> a bias of its shape: 0 where allowed, the dtype's minimum elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 class GPT2Stepper:
@@ -63,8 +67,7 @@ def prefill_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     length = mask.shape[-1]
     causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
     allowed = (causal[None] & mask.bool()[:, None, :]) | torch.eye(length, dtype=torch.bool, device=mask.device)
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
-    return bias[:, None]
+    return additive_bias(allowed, dtype)[:, None]
 
 
 def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
