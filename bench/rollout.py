@@ -2,7 +2,7 @@
 
 Run: OMP_WAIT_POLICY=PASSIVE python bench/rollout.py --threads 2
 Samplers: the names of ``SAMPLERS`` plus ``compiled:eager`` / ``compiled:compile`` (the compiled
-backend with compilation forced off / on) and ``cached:plain`` (``cached`` without its speed-ups), ``cached:threaded`` (``cached`` decoding small batches on all threads), ``cached:unpacked`` (``cached`` with MKL's products instead of packed oneDNN weights); a ``@bf16`` suffix runs that sampler under bfloat16
+backend with compilation forced off / on) and ``cached:plain`` (``cached`` without its speed-ups), ``cached:threaded`` (``cached`` decoding small batches on all threads), ``cached:unpacked`` (``cached`` with MKL's products instead of packed oneDNN weights), ``cached:unsharded`` (``cached`` decoding all rows as one batch instead of a shard of rows per thread); a ``@bf16`` suffix runs that sampler under bfloat16
 autocast, as the trainers sample with ``run.dtype=bfloat16`` (``hf@bf16`` is HF generate in the same
 precision; the summary gives bf16 samplers' ratio over it as ``warm_cpu_same_dtype``). Each
 sampler's first call, on the full batch, is its warm-up (``warmup_s``: that call minus the warm
@@ -62,6 +62,8 @@ def sampler_named(name: str) -> Sampler:
         return CachedSampler(serial_step_work=0, name=name)
     if name == "cached:unpacked":
         return CachedSampler(pack_weights=False, name=name)
+    if name == "cached:unsharded":
+        return CachedSampler(shard_rows=False, name=name)
     if name.startswith("compiled:"):
         mode = name.split(":", 1)[1]
         if mode not in ("eager", "compile"):

@@ -48,7 +48,8 @@ class GPT2Stepper:
         self.bias = padding_bias(mask, trunk.wte.weight.dtype)
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep rows ``keep`` (the cache is compacted by its owner)."""
+        """Keep rows ``keep``, in the padding bias and the cache."""
+        self.cache.batch_select_indices(keep)
         self.bias = self.bias[keep]
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:

@@ -95,6 +95,24 @@ def preallocated_cache(model: nn.Module, batch: int, capacity: int) -> DynamicCa
     return cache
 
 
+def concatenated(caches: list[DynamicCache]) -> DynamicCache:
+    """One cache holding the rows of preallocated ``caches`` in turn (same capacity and filled length)."""
+    merged = DynamicCache()
+    merged.layers = []
+    for layers in zip(*(cache.layers for cache in caches)):
+        live = [layer for layer in layers if layer.is_initialized]
+        layer = PreallocatedLayer(sum(part.batch for part in layers), layers[0].capacity)
+        layer.length = layers[0].length
+        if live:
+            layer.device = live[0].device
+            layer.key_buffer = torch.cat([part.key_buffer for part in live])
+            layer.value_buffer = torch.cat([part.value_buffer for part in live])
+            layer.is_initialized = True
+            layer._views()
+        merged.layers.append(layer)
+    return merged
+
+
 def as_dynamic(cache: DynamicCache) -> None:
     """Replace each preallocated layer by transformers' ``DynamicLayer`` holding its filled prefix."""
     layers = []

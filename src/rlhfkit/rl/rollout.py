@@ -466,6 +466,9 @@ class CachedSampler:
     rollout for oneDNN (:func:`rlhfkit.rl.packed_linear.packed_linears_while`; prefill and decode).
     ``serial_step_work``: on CPU, once the rows still decoding times the model's parameter count is at most
     this, the remaining steps run on one intra-op thread (see :func:`serial_decode_rows`; 0: never).
+    ``shard_rows``: on CPU with several intra-op threads, a GPT-2 batch whose per-thread share of rows is in
+    that one-thread regime is decoded as one shard of rows per thread (:mod:`rlhfkit.rl.sharded_decode`) while
+    rows x parameters is above ``shard_merge_work``.
     """
 
     cache: Literal["dynamic", "static"] = "dynamic"
@@ -479,6 +482,8 @@ class CachedSampler:
     gpt2_step: bool = True
     serial_step_work: int = 150_000_000
     pack_weights: bool = True
+    shard_rows: bool = True
+    shard_merge_work: int = 75_000_000
 
     def _new_cache(self, model: nn.Module, max_length: int) -> Any:
         from transformers import DynamicCache, StaticCache
@@ -495,14 +500,29 @@ class CachedSampler:
 
         return preallocated_cache(model, batch, capacity)
 
-    def _fast_step(self, model: nn.Module, cache: Any, mask: torch.Tensor) -> Any | None:
-        """The hand-written decode step (:mod:`rlhfkit.rl.cached_gpt2`) when enabled and the model is a plain GPT-2."""
+    def _fast_step(self, model: nn.Module, cache: Any, mask: torch.Tensor, shards: int) -> Any | None:
+        """The hand-written decode step (:mod:`rlhfkit.rl.cached_gpt2`) when enabled and the model is a plain GPT-2;
+        over ``shards`` row shards with caches of their own (:mod:`rlhfkit.rl.sharded_decode`) when above 1."""
         if not self.gpt2_step:
             return None
         from rlhfkit.rl.cached_gpt2 import GPT2Stepper, gpt2_parts
+        from rlhfkit.rl.sharded_decode import ShardedStepper, shard_sizes
 
         parts = gpt2_parts(model)
-        return None if parts is None else GPT2Stepper(*parts, cache, mask)
+        if parts is None:
+            return None
+        if shards > 1:
+            return ShardedStepper(model, *parts, mask, mask.shape[1], shard_sizes(mask.shape[0], shards))
+        return GPT2Stepper(*parts, cache, mask)
+
+    def _shards(self, device: torch.device, batch: int, serial_rows: int, merge_rows: int) -> int:
+        """Row shards to decode in (:func:`rlhfkit.rl.sharded_decode.decode_shards`; 1 when off, off the CPU or
+        under autocast, whose state does not reach other threads)."""
+        if not self.shard_rows or device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return 1
+        from rlhfkit.rl.sharded_decode import decode_shards
+
+        return decode_shards(batch, torch.get_num_threads(), serial_rows, merge_rows)
 
     @staticmethod
     def _choose(logits: torch.Tensor, params: SamplingParams, block_eos: torch.Tensor | None,
@@ -573,16 +593,26 @@ class CachedSampler:
         token_logprobs = torch.zeros((batch, params.max_new_tokens), dtype=torch.float32, device=device)
         rows = torch.arange(batch, device=device)  # original row of each row still in the batch
         running = torch.ones(batch, dtype=torch.bool, device=device)
-        fast = self._fast_step(model, cache, mask) if inplace else None
         serial_rows = serial_decode_rows(model, device, self.serial_step_work)
+        merge_rows = serial_decode_rows(model, device, self.shard_merge_work)
+        shards = self._shards(device, batch, serial_rows, merge_rows) if grouped else 1
+        fast = self._fast_step(model, cache, mask, shards) if inplace else None
+        from rlhfkit.rl.sharded_decode import ShardedStepper
+
+        sharded = isinstance(fast, ShardedStepper)
+        if sharded:
+            torch.set_num_threads(1)  # each shard steps on one thread; the caller restores the count
 
         prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
         if grouped:
             from rlhfkit.rl.cached_kv import as_dynamic
             from rlhfkit.rl.cached_prefill import grouped_prefill
 
-            logits = grouped_prefill(model, cache, prompt_ids, prompt_mask, cache_kw, prefill_kwargs,
-                                     None if fast is None else fast.prefill)
+            if sharded:
+                logits = fast.prefill(prompt_ids, prompt_mask, cache_kw, prefill_kwargs)
+            else:
+                logits = grouped_prefill(model, cache, prompt_ids, prompt_mask, cache_kw, prefill_kwargs,
+                                         None if fast is None else fast.prefill)
             if not self.inplace_kv:
                 as_dynamic(cache)
         else:
@@ -604,11 +634,14 @@ class CachedSampler:
                 break
             if compact and active <= self.compact_ratio * rows.numel():
                 keep = running.nonzero().flatten()
-                cache.batch_select_indices(keep)
+                if fast is not None:
+                    fast.select(keep)  # the step's own cache too
+                else:
+                    cache.batch_select_indices(keep)
                 rows, mask, next_position = rows[keep], mask[keep], next_position[keep]
                 chosen, running = chosen[keep], running[keep]
-                if fast is not None:
-                    fast.select(keep)
+                if sharded and rows.numel() <= merge_rows:
+                    fast, sharded = fast.merged(mask), False
             if rows.numel() <= serial_rows and torch.get_num_threads() > 1:
                 torch.set_num_threads(1)  # the caller restores the count (intra_op_threads_restored)
             if static:

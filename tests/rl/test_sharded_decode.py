@@ -1,0 +1,134 @@
+"""Decoding a GPT-2 batch as row shards on threads: the same tokens and log-probs as one batch, shards merged
+back when the batch shrinks, the thread count restored, autocast and one-thread runs left unsharded."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from rlhfkit.rl.cached_kv import concatenated, preallocated_cache
+from rlhfkit.rl.rollout import CachedSampler, SamplingParams
+from rlhfkit.rl.sharded_decode import ShardedStepper, _pool, decode_shards, shard_sizes
+
+PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "A", "The food was bad and",
+           "Tell me why", "Sky"]
+
+
+def test_shard_sizes_split_rows_evenly_in_order() -> None:
+    assert shard_sizes(7, 2) == [4, 3]
+    assert shard_sizes(8, 2) == [4, 4]
+    assert shard_sizes(5, 3) == [2, 2, 1]
+    assert sum(shard_sizes(13, 4)) == 13
+
+
+def test_decode_shards_one_per_thread_only_between_the_merge_and_serial_limits() -> None:
+    assert decode_shards(64, 2, serial_rows=35, merge_rows=17) == 2
+    assert decode_shards(64, 4, serial_rows=35, merge_rows=17) == 4
+    assert decode_shards(71, 2, serial_rows=35, merge_rows=17) == 1  # 36 rows per shard: too many for one thread
+    assert decode_shards(17, 2, serial_rows=35, merge_rows=17) == 1  # small enough for one thread alone
+    assert decode_shards(64, 1, serial_rows=35, merge_rows=17) == 1
+    assert decode_shards(3, 4, serial_rows=35, merge_rows=0) == 1  # a shard without a row
+    assert decode_shards(64, 2, serial_rows=0, merge_rows=0) == 1  # a model too large for one-thread steps
+
+
+def _parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _sample(sampler: CachedSampler, model, tokenizer, params: SamplingParams, seed: int):
+    return sampler.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+@pytest.mark.parametrize("merge_at_rows", [0, 6])
+def test_sharded_rollout_equals_one_batch_and_restores_threads(eos_model, tokenizer, monkeypatch, do_sample,
+                                                               merge_at_rows) -> None:
+    import rlhfkit.rl.sharded_decode as sharded_decode
+
+    built, merged = [], []
+    original_init, original_merged = ShardedStepper.__init__, ShardedStepper.merged
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        built.append(list(self.sizes))
+
+    def recording_merged(self, mask):
+        merged.append(list(self.sizes))
+        return original_merged(self, mask)
+
+    monkeypatch.setattr(sharded_decode.ShardedStepper, "__init__", recording_init)
+    monkeypatch.setattr(sharded_decode.ShardedStepper, "merged", recording_merged)
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, do_sample=do_sample)
+    parameters = _parameters(eos_model)
+    sharded_sampler = CachedSampler(shard_merge_work=merge_at_rows * parameters)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sharded = _sample(sharded_sampler, eos_model, tokenizer, params, seed=3)
+        assert torch.get_num_threads() == 2
+        one_batch = _sample(CachedSampler(shard_rows=False), eos_model, tokenizer, params, seed=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert built == [[4, 4]]
+    if merge_at_rows and do_sample:
+        assert merged and sum(merged[0]) <= merge_at_rows  # finished rows dropped, then one batch again
+    assert torch.equal(sharded.response_ids, one_batch.response_ids)
+    torch.testing.assert_close(sharded.logprobs, one_batch.logprobs, atol=1e-5, rtol=0)
+    assert torch.equal(sharded.response_mask, one_batch.response_mask)
+
+
+def test_no_shards_under_autocast_or_on_one_thread(eos_model, tokenizer, monkeypatch) -> None:
+    import rlhfkit.rl.sharded_decode as sharded_decode
+
+    built = []
+    monkeypatch.setattr(sharded_decode.ShardedStepper, "__init__",
+                        lambda self, *args, **kwargs: built.append(args) or pytest.fail("sharded"))
+    sampler = CachedSampler(shard_merge_work=1)
+    params = SamplingParams(max_new_tokens=4, temperature=1.0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _sample(sampler, eos_model, tokenizer, params, seed=0)
+        torch.set_num_threads(2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast is per thread: shards would run in float32
+            _sample(sampler, eos_model, tokenizer, params, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert built == []
+
+
+def test_concatenated_caches_hold_the_rows_in_turn() -> None:
+    from transformers import GPT2Config
+
+    config = GPT2Config(n_layer=2, n_embd=8, n_head=2)
+    parts = []
+    for rows, fill in ((2, 1.0), (3, 2.0)):
+        cache = preallocated_cache(type("M", (), {"config": config})(), rows, capacity=6)
+        for layer in cache.layers:
+            layer.update(torch.full((rows, 2, 4, 4), fill), torch.full((rows, 2, 4, 4), -fill))
+        parts.append(cache)
+    merged = concatenated(parts)
+    for layer in merged.layers:
+        assert layer.batch == 5 and layer.capacity == 6 and layer.get_seq_length() == 4
+        assert layer.keys[:, 0, 0, 0].tolist() == [1.0, 1.0, 2.0, 2.0, 2.0]
+        assert layer.values[:, 0, 0, 0].tolist() == [-1.0, -1.0, -2.0, -2.0, -2.0]
+        layer.update(torch.zeros(5, 2, 1, 4), torch.zeros(5, 2, 1, 4))  # still appends in place
+        assert layer.get_seq_length() == 5
+
+
+def test_a_forked_child_gets_its_own_pool() -> None:
+    parent = _pool(1)
+    assert _pool(1) is parent
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the parent's worker threads do not exist here
+        try:
+            result = _pool(1).submit(lambda: 7).result(timeout=10)
+            os.write(writer, b"ok" if result == 7 and _pool(1) is not parent else b"no")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    assert os.read(reader, 2) == b"ok"
