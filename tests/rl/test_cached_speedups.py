@@ -138,3 +138,27 @@ def test_gpt2_step_only_for_plain_gpt2_in_eval_mode(eos_model) -> None:
     finally:
         eos_model.eval()
     assert gpt2_parts(torch.nn.Linear(2, 2)) is None
+
+
+def test_only_the_prompt_columns_of_the_cache_start_zeroed(eos_model, tokenizer, monkeypatch) -> None:
+    """Unwritten positions past the prompt are never read: with buffers that start as NaN (what ``new_empty``
+    may hold), the grouped prefill's padding is still zero and the rollout equals the reference."""
+    layer = PreallocatedLayer(batch=2, capacity=5, zeroed=2)
+    keys = torch.ones(2, 1, 1, 3)
+    layer.update(keys, keys)
+    assert torch.equal(layer.key_buffer[:, :, 1:2], torch.zeros(2, 1, 1, 3))  # zeroed, not yet written
+    monkeypatch.setattr(cached_prefill, "GROUP_COST", 0)
+    new_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(torch.Tensor, "new_empty",
+                        lambda self, *args, **kwargs: new_empty(self, *args, **kwargs).fill_(float("nan")))
+    params = SamplingParams(max_new_tokens=10, temperature=1.0)
+    expected = PLAIN.sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(6))
+    for sampler in (CachedSampler(), CachedSampler(shard_merge_work=1), CachedSampler(inplace_kv=False)):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)  # so that CachedSampler(shard_merge_work=1) decodes in shards
+        try:
+            rollout = sampler.sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(6))
+        finally:
+            torch.set_num_threads(threads)
+        assert torch.equal(rollout.response_ids, expected.response_ids)
+        torch.testing.assert_close(rollout.logprobs, expected.logprobs, atol=1e-5, rtol=0)

@@ -26,17 +26,22 @@ class PreallocatedLayer(DynamicLayer):
 
     is_croppable = False
 
-    def __init__(self, batch: int, capacity: int) -> None:
+    def __init__(self, batch: int, capacity: int, zeroed: int | None = None) -> None:
         super().__init__()
         self.batch, self.capacity, self.length = batch, capacity, 0
+        self.zeroed = capacity if zeroed is None else min(zeroed, capacity)
         self.prefill_rows: tuple[torch.Tensor, int] | None = None  # (rows, first column) while prefilling a group
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        """Allocate zeroed buffers shaped after the first keys/values (their dtype and device)."""
+        """Allocate buffers shaped after the first keys/values (their dtype and device), the first ``zeroed``
+        positions zero: the padding a grouped prefill leaves unwritten is read (masked) and must be finite;
+        later positions are written before they are read."""
         _, heads, _, dim = key_states.shape
         self.device = key_states.device
-        self.key_buffer = key_states.new_zeros((self.batch, heads, self.capacity, dim))
-        self.value_buffer = value_states.new_zeros((self.batch, heads, self.capacity, value_states.shape[-1]))
+        self.key_buffer = key_states.new_empty((self.batch, heads, self.capacity, dim))
+        self.value_buffer = value_states.new_empty((self.batch, heads, self.capacity, value_states.shape[-1]))
+        self.key_buffer[:, :, : self.zeroed].zero_()
+        self.value_buffer[:, :, : self.zeroed].zero_()
         self._views()
         self.is_initialized = True
 
@@ -85,13 +90,14 @@ class PreallocatedLayer(DynamicLayer):
         self.batch_select_indices(beam_idx)
 
 
-def preallocated_cache(model: nn.Module, batch: int, capacity: int) -> DynamicCache | None:
-    """A ``DynamicCache`` whose layers are :class:`PreallocatedLayer`, or None when the model has layers
-    that are not plain full attention (sliding windows, linear attention: kept on transformers' own)."""
+def preallocated_cache(model: nn.Module, batch: int, capacity: int, zeroed: int | None = None) -> DynamicCache | None:
+    """A ``DynamicCache`` whose layers are :class:`PreallocatedLayer` (the first ``zeroed`` positions zero, all
+    when None), or None when the model has layers that are not plain full attention (sliding windows, linear
+    attention: kept on transformers' own)."""
     cache = DynamicCache(config=model.config)
     if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
         return None
-    cache.layers = [PreallocatedLayer(batch, capacity) for _ in cache.layers]
+    cache.layers = [PreallocatedLayer(batch, capacity, zeroed) for _ in cache.layers]
     return cache
 
 
@@ -101,7 +107,7 @@ def concatenated(caches: list[DynamicCache]) -> DynamicCache:
     merged.layers = []
     for layers in zip(*(cache.layers for cache in caches)):
         live = [layer for layer in layers if layer.is_initialized]
-        layer = PreallocatedLayer(sum(part.batch for part in layers), layers[0].capacity)
+        layer = PreallocatedLayer(sum(part.batch for part in layers), layers[0].capacity, layers[0].zeroed)
         layer.length = layers[0].length
         if live:
             layer.device = live[0].device

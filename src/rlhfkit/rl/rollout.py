@@ -492,15 +492,16 @@ class CachedSampler:
             return StaticCache(config=model.config, max_cache_len=max_length)
         return DynamicCache(config=model.config)
 
-    def _preallocated(self, model: nn.Module, batch: int, capacity: int) -> Any | None:
+    def _preallocated(self, model: nn.Module, batch: int, capacity: int, prompt_length: int) -> Any | None:
         """A preallocated KV cache (:mod:`rlhfkit.rl.cached_kv`) when used and the model allows it, else None."""
         if self.cache == "static" or not (self.inplace_kv or self.group_prefill):
             return None
         from rlhfkit.rl.cached_kv import preallocated_cache
 
-        return preallocated_cache(model, batch, capacity)
+        return preallocated_cache(model, batch, capacity, zeroed=prompt_length)
 
-    def _fast_step(self, model: nn.Module, cache: Any, mask: torch.Tensor, shards: int) -> Any | None:
+    def _fast_step(self, model: nn.Module, cache: Any, mask: torch.Tensor, shards: int, prompt_length: int
+                   ) -> Any | None:
         """The hand-written decode step (:mod:`rlhfkit.rl.cached_gpt2`) when enabled and the model is a plain GPT-2;
         over ``shards`` row shards with caches of their own (:mod:`rlhfkit.rl.sharded_decode`) when above 1."""
         if not self.gpt2_step:
@@ -512,7 +513,7 @@ class CachedSampler:
         if parts is None:
             return None
         if shards > 1:
-            return ShardedStepper(model, *parts, mask, mask.shape[1], shard_sizes(mask.shape[0], shards))
+            return ShardedStepper(model, *parts, mask, shard_sizes(mask.shape[0], shards), prompt_length)
         return GPT2Stepper(*parts, cache, mask)
 
     def _shards(self, device: torch.device, batch: int, serial_rows: int, merge_rows: int) -> int:
@@ -575,7 +576,7 @@ class CachedSampler:
         compact = self.compact and not static
         pad_id = torch.tensor(tokenizer.pad_token_id, device=device)
         eos = torch.tensor(eos_ids, device=device)
-        cache = self._preallocated(model, batch, total if self.inplace_kv else prompt_length)
+        cache = self._preallocated(model, batch, total if self.inplace_kv else prompt_length, prompt_length)
         grouped = cache is not None and self.group_prefill
         inplace = cache is not None and self.inplace_kv
         cache = cache if cache is not None else self._new_cache(model, total)
@@ -596,7 +597,7 @@ class CachedSampler:
         serial_rows = serial_decode_rows(model, device, self.serial_step_work)
         merge_rows = serial_decode_rows(model, device, self.shard_merge_work)
         shards = self._shards(device, batch, serial_rows, merge_rows) if grouped else 1
-        fast = self._fast_step(model, cache, mask, shards) if inplace else None
+        fast = self._fast_step(model, cache, mask, shards, prompt_length) if inplace else None
         from rlhfkit.rl.sharded_decode import ShardedStepper
 
         sharded = isinstance(fast, ShardedStepper)

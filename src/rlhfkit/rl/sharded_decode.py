@@ -73,12 +73,13 @@ class ShardedStepper:
     """
 
     def __init__(self, model: nn.Module, trunk: nn.Module, lm_head: nn.Module, mask: torch.Tensor,
-                 capacity: int, sizes: Sequence[int]) -> None:
+                 sizes: Sequence[int], prompt_length: int) -> None:
+        """``mask`` (b, capacity): the rows' prompt mask then ones; ``sizes``: rows per shard, in order."""
         self.sizes = list(sizes)
         self.steppers: list[GPT2Stepper] = []
         start = 0
         for size in self.sizes:
-            cache = preallocated_cache(model, size, capacity)
+            cache = preallocated_cache(model, size, mask.shape[1], zeroed=prompt_length)
             if cache is None:
                 raise ValueError("sharded decoding needs a model of plain full-attention layers")
             self.steppers.append(GPT2Stepper(trunk, lm_head, cache, mask[start:start + size]))

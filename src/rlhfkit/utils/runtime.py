@@ -12,10 +12,11 @@ import torch
 
 
 def configure_threads(num_threads: int | None = None) -> int:
-    """Use a bounded number of intra-op threads and a passive OpenMP wait policy.
+    """Use a bounded number of intra-op threads (and, for child processes, a passive OpenMP wait policy).
 
-    On a loaded machine libgomp's default spin-wait made generation about 20x slower, so we set
-    OMP_WAIT_POLICY=PASSIVE (effective only before the OpenMP runtime starts) and cap torch threads.
+    On a loaded machine libgomp's default spin-wait made generation about 20x slower. libgomp reads
+    OMP_WAIT_POLICY once, when torch loads, so ``import rlhfkit`` sets it for this process (before any of
+    its modules imports torch); here it is only set for processes started later.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if num_threads is None:
