@@ -1,6 +1,6 @@
-"""Sampling on the CPU with packed oneDNN weights, small steps on one thread and the GPT-2 prefill: the same
-products as the modules, the modules put back after, adapters and autocast left alone, the thread count
-restored, the prefill's mask causal."""
+"""Sampling and frozen forwards on the CPU with packed oneDNN weights, small steps on one thread and the GPT-2
+prefill: the same products as the modules, the modules put back after, adapters and autocast left alone, the
+thread count restored, the prefill's mask causal."""
 
 from __future__ import annotations
 
@@ -112,3 +112,36 @@ def test_prefill_bias_is_causal_padding_with_each_position_seeing_itself() -> No
     assert bias.shape == (2, 1, 3, 3)
     assert allowed[0].tolist() == [[True, False, False], [False, True, False], [False, True, True]]
     assert allowed[1].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+
+
+@needs_onednn
+def test_frozen_forwards_with_packed_weights_equal_the_modules(eos_model, tokenizer, monkeypatch) -> None:
+    """The reference's log-probs (row chunks and the LM head's row selection included) and a reward model's
+    scores are what the plain modules give, and the modules are back afterwards."""
+    from rlhfkit.models.reward_model import RewardModel, RewardModelSettings
+    from rlhfkit.rl import logprobs as logprobs_module
+    from rlhfkit.rl.logprobs import token_logprobs
+    from rlhfkit.rl.rewards import ModelReward
+
+    rollout = CachedSampler().sample(eos_model, tokenizer, PROMPTS, SamplingParams(max_new_tokens=6),
+                                     generator=torch.Generator().manual_seed(0))
+    args = (rollout.sequences, rollout.attention_mask, rollout.response_start, 1.0)
+    monkeypatch.setattr(logprobs_module, "frozen_chunk_rows", lambda *_: 3)  # 4 rows in two chunks
+    with torch.no_grad():
+        plain = token_logprobs(eos_model, *args)
+        with packed_linears_while(eos_model) as count:
+            assert count > 0
+            packed = token_logprobs(eos_model, *args)
+    torch.testing.assert_close(packed, plain, atol=1e-5, rtol=0)
+
+    reward_model = RewardModel(copy.deepcopy(eos_model).transformer, tokenizer,
+                               RewardModelSettings(num_heads=2, max_length=64)).eval()
+    expected = reward_model.score_texts(rollout.prompts, rollout.responses, normalized=False)
+    modules = list(reward_model.modules())
+    calls = []
+    original = PackedLinear.forward
+    monkeypatch.setattr(PackedLinear, "forward", lambda self, inputs: calls.append(1) or original(self, inputs))
+    scored = ModelReward(reward_model, "rm", normalized=False)(rollout.prompts, rollout.responses)
+    assert calls  # the reward model ran on packed weights
+    torch.testing.assert_close(scored, expected.mean(-1) if expected.dim() > 1 else expected, atol=1e-5, rtol=0)
+    assert list(reward_model.modules()) == modules

@@ -19,6 +19,7 @@ from rlhfkit.rl.config import DPOConfig
 from rlhfkit.rl.harness import Harness, StepHook, run_loop
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import dpo_loss
+from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.preference_pairs import EncodedPairs, Pair, dpo_total_steps, encode_pairs
 from rlhfkit.utils.distributed import all_gather_rows, current_world
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
@@ -97,7 +98,7 @@ class DPOTrainer:
         chosen = [torch.zeros(0, device=self.device)]
         rejected = [torch.zeros(0, device=self.device)]
         with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
-              autocast(self.device, self.compute_dtype)):
+              autocast(self.device, self.compute_dtype), packed_linears_while(reference)):
             for idx in mine.split(self.config.batch_size):
                 c, r = sequence_logprobs(reference, self.data, idx.to(self.data.prompt_ids.device), self.average)
                 chosen.append(c.float())

@@ -40,6 +40,7 @@ from rlhfkit.rl.rewards import EnsembleReward, RewardSource
 from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, Sampler
 from rlhfkit.rl.row_seeds import rollout_row_seeds
 from rlhfkit.rl.running_moments import RunningMoments
+from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.scoring import Scores, score_rollout
 from rlhfkit.utils.distributed import all_gather_rows, current_world, gather_objects, shard_range
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
@@ -222,7 +223,7 @@ class OnPolicyTrainer:
         metrics: dict[str, float] = {}
         if beta > 0 or cfg.kl.target is not None:
             with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
-                  autocast(self.device, self.compute_dtype)):
+                  autocast(self.device, self.compute_dtype), packed_linears_while(reference)):
                 ref_logprobs = token_logprobs(reference, seqs, attn, start, cfg.generation.temperature) * mask
             estimates = {name: kl_estimate(old_logprobs, ref_logprobs, name) * mask
                          for name in {"k1", "k3", cfg.kl.estimator}}

@@ -1,10 +1,11 @@
-"""Frozen linear layers with their weights reordered once for oneDNN, for sampling on the CPU.
+"""Frozen linear layers with their weights reordered once for oneDNN, for sampling and frozen forwards on the CPU.
 
 PyTorch's float32 ``addmm`` on CPU calls MKL, which repacks the whole weight on every call. Measured on
 2 cores with one thread: a 6-row product with a 256 x 4,096 LM head takes ~300 us there and ~145 us
 in oneDNN with the weight packed once; at 1,024 rows oneDNN is still 15-25% faster. A rollout's
 weights do not change while it samples, so :class:`rlhfkit.rl.rollout.CachedSampler` packs them once
-per rollout (:func:`packed_linears_while`). The ops are those ``torch.compile``'s CPU backend emits
+per rollout (:func:`packed_linears_while`); so do the frozen reference's log-probs (on-policy trainers,
+DPO) and reward-model scoring (``bench/grpo.py``'s reference phase: ~10% less). The ops are those ``torch.compile``'s CPU backend emits
 (``torch.ops.mkldnn``); where a build lacks them or they disagree with ``F.linear`` on a first check,
 every module keeps its own forward.
 """

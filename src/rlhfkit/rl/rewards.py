@@ -10,6 +10,7 @@ to skip the step.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
+from torch import nn
+
+from rlhfkit.rl.packed_linear import packed_linears_while
 
 NonFinitePolicy = Literal["skip", "error"]
 
@@ -93,7 +97,8 @@ class ModelReward:
     def _chunks(self, prompts: Sequence[str], responses: Sequence[str], **kwargs: Any) -> list[tuple[int, Any]]:
         """(chunk size, raw ``score_texts`` output) per chunk of ``batch_size`` pairs, without gradients."""
         out = []
-        with torch.no_grad():
+        packed = packed_linears_while(self.model) if isinstance(self.model, nn.Module) else contextlib.nullcontext()
+        with torch.no_grad(), packed:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = slice(start, start + self.batch_size)
                 raw = self.model.score_texts(list(prompts[chunk]), list(responses[chunk]),
