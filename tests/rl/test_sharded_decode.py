@@ -1,5 +1,6 @@
-"""Decoding a GPT-2 batch as row shards on threads: the same tokens and log-probs as one batch, shards merged
-back when the batch shrinks, the thread count restored, autocast and one-thread runs left unsharded."""
+"""Decoding a GPT-2 batch as row shards on threads: the same tokens and log-probs as one batch (greedy, sampled,
+filtered, EOS blocked, per-row seeds), shards merged back when the batch shrinks, the thread count restored,
+autocast and one-thread runs left unsharded."""
 
 from __future__ import annotations
 
@@ -37,13 +38,20 @@ def _parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _sample(sampler: CachedSampler, model, tokenizer, params: SamplingParams, seed: int):
-    return sampler.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(seed))
+def _sample(sampler: CachedSampler, model, tokenizer, params: SamplingParams, seed: int,
+            row_seeds: torch.Tensor | None = None):
+    return sampler.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(seed),
+                          row_seeds=row_seeds)
 
 
-@pytest.mark.parametrize("do_sample", [False, True])
+SETTINGS = {"greedy": dict(do_sample=False), "sample": dict(do_sample=True),
+            "top-k, min tokens": dict(do_sample=True, top_k=20, min_new_tokens=3),
+            "row seeds": dict(do_sample=True, top_p=0.9)}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("merge_at_rows", [0, 6])
-def test_sharded_rollout_equals_one_batch_and_restores_threads(eos_model, tokenizer, monkeypatch, do_sample,
+def test_sharded_rollout_equals_one_batch_and_restores_threads(eos_model, tokenizer, monkeypatch, setting,
                                                                merge_at_rows) -> None:
     import rlhfkit.rl.sharded_decode as sharded_decode
 
@@ -60,19 +68,20 @@ def test_sharded_rollout_equals_one_batch_and_restores_threads(eos_model, tokeni
 
     monkeypatch.setattr(sharded_decode.ShardedStepper, "__init__", recording_init)
     monkeypatch.setattr(sharded_decode.ShardedStepper, "merged", recording_merged)
-    params = SamplingParams(max_new_tokens=12, temperature=1.0, do_sample=do_sample)
+    params = SamplingParams(max_new_tokens=12, temperature=0.9, **SETTINGS[setting])
+    seeds = torch.arange(len(PROMPTS)) * 7919 if setting == "row seeds" else None
     parameters = _parameters(eos_model)
     sharded_sampler = CachedSampler(shard_merge_work=merge_at_rows * parameters)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        sharded = _sample(sharded_sampler, eos_model, tokenizer, params, seed=3)
+        sharded = _sample(sharded_sampler, eos_model, tokenizer, params, seed=3, row_seeds=seeds)
         assert torch.get_num_threads() == 2
-        one_batch = _sample(CachedSampler(shard_rows=False), eos_model, tokenizer, params, seed=3)
+        one_batch = _sample(CachedSampler(shard_rows=False), eos_model, tokenizer, params, seed=3, row_seeds=seeds)
     finally:
         torch.set_num_threads(threads)
     assert built == [[4, 4]]
-    if merge_at_rows and do_sample:
+    if merge_at_rows and setting == "sample":
         assert merged and sum(merged[0]) <= merge_at_rows  # finished rows dropped, then one batch again
     assert torch.equal(sharded.response_ids, one_batch.response_ids)
     torch.testing.assert_close(sharded.logprobs, one_batch.logprobs, atol=1e-5, rtol=0)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 import torch
@@ -328,8 +329,19 @@ def _last_positive(values: torch.Tensor) -> torch.Tensor:
     return torch.where(values > 0, positions, 0).amax(dim=-1, keepdim=True)
 
 
+def step_uniforms(rows: int, device: torch.device, generator: torch.Generator | None = None, *,
+                  row_seeds: torch.Tensor | None = None, counter: int = 0) -> torch.Tensor:
+    """(rows, 1) float64 uniforms of one sampling step: ``row_seeds``' counter-based draws when given, else
+    ``generator``'s (the global RNG when None)."""
+    if row_seeds is not None:
+        return row_uniforms(row_seeds.to(device), counter).unsqueeze(1)
+    where = generator.device if generator is not None else device
+    return torch.rand((rows, 1), generator=generator, device=where, dtype=torch.float64).to(device)
+
+
 def sample_from_probs(probs: torch.Tensor, generator: torch.Generator | None = None, *,
-                      row_seeds: torch.Tensor | None = None, counter: int = 0) -> torch.Tensor:
+                      row_seeds: torch.Tensor | None = None, counter: int = 0,
+                      uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one index per row of (b, V) probabilities by inverse-CDF sampling -> (b,).
 
     Same distribution as ``torch.multinomial(probs, 1)`` but one uniform per row: on CPU,
@@ -339,14 +351,12 @@ def sample_from_probs(probs: torch.Tensor, generator: torch.Generator | None = N
     vocabulary cost 2.3 ms of a 10 ms CPU decode step). Zero-probability tokens have empty intervals
     and are never drawn. With ``row_seeds`` (b,) int64 the uniforms are
     :func:`rlhfkit.rl.row_seeds.row_uniforms` of (row seed, ``counter``) instead of ``generator``
-    draws, so a row's token does not depend on the other rows of the batch.
+    draws, so a row's token does not depend on the other rows of the batch. ``uniform`` (b, 1): draws made
+    beforehand (:func:`step_uniforms`), which then replace both.
     """
     rows, vocab = probs.shape
-    if row_seeds is not None:
-        uniform = row_uniforms(row_seeds.to(probs.device), counter).unsqueeze(1)
-    else:
-        where = generator.device if generator is not None else probs.device
-        uniform = torch.rand((rows, 1), generator=generator, device=where, dtype=torch.float64).to(probs.device)
+    if uniform is None:
+        uniform = step_uniforms(rows, probs.device, generator, row_seeds=row_seeds, counter=counter)
     blocks = -(-vocab // CDF_BLOCK)
     grid = torch.nn.functional.pad(probs, (0, blocks * CDF_BLOCK - vocab)).view(rows, blocks, CDF_BLOCK)
     block_mass = grid.sum(dim=-1, dtype=torch.float64)
@@ -528,9 +538,10 @@ class CachedSampler:
     @staticmethod
     def _choose(logits: torch.Tensor, params: SamplingParams, block_eos: torch.Tensor | None,
                 generator: torch.Generator | None, row_seeds: torch.Tensor | None = None,
-                counter: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                counter: int = 0, uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, V) raw float32 logits -> chosen tokens (b,) and ``log_softmax(logits / T)`` (b, V);
-        ``row_seeds``/``counter`` select per-row uniforms (see :func:`sample_from_probs`)."""
+        ``row_seeds``/``counter`` select per-row uniforms, ``uniform`` gives them drawn (see
+        :func:`sample_from_probs`). Row by row: a subset of rows chooses what it would in the whole batch."""
         scaled = logits if params.temperature == 1.0 else logits / params.temperature
         logprobs = torch.log_softmax(scaled, dim=-1)
         if not params.do_sample:
@@ -541,7 +552,14 @@ class CachedSampler:
         else:
             scores = scaled if block_eos is None else scaled.index_fill(-1, block_eos, float("-inf"))
             probs = torch.softmax(filter_logits(scores, params.top_k, params.top_p), dim=-1)
-        return sample_from_probs(probs, generator, row_seeds=row_seeds, counter=counter), logprobs
+        return sample_from_probs(probs, generator, row_seeds=row_seeds, counter=counter, uniform=uniform), logprobs
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, uniform: torch.Tensor | None, params: SamplingParams,
+              block_eos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,) (a shard's choice)."""
+        chosen, logprobs = CachedSampler._choose(logits, params, block_eos, None, uniform=uniform)
+        return chosen, logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
     def sample(self, model: nn.Module, tokenizer: Any, prompts: list[str], params: SamplingParams,
                generator: torch.Generator | None = None, *, row_seeds: torch.Tensor | None = None) -> Rollout:
@@ -603,6 +621,15 @@ class CachedSampler:
         sharded = isinstance(fast, ShardedStepper)
         if sharded:
             torch.set_num_threads(1)  # each shard steps on one thread; the caller restores the count
+        picked: tuple[torch.Tensor, torch.Tensor] | None = None  # a sharded step's (chosen, log-probs)
+
+        def pick_for(step: int, rows: torch.Tensor) -> tuple[Callable[..., Any], torch.Tensor | None]:
+            """Each shard's choice of step ``step`` from its logits: the uniforms drawn here, for all ``rows`` in
+            order, as an unsharded step draws them, then sliced per shard."""
+            uniform = None if not params.do_sample else step_uniforms(
+                rows.numel(), device, generator, row_seeds=None if row_seeds is None else row_seeds[rows], counter=step)
+            block_eos = eos if step < params.min_new_tokens else None
+            return functools.partial(self._pick, params=params, block_eos=block_eos), uniform
 
         prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
         if grouped:
@@ -610,7 +637,7 @@ class CachedSampler:
             from rlhfkit.rl.cached_prefill import grouped_prefill
 
             if sharded:
-                logits = fast.prefill(prompt_ids, prompt_mask, cache_kw, prefill_kwargs)
+                picked = fast.prefill(prompt_ids, prompt_mask, cache_kw, prefill_kwargs, pick_for(0, rows))
             else:
                 logits = grouped_prefill(model, cache, prompt_ids, prompt_mask, cache_kw, prefill_kwargs,
                                          None if fast is None else fast.prefill)
@@ -620,13 +647,17 @@ class CachedSampler:
             logits = model(input_ids=prompt_ids, attention_mask=mask if static else prompt_mask, position_ids=positions,
                            use_cache=True, **prefill_kwargs, **{cache_kw: cache}).logits[:, -1].float()
         for step in range(params.max_new_tokens):
-            block_eos = eos if step < params.min_new_tokens else None
-            seeds = None if row_seeds is None else row_seeds[rows]
-            chosen, step_logprobs = self._choose(logits, params, block_eos, generator, seeds, step)
-            del logits
+            if picked is None:
+                block_eos = eos if step < params.min_new_tokens else None
+                seeds = None if row_seeds is None else row_seeds[rows]
+                chosen, step_logprobs = self._choose(logits, params, block_eos, generator, seeds, step)
+                del logits
+                chosen_logprobs = step_logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+            else:
+                (chosen, chosen_logprobs), picked = picked, None
             chosen = torch.where(running, chosen, pad_id)
             tokens[rows, step] = chosen
-            token_logprobs[rows, step] = step_logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+            token_logprobs[rows, step] = chosen_logprobs
             running &= ~torch.isin(chosen, eos)
             if params.stop_strings:
                 running &= ~checker.step(tokens[rows, : step + 1], running)
@@ -647,7 +678,9 @@ class CachedSampler:
                 torch.set_num_threads(1)  # the caller restores the count (intra_op_threads_restored)
             if static:
                 mask[:, prompt_length + step] = 1
-            if fast is not None:
+            if sharded:
+                picked = fast(chosen.unsqueeze(1), next_position, prompt_length + step + 1, pick_for(step + 1, rows))
+            elif fast is not None:
                 logits = fast(chosen.unsqueeze(1), next_position, prompt_length + step + 1)
             else:
                 step_mask = mask if static else mask[:, : prompt_length + step + 1]

@@ -7,8 +7,8 @@ into one shard of rows per thread, each shard stepped with one intra-op thread o
 cache, keeps every core busy with no wake-ups: on ``bench/rollout.py``'s model (4.2M parameters, 64 rows
 of 32 tokens, 2 cores) a rollout took ~28% less wall time in a first measurement. Shards share the
 model's modules (read-only in eval) and are stepped from Python threads, as PyTorch's ops release the
-GIL. Tokens are still chosen in the calling thread from all rows' logits at once, so the random draws
-are those of an unsharded rollout. Two shards lose to one thread at a few rows, where each step is
+GIL. Each shard also chooses its rows' tokens (a row's choice does not depend on the others), from uniforms
+the calling thread draws for all rows at once, so the random draws are those of an unsharded rollout. Two shards lose to one thread at a few rows, where each step is
 mostly reading the weights (measured per step on that model: 4 rows 4.9 against 3.0 ms, 16 rows even,
 32 rows 5.2-8.1 against 6.7-9.9 ms), so once finished rows are dropped down to ``merge_rows`` the shards
 become one batch again.
@@ -28,6 +28,11 @@ from torch import nn
 from rlhfkit.rl.cached_gpt2 import GPT2Stepper
 from rlhfkit.rl.cached_kv import concatenated, preallocated_cache
 from rlhfkit.rl.cached_prefill import grouped_prefill
+
+
+#: How a shard chooses its rows' tokens: (logits (n, V), uniforms (n, 1) or None) -> (chosen (n,), log-probs (n,)),
+#: with the step's uniforms for all rows (None when greedy), sliced per shard.
+Pick = tuple[Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]
 
 
 def shard_sizes(rows: int, shards: int) -> list[int]:
@@ -56,7 +61,7 @@ def _pool_of_process(workers: int, pid: int) -> concurrent.futures.ThreadPoolExe
     return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlhfkit-shard")
 
 
-def _one_thread(work: Callable[[], torch.Tensor]) -> torch.Tensor:
+def _one_thread(work: Callable[[], Any]) -> Any:
     """``work`` on one intra-op thread without gradients (both are per-thread state in PyTorch)."""
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
@@ -93,37 +98,42 @@ class ShardedStepper:
             start += size
         return bounds
 
-    def _run(self, works: list[Callable[[], torch.Tensor] | None]) -> list[torch.Tensor | None]:
+    def _run(self, works: list[Callable[[], Any] | None]) -> list[Any]:
         """Each shard's work (None: an empty shard), the first in this thread, the others in the pool."""
         live = [index for index, work in enumerate(works) if work is not None]
         futures = {index: self.pool.submit(_one_thread, works[index]) for index in live[1:]}
-        results: list[torch.Tensor | None] = [None] * len(works)
+        results: list[Any] = [None] * len(works)
         if live:
             results[live[0]] = works[live[0]]()
         for index, future in futures.items():
             results[index] = future.result()
         return results
 
-    def _merged(self, results: list[torch.Tensor | None]) -> torch.Tensor:
-        return torch.cat([result for result in results if result is not None])
+    def _picked(self, logits_of: Callable[[GPT2Stepper, int, int], torch.Tensor], pick: Pick
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every shard's logits, and from them its rows' choice, in parallel -> (chosen (b,), log-probs (b,))."""
+        choose, uniform = pick
+
+        def work(stepper: GPT2Stepper, start: int, end: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+            return lambda: choose(logits_of(stepper, start, end), None if uniform is None else uniform[start:end])
+
+        results = [pair for pair in self._run([work(stepper, start, end) if end > start else None
+                                               for stepper, (start, end) in zip(self.steppers, self._bounds())])
+                   if pair is not None]
+        return torch.cat([chosen for chosen, _ in results]), torch.cat([logprobs for _, logprobs in results])
 
     def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, cache_kw: str,
-                forward_kwargs: dict[str, Any]) -> torch.Tensor:
-        """Each shard's prompts prefilled into its cache (grouped by length) -> every row's (b, V) last logits."""
-        def work(stepper: GPT2Stepper, start: int, end: int) -> Callable[[], torch.Tensor]:
-            return lambda: grouped_prefill(None, stepper.cache, prompt_ids[start:end], prompt_mask[start:end],
-                                           cache_kw, forward_kwargs, stepper.prefill)
+                forward_kwargs: dict[str, Any], pick: Pick) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each shard's prompts prefilled into its cache (grouped by length), then the first token chosen."""
+        return self._picked(lambda stepper, start, end: grouped_prefill(
+            None, stepper.cache, prompt_ids[start:end], prompt_mask[start:end], cache_kw, forward_kwargs,
+            stepper.prefill), pick)
 
-        return self._merged(self._run([work(stepper, start, end) if end > start else None
-                                       for stepper, (start, end) in zip(self.steppers, self._bounds())]))
-
-    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
-        """(b, 1) ids at (b, 1) positions, each shard attending to its first ``length`` positions -> (b, V)."""
-        def work(stepper: GPT2Stepper, start: int, end: int) -> Callable[[], torch.Tensor]:
-            return lambda: stepper(ids[start:end], positions[start:end], length)
-
-        return self._merged(self._run([work(stepper, start, end) if end > start else None
-                                       for stepper, (start, end) in zip(self.steppers, self._bounds())]))
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, length: int, pick: Pick
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 1) ids at (b, 1) positions, each shard attending to its first ``length`` positions, then the next
+        token chosen -> (chosen (b,), log-probs (b,))."""
+        return self._picked(lambda stepper, start, end: stepper(ids[start:end], positions[start:end], length), pick)
 
     def merged(self, mask: torch.Tensor) -> GPT2Stepper:
         """One stepper over every row (the shards' caches concatenated), with the rows' (b, capacity) mask."""
