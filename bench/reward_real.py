@@ -74,6 +74,7 @@ from rlhfkit.data.preference_io import iter_rows, read_feedback, write_jsonl  # 
 from rlhfkit.data.records import Comparison  # noqa: E402
 from rlhfkit.models.builtin import (BuiltinRecipe, _new_model, _optimizer, collate, cosine_lr_factor,  # noqa: E402
                                     length_grouped_batches, quiet_transformers, train_tokenizer)
+from rlhfkit.models.likelihood import FrozenLikelihood  # noqa: E402
 from rlhfkit.models.reward_model import load_reward_model  # noqa: E402
 from rlhfkit.reward.confidence import CONFIDENCES, confident_pairs, half_accuracy_gap  # noqa: E402
 from rlhfkit.reward.config import RewardTrainConfig  # noqa: E402
@@ -222,23 +223,7 @@ def pretrain_base(texts: Sequence[str], out: Path, recipe: BuiltinRecipe, start:
 def answer_logprobs(base: Path, prompts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
     """Mean next-token log-probability of each answer's tokens after its prompt under the base LM (the
     last ``n_positions`` tokens of prompt+answer): how familiar the base finds what the answer says."""
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = GPT2LMHeadModel.from_pretrained(base).eval()
-    limit = model.config.n_positions
-    scores: dict[tuple[str, str], float] = {}
-    with torch.no_grad():
-        for prompt, answer in zip(prompts, answers):
-            if (prompt, answer) in scores:
-                continue
-            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-            ids = (tokenizer(prompt, add_special_tokens=False)["input_ids"] + answer_ids)[-limit:]
-            scored = min(len(answer_ids), len(ids) - 1)
-            if scored < 1:
-                raise ValueError(f"answer {answer!r} has no token to score after its prompt")
-            logits = model(torch.tensor([ids])).logits[0, -scored - 1:-1]
-            targets = torch.tensor(ids[-scored:])
-            scores[prompt, answer] = float(torch.log_softmax(logits, -1).gather(1, targets[:, None]).mean())
-    return np.array([scores[prompt, answer] for prompt, answer in zip(prompts, answers)])
+    return FrozenLikelihood.load(base).score(list(prompts), list(answers)).double().numpy()
 
 
 def every_passage(spec: str | Path) -> list[str]:
