@@ -44,16 +44,16 @@ def _sample(sampler: CachedSampler, model, tokenizer, params: SamplingParams, se
                           row_seeds=row_seeds)
 
 
-SETTINGS = {"greedy": dict(do_sample=False), "sample": dict(do_sample=True),
-            "top-k, min tokens": dict(do_sample=True, top_k=20, min_new_tokens=3),
-            "row seeds": dict(do_sample=True, top_p=0.9)}
+SETTINGS = {"greedy": {"do_sample": False}, "sample": {"do_sample": True},
+            "top-k, min tokens": {"do_sample": True, "top_k": 20, "min_new_tokens": 3},
+            "row seeds": {"do_sample": True, "top_p": 0.9}}
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("merge_at_rows", [0, 6])
 def test_sharded_rollout_equals_one_batch_and_restores_threads(eos_model, tokenizer, monkeypatch, setting,
                                                                merge_at_rows) -> None:
-    import rlhfkit.rl.sharded_decode as sharded_decode
+    from rlhfkit.rl import sharded_decode
 
     built, merged = [], []
     original_init, original_merged = ShardedStepper.__init__, ShardedStepper.merged
@@ -89,7 +89,7 @@ def test_sharded_rollout_equals_one_batch_and_restores_threads(eos_model, tokeni
 
 
 def test_no_shards_under_autocast_or_on_one_thread(eos_model, tokenizer, monkeypatch) -> None:
-    import rlhfkit.rl.sharded_decode as sharded_decode
+    from rlhfkit.rl import sharded_decode
 
     built = []
     monkeypatch.setattr(sharded_decode.ShardedStepper, "__init__",

@@ -35,12 +35,12 @@ from rlhfkit.rl.kl import kl_estimate, make_kl_controller
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance, ppo_policy_loss, shape_token_rewards
 from rlhfkit.rl.onpolicy_memory import between_phases, lora_in_place, offload_reward_models, resident
+from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.prompts import PromptStream
 from rlhfkit.rl.rewards import EnsembleReward, RewardSource
 from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, Sampler
 from rlhfkit.rl.row_seeds import rollout_row_seeds
 from rlhfkit.rl.running_moments import RunningMoments
-from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.scoring import Scores, score_rollout
 from rlhfkit.utils.distributed import all_gather_rows, current_world, gather_objects, shard_range
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode

@@ -29,7 +29,6 @@ from rlhfkit.rl.cached_gpt2 import GPT2Stepper
 from rlhfkit.rl.cached_kv import concatenated, preallocated_cache
 from rlhfkit.rl.cached_prefill import grouped_prefill
 
-
 #: How a shard chooses its rows' tokens: (logits (n, V), uniforms (n, 1) or None) -> (chosen (n,), log-probs (n,)),
 #: with the step's uniforms for all rows (None when greedy), sliced per shard.
 Pick = tuple[Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]
