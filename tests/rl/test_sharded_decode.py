@@ -5,6 +5,8 @@ autocast and one-thread runs left unsharded."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 import torch
@@ -139,5 +141,12 @@ def test_a_forked_child_gets_its_own_pool() -> None:
         finally:
             os._exit(0)
     os.close(writer)
-    os.waitpid(pid, 0)
+    for _ in range(300):  # bounded: a child stuck in a lock the fork copied must not hang the suite
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish within 30 s")
     assert os.read(reader, 2) == b"ok"
