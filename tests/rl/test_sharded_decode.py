@@ -150,3 +150,24 @@ def test_a_forked_child_gets_its_own_pool() -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child did not finish within 30 s")
     assert os.read(reader, 2) == b"ok"
+
+
+def test_a_failing_shard_waits_for_the_others_before_raising(eos_model, tokenizer) -> None:
+    """An error in the calling thread's shard surfaces only once the pool's shards have finished."""
+    from rlhfkit.rl.cached_gpt2 import gpt2_parts
+
+    mask = torch.ones(4, 8, dtype=torch.long)
+    stepper = ShardedStepper(eos_model, *gpt2_parts(eos_model), mask, [2, 2], prompt_length=4)
+    finished = []
+
+    def slow() -> int:
+        time.sleep(0.3)
+        finished.append(True)
+        return 1
+
+    def fail() -> int:
+        raise RuntimeError("shard 0 failed")
+
+    with pytest.raises(RuntimeError, match="shard 0 failed"):
+        stepper._run([fail, slow])
+    assert finished == [True]

@@ -102,8 +102,11 @@ class ShardedStepper:
         live = [index for index, work in enumerate(works) if work is not None]
         futures = {index: self.pool.submit(_one_thread, works[index]) for index in live[1:]}
         results: list[Any] = [None] * len(works)
-        if live:
-            results[live[0]] = works[live[0]]()
+        try:
+            if live:
+                results[live[0]] = works[live[0]]()
+        finally:  # never leave a shard running on modules the caller is about to put back
+            concurrent.futures.wait(futures.values())
         for index, future in futures.items():
             results[index] = future.result()
         return results
