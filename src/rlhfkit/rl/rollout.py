@@ -557,7 +557,7 @@ class CachedSampler:
     @staticmethod
     def _pick(logits: torch.Tensor, uniform: torch.Tensor | None, params: SamplingParams,
               block_eos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,) (a shard's choice)."""
+        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,)."""
         chosen, logprobs = CachedSampler._choose(logits, params, block_eos, None, uniform=uniform)
         return chosen, logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
@@ -624,8 +624,8 @@ class CachedSampler:
         picked: tuple[torch.Tensor, torch.Tensor] | None = None  # a sharded step's (chosen, log-probs)
 
         def pick_for(step: int, rows: torch.Tensor) -> tuple[Callable[..., Any], torch.Tensor | None]:
-            """Each shard's choice of step ``step`` from its logits: the uniforms drawn here, for all ``rows`` in
-            order, as an unsharded step draws them, then sliced per shard."""
+            """The choice of step ``step`` from logits, and its uniforms drawn here for all ``rows`` in order
+            (a sharded step slices them per shard, so both paths draw the same numbers)."""
             uniform = None if not params.do_sample else step_uniforms(
                 rows.numel(), device, generator, row_seeds=None if row_seeds is None else row_seeds[rows], counter=step)
             block_eos = eos if step < params.min_new_tokens else None
@@ -648,11 +648,9 @@ class CachedSampler:
                            use_cache=True, **prefill_kwargs, **{cache_kw: cache}).logits[:, -1].float()
         for step in range(params.max_new_tokens):
             if picked is None:
-                block_eos = eos if step < params.min_new_tokens else None
-                seeds = None if row_seeds is None else row_seeds[rows]
-                chosen, step_logprobs = self._choose(logits, params, block_eos, generator, seeds, step)
+                choose, uniform = pick_for(step, rows)
+                chosen, chosen_logprobs = choose(logits, uniform)
                 del logits
-                chosen_logprobs = step_logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
             else:
                 (chosen, chosen_logprobs), picked = picked, None
             chosen = torch.where(running, chosen, pad_id)
