@@ -5,12 +5,13 @@ of each frozen model, one forward+backward of each trained model per mini-batch,
 step per mini-batch. The pieces here are as small as correctness allows:
 
 - sampling: a hand-written GPT-2 decode loop over the model's own weights with preallocated K/V
-  tensors (no masks: every bench prompt is exactly 16 tokens), the prompt in one pass, then one
-  token per step, EOS suppressed as min_new_tokens does; checked against the model's forward;
-- policy forwards: the trunk once, the LM head only at the response positions, log-softmax and
+  tensors (no masks: every bench prompt is exactly 16 tokens), each distinct prompt in one pass, then
+  one token per step, EOS suppressed as min_new_tokens does; checked against the model's forward;
+- policy forwards: each distinct prompt once (a GRPO group's, a DPO pair's rows read its keys and
+  values), the trunk once over the rest, the LM head only at the response positions, log-softmax and
   gather fused and chunked (as the trainers do);
-- reward model: trunk + scalar head at the last token, the last block only there; critic: trunk +
-  value head;
+- reward model: trunk + scalar head at the last token, the prompts run once, the last block only at
+  the last token; critic: trunk + value head;
 - optimizer: fused AdamW (one call per mini-batch over every trained parameter), no clipping,
   no scheduler, no logging.
 
@@ -45,15 +46,21 @@ class StaticDecoder:
         self.cache = torch.zeros(cfg.n_layer, 2, batch, self.heads, total, self.dim, dtype=param.dtype)
         self.eps = cfg.layer_norm_epsilon
 
-    def _block(self, index: int, block: nn.Module, x: torch.Tensor, start: int) -> torch.Tensor:
+    def _block(self, index: int, block: nn.Module, x: torch.Tensor, start: int,
+               rows: torch.Tensor | None = None) -> torch.Tensor:
         b, t, e = x.shape
         h = F.layer_norm(x, (e,), block.ln_1.weight, block.ln_1.bias, self.eps)
         qkv = torch.addmm(block.attn.c_attn.bias, h.view(-1, e), block.attn.c_attn.weight).view(b, t, 3, self.heads, self.dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         end = start + t
-        self.cache[index, 0, :, :, start:end] = k
-        self.cache[index, 1, :, :, start:end] = v
-        keys, values = self.cache[index, 0, :, :, :end], self.cache[index, 1, :, :, :end]
+        if rows is not None:  # a prefill of some rows only
+            self.cache[index, 0, rows, :, start:end] = k
+            self.cache[index, 1, rows, :, start:end] = v
+            keys, values = k, v
+        else:
+            self.cache[index, 0, :, :, start:end] = k
+            self.cache[index, 1, :, :, start:end] = v
+            keys, values = self.cache[index, 0, :, :, :end], self.cache[index, 1, :, :, :end]
         attn = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1)
         attn = attn.transpose(1, 2).reshape(b * t, e)
         x = x + torch.addmm(block.attn.c_proj.bias, attn, block.attn.c_proj.weight).view(b, t, e)
@@ -61,11 +68,11 @@ class StaticDecoder:
         h = F.gelu(torch.addmm(block.mlp.c_fc.bias, h, block.mlp.c_fc.weight), approximate="tanh")
         return x + torch.addmm(block.mlp.c_proj.bias, h, block.mlp.c_proj.weight).view(b, t, e)
 
-    def _logits(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+    def _logits(self, ids: torch.Tensor, start: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         t = ids.shape[1]
         x = self.t.wte(ids) + self.t.wpe.weight[start:start + t]
         for index, block in enumerate(self.t.h):
-            x = self._block(index, block, x, start)
+            x = self._block(index, block, x, start, rows)
         x = F.layer_norm(x[:, -1], (x.shape[-1],), self.t.ln_f.weight, self.t.ln_f.bias, self.eps)
         return x @ self.model.lm_head.weight.t()
 
@@ -74,7 +81,10 @@ class StaticDecoder:
         """(B, P) prompts -> (B, N) sampled tokens (temperature 1) and their (B, N) log-probs."""
         tokens = torch.empty(self.batch, self.new_tokens, dtype=torch.long)
         logps = torch.empty(self.batch, self.new_tokens)
-        logits = self._logits(prompt_ids, 0)
+        distinct, group = torch.unique(prompt_ids, dim=0, return_inverse=True)
+        first = torch.full((len(distinct),), self.batch).scatter_reduce(0, group, torch.arange(self.batch), "amin")
+        logits = self._logits(prompt_ids[first], 0, first)[group]
+        self.cache[:, :, :, :, :self.prompt_len] = self.cache[:, :, first[group], :, :self.prompt_len]
         for step in range(self.new_tokens):
             if self.eos_id is not None:
                 logits[:, self.eos_id] = -math.inf
@@ -97,12 +107,31 @@ class StaticDecoder:
         return float((ref - logps).abs().max())
 
 
+def prompt_cache(trunk: nn.Module, ids: torch.Tensor, length: int) -> Any:
+    """The KV cache of each row's first ``length`` tokens, each distinct prefix run once (differentiable), with
+    the forward keyword that takes it (``rlhfkit.models.shared_prefix.PrefixCache``); None when no prefix repeats."""
+    from rlhfkit.models.shared_prefix import PrefixCache
+    from rlhfkit.models.signature import cache_argument
+
+    distinct, group = torch.unique(ids[:, :length], dim=0, return_inverse=True)
+    if len(distinct) == len(ids):
+        return None
+    cache = trunk(input_ids=distinct, use_cache=True).past_key_values
+    cache.batch_select_indices(group)
+    return PrefixCache(length, cache_argument(trunk), cache)
+
+
 def response_logprobs(model: nn.Module, ids: torch.Tensor, prompt_len: int, no_eos: int | None = None) -> torch.Tensor:
-    """Log-probs of ids[:, prompt_len:] under a causal LM: trunk once, LM head only where needed,
-    log-softmax + gather fused and chunked (``rlhfkit.rl.logprobs.fused_logprobs``)."""
+    """Log-probs of ids[:, prompt_len:] under a causal LM: each distinct prompt once, the trunk once over the
+    rest, LM head only where needed, log-softmax + gather fused and chunked (``rlhfkit.rl.logprobs.fused_logprobs``)."""
     from rlhfkit.rl.logprobs import fused_logprobs
 
-    hidden = model.transformer(input_ids=ids, use_cache=False).last_hidden_state[:, prompt_len - 1:-1]
+    trunk = model.transformer
+    cache = prompt_cache(trunk, ids, prompt_len - 1)
+    if cache is None:
+        hidden = trunk(input_ids=ids, use_cache=False).last_hidden_state[:, prompt_len - 1:-1]
+    else:
+        hidden = trunk(input_ids=ids[:, prompt_len - 1:], **{cache.argument: cache.cache}).last_hidden_state[:, :-1]
     logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]))
     if no_eos is not None:
         logits = logits.clone()
@@ -111,17 +140,20 @@ def response_logprobs(model: nn.Module, ids: torch.Tensor, prompt_len: int, no_e
     return fused_logprobs(logits, tokens.reshape(-1))[0].view(tokens.shape)
 
 
-def reward_scores(reward_model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """A rlhfkit RewardModel's scalar at the last token (no padding on the bench shapes), the trunk's last
-    block run only there as the model does (``rlhfkit.models.last_token``)."""
+def reward_scores(reward_model: nn.Module, ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """A rlhfkit RewardModel's scalar at the last token (no padding on the bench shapes), each distinct prompt
+    run once and the trunk's last block only at the last token, as the model does (``rlhfkit.models.last_token``)."""
     from rlhfkit.models.last_token import last_token_hidden, supports_last_token
 
     trunk = reward_model.backbone
+    cache = prompt_cache(trunk, ids, prompt_len)
     if supports_last_token(trunk):
         last = torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
-        hidden = last_token_hidden(trunk, ids, torch.ones_like(ids), last)
-    else:
+        hidden = last_token_hidden(trunk, ids, torch.ones_like(ids), last, cache)
+    elif cache is None:
         hidden = trunk(input_ids=ids, use_cache=False).last_hidden_state[:, -1]
+    else:
+        hidden = trunk(input_ids=ids[:, prompt_len:], **{cache.argument: cache.cache}).last_hidden_state[:, -1]
     return reward_model.head(hidden).squeeze(-1)
 
 
@@ -209,7 +241,7 @@ def onpolicy_floor(policy: nn.Module, reward_model: nn.Module, prompt_ids: torch
         ids = torch.cat([prompt_ids, tokens], dim=1)
         with torch.inference_mode():
             ref = timer.part("reference", lambda: response_logprobs(reference, ids, prompt_len, eos_id))
-            scores = timer.part("reward", lambda: reward_scores(reward_model, ids))
+            scores = timer.part("reward", lambda: reward_scores(reward_model, ids, prompt_len))
             values = timer.part("critic_values", lambda: critic_values(critic_t, ids, prompt_len)) \
                 if critic_t is not None else None
         advantages = (scores[:, None] - 0.04 * (old_logps - ref)).clone()
@@ -289,10 +321,10 @@ def preference_floor(policy: nn.Module, batches: list[torch.Tensor], prompt_len:
     return timed(lambda: epoch(batches), timer, 1)
 
 
-def reward_floor(reward_model: nn.Module, batches: list[torch.Tensor], lr: float = 1e-4,
+def reward_floor(reward_model: nn.Module, batches: list[torch.Tensor], prompt_len: int, lr: float = 1e-4,
                  dtype: str = "float32") -> tuple[float, dict[str, float]]:
     """Floor of a reward-model epoch: per batch one forward+backward of trunk + head over its (2B, T)
-    chosen-then-rejected rows (Bradley-Terry loss) and one optimizer step; 2 warm-up batches first.
+    chosen-then-rejected rows (Bradley-Terry loss; each pair's prompt run once) and one optimizer step; 2 warm-up batches first.
     Forwards in ``dtype`` (:func:`compute`)."""
     model = fast(trained_copy(reward_model))
     optimizer = fused_adamw(model, lr=lr)
@@ -300,7 +332,7 @@ def reward_floor(reward_model: nn.Module, batches: list[torch.Tensor], lr: float
 
     def train(ids: torch.Tensor) -> None:
         with compute(dtype):
-            scores = reward_scores(model, ids).float().view(2, -1)
+            scores = reward_scores(model, ids, prompt_len).float().view(2, -1)
         (-F.logsigmoid(scores[0] - scores[1])).mean().backward()
 
     def epoch(chunk: list[torch.Tensor]) -> None:

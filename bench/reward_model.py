@@ -72,7 +72,8 @@ def build_pairs(seed: int = 0) -> list[EncodedRecord]:
         prompt = torch.randint(2, VOCAB, (PROMPT_TOKENS,), generator=generator).tolist()
         chosen = torch.randint(2, VOCAB, (COMPLETION_TOKENS,), generator=generator).tolist()
         rejected = torch.randint(2, VOCAB, (COMPLETION_TOKENS,), generator=generator).tolist()
-        records.append(EncodedRecord("pairwise", [prompt + chosen, prompt + rejected], ranks=(1, 2), index=index))
+        records.append(EncodedRecord("pairwise", [prompt + chosen, prompt + rejected], ranks=(1, 2), index=index,
+                                     response_starts=[len(prompt)] * 2))
     return records
 
 
@@ -150,7 +151,7 @@ def main() -> None:
 
         ids = [torch.tensor([records[i].sequences[k] for k in (0, 1) for i in batch]).view(2 * len(batch), -1)
                for batch in epoch_batches(records, BATCH_PAIRS, seed=0, epoch=0)]  # chosen rows, then rejected
-        floor_s, parts = floor.reward_floor(base, ids, dtype=args.dtype)
+        floor_s, parts = floor.reward_floor(base, ids, PROMPT_TOKENS, dtype=args.dtype)
         result.update(floor.summary(seconds, floor_s, parts, cpu_seconds))
     if not args.skip_naive:
         naive_seconds, naive_cpu, naive_first = run_naive(copy.deepcopy(base), records)

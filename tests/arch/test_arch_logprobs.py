@@ -39,3 +39,35 @@ def test_packed_head_logprobs_and_values_match_an_unpacked_forward(zoo, arch) ->
     torch.testing.assert_close(entropy[mask], -(logp.exp() * logp).sum(-1)[mask], atol=1e-5, rtol=0)
     torch.testing.assert_close(values[mask], full.values[:, start - 1:-1][mask], atol=1e-5, rtol=0)
     assert bool((logprobs[~mask] == 0).all())
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_shared_prompts_give_whole_row_logprobs_and_gradients(zoo, arch, monkeypatch) -> None:
+    """A group's completions run their prompt once through the KV cache (gemma2's 4-position sliding
+    window cannot keep it, so it runs whole rows) with the log-probs and gradients of whole rows."""
+    import rlhfkit.models.shared_prefix as shared_module
+    from rlhfkit.rl.logprobs import prompt_prefix, token_logprobs
+
+    path = str(zoo[arch].policy)
+    model = load_causal_lm(path, device="cpu", dtype=torch.float32)
+    params = SamplingParams(max_new_tokens=5, do_sample=True, temperature=1.0)
+    rollout = make_sampler("hf").sample(model, load_tokenizer(path), [p for p in PROMPTS for _ in range(3)], params,
+                                        torch.Generator().manual_seed(0))
+    seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
+    assert (prompt_prefix(model, seqs, attn, start) is None) == (arch == "gemma2")
+    weights = torch.randn(seqs.shape[0], seqs.shape[1] - start, generator=torch.Generator().manual_seed(1))
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        logprobs = token_logprobs(model, seqs, attn, start)
+        (logprobs * weights).sum().backward()
+        return logprobs.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    shared, shared_grads = run()
+    monkeypatch.setattr(shared_module, "MIN_SAVED_FRACTION", 2.0)
+    whole, whole_grads = run()
+    torch.testing.assert_close(shared, whole, atol=2e-5, rtol=0)
+    torch.testing.assert_close(shared, rollout.logprobs * rollout.response_mask, atol=1e-4, rtol=0)
+    assert len(shared_grads) == len(whole_grads)
+    for got, want in zip(shared_grads, whole_grads):  # float32 sums in another order: ~1e-5 of the largest entry
+        torch.testing.assert_close(got, want, atol=1e-5 * float(want.abs().max()) + 1e-6, rtol=1e-3)

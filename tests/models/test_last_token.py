@@ -77,3 +77,33 @@ def test_reward_model_forward_same_with_and_without_fast_path(monkeypatch: pytes
     monkeypatch.setattr(reward_module, "supports_last_token", lambda module: False)
     torch.testing.assert_close(fast, model(ids, mask), atol=1e-5, rtol=1e-5)
     assert fast.shape == (5, 3)
+
+
+def test_shared_prompts_give_the_scores_and_gradients_of_whole_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right-padded rows that share their prompt (a group's completions) run it once through the cache;
+    rewards and gradients equal whole rows', with a different prompt and ragged responses in the batch."""
+    import rlhfkit.models.shared_prefix as shared_module
+
+    model = RewardModel(trunk(), tokenizer=None, settings=RewardModelSettings(max_length=16))
+    prompt = torch.randint(3, 50, (2, 5), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(3, 50, (6, 11), generator=torch.Generator().manual_seed(4))
+    ids[:4, :5], ids[4:, :5] = prompt[0], prompt[1]
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    mask[4, 6:] = 0
+    start = torch.tensor([5, 5, 5, 5, 5, 5])
+    made = []
+    monkeypatch.setattr(reward_module, "shared_prefix", lambda *a: made.append(shared_module.shared_prefix(*a)) or made[-1])
+    results = []
+    for fraction in (shared_module.MIN_SAVED_FRACTION, 2.0):
+        monkeypatch.setattr(shared_module, "MIN_SAVED_FRACTION", fraction)
+        model.zero_grad()
+        rewards = model(ids, mask, response_start=start)
+        (rewards.squeeze(-1) * torch.arange(1.0, 7.0)).sum().backward()
+        results.append((rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert made[0] is not None and made[1] is None  # shared, then whole rows
+    (shared, shared_grads), (whole, whole_grads) = results
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=1e-5)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert model(ids, mask).shape == (6, 1)  # without response starts: whole rows

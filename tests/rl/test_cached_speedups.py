@@ -21,6 +21,7 @@ PLAIN = CachedSampler(inplace_kv=False, group_prefill=False, fuse_gelu=False, gp
                       serial_step_work=0)
 PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "Please explain why", "I",
            "The movie was great and the actors", "Hi there"]
+REPEATED = [*PROMPTS[:5], PROMPTS[2], PROMPTS[0], "Hi", PROMPTS[2]]  # prompts that several rows share prefill once
 
 
 def _cost(groups: list[list[int]], lengths: list[int], group_cost: int) -> int:
@@ -65,24 +66,25 @@ def test_length_groups_is_optimal_and_covers_every_row(seed: int) -> None:
         assert _cost(groups, lengths, group_cost) == _brute_force_cost(lengths, group_cost, max_groups)
 
 
+@pytest.mark.parametrize("prompts", [PROMPTS, REPEATED], ids=["distinct", "repeated"])
 @pytest.mark.parametrize("model_name, params", [
     ("eos_model", SamplingParams(max_new_tokens=12, temperature=0.7, top_k=40)),
     ("peaky_model", SamplingParams(max_new_tokens=12, do_sample=False)),
 ], ids=["sample-eos", "greedy"])
-def test_grouped_prefill_and_inplace_cache_match_the_padded_dynamic_path(model_name, params, tokenizer, request,
-                                                                        monkeypatch) -> None:
+def test_grouped_prefill_and_inplace_cache_match_the_padded_dynamic_path(model_name, params, prompts, tokenizer,
+                                                                        request, monkeypatch) -> None:
     """Same tokens and log-probs (1e-5) as a left-padded prefill over transformers' DynamicCache (EOS and
     compaction of finished rows included when sampling); the log-probs equal a later forward pass (1e-4)."""
     model = request.getfixturevalue(model_name)
     monkeypatch.setattr(cached_prefill, "GROUP_COST", 0)  # several groups even for 8 short prompts
-    lengths = [len(tokenizer(p).input_ids) for p in PROMPTS]
+    lengths = [len(tokenizer(p).input_ids) for p in prompts]
     assert len(length_groups(lengths, 0, cached_prefill.MAX_GROUPS)) > 1
     reference = PLAIN
     for sampler in (CachedSampler(), CachedSampler(inplace_kv=False), CachedSampler(group_prefill=False),
                     CachedSampler(gpt2_step=False, fuse_gelu=False), CachedSampler(pack_weights=False),
                     CachedSampler(serial_step_work=0)):
-        expected = reference.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(3))
-        rollout = sampler.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(3))
+        expected = reference.sample(model, tokenizer, prompts, params, generator=torch.Generator().manual_seed(3))
+        rollout = sampler.sample(model, tokenizer, prompts, params, generator=torch.Generator().manual_seed(3))
         assert torch.equal(rollout.response_ids, expected.response_ids)
         assert torch.equal(rollout.response_mask, expected.response_mask)
         torch.testing.assert_close(rollout.logprobs, expected.logprobs, atol=1e-5, rtol=0)

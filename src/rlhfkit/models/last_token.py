@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from rlhfkit.models.shared_prefix import PrefixCache
 
 
 def supports_last_token(trunk: nn.Module) -> bool:
@@ -48,36 +52,49 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def last_block_at(block: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
-                  index: torch.Tensor) -> torch.Tensor:
+                  index: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """A GPT-2 block's output (b, E) at position ``index[r]`` of each row r, from its input ``hidden`` (b, T, E).
 
     Keys and values at every position, the query, attention projection and MLP at the one position;
-    the query sees the keys at or before it whose ``attention_mask`` is 1 (the trunk's causal + padding mask).
+    the query sees the keys at or before it whose ``attention_mask`` (b, T) is 1 (the trunk's causal +
+    padding mask). With ``prefix`` (this block's cached keys and values of the first L positions, each
+    (b, heads, L, head_dim)), ``hidden`` holds only the T - L positions after them.
     """
     attn = block.attn
+    offset = 0 if prefix is None else prefix[0].shape[2]
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     normed = block.ln_1(hidden)
     embed = hidden.shape[-1]
     weight, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: (E, 3E), y = x W + b
-    q = torch.addmm(bias[:embed], normed[rows, index], weight[:, :embed])
+    q = torch.addmm(bias[:embed], normed[rows, index - offset], weight[:, :embed])
     kv = torch.matmul(normed, weight[:, embed:]) + bias[embed:]
-    key, value = kv.split(embed, dim=-1)
     heads = attn.num_heads
-    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    key, value = (_heads(part, heads) for part in kv.split(embed, dim=-1))
+    if prefix is not None:
+        key, value = torch.cat([prefix[0], key], dim=2), torch.cat([prefix[1], value], dim=2)
+    positions = torch.arange(attention_mask.shape[1], device=hidden.device)
     allowed = (positions[None, :] <= index[:, None]) & attention_mask.bool()
-    out = F.scaled_dot_product_attention(_heads(q[:, None], heads), _heads(key, heads), _heads(value, heads),
+    out = F.scaled_dot_product_attention(_heads(q[:, None], heads), key, value,
                                          attn_mask=allowed[:, None, None, :], scale=attn.scaling)
-    x = hidden[rows, index] + attn.resid_dropout(attn.c_proj(out.transpose(1, 2).reshape(-1, embed)))
+    x = hidden[rows, index - offset] + attn.resid_dropout(attn.c_proj(out.transpose(1, 2).reshape(-1, embed)))
     return x + block.mlp(block.ln_2(x))
 
 
 def last_token_hidden(trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      index: torch.Tensor) -> torch.Tensor:
+                      index: torch.Tensor, prefix: PrefixCache | None = None) -> torch.Tensor:
     """The trunk's final (normalised) hidden state (b, E) at position ``index[r]`` of each row r.
 
     Same as ``trunk(input_ids, attention_mask).last_hidden_state[rows, index]`` (GPT-2 trunks that
     :func:`supports_last_token`); the trunk's own positions, embeddings and masks for the other blocks.
+    With ``prefix`` (the rows' first L positions already run, :mod:`rlhfkit.models.shared_prefix`), the
+    trunk runs only the positions after them; every ``index`` must lie there.
     """
+    kwargs, cached = {}, None
+    if prefix is not None:
+        input_ids = input_ids[:, prefix.length:]
+        kwargs = {prefix.argument: prefix.cache}
+        last = prefix.cache.layers[len(trunk.h) - 1]
+        cached = (last.keys, last.values)
     with _without_last_block(trunk):
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    return trunk.ln_f(last_block_at(trunk.h[-1], hidden, attention_mask, index))
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).last_hidden_state
+    return trunk.ln_f(last_block_at(trunk.h[-1], hidden, attention_mask, index, cached))

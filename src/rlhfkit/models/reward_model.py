@@ -24,6 +24,7 @@ from rlhfkit.models.chat import pair_ids
 from rlhfkit.models.last_token import last_token_hidden, supports_last_token
 from rlhfkit.models.likelihood import FrozenLikelihood, RewardHead, context_length, mean_response_logprob
 from rlhfkit.models.pooling import check_pooling, pool, pooled_width
+from rlhfkit.models.shared_prefix import SharedPrefix, shared_prefix
 from rlhfkit.models.value import hidden_size_of
 from rlhfkit.models.gelu import fuse_gelu
 
@@ -217,7 +218,9 @@ class RewardModel(nn.Module):
         index = last_token_index(attention_mask)
         pooling = self.settings.pooling
         if pooling == "last" and supports_last_token(trunk):  # the last block only at the read position
-            pooled = last_token_hidden(trunk, input_ids, attention_mask, index)
+            prefix = self._shared_prompts(trunk, input_ids, attention_mask, index, response_start)
+            pooled = last_token_hidden(trunk, input_ids, attention_mask, index,
+                                       None if prefix is None else prefix.for_rows(slice(None)))
         else:
             hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
             pooled = pool(hidden, attention_mask, index, pooling)
@@ -227,6 +230,19 @@ class RewardModel(nn.Module):
             raise RewardModelError("this reward model reads a frozen LM's likelihood (likelihood_model): score "
                                    "(prompt, response) texts, or pass likelihood=frozen_likelihood_of(...)")
         return head(pooled, likelihood.to(pooled.device))
+
+    @staticmethod
+    def _shared_prompts(trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor,
+                        response_start: torch.Tensor | None) -> SharedPrefix | None:
+        """The rows' repeated prompts (right-padded rows: their first ``min(response_start)`` columns) run once,
+        or None (:func:`rlhfkit.models.shared_prefix.shared_prefix`); every read position lies after them."""
+        if response_start is None or response_start.numel() == 0:
+            return None
+        length = int(response_start.min())
+        if length < 1 or bool((index < length).any()):
+            return None
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        return shared_prefix(trunk, input_ids, attention_mask, positions, length)
 
     def frozen_likelihood_of(self, prompts: Sequence[Any], responses: Sequence[Any]) -> torch.Tensor | None:
         """The frozen LM's mean log-probability of each response (n,), or None when the head reads none."""

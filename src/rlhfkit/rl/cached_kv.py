@@ -130,6 +130,13 @@ def as_dynamic(cache: DynamicCache) -> None:
     cache.layers = layers
 
 
+def copy_rows(cache: Any, sources: torch.Tensor, targets: torch.Tensor, width: int) -> None:
+    """Give rows ``targets`` the first ``width`` cached positions of rows ``sources`` (a prompt prefilled once)."""
+    for layer in cache.layers:
+        layer.key_buffer[targets, :, :width] = layer.key_buffer[sources, :, :width]
+        layer.value_buffer[targets, :, :width] = layer.value_buffer[sources, :, :width]
+
+
 def set_prefill_rows(cache: Any, rows: torch.Tensor | None, start: int = 0) -> None:
     """Route every layer's next updates to rows ``rows`` from column ``start`` (None: normal appends)."""
     for layer in cache.layers:

@@ -4,7 +4,8 @@ A left-padded prefill computes every row at the longest prompt's width; on ``ben
 prompts (4-23 words) about 40% of those row-positions are padding. Rows sorted by length are cut
 into at most a few groups, each run at its own longest length, and their keys/values are written
 right-aligned into the rollout's preallocated cache (:mod:`rlhfkit.rl.cached_kv`), so the decode
-steps see exactly the layout of a padded prefill.
+steps see exactly the layout of a padded prefill. A prompt that several rows share (a GRPO group)
+runs once; its keys, values and last logits are copied to the other rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from rlhfkit.models.positions import position_ids_from_mask
-from rlhfkit.rl.cached_kv import set_prefill_rows
+from rlhfkit.models.shared_prefix import prefix_groups
+from rlhfkit.rl.cached_kv import copy_rows, set_prefill_rows
 
 GROUP_COST = 16  # one more forward call costs about as much as this many padded row-positions (CPU, small models)
 MAX_GROUPS = 4
@@ -68,11 +70,20 @@ def grouped_prefill(model: nn.Module, cache: Any, prompt_ids: torch.Tensor, prom
     batch, width = prompt_ids.shape
     lengths = prompt_mask.sum(-1).tolist()
     logits: torch.Tensor | None = None
+    sources, targets = [], []
     try:
         for group in length_groups(lengths, GROUP_COST, MAX_GROUPS):
             rows = torch.tensor(group, device=prompt_ids.device)
             start = width - max(lengths[i] for i in group)
             ids, mask = prompt_ids[rows, start:], prompt_mask[rows, start:]
+            same = prefix_groups(ids, mask, ids.shape[1])
+            run = same.representatives
+            if run.numel() < rows.numel():
+                source = rows[run][same.group_of_row]
+                copied = source != rows
+                sources.append(source[copied])
+                targets.append(rows[copied])
+                rows, ids, mask = rows[run], ids[run], mask[run]
             set_prefill_rows(cache, rows, start)
             positions = position_ids_from_mask(mask)
             if forward is not None:
@@ -87,6 +98,10 @@ def grouped_prefill(model: nn.Module, cache: Any, prompt_ids: torch.Tensor, prom
         set_prefill_rows(cache, None)
     if logits is None:
         raise ValueError("no prompts to prefill")
+    if sources:
+        source, target = torch.cat(sources), torch.cat(targets)
+        copy_rows(cache, source, target, width)
+        logits[target] = logits[source]
     for layer in cache.layers:
         layer.set_length(width)
     return logits

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from rlhfkit.models.positions import position_ids_from_mask
-from rlhfkit.rl.logprobs import forward_parameters
-from rlhfkit.rl.rollout import (CachedSampler, Rollout, SamplingParams, StopStringChecker, _cache_argument,
-                                _context_length, _eval_mode, attention_implementation, check_row_seeds, decode_attention,
-                                encode_prompts, eos_token_ids, finalize_rollout, model_device)
+from rlhfkit.models.signature import cache_argument, forward_parameters
+from rlhfkit.rl.rollout import (CachedSampler, Rollout, SamplingParams, StopStringChecker, _context_length, _eval_mode,
+                                attention_implementation, check_row_seeds, decode_attention, encode_prompts,
+                                eos_token_ids, finalize_rollout, model_device)
 
 # Compile on CPU only when a call decodes at least this many row-tokens (padded batch x new tokens):
 # inductor's warm-up costs tens of seconds per process and shape on 2 cores, more than small runs take.
@@ -142,7 +142,7 @@ class CompiledSampler:
         mask[:, :prompt_length] = torch.cat([prompt_mask, prompt_mask[fill]])
         positions = position_ids_from_mask(mask[:, :prompt_length])
         cache = StaticCache(config=model.config, max_cache_len=mask.shape[1])
-        cache_kw = _cache_argument(model)
+        cache_kw = cache_argument(model)
         step_fn = compiled_step(device, self.compile_backend) if compile_now else _step_logits
         compact = self.compact if self.compact is not None else not compile_now
         sync_every = self.sync_every or (1 if device.type == "cpu" else 8)

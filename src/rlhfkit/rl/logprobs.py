@@ -11,7 +11,6 @@ beyond the logits themselves and their gradient.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -20,6 +19,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlhfkit.models.head_rows import lm_head_rows
 from rlhfkit.models.positions import position_ids_from_mask
+from rlhfkit.models.shared_prefix import PrefixCache, SharedPrefix, shared_prefix
+from rlhfkit.models.signature import forward_parameters
 
 #: Logit elements per chunk: 2 MiB of float32 on a CPU (fastest of 2^15..2^21 for 512 x 4096 logits,
 #: fused forward+backward: 10 ms vs 21 ms unfused on 2 threads); large on accelerators, where each
@@ -159,12 +160,6 @@ def selective_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: 
     return logprobs.view(shape), (entropy.view(shape) if entropy is not None else None)
 
 
-def forward_parameters(model: nn.Module) -> set[str]:
-    """Names accepted by the forward of ``model`` (looking through peft wrappers to the base model)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(target.forward).parameters)
-
-
 def response_positions(attention_mask: torch.Tensor, response_start: int) -> torch.Tensor:
     """Bool (b, T): the positions whose logits predict a response token that exists (mask 1)."""
     keep = torch.zeros(attention_mask.shape, dtype=torch.bool, device=attention_mask.device)
@@ -179,26 +174,41 @@ def check_response_start(total: int, response_start: int) -> None:
 
 
 def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    response_start: int, **forward_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+                    response_start: int, prefix: PrefixCache | None = None,
+                    **forward_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Logits (n, V) at the n positions predicting real response tokens, their (b, R) mask, and the model output.
 
     Runs one forward over the whole sequence with generate-compatible position ids, keeping only the
     last R + 1 positions when the model supports ``logits_to_keep``, and running the LM head only at
-    the n kept rows (row-major order: the order of ``tokens[mask]``).
+    the n kept rows (row-major order: the order of ``tokens[mask]``). With ``prefix`` (the rows' shared
+    first columns, already run: :func:`prompt_prefix`), the forward runs only the columns after it.
     """
     total = input_ids.shape[1]
     check_response_start(total, response_start)
     num_response = total - response_start
-    kwargs: dict[str, Any] = {"position_ids": position_ids_from_mask(attention_mask), "use_cache": False, **forward_kwargs}
-    if "logits_to_keep" in forward_parameters(model):
+    positions = position_ids_from_mask(attention_mask)
+    kwargs: dict[str, Any] = {"position_ids": positions, "use_cache": False, **forward_kwargs}
+    if prefix is not None:
+        kwargs["position_ids"] = positions[:, prefix.length:]
+        kwargs[prefix.argument] = prefix.cache
+        input_ids = input_ids[:, prefix.length:]
+    elif "logits_to_keep" in forward_parameters(model):
         kwargs["logits_to_keep"] = num_response + 1
-    keep = response_positions(attention_mask, response_start)
+    keep = response_positions(attention_mask, response_start)[:, total - input_ids.shape[1]:]
     with lm_head_rows(model, keep) as rows:
         output = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     logits = output.logits
     if rows.keep is None:  # no hookable head: the model returned (b, K, V)
-        logits = logits[keep[:, total - logits.shape[1]:]]
-    return logits, keep[:, response_start - 1:-1], output
+        logits = logits[keep[:, keep.shape[1] - logits.shape[1]:]]
+    return logits, keep[:, keep.shape[1] - num_response - 1:-1], output
+
+
+def prompt_prefix(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  response_start: int) -> SharedPrefix | None:
+    """The rows' repeated prompts run once (all but the last prompt column, whose logits predict the first
+    response token), or None when no prompt repeats enough or the model cannot share them
+    (:func:`rlhfkit.models.shared_prefix.shared_prefix`)."""
+    return shared_prefix(model, input_ids, attention_mask, position_ids_from_mask(attention_mask), response_start - 1)
 
 
 def unpack(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -216,20 +226,21 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     ``input_ids``/``attention_mask`` are (b, P + R): left-padded prompts then right-padded responses
     (``Rollout.sequences`` / ``Rollout.attention_mask``). Positions where the response mask is 0 hold 0.
     With ``with_entropy`` returns ``(logprobs, entropy)``, both (b, R).
+    Rows that share a prompt (a group's completions, a pair's responses) run it once (:func:`prompt_prefix`).
     Differentiable: call under ``torch.no_grad()`` for old/reference log-probs, which then run in row
     chunks (:func:`row_slices`) with the same per-row results.
     """
-    chunks = row_slices(model, input_ids, response_start)
-    if chunks is not None:
-        parts = [token_logprobs(model, input_ids[rows], attention_mask[rows], response_start, temperature,
-                                with_entropy) for rows in chunks]
-        if with_entropy:
-            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        return torch.cat(parts)  # type: ignore[arg-type]
-    logits, mask, _ = response_logits(model, input_ids, attention_mask, response_start)
-    logprobs, entropy = fused_logprobs(logits, input_ids[:, response_start:][mask], temperature, with_entropy,
-                                       consume=True)
-    if with_entropy:
-        assert entropy is not None
-        return unpack(logprobs, mask), unpack(entropy, mask)
-    return unpack(logprobs, mask)
+    check_response_start(input_ids.shape[1], response_start)
+    prefix = prompt_prefix(model, input_ids, attention_mask, response_start)
+    parts = []
+    for rows in row_slices(model, input_ids, response_start) or [slice(None)]:
+        ids, attn = input_ids[rows], attention_mask[rows]
+        logits, mask, _ = response_logits(model, ids, attn, response_start,
+                                          None if prefix is None else prefix.for_rows(rows))
+        logprobs, entropy = fused_logprobs(logits, ids[:, response_start:][mask], temperature, with_entropy,
+                                           consume=True)
+        parts.append((unpack(logprobs, mask), None if entropy is None else unpack(entropy, mask)))
+    logprobs = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    if not with_entropy:
+        return logprobs
+    return logprobs, torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]  # type: ignore[misc]

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from rlhfkit.models.chat import DEFAULT_CHAT_TEMPLATE, prompt_ids, turn_end_ids
-from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.models.gelu import fused_gelu_while
-from rlhfkit.rl.logprobs import forward_parameters
+from rlhfkit.models.positions import position_ids_from_mask
+from rlhfkit.models.signature import cache_argument, forward_parameters
 from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
@@ -448,11 +448,6 @@ class HFGenerateSampler:
 # backend 2: our own decode loop
 
 
-def _cache_argument(model: nn.Module) -> str:
-    """The forward keyword for the KV cache: ``cache`` (newer transformers 5.x) or ``past_key_values``."""
-    return "cache" if "cache" in forward_parameters(model) else "past_key_values"
-
-
 @dataclasses.dataclass
 class CachedSampler:
     """Our decode loop: one prefill, then one ``forward`` per token over a KV cache.
@@ -598,7 +593,7 @@ class CachedSampler:
         grouped = cache is not None and self.group_prefill
         inplace = cache is not None and self.inplace_kv
         cache = cache if cache is not None else self._new_cache(model, total)
-        cache_kw = _cache_argument(model)
+        cache_kw = cache_argument(model)
         checker = StopStringChecker(tokenizer, params.stop_strings, params.min_new_tokens)
         # Always pass the mask: without one, transformers warns whenever a row holds the pad token
         # (pad == eos fed by finished rows, or an empty prompt's bos); transformers skips an all-ones mask.
