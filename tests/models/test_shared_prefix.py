@@ -114,3 +114,20 @@ def test_shared_prompt_gives_whole_row_gradients(model: torch.nn.Module, monkeyp
     model.zero_grad()
     for got, want in zip(shared, whole):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_without_a_usable_cache_config_runs_whole_rows() -> None:
+    class Odd:
+        """A remote-code style config whose lookups fail with something other than AttributeError."""
+
+        def __getattr__(self, name: str) -> None:
+            raise KeyError(name)
+
+    class Bare(torch.nn.Module):
+        config = Odd()
+
+        def forward(self, input_ids, attention_mask=None, cache=None):  # noqa: ANN001, ANN201
+            raise AssertionError("not called")
+
+    model = Bare().eval()
+    assert not keeps_every_position(model, 8) and not can_share_prefix(model, 8)
