@@ -81,8 +81,10 @@ class StaticDecoder:
         """(B, P) prompts -> (B, N) sampled tokens (temperature 1) and their (B, N) log-probs."""
         tokens = torch.empty(self.batch, self.new_tokens, dtype=torch.long)
         logps = torch.empty(self.batch, self.new_tokens)
-        distinct, group = torch.unique(prompt_ids, dim=0, return_inverse=True)
-        first = torch.full((len(distinct),), self.batch).scatter_reduce(0, group, torch.arange(self.batch), "amin")
+        from rlhfkit.models.shared_prefix import prefix_groups
+
+        groups = prefix_groups(prompt_ids, torch.ones_like(prompt_ids), self.prompt_len)
+        first, group = groups.representatives, groups.group_of_row
         logits = self._logits(prompt_ids[first], 0, first)[group]
         self.cache[:, :, :, :, :self.prompt_len] = self.cache[:, :, first[group], :, :self.prompt_len]
         for step in range(self.new_tokens):
@@ -108,17 +110,13 @@ class StaticDecoder:
 
 
 def prompt_cache(trunk: nn.Module, ids: torch.Tensor, length: int) -> Any:
-    """The KV cache of each row's first ``length`` tokens, each distinct prefix run once (differentiable), with
-    the forward keyword that takes it (``rlhfkit.models.shared_prefix.PrefixCache``); None when no prefix repeats."""
-    from rlhfkit.models.shared_prefix import PrefixCache
-    from rlhfkit.models.signature import cache_argument
+    """The KV cache of each row's first ``length`` tokens, each distinct prefix run once (differentiable), as the
+    trainers share prompts (``rlhfkit.models.shared_prefix``); None when no prefix repeats enough to pay."""
+    from rlhfkit.models.shared_prefix import shared_prefix
 
-    distinct, group = torch.unique(ids[:, :length], dim=0, return_inverse=True)
-    if len(distinct) == len(ids):
-        return None
-    cache = trunk(input_ids=distinct, use_cache=True).past_key_values
-    cache.batch_select_indices(group)
-    return PrefixCache(length, cache_argument(trunk), cache)
+    positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    shared = shared_prefix(trunk, ids, torch.ones_like(ids), positions, length)
+    return None if shared is None else shared.for_rows(slice(None))
 
 
 def response_logprobs(model: nn.Module, ids: torch.Tensor, prompt_len: int, no_eos: int | None = None) -> torch.Tensor:
