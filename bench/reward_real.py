@@ -418,6 +418,7 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     rejected = model.score_texts(prompts, [r.rejected for r in test], per_head=True).numpy()
     margins = chosen - rejected
     rm_correct = correctness(margins.mean(axis=1))
+    parts_of = likelihood_parts(model, prompts, test, margins)
     pairs = [*train, *test]
     familiarity = answer_logprobs(base, [r.prompt for r in pairs] * 2, [r.chosen for r in pairs]
                                   + [r.rejected for r in pairs])
@@ -437,8 +438,9 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
                                           likelihood_gap[len(train):])
     save_margins(run, test_groups, rm_correct, margins, args.rm_seed)
     return {"groups": test_groups, "rm": rm_correct, "margins": margins, "shorter": shorter, "tfidf": tfidf_correct,
-            "likelier": likelier, "tfidf_likelihood": tfidf_likelihood,
+            "likelier": likelier, "tfidf_likelihood": tfidf_likelihood, **parts_of,
             "figures": {
+                **({"likelihood_weight_per_nat": parts_of["weight"]} if parts_of else {}),
                 "train_pairs": len(train), "edit_pairs": len(edits.comparisons) if edits else 0,
                 "eval_pairs": len(test), "eval_questions": len(set(test_groups)),
                 "train_rm_accuracy": round(float(np.mean(rm_correct)), 4),
@@ -452,6 +454,22 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
                 "base": {**base_stats, "n_positions": recipe.n_positions, "n_embd": recipe.n_embd,
                          "n_layer": recipe.n_layer, "vocab_size": recipe.vocab_size, "text": args.base_text},
                 "train_rm_seconds": round(rm_seconds, 1)}}
+
+
+def likelihood_parts(model: object, prompts: Sequence[str], test: Sequence[Comparison], margins: np.ndarray
+                     ) -> dict[str, object]:
+    """For a one-model reward model that reads a frozen LM: per-pair correctness of its pooled part alone (the
+    likelihood term taken off) and of the frozen LM's likelihood alone, and its weight (reward per nat)."""
+    frozen = getattr(model, "frozen_likelihood", None)
+    if frozen is None:
+        return {}
+    head = model.head
+    weight = (head.likelihood_weight.detach().double() * head.likelihood_gain).numpy()
+    gap = (frozen.score(prompts, [r.chosen for r in test]) - frozen.score(prompts, [r.rejected for r in test])
+           ).double().numpy()
+    pooled = margins - gap[:, None] * weight[None, :]
+    return {"rm_pooled": correctness(pooled.mean(axis=1)), "frozen_likelier": correctness(gap),
+            "weight": [round(float(w), 4) for w in weight]}
 
 
 def save_margins(run: Path, groups: Sequence[int], correct: np.ndarray, margins: np.ndarray, rm_seed: int) -> None:
@@ -541,6 +559,8 @@ def main() -> None:
     def ci(values: np.ndarray) -> tuple[float, float, float]:
         return cluster_bootstrap(values, groups, lambda v: float(np.mean(v)), args.seed)
 
+    if all("rm_pooled" in part for part in parts):
+        pooled.update({key: np.concatenate([part[key] for part in parts]) for key in ("rm_pooled", "frozen_likelier")})
     figures = [part["figures"] for part in parts]
     rm_acc, shorter_acc, tfidf_acc, gain = (ci(pooled["rm"]), ci(pooled["shorter"]), ci(pooled["tfidf"]),
                                             ci(pooled["rm"] - pooled["tfidf"]))
@@ -569,6 +589,13 @@ def main() -> None:
                                                                     "tfidf_accuracy")}),
         "wall_seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
         "threads": args.threads, "loadavg_before": load_before, "loadavg_after": loadavg()}
+    if "rm_pooled" in pooled:
+        for key, values in (("pooled_part_accuracy", pooled["rm_pooled"]),
+                            ("pooled_part_minus_tfidf", pooled["rm_pooled"] - pooled["tfidf"]),
+                            ("rm_minus_pooled_part", pooled["rm"] - pooled["rm_pooled"]),
+                            ("frozen_likelier_accuracy", pooled["frozen_likelier"])):
+            figure = ci(values)
+            result[key], result[f"{key}_ci"] = figure[0], list(figure[1:])
     result["confidence"] = spread_test(pooled["margins"], groups, args.seed)
     print(json.dumps(result))
 

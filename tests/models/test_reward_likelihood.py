@@ -10,15 +10,15 @@ from helpers_models import save_tiny_model, tiny_gpt2, tiny_tokenizer
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from rlhfkit.data.preference_io import write_jsonl
-from rlhfkit.data.records import Comparison
+from rlhfkit.data.records import Comparison, Rating
 from rlhfkit.models.likelihood import (FrozenLikelihood, RewardHead, mean_response_logprob, response_mask,
                                         head_token_logprobs)
 from rlhfkit.models.reward_model import RewardModel, RewardModelError, RewardModelSettings, load_reward_model
 from rlhfkit.reward.batching import attach_likelihoods, collate, encode_records
 from rlhfkit.reward.config import RewardLossConfig, RewardOptimConfig, RewardTrainConfig
 from rlhfkit.reward.pipeline import build_model, train_reward_model
-from rlhfkit.reward.selection import (golden_section_minimum, heldout_loss, likelihood_weight_loss,
-                                      refit_likelihood_weight)
+from rlhfkit.reward.selection import (fit_likelihood_alone, golden_section_minimum, heldout_loss,
+                                      likelihood_alone_loss, likelihood_weight_loss, refit_likelihood_weight)
 from rlhfkit.reward.trainer import RewardTrainer
 
 PROMPTS = ["The movie was", "Please explain why the sky"]
@@ -284,7 +284,8 @@ def test_train_rm_end_to_end_refits_the_weight_and_saves_the_frozen_lm(tmp_path,
     config = RewardTrainConfig(model=str(tmp_path / "trunk"), data=[str(tmp_path / "train.jsonl")],
                                eval_data=[str(tmp_path / "eval.jsonl")], likelihood_model=str(tmp_path / "frozen"),
                                output_dir=str(tmp_path / "run"), batch_size=8, early_stopping_fraction=0.25,
-                               progress=False, report_to="none", normalization_samples=16, bootstrap_samples=50)
+                               progress=False, report_to="none", normalization_samples=16, bootstrap_samples=50,
+                               likelihood_fit="joint")
     outcome = train_reward_model(config)
     model = load_reward_model(outcome.model_dir)
     assert (outcome.model_dir / "likelihood_model" / "config.json").is_file()
@@ -300,3 +301,86 @@ def test_token_logprobs_in_chunks_equal_one_log_softmax():
     expected = torch.log_softmax(head(states), -1).gather(1, tokens[:, None])[:, 0]
     assert torch.allclose(head_token_logprobs(states, tokens, head, chunk=3), expected, atol=1e-6)
     assert head_token_logprobs(states[:0], tokens[:0], head).shape == (0,)
+
+
+def _bradley_terry_weight(differences: list[float]) -> float:
+    """The maximum-likelihood w of P(chosen) = sigmoid(w * d), by bisection on the score sum d * sigmoid(-w d)."""
+    d = torch.tensor(differences, dtype=torch.float64)
+
+    def score(w: float) -> float:
+        return float((d * torch.sigmoid(-w * d)).sum())
+
+    low, high = -100.0, 100.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if score(middle) > 0 else (low, middle)
+    return (low + high) / 2
+
+
+def test_the_likelihood_alone_loss_is_bradley_terry_on_the_frozen_scores_and_ignores_ratings(tmp_path):
+    frozen = _frozen(tmp_path)
+    source = RewardModel(frozen.model, frozen.tokenizer, RewardModelSettings(likelihood=True))
+    pairs = _likely_versus_random(source, 10)
+    tokenizer = tiny_tokenizer()
+    model = RewardModel(tiny_gpt2(tokenizer, seed=0).transformer, tokenizer, RewardModelSettings(max_length=64),
+                        frozen)
+    ratings = [Rating(p.prompt, p.chosen, 1.0, (0.0, 1.0)) for p in pairs[:3]]
+    records = [*pairs, *ratings]
+    encoded, _ = encode_records(records, tokenizer, max_length=64, eos_id=tokenizer.eos_token_id,
+                                min_prompt_tokens=4)
+    attach_likelihoods(encoded, records, frozen.score)
+    loss_at = likelihood_alone_loss(model, encoded, RewardLossConfig(), 4, torch.device("cpu"))
+    scores = frozen.score([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    differences = (scores[:len(pairs)] - scores[len(pairs):]).double()
+    for per_nat in (-1.0, 0.0, 0.7, 3.0):
+        by_hand = float(torch.nn.functional.softplus(-per_nat * differences).mean())
+        assert loss_at(per_nat) == pytest.approx(by_hand, rel=1e-5)
+    assert likelihood_alone_loss(model, [r for r in encoded if r.kind == "rating"], RewardLossConfig(), 4,
+                                 torch.device("cpu")) is None
+    per_nat = fit_likelihood_alone(model.head, loss_at)
+    assert per_nat == pytest.approx(_bradley_terry_weight(differences.tolist()), abs=1e-3)
+    assert float(model.head.likelihood_weight) * model.head.likelihood_gain == pytest.approx(per_nat)
+
+
+def test_the_trunks_likelihood_alone_loss_reads_only_the_likelihood():
+    """With the trunk's own likelihood, the loss at w equals the held-out loss of a head whose pooled part is zero."""
+    model = _model()
+    records, _ = encode_records(_likely_versus_random(_model(seed=1), 12), model.tokenizer, max_length=64,
+                                eos_id=model.tokenizer.eos_token_id, min_prompt_tokens=4)
+    loss = RewardLossConfig()
+    with torch.no_grad():
+        model.head.weight.normal_()
+        model.head.bias.fill_(0.5)
+    loss_at = likelihood_alone_loss(model, records, loss, 4, torch.device("cpu"))
+    model.reset_head(0.0)
+    for per_nat in (-2.0, 0.5, 1.7):
+        with torch.no_grad():
+            model.head.likelihood_weight.fill_(per_nat / model.head.likelihood_gain)
+        assert loss_at(per_nat) == pytest.approx(heldout_loss(model, records, loss, 4, torch.device("cpu")), rel=1e-5)
+
+
+def test_train_rm_fits_a_frozen_lms_weight_alone_after_the_pooled_head_trained_without_it(tmp_path):
+    """The default likelihood_fit=separate: the pooled head trains exactly as without the frozen LM (same
+    rewards once the likelihood term is taken off), and the weight is the Bradley-Terry fit of the likelihood
+    alone on every training pair (early-stopping slice included)."""
+    frozen = _frozen(tmp_path)
+    source = RewardModel(frozen.model, frozen.tokenizer, RewardModelSettings(likelihood=True))
+    records = _likely_versus_random(source, 80)
+    write_jsonl(records[:64], tmp_path / "train.jsonl")
+    write_jsonl(records[64:], tmp_path / "eval.jsonl")
+    save_tiny_model(tmp_path / "trunk")
+    settings = dict(model=str(tmp_path / "trunk"), data=[str(tmp_path / "train.jsonl")],
+                    eval_data=[str(tmp_path / "eval.jsonl")], batch_size=8, early_stopping_fraction=0.25, epochs=1,
+                    progress=False, report_to="none", normalization_samples=16, bootstrap_samples=50)
+    with_lm = load_reward_model(train_reward_model(RewardTrainConfig(
+        **settings, likelihood_model=str(tmp_path / "frozen"), output_dir=str(tmp_path / "with"))).model_dir)
+    without = load_reward_model(train_reward_model(RewardTrainConfig(
+        **settings, output_dir=str(tmp_path / "without"))).model_dir)
+    per_nat = float(with_lm.head.likelihood_weight) * with_lm.head.likelihood_gain
+    train = records[:64]
+    scores = frozen.score([r.prompt for r in train] * 2, [r.chosen for r in train] + [r.rejected for r in train])
+    assert per_nat > 0
+    assert per_nat == pytest.approx(_bradley_terry_weight((scores[:64] - scores[64:]).tolist()), abs=1e-3)
+    prompts, responses = [r.prompt for r in records[64:]], [r.chosen for r in records[64:]]
+    pooled = with_lm.score_texts(prompts, responses) - per_nat * frozen.score(prompts, responses)
+    assert torch.allclose(pooled, without.score_texts(prompts, responses), atol=1e-4)

@@ -74,6 +74,11 @@ class RewardTrainConfig:
         None, help="A frozen causal LM (directory or name) whose mean log-probability of each response a fresh head "
                    "also reads (one weight per head, from 0): e.g. a larger LM that has read the sources the "
                    "annotators checked. Scored once per response, saved inside the reward model.")
+    likelihood_fit: Literal["separate", "joint"] = field(
+        "separate", help="How a head that reads a likelihood weighs it. separate: the pooled head trains as "
+                         "without it, then the weight is the likelihood's own Bradley-Terry fit on the training "
+                         "pairs and rankings, so the reward adds two independently calibrated log-odds; joint: "
+                         "the weight learns from 0 with the head, then is refit on the early-stopping slice.")
     batch_size: int = field(16, help="Records per micro-batch (a pair's two responses share one forward pass).")
     epochs: int = field(2, help="Passes over the training records (at most: early stopping may end sooner).")
     max_steps: Optional[int] = field(None, help="Optimizer steps; overrides epochs when set.")

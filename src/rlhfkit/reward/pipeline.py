@@ -34,7 +34,8 @@ from rlhfkit.reward.batching import assign_bootstrap_weights, attach_likelihoods
 from rlhfkit.reward.config import RewardTrainConfig
 from rlhfkit.reward.ensemble_eval import METRIC, ensemble_confidence_metric
 from rlhfkit.reward.evaluation import EvalReport, plot_reliability
-from rlhfkit.reward.selection import (heldout_loss, likelihood_weight_loss, refit_likelihood_weight, split_by_prompt,
+from rlhfkit.reward.selection import (fit_likelihood_alone, heldout_loss, likelihood_alone_loss,
+                                      likelihood_weight_loss, refit_likelihood_weight, split_by_prompt,
                                       unit_head_weights)
 from rlhfkit.reward.sharding import check_batch_size, sharded_evaluation, sharded_scores
 from rlhfkit.reward.trainer import RewardTrainer, StepHook, TrainSummary
@@ -218,6 +219,9 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
     if bootstrap:
         assign_bootstrap_weights(encoded, model.num_heads, member_seed, groups=[
             train_records[r.index].prompt for r in encoded] if config.bootstrap_unit == "prompt" else None)
+    separate_likelihood = config.likelihood_fit == "separate" and _likelihood_weight(model) is not None
+    if separate_likelihood:
+        _likelihood_weight(model).requires_grad_(False)
     autocast = dtype if dtype != torch.float32 else None  # CPU autocast too: bf16 matmuls on avx512_bf16 CPUs
 
     def select() -> float:
@@ -240,7 +244,12 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
                           f"{summary.best_step} of {summary.steps} (held-out loss {best:.4f})")
         model.settings.ordinal_thresholds = trainer.ordinal_cut_points() or None
         head = model.head
-        if selection_set and head is not None and head.likelihood_weight is not None and model.num_heads == 1:
+        alone = (likelihood_alone_loss(model, [*encoded, *selection_set], config.loss, config.batch_size, device)
+                 if separate_likelihood else None)
+        if alone is not None:
+            per_nat = fit_likelihood_alone(head, alone)
+            console.print(f"likelihood weight fitted alone on the training pairs: {per_nat:.3f} reward per nat")
+        elif selection_set and _likelihood_weight(model) is not None and model.num_heads == 1:
             loss_at = likelihood_weight_loss(model, selection_set, config.loss, config.batch_size, device,
                                              trainer.thresholds_by_key())
             before, after = refit_likelihood_weight(head, loss_at)
@@ -249,6 +258,11 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
         tracker.close()
     fit_normalization(model, [*held_out, *train_records], config.normalization_samples, member_seed, world)
     return model, summary, truncation
+
+
+def _likelihood_weight(model: RewardModel) -> torch.nn.Parameter | None:
+    """The head's weight on a likelihood, when it reads one."""
+    return getattr(model.head, "likelihood_weight", None)
 
 
 def process_device(requested: str, world: World) -> torch.device:
