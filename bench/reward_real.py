@@ -472,11 +472,14 @@ def likelihood_parts(model: object, prompts: Sequence[str], test: Sequence[Compa
             "weight": [round(float(w), 4) for w in weight]}
 
 
-def save_margins(run: Path, groups: Sequence[int], correct: np.ndarray, margins: np.ndarray, rm_seed: int) -> None:
-    """Per-pair results of a run, for offline analysis (bench/reward_spread.py pools members by seed)."""
+def save_margins(run: Path, groups: Sequence[int], correct: np.ndarray, margins: np.ndarray, rm_seed: int,
+                 **baselines: np.ndarray) -> None:
+    """Per-pair results of a run, for offline analysis (bench/reward_spread.py pools members by seed), with
+    any ``baselines``' per-pair correctness (TF-IDF, the pooled part...)."""
     run.mkdir(parents=True, exist_ok=True)
     (run / "correct.json").write_text(json.dumps({"groups": list(groups), "train_rm": correct.tolist(),
-                                                  "margins": margins.tolist(), "rm_seed": rm_seed}))
+                                                  "margins": margins.tolist(), "rm_seed": rm_seed,
+                                                  **{name: values.tolist() for name, values in baselines.items()}}))
 
 
 def main() -> None:
@@ -552,15 +555,16 @@ def main() -> None:
               for key in ("rm", "margins", "shorter", "tfidf", "likelier", "tfidf_likelihood")}
     groups = [g for part in parts for g in part["groups"]]
     pooled["support"] = np.concatenate([support[eval_idx] for _, eval_idx in splits])
+    if all("rm_pooled" in part for part in parts):
+        pooled.update({key: np.concatenate([part[key] for part in parts]) for key in ("rm_pooled", "frozen_likelier")})
     if args.folds and args.fold is None:
         save_margins(Path(args.work) / f"rm-{args.label}-k{args.folds}-{args.seed}-{args.rm_seed}", groups,
-                     pooled["rm"], pooled["margins"], args.rm_seed)
+                     pooled["rm"], pooled["margins"], args.rm_seed, tfidf=pooled["tfidf"],
+                     **{key: pooled[key] for key in ("rm_pooled", "frozen_likelier") if key in pooled})
 
     def ci(values: np.ndarray) -> tuple[float, float, float]:
         return cluster_bootstrap(values, groups, lambda v: float(np.mean(v)), args.seed)
 
-    if all("rm_pooled" in part for part in parts):
-        pooled.update({key: np.concatenate([part[key] for part in parts]) for key in ("rm_pooled", "frozen_likelier")})
     figures = [part["figures"] for part in parts]
     rm_acc, shorter_acc, tfidf_acc, gain = (ci(pooled["rm"]), ci(pooled["shorter"]), ci(pooled["tfidf"]),
                                             ci(pooled["rm"] - pooled["tfidf"]))

@@ -167,3 +167,25 @@ def test_tfidf_with_a_feature_learns_its_weight_where_the_words_cannot_tell_the_
     assert got.tolist() == [1.0, 0.0, 0.5]  # the words tie every pair; the feature's sign decides
     scaled = reward_real.tfidf_with_feature(train, test, 1.0, 100 * train_gap, np.array([100.0, -50.0, 0.0]))
     assert scaled.tolist() == got.tolist()  # scaled by its training std, so its units do not matter
+
+
+def test_likelihood_parts_take_the_frozen_term_off_each_pair():
+    """A reward model that reads a frozen LM: its pooled part is the margin minus weight x likelihood gap."""
+    import torch
+
+    from rlhfkit.models.likelihood import RewardHead
+
+    class Frozen:
+        def score(self, prompts, responses):
+            return torch.tensor([len(r) / 10 for r in responses])
+
+    head = RewardHead(4, 1, likelihood=True)
+    with torch.no_grad():
+        head.likelihood_weight.fill_(2.0 / head.likelihood_gain)
+    model = type("Model", (), {"frozen_likelihood": Frozen(), "head": head})()
+    test = [Comparison("q", "long answer", "short"), Comparison("q", "a", "bbbb")]
+    margins = np.array([[0.5], [0.1]])  # gaps 0.6 and -0.3 nats: pooled parts 0.5 - 1.2 and 0.1 + 0.6
+    parts = reward_real.likelihood_parts(model, ["q", "q"], test, margins)
+    assert parts["weight"] == [2.0]
+    assert parts["rm_pooled"].tolist() == [0.0, 1.0] and parts["frozen_likelier"].tolist() == [1.0, 0.0]
+    assert reward_real.likelihood_parts(object(), ["q"], test[:1], margins[:1]) == {}

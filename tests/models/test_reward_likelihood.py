@@ -384,3 +384,22 @@ def test_train_rm_fits_a_frozen_lms_weight_alone_after_the_pooled_head_trained_w
     prompts, responses = [r.prompt for r in records[64:]], [r.chosen for r in records[64:]]
     pooled = with_lm.score_texts(prompts, responses) - per_nat * frozen.score(prompts, responses)
     assert torch.allclose(pooled, without.score_texts(prompts, responses), atol=1e-4)
+
+
+def test_without_pairs_or_rankings_the_separate_fit_leaves_the_weight_at_zero(tmp_path, monkeypatch):
+    from rlhfkit.reward import pipeline
+
+    said = []
+    monkeypatch.setattr(pipeline.console, "print", lambda *parts, **_: said.append(" ".join(map(str, parts))))
+    frozen = _frozen(tmp_path)
+    source = RewardModel(frozen.model, frozen.tokenizer, RewardModelSettings(likelihood=True))
+    ratings = [Rating(p.prompt, p.chosen, float(i % 5 + 1), (1.0, 5.0))
+               for i, p in enumerate(_likely_versus_random(source, 24))]
+    write_jsonl(ratings, tmp_path / "train.jsonl")
+    save_tiny_model(tmp_path / "trunk")
+    outcome = train_reward_model(RewardTrainConfig(
+        model=str(tmp_path / "trunk"), data=[str(tmp_path / "train.jsonl")], likelihood_model=str(tmp_path / "frozen"),
+        output_dir=str(tmp_path / "run"), batch_size=8, early_stopping_fraction=0.0, epochs=1, progress=False,
+        report_to="none", normalization_samples=16, bootstrap_samples=20))
+    assert float(load_reward_model(outcome.model_dir).head.likelihood_weight) == 0.0
+    assert any(line.startswith("likelihood weight left at 0") for line in said)

@@ -254,6 +254,9 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
                                              trainer.thresholds_by_key())
             before, after = refit_likelihood_weight(head, loss_at)
             console.print(f"likelihood weight refit on the held-out slice: {before:.3f} -> {after:.3f} reward per nat")
+        elif separate_likelihood:
+            console.print("likelihood weight left at 0: likelihood_fit=separate fits it on pairs or rankings, and "
+                          "there were none (likelihood_fit=joint learns it from the other kinds)")
     finally:
         tracker.close()
     fit_normalization(model, [*held_out, *train_records], config.normalization_samples, member_seed, world)
