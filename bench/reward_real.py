@@ -418,7 +418,6 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
     rejected = model.score_texts(prompts, [r.rejected for r in test], per_head=True).numpy()
     margins = chosen - rejected
     rm_correct = correctness(margins.mean(axis=1))
-    parts_of = likelihood_parts(model, prompts, test, margins)
     pairs = [*train, *test]
     familiarity = answer_logprobs(base, [r.prompt for r in pairs] * 2, [r.chosen for r in pairs]
                                   + [r.rejected for r in pairs])
@@ -436,6 +435,10 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
         cached.write_text(json.dumps({"correct": tfidf_correct.tolist(), "c": tfidf_c}))
     tfidf_likelihood = tfidf_with_feature(train, test, tfidf_c, likelihood_gap[:len(train)],
                                           likelihood_gap[len(train):])
+    parts_of = likelihood_parts(model, prompts, test, margins)
+    if parts_of:  # the fair baseline for a model that reads a frozen LM: TF-IDF given that LM's likelihood too
+        parts_of["tfidf_frozen"] = tfidf_with_feature(train, test, tfidf_c, frozen_gap(model, train),
+                                                      parts_of.pop("gap"))
     save_margins(run, test_groups, rm_correct, margins, args.rm_seed)
     return {"groups": test_groups, "rm": rm_correct, "margins": margins, "shorter": shorter, "tfidf": tfidf_correct,
             "likelier": likelier, "tfidf_likelihood": tfidf_likelihood, **parts_of,
@@ -459,17 +462,23 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
 def likelihood_parts(model: object, prompts: Sequence[str], test: Sequence[Comparison], margins: np.ndarray
                      ) -> dict[str, object]:
     """For a one-model reward model that reads a frozen LM: per-pair correctness of its pooled part alone (the
-    likelihood term taken off) and of the frozen LM's likelihood alone, and its weight (reward per nat)."""
+    likelihood term taken off) and of the frozen LM's likelihood alone, the likelihood gaps and the weight."""
     frozen = getattr(model, "frozen_likelihood", None)
     if frozen is None:
         return {}
     head = model.head
     weight = (head.likelihood_weight.detach().double() * head.likelihood_gain).numpy()
-    gap = (frozen.score(prompts, [r.chosen for r in test]) - frozen.score(prompts, [r.rejected for r in test])
-           ).double().numpy()
+    gap = frozen_gap(model, test)
     pooled = margins - gap[:, None] * weight[None, :]
-    return {"rm_pooled": correctness(pooled.mean(axis=1)), "frozen_likelier": correctness(gap),
+    return {"rm_pooled": correctness(pooled.mean(axis=1)), "frozen_likelier": correctness(gap), "gap": gap,
             "weight": [round(float(w), 4) for w in weight]}
+
+
+def frozen_gap(model: object, pairs: Sequence[Comparison]) -> np.ndarray:
+    """The frozen LM's mean log-probability of each pair's chosen answer minus its rejected one (nats)."""
+    prompts, frozen = [r.prompt for r in pairs], model.frozen_likelihood
+    return (frozen.score(prompts, [r.chosen for r in pairs]) - frozen.score(prompts, [r.rejected for r in pairs])
+            ).double().numpy()
 
 
 def save_margins(run: Path, groups: Sequence[int], correct: np.ndarray, margins: np.ndarray, rm_seed: int,
@@ -556,11 +565,12 @@ def main() -> None:
     groups = [g for part in parts for g in part["groups"]]
     pooled["support"] = np.concatenate([support[eval_idx] for _, eval_idx in splits])
     if all("rm_pooled" in part for part in parts):
-        pooled.update({key: np.concatenate([part[key] for part in parts]) for key in ("rm_pooled", "frozen_likelier")})
+        pooled.update({key: np.concatenate([part[key] for part in parts])
+                       for key in ("rm_pooled", "frozen_likelier", "tfidf_frozen")})
     if args.folds and args.fold is None:
         save_margins(Path(args.work) / f"rm-{args.label}-k{args.folds}-{args.seed}-{args.rm_seed}", groups,
                      pooled["rm"], pooled["margins"], args.rm_seed, tfidf=pooled["tfidf"],
-                     **{key: pooled[key] for key in ("rm_pooled", "frozen_likelier") if key in pooled})
+                     **{key: pooled[key] for key in ("rm_pooled", "frozen_likelier", "tfidf_frozen") if key in pooled})
 
     def ci(values: np.ndarray) -> tuple[float, float, float]:
         return cluster_bootstrap(values, groups, lambda v: float(np.mean(v)), args.seed)
@@ -597,7 +607,9 @@ def main() -> None:
         for key, values in (("pooled_part_accuracy", pooled["rm_pooled"]),
                             ("pooled_part_minus_tfidf", pooled["rm_pooled"] - pooled["tfidf"]),
                             ("rm_minus_pooled_part", pooled["rm"] - pooled["rm_pooled"]),
-                            ("frozen_likelier_accuracy", pooled["frozen_likelier"])):
+                            ("frozen_likelier_accuracy", pooled["frozen_likelier"]),
+                            ("tfidf_plus_frozen_accuracy", pooled["tfidf_frozen"]),
+                            ("rm_minus_tfidf_plus_frozen", pooled["rm"] - pooled["tfidf_frozen"])):
             figure = ci(values)
             result[key], result[f"{key}_ci"] = figure[0], list(figure[1:])
     result["confidence"] = spread_test(pooled["margins"], groups, args.seed)

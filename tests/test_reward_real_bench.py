@@ -188,4 +188,5 @@ def test_likelihood_parts_take_the_frozen_term_off_each_pair():
     parts = reward_real.likelihood_parts(model, ["q", "q"], test, margins)
     assert parts["weight"] == [2.0]
     assert parts["rm_pooled"].tolist() == [0.0, 1.0] and parts["frozen_likelier"].tolist() == [1.0, 0.0]
+    assert np.allclose(parts["gap"], [0.6, -0.3])
     assert reward_real.likelihood_parts(object(), ["q"], test[:1], margins[:1]) == {}
