@@ -223,6 +223,25 @@ def test_train_rm_settings_load_the_frozen_lm_and_refuse_two_likelihoods(tmp_pat
                                       likelihood_model=str(tmp_path / "frozen")), seed=0, device=torch.device("cpu"))
 
 
+def _encoded_pairs(model: RewardModel) -> list:
+    """Twelve likely-versus-random pairs of another model, encoded for ``model``."""
+    records, _ = encode_records(_likely_versus_random(_model(seed=1), 12), model.tokenizer, max_length=64,
+                                eos_id=model.tokenizer.eos_token_id, min_prompt_tokens=4)
+    return records
+
+
+def _frozen_lm_workspace(tmp_path, pairs: int, train: int) -> tuple[FrozenLikelihood, list[Comparison]]:
+    """A frozen LM (tmp_path/frozen), pairs whose chosen answer is its own greedy continuation split into
+    train.jsonl and eval.jsonl, and a tiny trunk (tmp_path/trunk)."""
+    frozen = _frozen(tmp_path)
+    source = RewardModel(frozen.model, frozen.tokenizer, RewardModelSettings(likelihood=True))
+    records = _likely_versus_random(source, pairs)
+    write_jsonl(records[:train], tmp_path / "train.jsonl")
+    write_jsonl(records[train:], tmp_path / "eval.jsonl")
+    save_tiny_model(tmp_path / "trunk")
+    return frozen, records
+
+
 def test_golden_section_finds_the_minimum_of_a_convex_function():
     calls = []
 
@@ -252,8 +271,7 @@ def test_the_likelihood_weight_is_refit_to_the_held_out_minimum_and_kept_when_no
 def test_the_held_out_loss_from_two_passes_equals_the_loss_at_each_weight():
     """Rewards are linear in the likelihood weight, so two forward passes give the loss at any weight."""
     model = _model()
-    records, _ = encode_records(_likely_versus_random(_model(seed=1), 12), model.tokenizer, max_length=64,
-                                eos_id=model.tokenizer.eos_token_id, min_prompt_tokens=4)
+    records = _encoded_pairs(model)
     loss = RewardLossConfig()
     with torch.no_grad():
         model.head.likelihood_weight.fill_(0.3 / model.head.likelihood_gain)
@@ -275,12 +293,7 @@ def test_train_rm_end_to_end_refits_the_weight_and_saves_the_frozen_lm(tmp_path,
         return refits[-1]
 
     monkeypatch.setattr(pipeline, "refit_likelihood_weight", recording)
-    frozen = _frozen(tmp_path)
-    source = RewardModel(frozen.model, frozen.tokenizer, RewardModelSettings(likelihood=True))
-    records = _likely_versus_random(source, 96)
-    write_jsonl(records[:72], tmp_path / "train.jsonl")
-    write_jsonl(records[72:], tmp_path / "eval.jsonl")
-    save_tiny_model(tmp_path / "trunk")
+    frozen, records = _frozen_lm_workspace(tmp_path, 96, 72)
     config = RewardTrainConfig(model=str(tmp_path / "trunk"), data=[str(tmp_path / "train.jsonl")],
                                eval_data=[str(tmp_path / "eval.jsonl")], likelihood_model=str(tmp_path / "frozen"),
                                output_dir=str(tmp_path / "run"), batch_size=8, early_stopping_fraction=0.25,
@@ -345,8 +358,7 @@ def test_the_likelihood_alone_loss_is_bradley_terry_on_the_frozen_scores_and_ign
 def test_the_trunks_likelihood_alone_loss_reads_only_the_likelihood():
     """With the trunk's own likelihood, the loss at w equals the held-out loss of a head whose pooled part is zero."""
     model = _model()
-    records, _ = encode_records(_likely_versus_random(_model(seed=1), 12), model.tokenizer, max_length=64,
-                                eos_id=model.tokenizer.eos_token_id, min_prompt_tokens=4)
+    records = _encoded_pairs(model)
     loss = RewardLossConfig()
     with torch.no_grad():
         model.head.weight.normal_()
@@ -363,12 +375,7 @@ def test_train_rm_fits_a_frozen_lms_weight_alone_after_the_pooled_head_trained_w
     """The default likelihood_fit=separate: the pooled head trains exactly as without the frozen LM (same
     rewards once the likelihood term is taken off), and the weight is the Bradley-Terry fit of the likelihood
     alone on every training pair (early-stopping slice included)."""
-    frozen = _frozen(tmp_path)
-    source = RewardModel(frozen.model, frozen.tokenizer, RewardModelSettings(likelihood=True))
-    records = _likely_versus_random(source, 80)
-    write_jsonl(records[:64], tmp_path / "train.jsonl")
-    write_jsonl(records[64:], tmp_path / "eval.jsonl")
-    save_tiny_model(tmp_path / "trunk")
+    frozen, records = _frozen_lm_workspace(tmp_path, 80, 64)
     settings = dict(model=str(tmp_path / "trunk"), data=[str(tmp_path / "train.jsonl")],
                     eval_data=[str(tmp_path / "eval.jsonl")], batch_size=8, early_stopping_fraction=0.25, epochs=1,
                     progress=False, report_to="none", normalization_samples=16, bootstrap_samples=50)

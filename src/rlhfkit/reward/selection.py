@@ -101,22 +101,28 @@ def batches_loss(rewarded: Sequence[tuple[Any, torch.Tensor]], loss: RewardLossC
     return sum(float(batch_objective(rewards, batch, loss, thresholds, denominators)[0]) for batch, rewards in rewarded)
 
 
-def likelihood_weight_loss(model: Any, records: Sequence[EncodedRecord], loss: RewardLossConfig, batch_size: int,
-                           device: torch.device, thresholds: Mapping[str, torch.Tensor] | None = None
-                           ) -> Callable[[float], float]:
-    """The held-out loss as a function of the head's likelihood weight (reward per nat), from two forward
-    passes: a reward is linear in that weight, so rewards at 0 and at 1 per nat give every other value."""
-    head = model.head
-    weight, gain = head.likelihood_weight, head.likelihood_gain
-    trained = weight.detach().clone()
+def rewards_and_slopes(model: Any, records: Sequence[EncodedRecord], batch_size: int, device: torch.device
+                       ) -> list[tuple[Any, torch.Tensor, torch.Tensor]]:
+    """(batch, rewards at likelihood weight 0, reward per nat of that weight) for each batch of ``records``,
+    from two passes (a reward is linear in the weight); the head's weight is put back."""
+    weight, gain = model.head.likelihood_weight, model.head.likelihood_gain
+    kept = weight.detach().clone()
     with torch.no_grad():
         weight.zero_()
         at_zero = heldout_rewards(model, records, batch_size, device)
         weight.fill_(1.0 / gain)
         at_one = heldout_rewards(model, records, batch_size, device)
-        weight.copy_(trained)
+        weight.copy_(kept)
+    return [(batch, zero, one - zero) for (batch, zero), (_, one) in zip(at_zero, at_one)]
+
+
+def likelihood_weight_loss(model: Any, records: Sequence[EncodedRecord], loss: RewardLossConfig, batch_size: int,
+                           device: torch.device, thresholds: Mapping[str, torch.Tensor] | None = None
+                           ) -> Callable[[float], float]:
+    """The held-out loss as a function of the head's likelihood weight (reward per nat), from two forward
+    passes: a reward is linear in that weight, so rewards at 0 and at 1 per nat give every other value."""
+    slopes = rewards_and_slopes(model, records, batch_size, device)
     denominators = step_denominators(records, model.num_heads)
-    slopes = [(batch, zero, one - zero) for (batch, zero), (_, one) in zip(at_zero, at_one)]
 
     def loss_at(per_nat: float) -> float:
         return batches_loss([(batch, zero + per_nat * slope) for batch, zero, slope in slopes], loss, thresholds,
@@ -139,22 +145,14 @@ def likelihood_alone_loss(model: Any, records: Sequence[EncodedRecord], loss: Re
     comparing = unit_head_weights([r for r in records if r.kind in COMPARING_KINDS], model.num_heads)
     if not comparing:
         return None
-    head = model.head
     if model.frozen_likelihood is not None:
         slopes = []
         for start in range(0, len(comparing), batch_size):
             batch = collate(comparing[start:start + batch_size], model.pad_id).to(device)
             slopes.append((batch, batch.likelihood.double()[:, None].expand(-1, model.num_heads)))
     else:
-        weight, gain = head.likelihood_weight, head.likelihood_gain
-        kept = weight.detach().clone()
-        with torch.no_grad():
-            weight.zero_()
-            at_zero = heldout_rewards(model, comparing, batch_size, device)
-            weight.fill_(1.0 / gain)
-            at_one = heldout_rewards(model, comparing, batch_size, device)
-            weight.copy_(kept)
-        slopes = [(batch, (one - zero).double()) for (batch, zero), (_, one) in zip(at_zero, at_one)]
+        slopes = [(batch, slope.double()) for batch, _, slope in rewards_and_slopes(model, comparing, batch_size,
+                                                                                     device)]
     denominators = step_denominators(comparing, model.num_heads)
 
     def loss_at(per_nat: float) -> float:
