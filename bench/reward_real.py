@@ -396,6 +396,8 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
             base_stats = pretrain_base(texts, base, recipe, start=start)
         if knowledge is not None:
             base_stats = {**base_stats, "knowledge": json.loads((knowledge / "pretrain.json").read_text())}
+        if args.likelihood_base:
+            frozen = base
 
     run = Path(args.work) / f"rm-{name}"
     edits = read_fine_grained_edits(args.data, set(train_groups), args.edit_weight) if args.edits else None
@@ -523,6 +525,9 @@ def main() -> None:
     parser.add_argument("--likelihood-knowledge", action="store_true", help="With --knowledge-steps: keep the "
                         "default fold bases and give train-rm the knowledge base as its frozen likelihood model "
                         "(likelihood_model), instead of starting the fold bases from it.")
+    parser.add_argument("--likelihood-base", action="store_true", help="Give train-rm a frozen copy of its own "
+                        "starting base as its likelihood model (likelihood_model): what a user who starts from a "
+                        "pretrained LM has at hand.")
     parser.add_argument("--threads", type=int, default=THREADS, help="Torch threads (2: the benchmarks' setting).")
     parser.add_argument("--label", default="defaults", help="Name of this try in the JSON line.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="train-rm key=value.")
@@ -531,6 +536,8 @@ def main() -> None:
     parser.add_argument("--edit-weight", type=float, default=1.0, help="Record weight of each edit pair.")
     args = parser.parse_args()
     args.rm_seed = args.seed if args.rm_seed is None else args.rm_seed
+    if args.likelihood_base and args.likelihood_knowledge:
+        parser.error("--likelihood-base and --likelihood-knowledge each name train-rm's frozen LM: pick one")
     if args.likelihood_knowledge and args.knowledge_steps < 1:
         parser.error("--likelihood-knowledge needs --knowledge-steps (the knowledge base it hands to train-rm)")
     if args.pretrain_steps < 1 and args.knowledge_steps < 1:
@@ -584,7 +591,7 @@ def main() -> None:
         "bench": "reward_real", "label": args.label, "overrides": args.overrides, "seed": args.seed,
         "rm_seed": args.rm_seed, "folds": args.folds or None, "base_text": args.base_text,
         "rm_context": args.rm_context, "pretrain_steps": args.pretrain_steps, "knowledge_steps": args.knowledge_steps,
-        "likelihood_knowledge": args.likelihood_knowledge,
+        "likelihood_knowledge": args.likelihood_knowledge, "likelihood_base": args.likelihood_base,
         "edit_weight": args.edit_weight if args.edits else None,
         "train_pairs": sum(f["train_pairs"] for f in figures) // len(figures),
         "edit_pairs": sum(f["edit_pairs"] for f in figures) // len(figures),
