@@ -355,6 +355,16 @@ def test_the_likelihood_alone_loss_is_bradley_terry_on_the_frozen_scores_and_ign
     assert float(model.head.likelihood_weight) * model.head.likelihood_gain == pytest.approx(per_nat)
 
 
+def test_a_flat_likelihood_loss_gets_weight_zero_and_a_separating_one_the_bound():
+    head = RewardHead(8, 1, likelihood=True)
+    assert fit_likelihood_alone(head, lambda per_nat: 0.6931) == 0.0
+    assert float(head.likelihood_weight) == 0.0
+    separable = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)  # every chosen answer likelier
+    per_nat = fit_likelihood_alone(head, lambda w: float(torch.nn.functional.softplus(-w * separable).mean()),
+                                   limit=50.0)
+    assert per_nat == pytest.approx(50.0, abs=1e-3)
+
+
 def test_the_trunks_likelihood_alone_loss_reads_only_the_likelihood():
     """With the trunk's own likelihood, the loss at w equals the held-out loss of a head whose pooled part is zero."""
     model = _model()

@@ -247,8 +247,12 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
         alone = (likelihood_alone_loss(model, [*encoded, *selection_set], config.loss, config.batch_size, device)
                  if separate_likelihood else None)
         if alone is not None:
-            per_nat = fit_likelihood_alone(head, alone)
+            per_nat = fit_likelihood_alone(head, alone, limit=LIKELIHOOD_WEIGHT_LIMIT)
             console.print(f"likelihood weight fitted alone on the training pairs: {per_nat:.3f} reward per nat")
+            if abs(per_nat) > 0.99 * LIKELIHOOD_WEIGHT_LIMIT:
+                console.print("the likelihood orders every training pair (or nearly): its weight stopped at the "
+                              f"bound, {LIKELIHOOD_WEIGHT_LIMIT:g} per nat; check the frozen LM did not see the "
+                              "preferences, or use likelihood_fit=joint")
         elif selection_set and _likelihood_weight(model) is not None and model.num_heads == 1:
             loss_at = likelihood_weight_loss(model, selection_set, config.loss, config.batch_size, device,
                                              trainer.thresholds_by_key())
@@ -261,6 +265,9 @@ def train_one(config: RewardTrainConfig, train_records: Sequence[FeedbackRecord]
         tracker.close()
     fit_normalization(model, [*held_out, *train_records], config.normalization_samples, member_seed, world)
     return model, summary, truncation
+
+
+LIKELIHOOD_WEIGHT_LIMIT = 100.0  # reward per nat: a separate fit that reaches it means the pairs are separable
 
 
 def _likelihood_weight(model: RewardModel) -> torch.nn.Parameter | None:

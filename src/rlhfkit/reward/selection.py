@@ -169,8 +169,11 @@ def fit_likelihood_alone(head: Any, loss_at: Callable[[float], float], limit: fl
     the likelihood the same way, alone, so the reward adds two independently calibrated log-odds. On real
     preferences a weight learned jointly landed anywhere from 0.19 to 0.95 per nat across folds of the same
     data (early stopping caught it mid-way) and a refit on the ~200-pair early-stopping slice stayed noisy;
-    the likelihood's own fit sees every training pair and has one parameter."""
-    per_nat, _ = golden_section_minimum(loss_at, -limit, limit, evaluations=40)
+    the likelihood's own fit sees every training pair and has one parameter. A likelihood that says nothing
+    (a flat loss) gets 0; one that separates every pair runs to the bound, ``limit``."""
+    per_nat, best = golden_section_minimum(loss_at, -limit, limit, evaluations=40)
+    if loss_at(0.0) <= best:
+        per_nat = 0.0
     with torch.no_grad():
         head.likelihood_weight.fill_(per_nat / head.likelihood_gain)
     return per_nat
