@@ -29,8 +29,12 @@ real LM that has read Wikipedia) and starts each fold's brief pretraining from i
 0``: the reward model starts from it directly; ``--base-text qa+passages`` has that brief pretraining read
 every passage again beside the training text, so it keeps what the knowledge base knows). Train-rm's
 ``likelihood=true`` and ``likelihood_model=DIR`` (``--set``) let the reward head read a likelihood, the
-trunk's own or a frozen LM's such as the knowledge base's directory. Confidence intervals resample questions (a cluster
-bootstrap), since pairs of one question share answers.
+trunk's own or a frozen LM's such as the knowledge base's directory (``--likelihood-knowledge``; or the
+reward model's own starting base, frozen: ``--likelihood-base``). For a model reading a frozen LM the line
+also holds its pooled part alone (the likelihood term taken off: with ``likelihood_fit=separate``, the
+default model's accuracy), the frozen LM alone, and TF-IDF given the same likelihood as one more input (the
+fair baseline). Confidence intervals resample questions (a cluster bootstrap), since pairs of one question
+share answers.
 
 ``--edits`` adds the training questions' human corrections (corrected over original ``prediction 1``,
 :mod:`rlhfkit.data.fine_grained_edits`) to train-rm's data; the evaluation pairs stay the same.
