@@ -465,6 +465,9 @@ def evaluate_split(args: argparse.Namespace, records: Sequence[Comparison], numb
                 "train_rm_seconds": round(rm_seconds, 1)}}
 
 
+FROZEN_PARTS = ("rm_pooled", "frozen_likelier", "tfidf_frozen")  # per-pair results of a model reading a frozen LM
+
+
 def likelihood_parts(model: object, prompts: Sequence[str], test: Sequence[Comparison], margins: np.ndarray
                      ) -> dict[str, object]:
     """For a one-model reward model that reads a frozen LM: per-pair correctness of its pooled part alone (the
@@ -575,13 +578,12 @@ def main() -> None:
               for key in ("rm", "margins", "shorter", "tfidf", "likelier", "tfidf_likelihood")}
     groups = [g for part in parts for g in part["groups"]]
     pooled["support"] = np.concatenate([support[eval_idx] for _, eval_idx in splits])
-    if all("rm_pooled" in part for part in parts):
-        pooled.update({key: np.concatenate([part[key] for part in parts])
-                       for key in ("rm_pooled", "frozen_likelier", "tfidf_frozen")})
+    if all(FROZEN_PARTS[0] in part for part in parts):
+        pooled.update({key: np.concatenate([part[key] for part in parts]) for key in FROZEN_PARTS})
     if args.folds and args.fold is None:
         save_margins(Path(args.work) / f"rm-{args.label}-k{args.folds}-{args.seed}-{args.rm_seed}", groups,
                      pooled["rm"], pooled["margins"], args.rm_seed, tfidf=pooled["tfidf"],
-                     **{key: pooled[key] for key in ("rm_pooled", "frozen_likelier", "tfidf_frozen") if key in pooled})
+                     **{key: pooled[key] for key in FROZEN_PARTS if key in pooled})
 
     def ci(values: np.ndarray) -> tuple[float, float, float]:
         return cluster_bootstrap(values, groups, lambda v: float(np.mean(v)), args.seed)

@@ -24,10 +24,16 @@ def _symbol(library: str | None, name: str) -> Callable[..., int] | None:
 
 
 @cache
+def _malloc_trim() -> Callable[..., int] | None:
+    """glibc's ``malloc_trim``, looked up once (None with another C library)."""
+    return _symbol(None, "malloc_trim")
+
+
+@cache
 def _releasers() -> tuple[tuple[Callable[..., int], tuple[int, ...]], ...]:
     """(function, arguments): MKL's buffer release (exported by torch's CPU library as ``mkl_serv_free_buffers``),
     then ``malloc_trim(0)``."""
-    found = ((_symbol("libtorch_cpu.so", "mkl_serv_free_buffers"), ()), (_symbol(None, "malloc_trim"), (0,)))
+    found = ((_symbol("libtorch_cpu.so", "mkl_serv_free_buffers"), ()), (_malloc_trim(), (0,)))
     return tuple((function, args) for function, args in found if function is not None)
 
 
@@ -46,7 +52,7 @@ def return_free_heap() -> bool:
 
     A thread that allocates gets a heap (arena) of its own, and what it frees stays resident in that heap,
     out of reach of allocations in other threads: the sharded sampler's pool thread kept ~13 MiB so."""
-    trim = _symbol(None, "malloc_trim")
+    trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)
