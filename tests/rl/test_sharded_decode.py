@@ -13,7 +13,8 @@ import torch
 
 from rlhfkit.rl.cached_kv import concatenated, preallocated_cache
 from rlhfkit.rl.rollout import CachedSampler, SamplingParams
-from rlhfkit.rl.sharded_decode import ShardedStepper, _pool, decode_shards, shard_sizes
+from rlhfkit.rl.sharded_decode import ShardedStepper, decode_shards, shard_sizes
+from rlhfkit.utils.runtime import worker_pool
 
 PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "A", "The food was bad and",
            "Tell me why", "Sky"]
@@ -133,14 +134,14 @@ def test_concatenated_caches_hold_the_rows_in_turn() -> None:
 
 
 def test_a_forked_child_gets_its_own_pool() -> None:
-    parent = _pool(1)
-    assert _pool(1) is parent
+    parent = worker_pool(1)
+    assert worker_pool(1) is parent
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: the parent's worker threads do not exist here
         try:
-            result = _pool(1).submit(lambda: 7).result(timeout=10)
-            os.write(writer, b"ok" if result == 7 and _pool(1) is not parent else b"no")
+            result = worker_pool(1).submit(lambda: 7).result(timeout=10)
+            os.write(writer, b"ok" if result == 7 and worker_pool(1) is not parent else b"no")
         finally:
             os._exit(0)
     os.close(writer)

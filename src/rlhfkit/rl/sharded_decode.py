@@ -17,8 +17,6 @@ become one batch again.
 from __future__ import annotations
 
 import concurrent.futures
-import functools
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ from torch import nn
 from rlhfkit.rl.cached_gpt2 import GPT2Stepper
 from rlhfkit.rl.cached_kv import concatenated, preallocated_cache
 from rlhfkit.rl.cached_prefill import grouped_prefill
+from rlhfkit.utils.runtime import worker_pool
 
 #: How a shard chooses its rows' tokens: (logits (n, V), uniforms (n, 1) or None) -> (chosen (n,), log-probs (n,)),
 #: with the step's uniforms for all rows (None when greedy), sliced per shard.
@@ -47,17 +46,6 @@ def decode_shards(batch: int, threads: int, serial_rows: int, merge_rows: int) -
     if threads < 2 or batch < threads or batch <= merge_rows or serial_rows <= 0:
         return 1
     return threads if -(-batch // threads) <= serial_rows else 1
-
-
-def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    """The process's pool for the shards beyond the first (which runs in the calling thread)."""
-    return _pool_of_process(workers, os.getpid())
-
-
-@functools.cache
-def _pool_of_process(workers: int, pid: int) -> concurrent.futures.ThreadPoolExecutor:
-    """One pool per process: a forked child has none of its parent's threads, so it must not reuse its pool."""
-    return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlhfkit-shard")
 
 
 def _one_thread(work: Callable[[], Any]) -> Any:
@@ -88,7 +76,7 @@ class ShardedStepper:
                 raise ValueError("sharded decoding needs a model of plain full-attention layers")
             self.steppers.append(GPT2Stepper(trunk, lm_head, cache, mask[start:start + size]))
             start += size
-        self.pool = _pool(max(1, len(self.sizes) - 1))
+        self.pool = worker_pool(max(1, len(self.sizes) - 1))  # shards beyond the first
 
     def _bounds(self) -> list[tuple[int, int]]:
         bounds, start = [], 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import os
 import random
 from collections.abc import Iterator
@@ -34,6 +36,17 @@ def intra_op_threads_restored() -> Iterator[None]:
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+def worker_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads for CPU work split across cores (PyTorch's ops release the GIL)."""
+    return _pool_of_process(workers, os.getpid())
+
+
+@functools.cache
+def _pool_of_process(workers: int, pid: int) -> concurrent.futures.ThreadPoolExecutor:
+    """One pool per process: a forked child has none of its parent's threads, so it must not reuse its pool."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlhfkit-worker")
 
 
 def seed_everything(seed: int) -> None:
