@@ -35,8 +35,8 @@ EPISODES, STEPS = 4096, 64
 LR = {"ppo": 5e-4, "grpo": 5e-3, "rloo": 5e-3, "reinforce": 5e-3}
 GROUP = {"ppo": 1, "grpo": 4, "rloo": 4, "reinforce": 4}
 # One run's final policy carries its last updates' noise: PPO at beta 0.5 reached 0.87-0.96 on seeds 0-11
-# (mean 0.93), and float rounding anywhere upstream (a fused activation in the sampler) moves single seeds by
-# +-0.03; the share test reads the mean of these seeds' runs.
+# (mean 0.93), and float rounding anywhere upstream (a oneDNN post-op GELU in the sampler, tried) moves single
+# seeds by +-0.03; the share test reads the mean of these seeds' runs.
 SHARE_SEEDS = (0, 1)
 
 
