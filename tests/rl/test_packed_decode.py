@@ -87,6 +87,14 @@ def test_layers_packed_on_several_threads_come_back_in_order_and_equal_a_serial_
         for layer, packed_layer in zip(layers, packed):
             assert packed_layer.weight is layer.weight
             assert torch.equal(packed_layer(inputs), PackedLinear(layer)(inputs))  # bit for bit
+    from rlhfkit.utils.runtime import worker_pool
+
+    torch.set_num_threads(3)
+    try:  # inside the pool's only worker a nested pack runs where it is instead of waiting on its own pool
+        nested = worker_pool(1).submit(packed_in_parallel, layers).result(timeout=30)
+    finally:
+        torch.set_num_threads(threads)
+    assert [layer.weight for layer in nested] == [layer.weight for layer in layers]
 
 
 def test_serial_decode_rows_from_the_parameter_count() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from rlhfkit.utils.runtime import worker_pool
+from rlhfkit.utils.runtime import in_worker_pool, worker_pool
 
 
 @functools.cache
@@ -108,7 +108,7 @@ def packed_in_parallel(layers: list[nn.Module]) -> list[PackedLinear]:
     (17 layers of 4.2M parameters: 10-11 ms on one thread, 6-7 on two); largest layers first, each to the least
     loaded thread. The packed weights are those of a serial pack (the demo's seed 0 reproduces bit for bit)."""
     threads = min(torch.get_num_threads(), len(layers))
-    if threads < 2:
+    if threads < 2 or in_worker_pool():  # a worker waiting on its own busy pool would wait forever
         return [PackedLinear(layer) for layer in layers]
     shares: list[list[int]] = [[] for _ in range(threads)]
     loads = [0] * threads

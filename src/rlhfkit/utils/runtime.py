@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import random
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -43,10 +44,18 @@ def worker_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     return _pool_of_process(workers, os.getpid())
 
 
+def in_worker_pool() -> bool:
+    """Whether this thread is one of :func:`worker_pool`'s workers."""
+    return threading.current_thread().name.startswith(_WORKER_PREFIX)
+
+
+_WORKER_PREFIX = "rlhfkit-worker"
+
+
 @functools.cache
 def _pool_of_process(workers: int, pid: int) -> concurrent.futures.ThreadPoolExecutor:
     """One pool per process: a forked child has none of its parent's threads, so it must not reuse its pool."""
-    return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlhfkit-worker")
+    return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_WORKER_PREFIX)
 
 
 def seed_everything(seed: int) -> None:
