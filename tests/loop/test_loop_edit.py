@@ -184,7 +184,8 @@ def test_an_edits_only_round_on_the_builtin_model_raises_the_gold_reward(tmp_pat
 
     Measured (64 eval prompts, seed 0 here): +0.121, +0.074, +0.063 at seeds 0, 1, 2 on the reward trainer of
     629ba6d, +0.190 at seed 0 with the issue's reward-trainer changes; an all-spammer panel (no signal in the
-    edits) +0.023 at seed 0.
+    edits) +0.023 at seed 0. Fragile: on session 15's code seeds 0-5 gain +0.074, +0.074, +0.007, +0.106, +0.105,
+    +0.009 (two miss the bar), and a ~1e-7 change of the sampler's numerics took seed 0 to -0.020.
     """
     settings = tiny_loop_settings(tmp_path, rounds=1)
     settings["model"] = "builtin"
