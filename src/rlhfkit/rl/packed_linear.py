@@ -12,7 +12,6 @@ every module keeps its own forward.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from rlhfkit.utils.runtime import in_worker_pool, worker_pool
+from rlhfkit.utils.runtime import across_threads
 
 
 @functools.cache
@@ -108,7 +107,7 @@ def packed_in_parallel(layers: list[nn.Module]) -> list[PackedLinear]:
     (17 layers of 4.2M parameters: 10-11 ms on one thread, 6-7 on two); largest layers first, each to the least
     loaded thread. The packed weights are those of a serial pack (the demo's seed 0 reproduces bit for bit)."""
     threads = min(torch.get_num_threads(), len(layers))
-    if threads < 2 or in_worker_pool():  # a worker waiting on its own busy pool would wait forever
+    if threads < 2:
         return [PackedLinear(layer) for layer in layers]
     shares: list[list[int]] = [[] for _ in range(threads)]
     loads = [0] * threads
@@ -116,15 +115,10 @@ def packed_in_parallel(layers: list[nn.Module]) -> list[PackedLinear]:
         lightest = loads.index(min(loads))
         shares[lightest].append(index)
         loads[lightest] += layers[index].weight.numel()
+    packed = across_threads([functools.partial(_pack, layers, share) for share in shares])
+    return [layer for _, layer in sorted((pair for part in packed for pair in part), key=lambda pair: pair[0])]
 
-    def pack(share: list[int]) -> list[tuple[int, PackedLinear]]:
-        return [(index, PackedLinear(layers[index])) for index in share]
 
-    futures = [worker_pool(threads - 1).submit(pack, share) for share in shares[1:]]
-    try:
-        done = pack(shares[0])
-    finally:  # a failure here must not leave workers packing behind the caller's back
-        concurrent.futures.wait(futures)
-    for future in futures:
-        done += future.result()
-    return [layer for _, layer in sorted(done, key=lambda pair: pair[0])]
+def _pack(layers: list[nn.Module], share: list[int]) -> list[tuple[int, PackedLinear]]:
+    """(index, packed layer) for each index of ``share``."""
+    return [(index, PackedLinear(layers[index])) for index in share]

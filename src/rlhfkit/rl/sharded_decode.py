@@ -16,7 +16,6 @@ become one batch again.
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import nn
 from rlhfkit.rl.cached_gpt2 import GPT2Stepper
 from rlhfkit.rl.cached_kv import concatenated, preallocated_cache
 from rlhfkit.rl.cached_prefill import grouped_prefill
-from rlhfkit.utils.runtime import worker_pool
+from rlhfkit.utils.runtime import across_threads
 
 #: How a shard chooses its rows' tokens: (logits (n, V), uniforms (n, 1) or None) -> (chosen (n,), log-probs (n,)),
 #: with the step's uniforms for all rows (None when greedy), sliced per shard.
@@ -46,14 +45,6 @@ def decode_shards(batch: int, threads: int, serial_rows: int, merge_rows: int) -
     if threads < 2 or batch < threads or batch <= merge_rows or serial_rows <= 0:
         return 1
     return threads if -(-batch // threads) <= serial_rows else 1
-
-
-def _one_thread(work: Callable[[], Any]) -> Any:
-    """``work`` on one intra-op thread without gradients (both are per-thread state in PyTorch)."""
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-    with torch.no_grad():
-        return work()
 
 
 class ShardedStepper:
@@ -76,7 +67,6 @@ class ShardedStepper:
                 raise ValueError("sharded decoding needs a model of plain full-attention layers")
             self.steppers.append(GPT2Stepper(trunk, lm_head, cache, mask[start:start + size]))
             start += size
-        self.pool = worker_pool(max(1, len(self.sizes) - 1))  # shards beyond the first
 
     def _bounds(self) -> list[tuple[int, int]]:
         bounds, start = [], 0
@@ -85,18 +75,13 @@ class ShardedStepper:
             start += size
         return bounds
 
-    def _run(self, works: list[Callable[[], Any] | None]) -> list[Any]:
-        """Each shard's work (None: an empty shard), the first in this thread, the others in the pool."""
+    @staticmethod
+    def _run(works: list[Callable[[], Any] | None]) -> list[Any]:
+        """Each shard's work (None: an empty shard) in parallel (:func:`rlhfkit.utils.runtime.across_threads`)."""
         live = [index for index, work in enumerate(works) if work is not None]
-        futures = {index: self.pool.submit(_one_thread, works[index]) for index in live[1:]}
         results: list[Any] = [None] * len(works)
-        try:
-            if live:
-                results[live[0]] = works[live[0]]()
-        finally:  # never leave a shard running on modules the caller is about to put back
-            concurrent.futures.wait(futures.values())
-        for index, future in futures.items():
-            results[index] = future.result()
+        for index, result in zip(live, across_threads([works[index] for index in live])):
+            results[index] = result
         return results
 
     def _picked(self, logits_of: Callable[[GPT2Stepper, int, int], torch.Tensor], pick: Pick

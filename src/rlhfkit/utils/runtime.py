@@ -8,10 +8,13 @@ import functools
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 
 def configure_threads(num_threads: int | None = None) -> int:
@@ -39,23 +42,42 @@ def intra_op_threads_restored() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+_WORKER_PREFIX = "rlhfkit-worker"
+
+
 def worker_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     """The process's pool of ``workers`` threads for CPU work split across cores (PyTorch's ops release the GIL)."""
     return _pool_of_process(workers, os.getpid())
-
-
-def in_worker_pool() -> bool:
-    """Whether this thread is one of :func:`worker_pool`'s workers."""
-    return threading.current_thread().name.startswith(_WORKER_PREFIX)
-
-
-_WORKER_PREFIX = "rlhfkit-worker"
 
 
 @functools.cache
 def _pool_of_process(workers: int, pid: int) -> concurrent.futures.ThreadPoolExecutor:
     """One pool per process: a forked child has none of its parent's threads, so it must not reuse its pool."""
     return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_WORKER_PREFIX)
+
+
+def across_threads(works: Sequence[Callable[[], T]]) -> list[T]:
+    """Each work's result, in order: the first runs in the calling thread, the others on :func:`worker_pool`'s
+    threads (one intra-op thread each, without gradients). Returns, or raises the first failure, only once every
+    work has finished (none is left running on state the caller is about to change). Inside a pool worker all
+    run in place: a worker waiting on its own busy pool would wait forever."""
+    if len(works) < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
+        return [work() for work in works]
+    pool = worker_pool(len(works) - 1)
+    futures = [pool.submit(_on_one_thread, work) for work in works[1:]]
+    try:
+        first = works[0]()
+    finally:
+        concurrent.futures.wait(futures)
+    return [first, *(future.result() for future in futures)]
+
+
+def _on_one_thread(work: Callable[[], T]) -> T:
+    """``work`` on one intra-op thread without gradients (both are per-thread state in PyTorch)."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    with torch.no_grad():
+        return work()
 
 
 def seed_everything(seed: int) -> None:
