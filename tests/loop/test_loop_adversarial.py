@@ -82,7 +82,11 @@ def test_an_adversarial_round_lowers_the_probes_success_on_held_out_samples(tmp_
     with sqlite3.connect(run / "feedback" / "feedback.db") as db:
         sizes = dict(db.execute("SELECT c.name, COUNT(t.id) FROM campaigns c JOIN tasks t ON t.campaign_id = c.id "
                                 "GROUP BY c.name"))
-    assert sorted(sizes.values()) == [10, 24]
+    plan = json.loads((folder / "adversarial_probes.json").read_text())["items"]
+    rises = sum(1 for it in plan if not it["held_out"] and it["reward_probed"] > it["reward_original"])
+    sent = sum(1 for it in plan if it["sent"])
+    assert sent == min(24, rises) > 0  # the largest rises, at most `comparisons` (24 on one CPU, 20 on another)
+    assert sorted(sizes.values()) == sorted([10, sent])
     stats = json.loads((folder / "adversarial_stats.json").read_text())
     assert stats["adversarial/sent/all_before"] == 1.0  # sent because their reward rose
     # measured on held-out samples (never sent) and the same probed texts before and after retraining; exploits

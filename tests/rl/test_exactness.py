@@ -35,9 +35,11 @@ EPISODES, STEPS = 4096, 64
 LR = {"ppo": 5e-4, "grpo": 5e-3, "rloo": 5e-3, "reinforce": 5e-3}
 GROUP = {"ppo": 1, "grpo": 4, "rloo": 4, "reinforce": 4}
 # One run's final policy carries its last updates' noise: PPO at beta 0.5 reached 0.87-0.96 on seeds 0-11
-# (mean 0.93), and float rounding anywhere upstream (a oneDNN post-op GELU in the sampler, tried) moves single
-# seeds by +-0.03; the share test reads the mean of these seeds' runs.
-SHARE_SEEDS = (0, 1)
+# (mean 0.93), and float rounding anywhere upstream (a oneDNN post-op GELU in the sampler, tried; another CPU's
+# kernels) moves single seeds by +-0.03: seeds 0 and 1 gave 0.919 and 0.908 on one CPU, 0.892 and 0.900 on an
+# AVX2-only AMD EPYC, where seeds 0-3 average 0.924 (0.960 and 0.943 at seeds 2 and 3; the other seven settings
+# 0.957-0.992). The share test reads the mean of these seeds' runs.
+SHARE_SEEDS = (0, 1, 2, 3)
 
 
 @functools.cache
