@@ -77,13 +77,14 @@ def test_a_critique_round_trains_the_reward_model_on_weighted_critique_ratings(t
 @pytest.mark.slow
 def test_critiques_alone_raise_the_gold_of_the_builtin_model(tmp_path):
     """One round at a reduced size (~350 critiques of 256 candidates, 12 PPO steps of 32 prompts) raises the gold
-    read on 256 eval prompts by >= 0.01, and the positive aspect with it.
+    read on 256 eval prompts by >= 0.01, and the "reason" aspect (what the critiques move most) by >= 0.1.
 
     The gain at this size is small and 64 eval prompts read it with a standard error of ~0.04: seeds 0-5 on an
     AVX2-only AMD EPYC gained +0.116, +0.077, +0.057, +0.061, +0.048, +0.217 on 64 prompts and +0.031, +0.074,
     +0.065, +0.014, +0.020, +0.043 (mean 0.041) when the same policies were re-read on 256 others; 24 PPO steps
-    instead of 12 gave +0.010 and +0.066 at seeds 3 and 4 (no stronger). The positive aspect rose from 0.45 to
-    0.50-0.54 at every seed."""
+    instead of 12 gave +0.010, +0.066 and +0.068 at seeds 3, 4 and 0 (no stronger). Over those ten runs the
+    reason aspect rose by +0.19 to +0.49 every time, the positive aspect by -0.02 to +0.09 (flat or lower in
+    three): the critique round teaches "give a reason" far more than "be positive"."""
     settings = tiny_loop_settings(tmp_path, rounds=1, comparisons=160)
     settings |= {"model": "builtin", "seed": 0, "eval": {"prompts": 256}}
     settings["candidates"] = {"prompts_per_round": 64, "per_prompt": 4, "max_new_tokens": 48}
@@ -99,7 +100,8 @@ def test_critiques_alone_raise_the_gold_of_the_builtin_model(tmp_path):
     rows = {r["metric"]: r for r in json.loads((run / "summary.json").read_text())}
     gold = rows["gold reward"]
     assert gold["final"] - gold["base"] >= 0.01, gold
-    assert rows["gold aspect: positive"]["final"] > rows["gold aspect: positive"]["base"], rows["gold aspect: positive"]
+    reason = rows["gold aspect: reason"]
+    assert reason["final"] >= reason["base"] + 0.1, reason
 
 
 def test_the_critique_panel_critiques_rating_tasks_and_spammers_write_none():
