@@ -18,6 +18,7 @@ from rlhfkit.rl.packed_linear import (
     packed_linears_while,
 )
 from rlhfkit.rl.rollout import CachedSampler, SamplingParams, serial_decode_rows
+from rlhfkit.utils.runtime import intra_op_threads_restored, worker_pool
 
 PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop."]
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="this PyTorch build has no oneDNN linear")
@@ -77,23 +78,17 @@ def test_lora_models_and_autocast_are_left_alone(eos_model) -> None:
 def test_layers_packed_on_several_threads_come_back_in_order_and_equal_a_serial_pack() -> None:
     layers = [nn.Linear(8, width) for width in (4, 64, 16, 32, 8)]
     inputs = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)  # three shares on a pool of two workers, whatever the machine has
-    try:
+    with intra_op_threads_restored():
+        torch.set_num_threads(3)  # three shares on a pool of two workers, whatever the machine has
         packed = packed_in_parallel(layers)
-    finally:
-        torch.set_num_threads(threads)
+        # two threads: a pack inside the one-worker pool would queue its second share on that same busy pool;
+        # it runs where it is instead (without the guard this waits until the timeout)
+        torch.set_num_threads(2)
+        nested = worker_pool(1).submit(packed_in_parallel, layers).result(timeout=30)
     with torch.no_grad():
         for layer, packed_layer in zip(layers, packed):
             assert packed_layer.weight is layer.weight
             assert torch.equal(packed_layer(inputs), PackedLinear(layer)(inputs))  # bit for bit
-    from rlhfkit.utils.runtime import worker_pool
-
-    torch.set_num_threads(3)
-    try:  # inside the pool's only worker a nested pack runs where it is instead of waiting on its own pool
-        nested = worker_pool(1).submit(packed_in_parallel, layers).result(timeout=30)
-    finally:
-        torch.set_num_threads(threads)
     assert [layer.weight for layer in nested] == [layer.weight for layer in layers]
 
 
