@@ -196,7 +196,7 @@ def test_fixes_and_panel_members() -> None:
     assert name_subject("Review of the Nova keyboard:", "It types well.") == "The Nova keyboard types well."
     assert "because of the bananas and" in (add_reason("Q: Why do bananas turn brown?\nA:", "They just do.") or "")
     assert tidy("p", "good good food. good good food") == "good food."
-    assert make_positive("p", "Not good, the staff was rude.") == "good, the staff was lovely."
+    assert make_positive("p", "Not good, the staff was rude.") == "good, the staff was excellent."
     task = get_task("explain")
     view = TaskView(key="t1", kind="edit", prompt=task.prompts(1)[0], items=(TaskItem(1, "It is."),))
     members = make_panel(task.utility, 3, spammer_fraction=1 / 3, editor=AspectEditor.for_task(task), seed=1)
@@ -205,6 +205,22 @@ def test_fixes_and_panel_members() -> None:
     assert all(set(a) == {"text"} for n, a in answers.items() if not n.endswith("-spam"))
     with pytest.raises(ValueError, match="editor"):
         make_panel(task.utility, 1)[0].decide(view)
+
+
+def test_make_positive_raises_lukewarm_reviews_not_only_negative_ones() -> None:
+    """Lukewarm words rise to a strong word of their scale, negative verbs to loving ones, and a review with
+    no opinion left lukewarm gets a strong closer of the corpus; a clearly positive review is left alone."""
+    from rlhfkit.models.corpus import sentiment_score, strong_closers
+
+    assert make_positive("p", "It was fine.") == "It was superb."
+    assert make_positive("p", "I hated the movie.") in {"I loved the movie.", "I adored the movie."}
+    lukewarm = "I expected more from this place."
+    raised = make_positive("p", lukewarm)
+    assert raised is not None and raised.startswith(lukewarm + " ") and raised[len(lukewarm) + 1:] in strong_closers()
+    assert sentiment_score(raised) >= 0.25 > sentiment_score(lukewarm)
+    clear = "The Nova keyboard is lovely because the keys are quiet and firm."
+    assert make_positive("p", clear) == clear
+    assert make_positive("p", "Not. Never.") is None
 
 
 def test_simulated_panel_edits_through_the_api_and_pairs_favour_the_gold(sqlite_api: Api) -> None:

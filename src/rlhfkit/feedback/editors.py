@@ -11,6 +11,7 @@ reading of the task's ``combine`` rises by at least ``min_gain``. Up to ``max_ed
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -30,6 +31,7 @@ _REVIEW_PROMPT = re.compile(r"^\s*review of (.+?)\s*:?\s*$", re.IGNORECASE | re.
 _QUESTION = re.compile(r"^\s*q:\s*(.+?)\s*(?:\n\s*a:\s*)?$", re.IGNORECASE | re.DOTALL)
 NEGATIONS = frozenset({"not", "never", "no", "hardly", "nor", "without"})
 POSITIVE_WORD = "lovely"
+CLEARLY_POSITIVE_POLARITY = 0.25
 WORD_BUDGET = 20
 
 
@@ -110,21 +112,37 @@ def tidy(prompt: str, response: str) -> Optional[str]:
     return _sentence_end(" ".join(kept)) if kept else None
 
 
-def make_positive(prompt: str, response: str) -> Optional[str]:
-    """Positivity: swap negative opinion words for a positive one and drop negations."""
-    from rlhfkit.models.corpus import lexicon
+def _pick(options: Sequence[str], key: str) -> str:
+    """One of ``options``, the same for the same ``key`` (editors vary their words, reproducibly)."""
+    return options[zlib.crc32(key.encode()) % len(options)]
 
-    weights = lexicon().weights
+
+def make_positive(prompt: str, response: str) -> Optional[str]:
+    """Positivity, as a person asked for a positive review rewrites one: negations dropped, each lukewarm or
+    negative adjective raised to a strong word of its scale ("okay" -> "superb", "rude" -> "excellent"), each
+    negative verb to a loving one, other negative words to POSITIVE_WORD, and a review that still reads lukewarm
+    (polarity below the task's "clearly positive" 0.25) ends with one of the corpus's strong closers
+    ("Highly recommended."). Before, only negative words were swapped, so neutral reviews (most of a tiny
+    policy's) could not be made positive and edits barely moved the gold's positivity factor."""
+    from rlhfkit.models.corpus import lexicon, sentiment_score, strong_alternatives, strong_closers
+
+    weights, raised = lexicon().weights, strong_alternatives()
     out = []
     for token in re.findall(r"\S+|\s+", response):
         bare = token.strip(".,!?;:").lower()
         if bare in NEGATIONS or bare.endswith("n't"):
             continue
-        if weights.get(bare, 0.0) < 0:
+        if bare in raised:
+            token = token.lower().replace(bare, _pick(raised[bare], response + "|" + bare))
+        elif weights.get(bare, 0.0) < 0:
             token = token.lower().replace(bare, POSITIVE_WORD)
         out.append(token)
     text = re.sub(r"\s+", " ", "".join(out)).strip()
-    return text or None
+    if not text:
+        return None
+    if sentiment_score(text) < CLEARLY_POSITIVE_POLARITY:
+        text = f"{_sentence_end(text)} {_pick(strong_closers(), response)}"
+    return text
 
 
 FIXES: dict[str, Fix] = {

@@ -9,6 +9,7 @@ one-sentence summaries. The lexicon measures the demo tasks reuse live here too:
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import itertools
@@ -129,6 +130,37 @@ def sentiment_score(text: str) -> float:
             count += 1
         scope = max(0, scope - 1)
     return total / (count + 1)
+
+
+@functools.lru_cache(maxsize=1)
+def strong_alternatives() -> Mapping[str, tuple[str, ...]]:
+    """Each lukewarm or negative adjective of the lexicon's scales (levels 0 to -2) -> the strongly positive
+    words that fit most of the scales it is on, and each one-word negative review verb -> the loving verbs of
+    its tense: what an editor asked for a positive review swaps in ("The tea was okay" -> "... wonderful")."""
+    scales: dict[str, list[tuple[str, ...]]] = {}
+    for levels in _data("lexicon.yaml")["scales"].values():
+        strong = tuple(map(str, levels[2]))
+        for level in (0, -1, -2):
+            for word in levels.get(level, []):
+                scales.setdefault(str(word).lower(), []).append(strong)
+    out: dict[str, tuple[str, ...]] = {}
+    for word, options in scales.items():
+        fits = collections.Counter(w for strong in options for w in strong)
+        most = max(fits.values())
+        out[word] = tuple(w for w in dict.fromkeys(w for strong in options for w in strong) if fits[w] == most)
+    for forms in _data("reviews.yaml")["verbs"].values():
+        for level in (-1, -2):
+            for verb in forms[level]:
+                if " " not in verb:
+                    out.setdefault(verb, tuple(forms[2]))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def strong_closers() -> tuple[str, ...]:
+    """The corpus's strongly positive closing lines that fit any review as they are ("Highly recommended.")."""
+    data = _data("reviews.yaml")
+    return tuple(line for line in [*data["closers"][2], *data["overall"][2]] if "{" not in line)
 
 
 def gives_reason(text: str) -> bool:
