@@ -210,8 +210,11 @@ def test_fixes_and_panel_members() -> None:
 def test_make_positive_raises_lukewarm_reviews_not_only_negative_ones() -> None:
     """Lukewarm words rise to a strong word of their scale, negative verbs to loving ones, and a review with
     no opinion left lukewarm gets a strong closer of the corpus; a clearly positive review is left alone."""
-    from rlhfkit.models.corpus import sentiment_score, strong_closers
+    from rlhfkit.models.corpus import lexicon, sentiment_score, strong_alternatives, strong_closers
 
+    weights = lexicon().weights
+    for word, alternatives in strong_alternatives().items():
+        assert weights[word] <= 0 and alternatives and all(weights[a] >= 1.0 for a in alternatives), word
     assert make_positive("p", "It was fine.") == "It was superb."
     assert make_positive("p", "I hated the movie.") in {"I loved the movie.", "I adored the movie."}
     lukewarm = "I expected more from this place."

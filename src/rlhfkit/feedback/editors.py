@@ -3,7 +3,7 @@
 An :class:`AspectEditor` scores the response on the task's aspects (rlhfkit.tasks.aspects) with
 Gaussian noise, tries the fix of each aspect that looks weak (below ``weak``) among those it knows
 (``FIXES``: name the subject, give a reason, keep the sentence with the reason, cut to one sentence,
-remove loops, swap negative words for positive ones), and keeps a rewrite only when its own noisy
+remove loops, raise negative and lukewarm words to strong positive ones), and keeps a rewrite only when its own noisy
 reading of the task's ``combine`` rises by at least ``min_gain``. Up to ``max_edits`` fixes are chained. It returns None when nothing it tried helped: the
 "no change needed" answer of an edit task. Noise makes some edits miss or misjudge, as a person would.
 """
@@ -121,9 +121,9 @@ def make_positive(prompt: str, response: str) -> Optional[str]:
     """Positivity, as a person asked for a positive review rewrites one: negations dropped, each lukewarm or
     negative adjective raised to a strong word of its scale ("okay" -> "superb", "rude" -> "excellent"), each
     negative verb to a loving one, other negative words to POSITIVE_WORD, and a review that still reads lukewarm
-    (polarity below the task's "clearly positive" 0.25) ends with one of the corpus's strong closers
-    ("Highly recommended."). Before, only negative words were swapped, so neutral reviews (most of a tiny
-    policy's) could not be made positive and edits barely moved the gold's positivity factor."""
+    (polarity below the sentiment task's "clearly positive" 0.25) ends with one of the corpus's strong closers
+    ("Highly recommended."): most of a tiny policy's reviews are neutral, not negative, and swapping negative
+    words alone left them as lukewarm as they were."""
     from rlhfkit.models.corpus import lexicon, sentiment_score, strong_alternatives, strong_closers
 
     weights, raised = lexicon().weights, strong_alternatives()

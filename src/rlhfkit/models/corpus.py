@@ -136,7 +136,7 @@ def sentiment_score(text: str) -> float:
 def strong_alternatives() -> Mapping[str, tuple[str, ...]]:
     """Each lukewarm or negative adjective of the lexicon's scales (levels 0 to -2) -> the strongly positive
     words that fit most of the scales it is on, and each one-word negative review verb -> the loving verbs of
-    its tense: what an editor asked for a positive review swaps in ("The tea was okay" -> "... wonderful")."""
+    its tense: what an editor asked for a positive review swaps in ("The tea was okay" -> "... superb")."""
     scales: dict[str, list[tuple[str, ...]]] = {}
     for levels in _data("lexicon.yaml")["scales"].values():
         strong = tuple(map(str, levels[2]))
