@@ -31,7 +31,6 @@ _REVIEW_PROMPT = re.compile(r"^\s*review of (.+?)\s*:?\s*$", re.IGNORECASE | re.
 _QUESTION = re.compile(r"^\s*q:\s*(.+?)\s*(?:\n\s*a:\s*)?$", re.IGNORECASE | re.DOTALL)
 NEGATIONS = frozenset({"not", "never", "no", "hardly", "nor", "without"})
 POSITIVE_WORD = "lovely"
-CLEARLY_POSITIVE_POLARITY = 0.25
 WORD_BUDGET = 20
 
 
@@ -124,7 +123,8 @@ def make_positive(prompt: str, response: str) -> Optional[str]:
     (polarity below the sentiment task's "clearly positive" 0.25) ends with one of the corpus's strong closers
     ("Highly recommended."): most of a tiny policy's reviews are neutral, not negative, and swapping negative
     words alone left them as lukewarm as they were."""
-    from rlhfkit.models.corpus import lexicon, sentiment_score, strong_alternatives, strong_closers
+    from rlhfkit.models.corpus import (CLEARLY_POSITIVE_POLARITY, lexicon, sentiment_score, strong_alternatives,
+                                       strong_closers)
 
     weights, raised = lexicon().weights, strong_alternatives()
     out = []

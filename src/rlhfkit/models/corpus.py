@@ -31,6 +31,7 @@ DEFAULT_MIX: Mapping[str, float] = {"review": 0.65, "qa": 0.2, "summary": 0.15}
 SPLITS = ("train", "heldout", "all")
 HELDOUT_BUCKETS = 8
 NEGATION_WINDOW = 3
+CLEARLY_POSITIVE_POLARITY = 0.25  # sentiment_score at which a review reads clearly positive
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|[.!?;,]")
 _SCOPE_BREAKS = frozenset({".", "!", "?", ";", ",", "but", "although", "while"})
 _SENTENCE = re.compile(r"[^.!?]*[A-Za-z0-9][^.!?]*[.!?]+")
@@ -147,7 +148,7 @@ def strong_alternatives() -> Mapping[str, tuple[str, ...]]:
     for word, options in scales.items():
         fits = collections.Counter(w for strong in options for w in strong)
         most = max(fits.values())
-        out[word] = tuple(w for w in dict.fromkeys(w for strong in options for w in strong) if fits[w] == most)
+        out[word] = tuple(w for w, count in fits.items() if count == most)
     for forms in _data("reviews.yaml")["verbs"].values():
         for level in (-1, -2):
             for verb in forms[level]:

@@ -31,7 +31,7 @@ from rlhfkit.tasks.quality import penalized
 CORPUS_SPLIT = {"train": "train", "eval": "heldout"}
 MIN_WORDS, MAX_WORDS = 4, 60
 QUALITY_WEIGHTS = {"on_topic": 0.3, "reason": 0.25, "original": 0.3, "corpus_like": 0.15}
-CLEARLY_POSITIVE = (0.25 + 1) / 2
+CLEARLY_POSITIVE = (corpus.CLEARLY_POSITIVE_POLARITY + 1) / 2
 
 
 def prompts(n: int, seed: int, split: str) -> list[str]:
