@@ -196,7 +196,7 @@ def test_fixes_and_panel_members() -> None:
     assert name_subject("Review of the Nova keyboard:", "It types well.") == "The Nova keyboard types well."
     assert "because of the bananas and" in (add_reason("Q: Why do bananas turn brown?\nA:", "They just do.") or "")
     assert tidy("p", "good good food. good good food") == "good food."
-    assert make_positive("p", "Not good, the staff was rude.") == "good, the staff was excellent."
+    assert make_positive("p", "Not good, the staff was rude.") == "Good, the staff was excellent."
     task = get_task("explain")
     view = TaskView(key="t1", kind="edit", prompt=task.prompts(1)[0], items=(TaskItem(1, "It is."),))
     members = make_panel(task.utility, 3, spammer_fraction=1 / 3, editor=AspectEditor.for_task(task), seed=1)
@@ -224,6 +224,33 @@ def test_make_positive_raises_lukewarm_reviews_not_only_negative_ones() -> None:
     clear = "The Nova keyboard is lovely because the keys are quiet and firm."
     assert make_positive("p", clear) == clear
     assert make_positive("p", "Not. Never.") is None
+
+
+def test_make_positive_keeps_capitals_and_cuts_complaints_no_word_swap_turns_around() -> None:
+    """A sentence keeps its capital when its first word is swapped or a leading negation dropped, and a negative
+    sentence whose complaint has no strong word to rise to ("Avoid this book.") is cut, not turned into word
+    salad ("lovely this book."); on 400 corpus reviews of every sentiment level, each rewrite reads clearly
+    positive with every sentence capitalized, and only reviews made of such complaints are left with nothing."""
+    from rlhfkit.feedback.editors import _SENTENCES, unraisable_negative_words
+    from rlhfkit.models.corpus import CLEARLY_POSITIVE_POLARITY, generate_reviews, sentiment_score
+
+    assert make_positive("p", "Not great. I like the jokes.") == "Great. I like the jokes."
+    assert make_positive("p", "Awful. It was fine.") == "Superb. It was superb."
+    kept = "The plot is flat because nothing happens. Avoid this book."
+    assert make_positive("p", kept).startswith("The plot is superb because nothing happens.")
+    assert "avoid" not in make_positive("p", kept).lower()
+    assert unraisable_negative_words("Sadly, the worst bag.") == ["sadly", "worst"]
+    praise = "I was not disappointed, the food was good."
+    assert make_positive("p", praise) == praise
+    assert make_positive("p", "Sadly, this place was not for me.") is None
+    for review in generate_reviews(400, seed=3):
+        rewrite = make_positive(review.prompt, review.completion)
+        if rewrite is None:
+            assert all(unraisable_negative_words(s) for s in _SENTENCES.findall(review.completion) if s.strip())
+            continue
+        assert sentiment_score(rewrite) >= CLEARLY_POSITIVE_POLARITY, (review.completion, rewrite)
+        assert all(s.strip()[:1].isupper() for s in _SENTENCES.findall(rewrite) if s.strip()), (review.completion,
+                                                                                               rewrite)
 
 
 def test_simulated_panel_edits_through_the_api_and_pairs_favour_the_gold(sqlite_api: Api) -> None:

@@ -191,7 +191,9 @@ def test_an_edits_only_round_on_the_builtin_model_raises_the_gold_reward(tmp_pat
     same policies as +0.078, +0.056, +0.145, +0.037 (reading noise alone moved them by up to 0.07), and an
     editor that only also kept capitals gave +0.004, +0.039, +0.065, -0.002 on one sample. Reason rose +0.23 to
     +0.47 at every seed. An all-spammer panel (no signal in the edits; 16 prompts per step, one sample): -0.033,
-    -0.121, -0.052, -0.197.
+    -0.121, -0.052, -0.197. Editors that keep capitals and cut complaints no word swap turns around ("Avoid this
+    book.") instead of writing "lovely this book.": +0.031, +0.031, +0.097, +0.067 on 1,024 samples, reason
+    +0.29 to +0.42.
     """
     settings = tiny_loop_settings(tmp_path, rounds=1)
     settings["model"] = "builtin"

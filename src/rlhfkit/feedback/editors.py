@@ -3,8 +3,9 @@
 An :class:`AspectEditor` scores the response on the task's aspects (rlhfkit.tasks.aspects) with
 Gaussian noise, tries the fix of each aspect that looks weak (below ``weak``) among those it knows
 (``FIXES``: name the subject, give a reason, keep the sentence with the reason, cut to one sentence,
-remove loops, raise negative and lukewarm words to strong positive ones), and keeps a rewrite only when its own noisy
-reading of the task's ``combine`` rises by at least ``min_gain``. Up to ``max_edits`` fixes are chained. It returns None when nothing it tried helped: the
+remove loops, raise negative and lukewarm words to strong positive ones and cut complaints), and keeps
+a rewrite only when its own noisy reading of the task's ``combine`` rises by at least ``min_gain``. Up
+to ``max_edits`` fixes are chained. It returns None when nothing it tried helped: the
 "no change needed" answer of an edit task. Noise makes some edits miss or misjudge, as a person would.
 """
 
@@ -30,7 +31,6 @@ _PRONOUN = re.compile(r"^\s*(it|this|that|they)\b", re.IGNORECASE)
 _REVIEW_PROMPT = re.compile(r"^\s*review of (.+?)\s*:?\s*$", re.IGNORECASE | re.DOTALL)
 _QUESTION = re.compile(r"^\s*q:\s*(.+?)\s*(?:\n\s*a:\s*)?$", re.IGNORECASE | re.DOTALL)
 NEGATIONS = frozenset({"not", "never", "no", "hardly", "nor", "without"})
-POSITIVE_WORD = "lovely"
 WORD_BUDGET = 20
 
 
@@ -116,33 +116,66 @@ def _pick(options: Sequence[str], key: str) -> str:
     return options[zlib.crc32(key.encode()) % len(options)]
 
 
-def make_positive(prompt: str, response: str) -> Optional[str]:
-    """Positivity, as a person asked for a positive review rewrites one: negations dropped, each lukewarm or
-    negative adjective raised to a strong word of its scale ("okay" -> "superb", "rude" -> "excellent"), each
-    negative verb to a loving one, other negative words to POSITIVE_WORD, and a review that still reads lukewarm
-    (polarity below the sentiment task's "clearly positive" 0.25) ends with one of the corpus's strong closers
-    ("Highly recommended."): most of a tiny policy's reviews are neutral, not negative, and swapping negative
-    words alone left them as lukewarm as they were."""
-    from rlhfkit.models.corpus import (CLEARLY_POSITIVE_POLARITY, lexicon, sentiment_score, strong_alternatives,
-                                       strong_closers)
+def _capitalized_like(word: str, original: str) -> str:
+    """``word`` with a capital first letter when ``original`` starts with one ("Awful" -> "Superb")."""
+    return word[:1].upper() + word[1:] if original[:1].isupper() else word
 
-    weights, raised = lexicon().weights, strong_alternatives()
+
+def _raise_words(sentence: str, key: str) -> str:
+    """One sentence with negations dropped and each lukewarm or negative word of a scale raised to a strong one;
+    capitals kept, so a sentence that began with a capital still does ("Not great." -> "Great.")."""
+    from rlhfkit.models.corpus import strong_alternatives
+
+    raised = strong_alternatives()
     out = []
-    for token in re.findall(r"\S+|\s+", response):
+    for token in re.findall(r"\S+|\s+", sentence):
         bare = token.strip(".,!?;:").lower()
         if bare in NEGATIONS or bare.endswith("n't"):
             continue
         if bare in raised:
-            token = token.lower().replace(bare, _pick(raised[bare], response + "|" + bare))
-        elif weights.get(bare, 0.0) < 0:
-            token = token.lower().replace(bare, POSITIVE_WORD)
+            start = token.lower().index(bare)
+            word = _capitalized_like(_pick(raised[bare], key + "|" + bare), token[start:])
+            token = token[:start] + word + token[start + len(bare):]
         out.append(token)
     text = re.sub(r"\s+", " ", "".join(out)).strip()
+    return _capitalized_like(text, sentence.strip())
+
+
+def make_positive(prompt: str, response: str) -> Optional[str]:
+    """Positivity, as a person asked for a positive review rewrites one: in each sentence negations are dropped,
+    each lukewarm or negative adjective rises to a strong word of its scale ("okay" -> "superb", "rude" ->
+    "excellent") and each negative verb to a loving one; a negative sentence whose complaint no word swap turns
+    around ("Avoid this place.", "Sadly, it was a letdown.") is cut; and a review that still reads lukewarm
+    (polarity below the sentiment task's "clearly positive" 0.25) ends with one of the corpus's strong closers
+    ("Highly recommended."): most of a tiny policy's reviews are neutral, not negative, and swapping negative
+    words alone left them as lukewarm as they were. None when nothing of the review is left."""
+    from rlhfkit.models.corpus import CLEARLY_POSITIVE_POLARITY, sentiment_score, strong_closers
+
+    kept = []
+    for sentence in _SENTENCES.findall(response):
+        if not sentence.strip():
+            continue
+        if unraisable_negative_words(sentence):
+            if sentiment_score(sentence) < 0:
+                continue
+            kept.append(sentence.strip())
+        else:
+            kept.append(_raise_words(sentence, response))
+    text = " ".join(sentence for sentence in kept if sentence.strip(".,!?;: "))
     if not text:
         return None
     if sentiment_score(text) < CLEARLY_POSITIVE_POLARITY:
         text = f"{_sentence_end(text)} {_pick(strong_closers(), response)}"
     return text
+
+
+def unraisable_negative_words(text: str) -> list[str]:
+    """The negative words of ``text`` that have no strong word of a scale to rise to ("avoid", "sadly", "worst")."""
+    from rlhfkit.models.corpus import lexicon, strong_alternatives
+
+    weights, raised = lexicon().weights, strong_alternatives()
+    return [bare for bare in (t.strip(".,!?;:").lower() for t in text.split())
+            if weights.get(bare, 0.0) < 0 and bare not in raised]
 
 
 FIXES: dict[str, Fix] = {
