@@ -1,6 +1,9 @@
-"""Tiny random-weight models of nine architectures, built from their real config classes, with a
-tokenizer per family (its special tokens, BOS rule and, for six of them, a chat template in the
-family's style), saved with ``save_pretrained`` so tests load them by path like a user's checkpoint.
+"""Tiny random-weight models of fifteen architectures, built from their real config classes, with a
+tokenizer per family (its special tokens, BOS rule and, for most, a chat template in the family's
+style), saved with ``save_pretrained`` so tests load them by path like a user's checkpoint. Among them:
+query/key norms (Qwen3, OLMo 2, Gemma 3), mixtures of experts (Qwen3-MoE, gpt-oss with attention
+sinks), layers without positions (SmolLM3) and sliding-window layers shorter than the rows (Gemma 2
+and 3, gpt-oss).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class Family:
     extra_tokens: tuple[str, ...] = ()
     end_of_turn: str | None = None  # a second stop token in generation_config (Gemma's <end_of_turn>)
     special: tuple[str, ...] = ()
+    short_window: bool = False  # sliding-window layers of 4 positions: shorter than the test rows
+
 
     def specials(self) -> list[str]:
         """Every special token in vocabulary order (ids 0, 1, ...)."""
@@ -116,10 +121,26 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            template=GEMMA_TEMPLATE, extra_tokens=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>"),
     Family("gemma2", _llama_like("Gemma2Config", head_dim=8, sliding_window=4, query_pre_attn_scalar=8),
            eos="<eos>", bos="<bos>", pad="<pad>", adds_bos=True, template=GEMMA_TEMPLATE,
-           extra_tokens=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>"),
+           extra_tokens=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>", short_window=True),
     Family("phi3", _llama_like("Phi3Config"), eos="<|endoftext|>", bos="<s>", pad="<|endoftext|>",
            template=PHI3_TEMPLATE, extra_tokens=("<|user|>", "<|assistant|>", "<|system|>", "<|end|>"),
            end_of_turn="<|end|>"),
+    Family("qwen3", _llama_like("Qwen3Config", head_dim=8), eos="<|im_end|>", pad="<|endoftext|>",
+           template=CHATML_TEMPLATE, extra_tokens=("<|im_start|>",)),
+    Family("qwen3_moe", _llama_like("Qwen3MoeConfig", head_dim=8, num_experts=4, num_experts_per_tok=2,
+                                    moe_intermediate_size=32), eos="<|im_end|>", pad="<|endoftext|>",
+           template=CHATML_TEMPLATE, extra_tokens=("<|im_start|>",)),
+    Family("gemma3", _llama_like("Gemma3TextConfig", head_dim=8, sliding_window=4, query_pre_attn_scalar=8,
+                                 layer_types=["sliding_attention", "full_attention"]),
+           eos="<eos>", bos="<bos>", pad="<pad>", adds_bos=True, template=GEMMA_TEMPLATE,
+           extra_tokens=("<start_of_turn>", "<end_of_turn>"), end_of_turn="<end_of_turn>", short_window=True),
+    Family("olmo2", _llama_like("Olmo2Config"), eos="<|endoftext|>", pad="<|pad|>"),
+    Family("smollm3", _llama_like("SmolLM3Config", no_rope_layers=[1, 0]), eos="<|im_end|>", pad="<|endoftext|>",
+           template=CHATML_TEMPLATE, extra_tokens=("<|im_start|>",)),
+    Family("gpt_oss", _llama_like("GptOssConfig", head_dim=8, num_local_experts=4, num_experts_per_tok=2,
+                                  sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                                  rope_parameters={"rope_type": "default", "rope_theta": 150000.0}),
+           eos="<|return|>", pad="<|endoftext|>", short_window=True),
     Family("gpt_neox", _neox, eos="<|endoftext|>", bos="<|endoftext|>"),
     Family("opt", _opt, eos="</s>", bos="</s>", pad="<pad>", adds_bos=True),
 ]}

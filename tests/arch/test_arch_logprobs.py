@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from arch_zoo import ARCHITECTURES
+from arch_zoo import ARCHITECTURES, FAMILIES
 
 from rlhfkit.models.loading import load_causal_lm, load_tokenizer
 from rlhfkit.models.value import PolicyWithValueHead
@@ -43,8 +43,9 @@ def test_packed_head_logprobs_and_values_match_an_unpacked_forward(zoo, arch) ->
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_shared_prompts_give_whole_row_logprobs_and_gradients(zoo, arch, monkeypatch) -> None:
-    """A group's completions run their prompt once through the KV cache (gemma2's 4-position sliding
-    window cannot keep it, so it runs whole rows) with the log-probs and gradients of whole rows."""
+    """A group's completions run their prompt once through the KV cache (a 4-position sliding window, as in
+    the gemma2, gemma3 and gpt_oss models here, cannot keep it, so those run whole rows) with the log-probs
+    and gradients of whole rows."""
     import rlhfkit.models.shared_prefix as shared_module
     from rlhfkit.rl.logprobs import prompt_prefix, token_logprobs
 
@@ -54,7 +55,7 @@ def test_shared_prompts_give_whole_row_logprobs_and_gradients(zoo, arch, monkeyp
     rollout = make_sampler("hf").sample(model, load_tokenizer(path), [p for p in PROMPTS for _ in range(3)], params,
                                         torch.Generator().manual_seed(0))
     seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
-    assert (prompt_prefix(model, seqs, attn, start) is None) == (arch == "gemma2")
+    assert (prompt_prefix(model, seqs, attn, start) is None) == FAMILIES[arch].short_window
     weights = torch.randn(seqs.shape[0], seqs.shape[1] - start, generator=torch.Generator().manual_seed(1))
 
     def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
