@@ -1,9 +1,10 @@
-"""Tiny random-weight models of fifteen architectures, built from their real config classes, with a
+"""Tiny random-weight models of eighteen architectures, built from their real config classes, with a
 tokenizer per family (its special tokens, BOS rule and, for most, a chat template in the family's
 style), saved with ``save_pretrained`` so tests load them by path like a user's checkpoint. Among them:
 query/key norms (Qwen3, OLMo 2, Gemma 3), mixtures of experts (Qwen3-MoE, gpt-oss with attention
-sinks), layers without positions (SmolLM3) and sliding-window layers shorter than the rows (Gemma 2
-and 3, gpt-oss).
+sinks), layers without positions (SmolLM3), sliding-window layers shorter than the rows (Gemma 2
+and 3, gpt-oss) and hybrids whose layers keep a recurrent state (LFM2's convolutions, Qwen3-Next's
+linear attention, Falcon-H1's state-space heads beside attention).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Family:
     end_of_turn: str | None = None  # a second stop token in generation_config (Gemma's <end_of_turn>)
     special: tuple[str, ...] = ()
     short_window: bool = False  # sliding-window layers of 4 positions: shorter than the test rows
+    recurrent: bool = False  # layers with recurrent state (linear attention, convolutions, state-space heads)
 
 
     def specials(self) -> list[str]:
@@ -141,6 +143,17 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                                   sliding_window=4, layer_types=["sliding_attention", "full_attention"],
                                   rope_parameters={"rope_type": "default", "rope_theta": 150000.0}),
            eos="<|return|>", pad="<|endoftext|>", short_window=True),
+    Family("lfm2", _llama_like("Lfm2Config", layer_types=["conv", "full_attention"], block_ff_dim=64),
+           eos="<|im_end|>", bos="<|startoftext|>", pad="<|pad|>", adds_bos=True, recurrent=True),
+    Family("qwen3_next", _llama_like("Qwen3NextConfig", head_dim=8, layer_types=["linear_attention", "full_attention"],
+                                     linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
+                                     linear_value_head_dim=8, num_experts=4, num_experts_per_tok=2,
+                                     moe_intermediate_size=32, shared_expert_intermediate_size=32),
+           eos="<|im_end|>", pad="<|endoftext|>", template=CHATML_TEMPLATE, extra_tokens=("<|im_start|>",),
+           recurrent=True),
+    Family("falcon_h1", _llama_like("FalconH1Config", head_dim=8, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8,
+                                    mamba_d_state=8, mamba_n_groups=1, mamba_chunk_size=16),
+           eos="<|end_of_text|>", pad="<|pad|>", recurrent=True),
     Family("gpt_neox", _neox, eos="<|endoftext|>", bos="<|endoftext|>"),
     Family("opt", _opt, eos="</s>", bos="</s>", pad="<pad>", adds_bos=True),
 ]}
@@ -198,11 +211,12 @@ def make_model(family: Family, tokenizer: Any, seed: int = 0) -> Any:
 
 @dataclass(frozen=True)
 class Built:
-    """Directories of one architecture: the policy (causal LM + tokenizer) and a sequence classifier."""
+    """Directories of one architecture: the policy (causal LM + tokenizer) and a sequence classifier (None when
+    transformers has no sequence-classification class for the family)."""
 
     name: str
     policy: Path
-    classifier: Path
+    classifier: Path | None
 
     @property
     def family(self) -> Family:
@@ -211,7 +225,8 @@ class Built:
 
 
 def build(name: str, directory: Path) -> Built:
-    """Save the causal LM, its tokenizer and a one-label sequence classifier on its trunk under ``directory``."""
+    """Save the causal LM, its tokenizer and, where transformers has the class, a one-label sequence classifier on
+    its trunk under ``directory``."""
     from transformers import AutoModelForSequenceClassification
 
     family = FAMILIES[name]
@@ -219,7 +234,10 @@ def build(name: str, directory: Path) -> Built:
     policy_dir, classifier_dir = directory / "policy", directory / "classifier"
     make_model(family, tokenizer).save_pretrained(policy_dir)
     tokenizer.save_pretrained(policy_dir)
-    classifier = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1)
+    try:
+        classifier = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1)
+    except ValueError:  # "Unrecognized configuration class": no classifier head for this family
+        return Built(name, policy_dir, None)
     classifier.save_pretrained(classifier_dir)
     tokenizer.save_pretrained(classifier_dir)
     return Built(name, policy_dir, classifier_dir)

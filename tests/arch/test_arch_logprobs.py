@@ -44,8 +44,8 @@ def test_packed_head_logprobs_and_values_match_an_unpacked_forward(zoo, arch) ->
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_shared_prompts_give_whole_row_logprobs_and_gradients(zoo, arch, monkeypatch) -> None:
     """A group's completions run their prompt once through the KV cache (a 4-position sliding window, as in
-    the gemma2, gemma3 and gpt_oss models here, cannot keep it, so those run whole rows) with the log-probs
-    and gradients of whole rows."""
+    the gemma2, gemma3 and gpt_oss models here, cannot keep it, nor can a recurrent state be handed to several
+    rows, so those run whole rows) with the log-probs and gradients of whole rows."""
     import rlhfkit.models.shared_prefix as shared_module
     from rlhfkit.rl.logprobs import prompt_prefix, token_logprobs
 
@@ -55,7 +55,8 @@ def test_shared_prompts_give_whole_row_logprobs_and_gradients(zoo, arch, monkeyp
     rollout = make_sampler("hf").sample(model, load_tokenizer(path), [p for p in PROMPTS for _ in range(3)], params,
                                         torch.Generator().manual_seed(0))
     seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
-    assert (prompt_prefix(model, seqs, attn, start) is None) == FAMILIES[arch].short_window
+    family = FAMILIES[arch]
+    assert (prompt_prefix(model, seqs, attn, start) is None) == (family.short_window or family.recurrent)
     weights = torch.randn(seqs.shape[0], seqs.shape[1] - start, generator=torch.Generator().manual_seed(1))
 
     def run() -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -25,7 +25,10 @@ SEPARATE_QV = {"q_proj", "v_proj"}
 EXPECTED_TARGETS = {"gpt2": {"c_attn"}, "llama": SEPARATE_QV, "qwen2": SEPARATE_QV, "mistral": SEPARATE_QV,
                     "gemma": SEPARATE_QV, "gemma2": SEPARATE_QV, "phi3": {"qkv_proj"}, "gpt_neox": {"query_key_value"},
                     "opt": SEPARATE_QV, "qwen3": SEPARATE_QV, "qwen3_moe": SEPARATE_QV, "gemma3": SEPARATE_QV,
-                    "olmo2": SEPARATE_QV, "smollm3": SEPARATE_QV, "gpt_oss": SEPARATE_QV}
+                    "olmo2": SEPARATE_QV, "smollm3": SEPARATE_QV, "gpt_oss": SEPARATE_QV,
+                    # hybrids: the convolution / linear-attention layers' input projection too (no attention there)
+                    "lfm2": SEPARATE_QV | {"in_proj"}, "qwen3_next": SEPARATE_QV | {"in_proj_qkvz"},
+                    "falcon_h1": SEPARATE_QV}
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from rlhfkit.models.positions import position_ids_from_mask
+from rlhfkit.models.recurrent import refuse_recurrent
 from rlhfkit.models.signature import cache_argument, forward_parameters
 from rlhfkit.rl.rollout import (CachedSampler, Rollout, SamplingParams, StopStringChecker, _context_length, _eval_mode,
                                 attention_implementation, check_row_seeds, decode_attention, encode_prompts,
@@ -111,6 +112,7 @@ class CompiledSampler:
         """Sample one response per prompt with the fixed-shape loop; ``row_seeds`` as in ``CachedSampler``."""
         device = model_device(model)
         check_row_seeds(row_seeds, len(prompts))
+        refuse_recurrent(model, self.name)
         new_tokens = params.max_new_tokens
         prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, device, new_tokens, _context_length(model))
         eos_ids = eos_token_ids(model, tokenizer)

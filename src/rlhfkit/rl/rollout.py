@@ -26,6 +26,7 @@ from torch import nn
 from rlhfkit.models.chat import DEFAULT_CHAT_TEMPLATE, prompt_ids, turn_end_ids
 from rlhfkit.models.gelu import fused_gelu_while
 from rlhfkit.models.positions import position_ids_from_mask
+from rlhfkit.models.recurrent import refuse_recurrent
 from rlhfkit.models.signature import cache_argument, forward_parameters
 from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.row_seeds import row_uniforms
@@ -568,6 +569,8 @@ class CachedSampler:
         """
         device = model_device(model)
         check_row_seeds(row_seeds, len(prompts))
+        if self.cache == "static":
+            refuse_recurrent(model, self.name)
         prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, device, params.max_new_tokens, _context_length(model))
         eos_ids = eos_token_ids(model, tokenizer)
         attention = self.attention or decode_attention(getattr(model.config, "_attn_implementation", None), device,
@@ -664,7 +667,7 @@ class CachedSampler:
                 if fast is not None:
                     fast.select(keep)  # the step's own cache too
                 else:
-                    cache.batch_select_indices(keep)
+                    cache.reorder_cache(keep)  # every layer's rows: keys and values, and recurrent states
                 rows, mask, next_position = rows[keep], mask[keep], next_position[keep]
                 chosen, running = chosen[keep], running[keep]
                 if sharded and rows.numel() <= merge_rows:
