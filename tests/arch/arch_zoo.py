@@ -1,10 +1,10 @@
-"""Tiny random-weight models of eighteen architectures, built from their real config classes, with a
+"""Tiny random-weight models of nineteen architectures, built from their real config classes, with a
 tokenizer per family (its special tokens, BOS rule and, for most, a chat template in the family's
 style), saved with ``save_pretrained`` so tests load them by path like a user's checkpoint. Among them:
 query/key norms (Qwen3, OLMo 2, Gemma 3), mixtures of experts (Qwen3-MoE, gpt-oss with attention
 sinks), layers without positions (SmolLM3), sliding-window layers shorter than the rows (Gemma 2
-and 3, gpt-oss) and hybrids whose layers keep a recurrent state (LFM2's convolutions, Qwen3-Next's
-linear attention, Falcon-H1's state-space heads beside attention).
+and 3, gpt-oss) and hybrids whose layers keep a recurrent state (LFM2's convolutions, Qwen3-Next's and
+Qwen3.5's linear attention, Falcon-H1's state-space heads beside attention).
 """
 
 from __future__ import annotations
@@ -149,6 +149,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                                      linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
                                      linear_value_head_dim=8, num_experts=4, num_experts_per_tok=2,
                                      moe_intermediate_size=32, shared_expert_intermediate_size=32),
+           eos="<|im_end|>", pad="<|endoftext|>", template=CHATML_TEMPLATE, extra_tokens=("<|im_start|>",),
+           recurrent=True),
+    Family("qwen3_5", _llama_like("Qwen3_5TextConfig", head_dim=8, layer_types=["linear_attention", "full_attention"],
+                                  linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8,
+                                  linear_value_head_dim=8),
            eos="<|im_end|>", pad="<|endoftext|>", template=CHATML_TEMPLATE, extra_tokens=("<|im_start|>",),
            recurrent=True),
     Family("falcon_h1", _llama_like("FalconH1Config", head_dim=8, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8,

@@ -11,7 +11,7 @@ from arch_zoo import Built, build
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``arch`` marker."""
-    config.addinivalue_line("markers", "arch: the architecture matrix (tiny models of eighteen families)")
+    config.addinivalue_line("markers", "arch: the architecture matrix (tiny models of nineteen families)")
 
 
 class Zoo:

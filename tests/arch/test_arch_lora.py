@@ -28,6 +28,7 @@ EXPECTED_TARGETS = {"gpt2": {"c_attn"}, "llama": SEPARATE_QV, "qwen2": SEPARATE_
                     "olmo2": SEPARATE_QV, "smollm3": SEPARATE_QV, "gpt_oss": SEPARATE_QV,
                     # hybrids: the convolution / linear-attention layers' input projection too (no attention there)
                     "lfm2": SEPARATE_QV | {"in_proj"}, "qwen3_next": SEPARATE_QV | {"in_proj_qkvz"},
+                    "qwen3_5": SEPARATE_QV | {"in_proj_qkv"},
                     "falcon_h1": SEPARATE_QV}
 
 

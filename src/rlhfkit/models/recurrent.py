@@ -28,6 +28,6 @@ def refuse_recurrent(model: nn.Module, sampler: str) -> None:
     kinds = recurrent_layer_kinds(model)
     if kinds:
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise ValueError(f"the {sampler!r} sampler keeps attention keys and values only, but {model_type!r} has "
-                         f"{len(kinds)} layers with recurrent state ({sorted(set(kinds))[0]}): use "
-                         f"generation.backend 'cached' or 'hf'")
+        counts = ", ".join(f"{kinds.count(kind)} x {kind}" for kind in sorted(set(kinds)))
+        raise ValueError(f"the {sampler!r} sampler keeps attention keys and values only, but {model_type!r} keeps a "
+                         f"recurrent state in some layers ({counts}): use generation.backend 'cached' or 'hf'")
