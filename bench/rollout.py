@@ -2,7 +2,8 @@
 
 Run: OMP_WAIT_POLICY=PASSIVE python bench/rollout.py --threads 2
 Samplers: the names of ``SAMPLERS`` plus ``compiled:eager`` / ``compiled:compile`` (the compiled
-backend with compilation forced off / on) and ``cached:plain`` (``cached`` without its speed-ups), ``cached:threaded`` (``cached`` decoding small batches on all threads), ``cached:unpacked`` (``cached`` with MKL's products instead of packed oneDNN weights), ``cached:unsharded`` (``cached`` decoding all rows as one batch instead of a shard of rows per thread); a ``@bf16`` suffix runs that sampler under bfloat16
+backend with compilation forced off / on) and ``cached:plain`` (``cached`` without its speed-ups), ``cached:threaded`` (``cached`` decoding small batches on all threads), ``cached:unpacked`` (``cached`` with MKL's products instead of packed oneDNN weights), ``cached:unsharded`` (``cached`` decoding all rows as one batch instead of a shard of rows per thread), ``cached:generic``
+(``cached`` with transformers' forward instead of the hand-written GPT-2 or Llama-family step); a ``@bf16`` suffix runs that sampler under bfloat16
 autocast, as the trainers sample with ``run.dtype=bfloat16`` (``hf@bf16`` is HF generate in the same
 precision; the summary gives bf16 samplers' ratio over it as ``warm_cpu_same_dtype``). Each
 sampler's first call, on the full batch, is its warm-up (``warmup_s``: that call minus the warm
@@ -58,6 +59,8 @@ def sampler_named(name: str) -> Sampler:
     if name == "cached:plain":
         return CachedSampler(inplace_kv=False, group_prefill=False, fuse_gelu=False, gpt2_step=False,
                              serial_step_work=0, pack_weights=False, name=name)
+    if name == "cached:generic":
+        return CachedSampler(gpt2_step=False, llama_step=False, name=name)
     if name == "cached:threaded":
         return CachedSampler(serial_step_work=0, name=name)
     if name == "cached:unpacked":
@@ -105,15 +108,34 @@ def timed(sampler: Sampler, model: torch.nn.Module, tokenizer: PreTrainedTokeniz
     return time.perf_counter() - start, time.process_time() - cpu_start, int(rollout.response_mask.sum())
 
 
+#: ``--arch`` choices besides gpt2: Llama-family configs of about the GPT-2's parameters (grouped-query attention
+#: with half as many key/value heads, a SwiGLU MLP of 2.7 x the width: three products of the GPT-2's two of 4 x).
+LLAMA_FAMILY_ARCHS = {"llama": "LlamaConfig", "qwen3": "Qwen3Config"}
+
+
 def workload(batch: int = 64, new_tokens: int = 32, vocab: int = 4096, embd: int = 256, layers: int = 4,
-             device: str = "cpu") -> tuple[torch.nn.Module, PreTrainedTokenizerFast, list[str], dict[str, SamplingParams]]:
-    """The bench's random GPT-2, tokenizer, prompts of 4-23 words (varied token lengths) and scenarios."""
+             device: str = "cpu", arch: str = "gpt2"
+             ) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, list[str], dict[str, SamplingParams]]:
+    """The bench's random model (GPT-2, or ``arch`` of ``LLAMA_FAMILY_ARCHS``), tokenizer, prompts of 4-23 words
+    (varied token lengths) and scenarios."""
     tokenizer = build_tokenizer(vocab)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=embd, n_layer=layers,
-                        n_head=max(1, embd // 64), eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    ids = {"vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    heads = max(1, embd // 64)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config).to(device).eval()
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_positions=256, n_embd=embd, n_layer=layers, n_head=heads, **ids))
+    elif arch in LLAMA_FAMILY_ARCHS:
+        import transformers
+
+        config = getattr(transformers, LLAMA_FAMILY_ARCHS[arch])(
+            hidden_size=embd, num_hidden_layers=layers, num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2), head_dim=embd // heads, intermediate_size=(embd * 8 // 3 + 15) // 16 * 16,
+            max_position_embeddings=256, tie_word_embeddings=True, **ids)
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    else:
+        raise ValueError(f"unknown --arch {arch!r}; choose gpt2 or one of {sorted(LLAMA_FAMILY_ARCHS)}")
+    model = model.to(device).eval()
     rng = torch.Generator().manual_seed(0)
     prompts = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (int(n),), generator=rng))
                for n in torch.randint(4, 24, (batch,), generator=rng)]
@@ -127,7 +149,17 @@ def workload(batch: int = 64, new_tokens: int = 32, vocab: int = 4096, embd: int
 
 
 def boost_eos(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, boost: float) -> None:
-    """Shift the final layer norm's bias so that EOS's logit rises by ``boost`` at every position (in place)."""
+    """Shift the final layer norm's bias so that EOS's logit rises by ``boost`` at every position (in place); a
+    Llama-family model, whose RMS norm has no bias, gets an LM head with a bias of ``boost`` on EOS instead."""
+    if not isinstance(model, GPT2LMHeadModel):
+        head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True,
+                               device=model.lm_head.weight.device)
+        with torch.no_grad():
+            head.weight.copy_(model.lm_head.weight)
+            head.bias.zero_()
+            head.bias[tokenizer.eos_token_id] = boost
+        model.lm_head = head
+        return
     with torch.no_grad():
         direction = model.transformer.wte.weight[tokenizer.eos_token_id]
         model.transformer.ln_f.bias.add_(boost * direction / direction.norm().pow(2))
@@ -141,6 +173,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--embd", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--arch", default="gpt2", help=f"gpt2 or one of {sorted(LLAMA_FAMILY_ARCHS)} (see workload)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samplers", default="hf,cached,cached-static,compiled,compiled:compile,hf@bf16,cached@bf16,"
@@ -149,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer, prompts, scenarios = workload(args.batch, args.new_tokens, args.vocab, args.embd, args.layers,
-                                                    args.device)
+                                                    args.device, args.arch)
     samplers = {name: sampler_named(name) for name in args.samplers.split(",")}
     if "hf" not in samplers:
         raise ValueError("--samplers must include hf, the reference of the ratios")
@@ -177,7 +210,7 @@ def main() -> None:
             seconds = medians[name]
             print(json.dumps({"bench": "rollout", "sampler": name, "scenario": scenario, "device": args.device,
                               "threads": args.threads, "batch": args.batch, "new_tokens": args.new_tokens,
-                              "vocab": len(tokenizer), "n_embd": args.embd, "layers": args.layers,
+                              "vocab": len(tokenizer), "arch": args.arch, "n_embd": args.embd, "layers": args.layers,
                               "seconds": round(seconds, 4), "cpu_s": round(cpu_medians[name], 4),
                               "warmup_s": round(max(first[name] - medians[name], 0.0), 3),
                               "response_tokens": tokens[name], "tokens_per_s": round(tokens[name] / seconds, 1),

@@ -17,6 +17,10 @@ import torch
 from torch import nn
 
 
+#: Whether PyTorch's fused attention takes fewer key/value heads than query heads (``enable_gqa``, torch 2.5).
+_SDPA_GROUPS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
 def gpt2_parts(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(GPT2Model trunk, LM head) of a plain GPT-2 LM in eval mode (through a peft wrapper), or None."""
     from transformers import GPT2LMHeadModel
@@ -41,11 +45,19 @@ def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class GPT2Stepper:
-    """Decode steps of a GPT-2 over an in-place cache; keeps the rows' padding bias (b, 1, 1, capacity)."""
+    """Decode steps of a GPT-2 over an in-place cache; keeps the rows' padding bias (b, 1, 1, capacity).
+    Subclasses for other architectures set ``step`` (same arguments as :func:`gpt2_step`)."""
 
-    def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor) -> None:
+    def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor,
+                 dtype: torch.dtype | None = None) -> None:
         self.trunk, self.lm_head, self.cache = trunk, lm_head, cache
-        self.bias = padding_bias(mask, trunk.wte.weight.dtype)
+        self.bias = padding_bias(mask, dtype if dtype is not None else trunk.wte.weight.dtype)
+
+    @staticmethod
+    def step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
+             bias: torch.Tensor) -> torch.Tensor:
+        """The architecture's forward over the cache: :func:`gpt2_step`."""
+        return gpt2_step(trunk, lm_head, cache, ids, positions, bias)
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep rows ``keep``, in the padding bias and the cache."""
@@ -54,12 +66,12 @@ class GPT2Stepper:
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
         """(b, 1) ids at (b, 1) positions attending to the first ``length`` cache positions -> (b, V) logits."""
-        return gpt2_step(self.trunk, self.lm_head, self.cache, ids, positions, self.bias[..., :length])
+        return self.step(self.trunk, self.lm_head, self.cache, ids, positions, self.bias[..., :length])
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Left-padded prompts (b, L) through the same blocks with a causal mask, writing the cache as its
         layers are routed (:func:`rlhfkit.rl.cached_kv.set_prefill_rows`) -> each row's last (b, V) logits."""
-        return gpt2_step(self.trunk, self.lm_head, self.cache, ids, positions, prefill_bias(mask, self.bias.dtype))
+        return self.step(self.trunk, self.lm_head, self.cache, ids, positions, prefill_bias(mask, self.bias.dtype))
 
 
 def prefill_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -74,9 +86,16 @@ def prefill_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
            scaling: float) -> torch.Tensor:
     """softmax(q.k * scaling + bias).v for (b, h, L, d) queries: PyTorch's fused attention in float32 (~25%
-    faster than the four ops on CPU), transformers' eager ops otherwise (bf16 fused attention is slower on CPU)."""
-    if query.dtype == keys.dtype == torch.float32:
-        return nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=bias, scale=scaling)
+    faster than the four ops on CPU), transformers' eager ops otherwise (bf16 fused attention is slower on CPU).
+    Keys and values with fewer heads (grouped-query attention) serve ``h / kv_heads`` query heads each."""
+    groups = query.shape[1] // keys.shape[1]
+    fused = query.dtype == keys.dtype == torch.float32
+    if groups > 1 and not (fused and _SDPA_GROUPS):
+        keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    if fused:
+        grouped = {"enable_gqa": True} if keys.shape[1] != query.shape[1] else {}
+        return nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=bias, scale=scaling,
+                                                          **grouped)
     weights = torch.softmax(torch.matmul(query, keys.transpose(-1, -2)) * scaling + bias, dim=-1)
     return torch.matmul(weights.type(values.dtype), values)
 

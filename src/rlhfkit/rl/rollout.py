@@ -468,12 +468,13 @@ class CachedSampler:
     left-padded to the longest (:mod:`rlhfkit.rl.cached_prefill`). ``fuse_gelu`` samples with the
     one-kernel tanh GELU (:func:`rlhfkit.models.gelu.fused_gelu_while`, the model is restored afterwards).
     ``gpt2_step`` decodes a plain GPT-2 over the in-place cache with a hand-written step
-    (:mod:`rlhfkit.rl.cached_gpt2`: the same modules without transformers' per-call wrapping).
+    (:mod:`rlhfkit.rl.cached_gpt2`: the same modules without transformers' per-call wrapping), ``llama_step`` a
+    Llama, Qwen2, Qwen3 or Mistral model likewise (:mod:`rlhfkit.rl.cached_llama`).
     ``pack_weights``: on CPU in float32, the model's plain linear layers run on weights packed once per
     rollout for oneDNN (:func:`rlhfkit.rl.packed_linear.packed_linears_while`; prefill and decode).
     ``serial_step_work``: on CPU, once the rows still decoding times the model's parameter count is at most
     this, the remaining steps run on one intra-op thread (see :func:`serial_decode_rows`; 0: never).
-    ``shard_rows``: on CPU with several intra-op threads, a GPT-2 batch whose per-thread share of rows is in
+    ``shard_rows``: on CPU with several intra-op threads, a GPT-2 or Llama-family batch whose per-thread share of rows is in
     that one-thread regime is decoded as one shard of rows per thread (:mod:`rlhfkit.rl.sharded_decode`) while
     rows x parameters is above ``shard_merge_work``; a sharded rollout ends by returning free heap pages to the
     OS (:func:`rlhfkit.utils.memory.return_free_heap`), as the pool thread's own heap would keep them.
@@ -488,6 +489,7 @@ class CachedSampler:
     group_prefill: bool = True
     fuse_gelu: bool = True
     gpt2_step: bool = True
+    llama_step: bool = True
     serial_step_work: int = 150_000_000
     pack_weights: bool = True
     shard_rows: bool = True
@@ -510,19 +512,23 @@ class CachedSampler:
 
     def _fast_step(self, model: nn.Module, cache: Any, mask: torch.Tensor, shards: int, prompt_length: int
                    ) -> Any | None:
-        """The hand-written decode step (:mod:`rlhfkit.rl.cached_gpt2`) when enabled and the model is a plain GPT-2;
-        over ``shards`` row shards with caches of their own (:mod:`rlhfkit.rl.sharded_decode`) when above 1."""
-        if not self.gpt2_step:
-            return None
+        """The hand-written decode step when enabled and the model is a plain GPT-2 (:mod:`rlhfkit.rl.cached_gpt2`)
+        or of the Llama family (:mod:`rlhfkit.rl.cached_llama`); over ``shards`` row shards with caches of their
+        own (:mod:`rlhfkit.rl.sharded_decode`) when above 1."""
         from rlhfkit.rl.cached_gpt2 import GPT2Stepper, gpt2_parts
+        from rlhfkit.rl.cached_llama import LlamaStepper, llama_parts
         from rlhfkit.rl.sharded_decode import ShardedStepper, shard_sizes
 
-        parts = gpt2_parts(model)
-        if parts is None:
+        choices = ((self.gpt2_step, gpt2_parts, GPT2Stepper), (self.llama_step, llama_parts, LlamaStepper))
+        for enabled, parts_of, stepper in choices:
+            parts = parts_of(model) if enabled else None
+            if parts is not None:
+                break
+        else:
             return None
         if shards > 1:
-            return ShardedStepper(model, *parts, mask, shard_sizes(mask.shape[0], shards), prompt_length)
-        return GPT2Stepper(*parts, cache, mask)
+            return ShardedStepper(model, *parts, mask, shard_sizes(mask.shape[0], shards), prompt_length, stepper)
+        return stepper(*parts, cache, mask)
 
     def _shards(self, device: torch.device, batch: int, serial_rows: int, merge_rows: int) -> int:
         """Row shards to decode in (:func:`rlhfkit.rl.sharded_decode.decode_shards`; 1 when off, off the CPU or

@@ -1,4 +1,4 @@
-"""A GPT-2 rollout decoded as row shards, one CPU thread each, for ``CachedSampler``.
+"""A rollout of a GPT-2 or Llama-family model decoded as row shards, one CPU thread each, for ``CachedSampler``.
 
 On a few cores a decode step of a small model is dozens of small products and elementwise ops; with
 PyTorch's intra-op threads each op that runs in parallel wakes the sleeping OpenMP workers
@@ -48,16 +48,18 @@ def decode_shards(batch: int, threads: int, serial_rows: int, merge_rows: int) -
 
 
 class ShardedStepper:
-    """Decode steps of a GPT-2 whose batch is split into row shards, each with its own in-place cache and
-    :class:`~rlhfkit.rl.cached_gpt2.GPT2Stepper`, stepped in parallel; the interface of one stepper.
+    """Decode steps of a model whose batch is split into row shards, each with its own in-place cache and
+    stepper (:class:`~rlhfkit.rl.cached_gpt2.GPT2Stepper` or a subclass), stepped in parallel; the interface of
+    one stepper.
 
     Rows keep their batch order: shard ``i`` holds the next ``sizes[i]`` rows. The caller must hold one
     intra-op thread in its own thread while stepping (the shards' threads set theirs).
     """
 
     def __init__(self, model: nn.Module, trunk: nn.Module, lm_head: nn.Module, mask: torch.Tensor,
-                 sizes: Sequence[int], prompt_length: int) -> None:
-        """``mask`` (b, capacity): the rows' prompt mask then ones; ``sizes``: rows per shard, in order."""
+                 sizes: Sequence[int], prompt_length: int, stepper: type[GPT2Stepper] = GPT2Stepper) -> None:
+        """``mask`` (b, capacity): the rows' prompt mask then ones; ``sizes``: rows per shard, in order;
+        ``stepper``: the architecture's stepper class."""
         self.sizes = list(sizes)
         self.steppers: list[GPT2Stepper] = []
         start = 0
@@ -65,7 +67,7 @@ class ShardedStepper:
             cache = preallocated_cache(model, size, mask.shape[1], zeroed=prompt_length)
             if cache is None:
                 raise ValueError("sharded decoding needs a model of plain full-attention layers")
-            self.steppers.append(GPT2Stepper(trunk, lm_head, cache, mask[start:start + size]))
+            self.steppers.append(stepper(trunk, lm_head, cache, mask[start:start + size]))
             start += size
 
     def _bounds(self) -> list[tuple[int, int]]:
@@ -113,7 +115,7 @@ class ShardedStepper:
     def merged(self, mask: torch.Tensor) -> GPT2Stepper:
         """One stepper over every row (the shards' caches concatenated), with the rows' (b, capacity) mask."""
         first = self.steppers[0]
-        return GPT2Stepper(first.trunk, first.lm_head, concatenated([stepper.cache for stepper in self.steppers]),
+        return type(first)(first.trunk, first.lm_head, concatenated([stepper.cache for stepper in self.steppers]),
                            mask)
 
     def select(self, keep: torch.Tensor) -> None:

@@ -1,0 +1,76 @@
+"""The Llama-family decode step (:mod:`rlhfkit.rl.cached_llama`) gives the rollouts of transformers' forward:
+same tokens and log-probs on Llama and Qwen3 (grouped-query attention, Qwen3's query/key norms), with prompts
+prefilled in several length groups, finished rows dropped, and rows decoded in shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers_models import tiny_tokenizer
+from torch import nn
+
+from rlhfkit.rl import cached_prefill
+from rlhfkit.rl.cached_llama import llama_parts
+from rlhfkit.rl.rollout import CachedSampler, SamplingParams
+
+PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "Please explain why", "I",
+           "The movie was great and the actors", "Hi"]
+
+
+def tiny_llama_family(config_class: str, tokenizer, eos_boost: float = 3.0, **extra) -> nn.Module:
+    """A random 2-layer model of ``config_class`` (4 query heads over 2 key/value heads) whose LM head has a bias
+    that makes EOS likely, so sampled responses end at different lengths."""
+    import transformers
+
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=128, initializer_range=0.2,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **extra)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    head = nn.Linear(32, len(tokenizer), bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[tokenizer.eos_token_id] = eos_boost
+    model.lm_head = head
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.mark.parametrize("config_class", ["LlamaConfig", "Qwen3Config"])
+@pytest.mark.parametrize("params", [SamplingParams(max_new_tokens=12, temperature=0.8, top_k=40),
+                                    SamplingParams(max_new_tokens=12, do_sample=False)], ids=["sample", "greedy"])
+def test_llama_step_matches_the_transformers_forward(config_class, params, tokenizer, monkeypatch) -> None:
+    model = tiny_llama_family(config_class, tokenizer)
+    assert llama_parts(model) is not None
+    monkeypatch.setattr(cached_prefill, "GROUP_COST", 0)  # several prefill groups even for 8 short prompts
+    reference = CachedSampler(llama_step=False, shard_rows=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = reference.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(3))
+        for sampler in (CachedSampler(shard_rows=False), CachedSampler(shard_merge_work=0)):  # one batch; 2 shards
+            rollout = sampler.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(3))
+            assert torch.equal(rollout.response_ids, expected.response_ids)
+            assert torch.equal(rollout.response_mask, expected.response_mask)
+            torch.testing.assert_close(rollout.logprobs, expected.logprobs, atol=1e-5, rtol=0)
+    finally:
+        torch.set_num_threads(threads)
+    lengths = expected.response_mask.sum(-1)
+    assert int(lengths.min()) < 12 and lengths.unique().numel() > 1  # rows finished early and were dropped
+
+
+def test_llama_step_only_for_the_family_in_eval_mode_without_sliding_windows(tokenizer) -> None:
+    model = tiny_llama_family("Qwen2Config", tokenizer)
+    assert llama_parts(model) == (model.model, model.lm_head)
+    model.train()
+    assert llama_parts(model) is None
+    assert llama_parts(tiny_llama_family("GemmaConfig", tokenizer)) is None  # scaled embeddings, (1 + w) norms
+    windowed = tiny_llama_family("Qwen2Config", tokenizer, use_sliding_window=True, sliding_window=4,
+                                 max_window_layers=0, layer_types=["sliding_attention", "sliding_attention"])
+    assert llama_parts(windowed) is None
