@@ -1,7 +1,7 @@
 """The fixed models and data of the policy-optimization benchmarks (bench/ppo.py, grpo.py, dpo.py).
 
 Policy: GPT-2 built from config (vocab 4096, n_positions 256, n_embd 256, n_layer 4, n_head 4,
-float32); reward model: the same trunk with a scalar head; critic (PPO): the same trunk with a
+float32), or a Llama or Qwen3 of about its size (``RLHFKIT_BENCH_POLICY``, see ``POLICY_ARCH``); reward model: the same trunk with a scalar head; critic (PPO): the same trunk with a
 value head. A word-level tokenizer over ``w2 .. w4095`` makes every prompt exactly 16 tokens and
 every decoded response re-encode to the same tokens for the reward model.
 """
@@ -27,6 +27,11 @@ from rlhfkit.rl.rewards import EnsembleReward, ModelReward  # noqa: E402
 from rlhfkit.models.gelu import fuse_gelu  # noqa: E402
 
 VOCAB, POSITIONS, EMBD, LAYERS, HEADS = 4096, 256, 256, 4, 4
+#: The policy's (and so the reference's) architecture: ``gpt2`` (default) or a Llama-family config of about the
+#: same size (``llama``, ``qwen3``: grouped-query attention with 2 key/value heads, a SwiGLU MLP of width 688);
+#: the critic and the reward model stay GPT-2. Set by ``RLHFKIT_BENCH_POLICY`` (read by every bench subprocess).
+POLICY_ARCH = os.environ.get("RLHFKIT_BENCH_POLICY", "gpt2")
+LLAMA_FAMILY = {"llama": "LlamaConfig", "qwen3": "Qwen3Config"}
 PAD_ID, EOS_ID = 0, 1
 PROMPT_TOKENS, NEW_TOKENS = 16, 32
 
@@ -46,10 +51,25 @@ def gpt2_config() -> GPT2Config:
                       bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
 
 
+def policy_model() -> torch.nn.Module:
+    """A fresh policy of ``POLICY_ARCH`` (the caller seeds torch)."""
+    if POLICY_ARCH == "gpt2":
+        return GPT2LMHeadModel(gpt2_config())
+    if POLICY_ARCH not in LLAMA_FAMILY:
+        raise ValueError(f"RLHFKIT_BENCH_POLICY={POLICY_ARCH!r}: use gpt2 or one of {sorted(LLAMA_FAMILY)}")
+    import transformers
+
+    config = getattr(transformers, LLAMA_FAMILY[POLICY_ARCH])(
+        vocab_size=VOCAB, hidden_size=EMBD, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        num_key_value_heads=HEADS // 2, head_dim=EMBD // HEADS, intermediate_size=688, max_position_embeddings=POSITIONS,
+        tie_word_embeddings=True, bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    return transformers.AutoModelForCausalLM.from_config(config)
+
+
 def bundle(critic: bool, seed: int = 0) -> PolicyBundle:
     """Policy (eval mode: dropout off, as the trainers run it), frozen reference copy, optional critic."""
     torch.manual_seed(seed)
-    policy = GPT2LMHeadModel(gpt2_config()).eval()
+    policy = policy_model().eval()
     value = CriticModel(GPT2Model(gpt2_config()).eval()) if critic else None
     return PolicyBundle(policy=policy, tokenizer=tokenizer(), value_model=value,
                         frozen_reference=make_frozen_reference(policy))

@@ -15,6 +15,9 @@ on the machine skews less than wall time.
 ``--dtype bfloat16`` (DPO and reward models only) runs both sides' forwards under CPU autocast: rlhfkit's
 ``run.dtype=bfloat16`` / RewardTrainer ``autocast_dtype``, TRL's ``bf16=True``.
 
+``RLHFKIT_BENCH_POLICY=llama|qwen3`` makes the policy (and reference) a Llama-family model of about the GPT-2's
+size on both sides (bench/rl_workload.py); rlhfkit's floors are then not timed.
+
 Run: python bench/vs_trl.py [--workloads grpo,dpo,reward,ppo] [--rounds 3] [--no-install] [--dtype bfloat16]
 """
 
@@ -157,7 +160,8 @@ def main() -> None:
         prepare(root)
         for workload in args.workloads.split(","):
             spec, venv = (TRL_PPO, venvs["ppo"]) if workload == "ppo" else (TRL_MAIN, venvs["main"])
-            line: dict = {"bench": "vs_trl", "workload": workload, "trl": spec, "threads": args.threads,
+            line: dict = {"bench": "vs_trl", "workload": workload, "policy": os.environ.get("RLHFKIT_BENCH_POLICY", "gpt2"),
+                          "trl": spec, "threads": args.threads,
                           "dtype": args.dtype, "loadavg_before": loadavg()}
             problem = ensure_venv(venv, spec, not args.no_install)
             ours_script, ours_key = OURS[workload]
@@ -194,7 +198,7 @@ def main() -> None:
             for side in ("rlhfkit", "trl"):  # each process's own ru_maxrss (rlhfkit's taken before its floor)
                 if runs[side]:
                     line[f"{side}_peak_rss_mb"] = round(statistics.median(r["peak_rss_mb"] for r in runs[side]), 1)
-            floors = [r for r in runs["rlhfkit"] if "floor_s" in r]
+            floors = [r for r in runs["rlhfkit"] if r.get("floor_s") is not None]
             if floors:
                 line["rlhfkit_overhead"] = [r["overhead"] for r in floors]
                 line["rlhfkit_floor_s"] = [r["floor_s"] for r in floors]

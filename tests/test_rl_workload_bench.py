@@ -1,0 +1,27 @@
+"""bench/rl_workload.py's policy architecture switch, read by every trainer benchmark and bench/vs_trl.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_trainer_benches_build_a_llama_family_policy_on_request(monkeypatch) -> None:
+    """``RLHFKIT_BENCH_POLICY``: the policy (and reference) of bench/rl_workload.py is a Qwen3 of about the GPT-2's
+    size; the floors, written for GPT-2 blocks, are reported as absent instead of failing."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import rl_workload as wl
+    import trainer_bench
+
+    monkeypatch.setattr(wl, "POLICY_ARCH", "qwen3")
+    policy = wl.policy_model()
+    assert type(policy).__name__ == "Qwen3ForCausalLM"
+    gpt2 = sum(p.numel() for p in wl.GPT2LMHeadModel(wl.gpt2_config()).parameters())
+    assert 0.9 < sum(p.numel() for p in policy.parameters()) / gpt2 < 1.3
+    assert trainer_bench.onpolicy_floor(1.0, 1.0, 2, 2, 1, critic=False)["floor_s"] is None
+    monkeypatch.setattr(wl, "POLICY_ARCH", "mamba")
+    with pytest.raises(ValueError, match="RLHFKIT_BENCH_POLICY"):
+        wl.policy_model()
