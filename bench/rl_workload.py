@@ -59,11 +59,26 @@ def policy_model() -> torch.nn.Module:
         raise ValueError(f"RLHFKIT_BENCH_POLICY={POLICY_ARCH!r}: use gpt2 or one of {sorted(LLAMA_FAMILY)}")
     import transformers
 
-    config = getattr(transformers, LLAMA_FAMILY[POLICY_ARCH])(
-        vocab_size=VOCAB, hidden_size=EMBD, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        num_key_value_heads=HEADS // 2, head_dim=EMBD // HEADS, intermediate_size=688, max_position_embeddings=POSITIONS,
-        tie_word_embeddings=True, bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    config = llama_family_config(POLICY_ARCH, EMBD, LAYERS, HEADS, vocab_size=VOCAB, bos_token_id=EOS_ID,
+                                 eos_token_id=EOS_ID, pad_token_id=PAD_ID)
     return transformers.AutoModelForCausalLM.from_config(config)
+
+
+def llama_family_config(arch: str, embd: int, layers: int, heads: int, **ids: Any) -> Any:
+    """A config of ``LLAMA_FAMILY[arch]`` with about a GPT-2's parameters at this width and depth: half as many
+    key/value heads as query heads, a SwiGLU MLP of 8/3 x the width (three products of the GPT-2's two of 4 x),
+    256 positions, tied embeddings; ``ids``: vocabulary size and special-token ids."""
+    import transformers
+
+    return getattr(transformers, LLAMA_FAMILY[arch])(
+        hidden_size=embd, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+        head_dim=embd // heads, intermediate_size=(embd * 8 // 3 + 15) // 16 * 16, max_position_embeddings=POSITIONS,
+        tie_word_embeddings=True, **ids)
+
+
+def floor_skipped() -> dict[str, Any] | None:
+    """The floor fields to print when bench/floor.py (written out for GPT-2 blocks) cannot time the policy."""
+    return None if POLICY_ARCH == "gpt2" else {"floor_s": None, "floor_note": f"no floor for a {POLICY_ARCH} policy"}
 
 
 def bundle(critic: bool, seed: int = 0) -> PolicyBundle:

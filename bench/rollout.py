@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 
+from rl_workload import LLAMA_FAMILY, llama_family_config  # noqa: E402
 from rlhfkit.rl.compiled_sampler import CompiledSampler  # noqa: E402
 from rlhfkit.rl.rollout import CachedSampler, Sampler, SamplingParams, make_sampler  # noqa: E402
 
@@ -108,15 +109,10 @@ def timed(sampler: Sampler, model: torch.nn.Module, tokenizer: PreTrainedTokeniz
     return time.perf_counter() - start, time.process_time() - cpu_start, int(rollout.response_mask.sum())
 
 
-#: ``--arch`` choices besides gpt2: Llama-family configs of about the GPT-2's parameters (grouped-query attention
-#: with half as many key/value heads, a SwiGLU MLP of 2.7 x the width: three products of the GPT-2's two of 4 x).
-LLAMA_FAMILY_ARCHS = {"llama": "LlamaConfig", "qwen3": "Qwen3Config"}
-
-
 def workload(batch: int = 64, new_tokens: int = 32, vocab: int = 4096, embd: int = 256, layers: int = 4,
              device: str = "cpu", arch: str = "gpt2"
              ) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, list[str], dict[str, SamplingParams]]:
-    """The bench's random model (GPT-2, or ``arch`` of ``LLAMA_FAMILY_ARCHS``), tokenizer, prompts of 4-23 words
+    """The bench's random model (GPT-2, or ``arch`` of bench/rl_workload.py's ``LLAMA_FAMILY``), tokenizer, prompts of 4-23 words
     (varied token lengths) and scenarios."""
     tokenizer = build_tokenizer(vocab)
     ids = {"vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.eos_token_id,
@@ -125,16 +121,12 @@ def workload(batch: int = 64, new_tokens: int = 32, vocab: int = 4096, embd: int
     torch.manual_seed(0)
     if arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(n_positions=256, n_embd=embd, n_layer=layers, n_head=heads, **ids))
-    elif arch in LLAMA_FAMILY_ARCHS:
+    elif arch in LLAMA_FAMILY:
         import transformers
 
-        config = getattr(transformers, LLAMA_FAMILY_ARCHS[arch])(
-            hidden_size=embd, num_hidden_layers=layers, num_attention_heads=heads,
-            num_key_value_heads=max(1, heads // 2), head_dim=embd // heads, intermediate_size=(embd * 8 // 3 + 15) // 16 * 16,
-            max_position_embeddings=256, tie_word_embeddings=True, **ids)
-        model = transformers.AutoModelForCausalLM.from_config(config)
+        model = transformers.AutoModelForCausalLM.from_config(llama_family_config(arch, embd, layers, heads, **ids))
     else:
-        raise ValueError(f"unknown --arch {arch!r}; choose gpt2 or one of {sorted(LLAMA_FAMILY_ARCHS)}")
+        raise ValueError(f"unknown --arch {arch!r}; choose gpt2 or one of {sorted(LLAMA_FAMILY)}")
     model = model.to(device).eval()
     rng = torch.Generator().manual_seed(0)
     prompts = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (int(n),), generator=rng))
@@ -173,7 +165,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--embd", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--arch", default="gpt2", help=f"gpt2 or one of {sorted(LLAMA_FAMILY_ARCHS)} (see workload)")
+    parser.add_argument("--arch", default="gpt2", help=f"gpt2 or one of {sorted(LLAMA_FAMILY)} (see workload)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samplers", default="hf,cached,cached-static,compiled,compiled:compile,hf@bf16,cached@bf16,"

@@ -58,8 +58,8 @@ def onpolicy_floor(step_s: float, step_cpu_s: float, prompts: int, group: int, m
     same models and the same shapes: ``prompts`` x ``group`` rows, 16 prompt + 32 new tokens."""
     import floor
 
-    if wl.POLICY_ARCH != "gpt2":  # bench/floor.py writes out GPT-2 blocks
-        return {"floor_s": None, "floor_note": f"no floor for a {wl.POLICY_ARCH} policy"}
+    if (skipped := wl.floor_skipped()) is not None:
+        return skipped
     models = wl.bundle(critic=critic)
     reward_model = wl.reward().members[0].model
     ids = wl.tokenizer()(wl.prompts(prompts), return_tensors="pt").input_ids.repeat_interleave(group, dim=0)

@@ -48,10 +48,9 @@ class GPT2Stepper:
     """Decode steps of a GPT-2 over an in-place cache; keeps the rows' padding bias (b, 1, 1, capacity).
     Subclasses for other architectures set ``step`` (same arguments as :func:`gpt2_step`)."""
 
-    def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor) -> None:
         self.trunk, self.lm_head, self.cache = trunk, lm_head, cache
-        self.bias = padding_bias(mask, dtype if dtype is not None else trunk.wte.weight.dtype)
+        self.bias = padding_bias(mask, trunk.get_input_embeddings().weight.dtype)
 
     @staticmethod
     def step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,

@@ -44,13 +44,15 @@ def llama_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tens
     float32 logits; L = 1 in a decode step, the prompt in a prefill."""
     hidden = trunk.embed_tokens(ids)
     cos, sin = trunk.rotary_emb(hidden, positions)
+    first = trunk.layers[0].self_attn
+    rotate = sys.modules[type(first).__module__].apply_rotary_pos_emb
+    head_norms = hasattr(first, "q_norm")  # Qwen3: RMS norm of each head's query and key
     for layer, cache_layer in zip(trunk.layers, cache.layers):
         attn = layer.self_attn
-        rotate = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         normed = layer.input_layernorm(hidden)
         shape = (*ids.shape, -1, attn.head_dim)
         query, key = attn.q_proj(normed).view(shape), attn.k_proj(normed).view(shape)
-        if hasattr(attn, "q_norm"):  # Qwen3: RMS norm of each head's query and key
+        if head_norms:
             query, key = attn.q_norm(query), attn.k_norm(key)
         value = attn.v_proj(normed).view(shape).transpose(1, 2)
         query, key = rotate(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
@@ -65,6 +67,3 @@ class LlamaStepper(GPT2Stepper):
     """Decode steps of a Llama-family model over an in-place cache (the interface of :class:`GPT2Stepper`)."""
 
     step = staticmethod(llama_step)
-
-    def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor) -> None:
-        super().__init__(trunk, lm_head, cache, mask, dtype=trunk.embed_tokens.weight.dtype)
