@@ -4,9 +4,10 @@ A step's floor is: one sampling pass with a static KV cache (where the step samp
 of each frozen model, one forward+backward of each trained model per mini-batch, and one optimizer
 step per mini-batch. The pieces here are as small as correctness allows:
 
-- sampling: a hand-written GPT-2 decode loop over the model's own weights with preallocated K/V
-  tensors (no masks: every bench prompt is exactly 16 tokens), each distinct prompt in one pass, then
-  one token per step, EOS suppressed as min_new_tokens does; checked against the model's forward;
+- sampling: a hand-written decode loop over the model's own weights (GPT-2, or a Llama-family model: RMS
+  norms, Qwen3's per-head query/key norms, rotary positions, grouped-query attention, SwiGLU) with
+  preallocated K/V tensors (no masks: every bench prompt is exactly 16 tokens), each distinct prompt in one
+  pass, then one token per step, EOS suppressed as min_new_tokens does; checked against the model's forward;
 - policy forwards: each distinct prompt once (a GRPO group's, a DPO pair's rows read its keys and
   values), the trunk once over the rest, the LM head only at the response positions, log-softmax and
   gather fused and chunked (as the trainers do);
@@ -109,6 +110,82 @@ class StaticDecoder:
         return float((ref - logps).abs().max())
 
 
+def rotate_half_positions(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of (b, h, t, d) queries or keys with (1, 1, t, d) cos/sin (transformers' layout:
+    the first and second halves of each head form the rotated pairs)."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
+class LlamaStaticDecoder(StaticDecoder):
+    """:class:`StaticDecoder` for Llama, Qwen2, Qwen3 and Mistral blocks (no sliding window): a
+    (layers, 2, B, KV heads, P+N, D) cache, rotary tables computed once for every position."""
+
+    def __init__(self, model: nn.Module, batch: int, prompt_len: int, new_tokens: int, eos_id: int | None) -> None:
+        self.model, self.t = model, model.model
+        cfg = model.config
+        attn = self.t.layers[0].self_attn
+        self.heads, self.kv_heads, self.dim = cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim
+        self.head_norms = hasattr(attn, "q_norm")
+        self.batch, self.prompt_len, self.new_tokens, self.eos_id = batch, prompt_len, new_tokens, eos_id
+        total = prompt_len + new_tokens
+        param = next(model.parameters())
+        self.cache = torch.zeros(cfg.num_hidden_layers, 2, batch, self.kv_heads, total, self.dim, dtype=param.dtype)
+        self.eps = cfg.rms_norm_eps
+        with torch.no_grad():
+            cos, sin = self.t.rotary_emb(param, torch.arange(total)[None])
+        self.cos, self.sin = cos[:, None], sin[:, None]
+
+    def _norm(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, self.eps)
+
+    def _block(self, index: int, layer: nn.Module, x: torch.Tensor, start: int,  # type: ignore[override]
+               rows: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, e = x.shape
+        attn, mlp = layer.self_attn, layer.mlp
+        h = self._norm(x, layer.input_layernorm)
+        q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, t, self.heads, self.dim)
+        k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, t, self.kv_heads, self.dim)
+        v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, t, self.kv_heads, self.dim).transpose(1, 2)
+        if self.head_norms:
+            q, k = self._norm(q, attn.q_norm), self._norm(k, attn.k_norm)
+        end = start + t
+        cos, sin = self.cos[:, :, start:end], self.sin[:, :, start:end]
+        q, k = rotate_half_positions(q.transpose(1, 2), cos, sin), rotate_half_positions(k.transpose(1, 2), cos, sin)
+        if rows is not None:
+            self.cache[index, 0, rows, :, start:end] = k
+            self.cache[index, 1, rows, :, start:end] = v
+            keys, values = k, v
+        else:
+            self.cache[index, 0, :, :, start:end] = k
+            self.cache[index, 1, :, :, start:end] = v
+            keys, values = self.cache[index, 0, :, :, :end], self.cache[index, 1, :, :, :end]
+        context = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1,
+                                                 enable_gqa=self.kv_heads != self.heads)
+        x = x + F.linear(context.transpose(1, 2).reshape(b, t, -1), attn.o_proj.weight)
+        h = self._norm(x, layer.post_attention_layernorm)
+        gated = F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight)
+        return x + F.linear(gated, mlp.down_proj.weight)
+
+    def _logits(self, ids: torch.Tensor, start: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.t.embed_tokens(ids)
+        for index, layer in enumerate(self.t.layers):
+            x = self._block(index, layer, x, start, rows)
+        return self._norm(x[:, -1], self.t.norm) @ self.model.lm_head.weight.t()
+
+
+def static_decoder(model: nn.Module, batch: int, prompt_len: int, new_tokens: int, eos_id: int | None) -> StaticDecoder:
+    """The floor's decoder for ``model``: GPT-2 or a Llama-family causal LM (a clear error otherwise)."""
+    from rlhfkit.rl.cached_llama import LLAMA_FAMILY
+
+    name = type(model).__name__
+    if name == "GPT2LMHeadModel":
+        return StaticDecoder(model, batch, prompt_len, new_tokens, eos_id)
+    if name in LLAMA_FAMILY and not getattr(model.config, "sliding_window", None):
+        return LlamaStaticDecoder(model, batch, prompt_len, new_tokens, eos_id)
+    raise ValueError(f"bench/floor.py has no decoder for {name}: GPT-2 or one of {', '.join(LLAMA_FAMILY)}")
+
+
 def prompt_cache(trunk: nn.Module, ids: torch.Tensor, length: int) -> Any:
     """The KV cache of each row's first ``length`` tokens, each distinct prefix run once (differentiable), as the
     trainers share prompts (``rlhfkit.models.shared_prefix``); None when no prefix repeats enough to pay."""
@@ -124,13 +201,13 @@ def response_logprobs(model: nn.Module, ids: torch.Tensor, prompt_len: int, no_e
     rest, LM head only where needed, log-softmax + gather fused and chunked (``rlhfkit.rl.logprobs.fused_logprobs``)."""
     from rlhfkit.rl.logprobs import fused_logprobs
 
-    trunk = model.transformer
+    trunk = model.base_model
     cache = prompt_cache(trunk, ids, prompt_len - 1)
     if cache is None:
         hidden = trunk(input_ids=ids, use_cache=False).last_hidden_state[:, prompt_len - 1:-1]
     else:
         hidden = trunk(input_ids=ids[:, prompt_len - 1:], **{cache.argument: cache.cache}).last_hidden_state[:, :-1]
-    logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]))
+    logits = model.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1]))
     if no_eos is not None:
         logits = logits.clone()
         logits[..., no_eos] = -math.inf
@@ -227,7 +304,7 @@ def onpolicy_floor(policy: nn.Module, reward_model: nn.Module, prompt_ids: torch
     policy_t = fast(trained_copy(policy))
     reference = fast(copy.deepcopy(policy).eval().requires_grad_(False))
     critic_t = fast(trained_copy(critic)) if critic is not None else None
-    decoder = StaticDecoder(policy_t, batch, prompt_len, new_tokens, eos_id)
+    decoder = static_decoder(policy_t, batch, prompt_len, new_tokens, eos_id)
     error = decoder.check(prompt_ids)
     optimizer = fused_adamw(policy_t, *([critic_t] if critic_t is not None else []), lr=lr)
     generator = torch.Generator().manual_seed(0)

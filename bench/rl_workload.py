@@ -76,11 +76,6 @@ def llama_family_config(arch: str, embd: int, layers: int, heads: int, **ids: An
         tie_word_embeddings=True, **ids)
 
 
-def floor_skipped() -> dict[str, Any] | None:
-    """The floor fields to print when bench/floor.py (written out for GPT-2 blocks) cannot time the policy."""
-    return None if POLICY_ARCH == "gpt2" else {"floor_s": None, "floor_note": f"no floor for a {POLICY_ARCH} policy"}
-
-
 def bundle(critic: bool, seed: int = 0) -> PolicyBundle:
     """Policy (eval mode: dropout off, as the trainers run it), frozen reference copy, optional critic."""
     torch.manual_seed(seed)

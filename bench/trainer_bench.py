@@ -58,8 +58,6 @@ def onpolicy_floor(step_s: float, step_cpu_s: float, prompts: int, group: int, m
     same models and the same shapes: ``prompts`` x ``group`` rows, 16 prompt + 32 new tokens."""
     import floor
 
-    if (skipped := wl.floor_skipped()) is not None:
-        return skipped
     models = wl.bundle(critic=critic)
     reward_model = wl.reward().members[0].model
     ids = wl.tokenizer()(wl.prompts(prompts), return_tensors="pt").input_ids.repeat_interleave(group, dim=0)

@@ -16,7 +16,7 @@ on the machine skews less than wall time.
 ``run.dtype=bfloat16`` / RewardTrainer ``autocast_dtype``, TRL's ``bf16=True``.
 
 ``RLHFKIT_BENCH_POLICY=llama|qwen3`` makes the policy (and reference) a Llama-family model of about the GPT-2's
-size on both sides (bench/rl_workload.py); rlhfkit's floors are then not timed.
+size on both sides (bench/rl_workload.py); rlhfkit's floors then decode with Llama-family blocks (bench/floor.py).
 
 Run: python bench/vs_trl.py [--workloads grpo,dpo,reward,ppo] [--rounds 3] [--no-install] [--dtype bfloat16]
 """

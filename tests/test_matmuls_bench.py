@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -27,4 +28,19 @@ def test_records_products_with_shapes_and_counts_their_flops() -> None:
     assert calls[0][1][2][1] == (1, 4)  # the weight's transpose keeps its strides
     assert matmuls.flops(calls) == 2 * 3 * 4 * 5 + 2 * 2 * 3 * 4 * 6
     wall, cpu = matmuls.replay_seconds(calls, repeats=2)
+    assert wall > 0 and cpu >= 0
+
+
+def test_records_and_replays_products_with_weights_packed_for_onednn() -> None:
+    from rlhfkit.rl.packed_linear import PackedLinear, onednn_linear_available
+
+    if not onednn_linear_available():
+        pytest.skip("this PyTorch build has no oneDNN packed linear")
+    layer = torch.nn.Linear(8, 6)
+    inputs = torch.randn(2, 3, 8)
+    calls = matmuls.record(lambda: PackedLinear(layer)(inputs))
+    assert [call[0] for call in calls] == [matmuls.PACKED_LINEAR]
+    assert calls[0][1][0][0] == (2, 3, 8) and dict(calls[0][2]) == {"bias": True, "out_features": 6}
+    assert matmuls.flops(calls) == 2 * 2 * 3 * 8 * 6
+    wall, cpu = matmuls.replay_seconds(calls + calls, repeats=2)
     assert wall > 0 and cpu >= 0

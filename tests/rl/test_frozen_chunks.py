@@ -70,3 +70,41 @@ def test_chunked_value_head_forward_matches_whole(model: torch.nn.Module, monkey
     for a, b in zip(whole, chunked):
         assert a is not None and b is not None and a.shape == (7, 5)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_frozen_logprobs_run_the_trunk_in_hidden_budget_chunks_and_the_head_in_logit_chunks(
+        model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without gradients the trunk runs over as many rows as FROZEN_HIDDEN_ELEMENTS allows and the head over
+    FROZEN_LOGIT_ELEMENTS / V positions at a time, with the log-probs of the autograd path."""
+    from rlhfkit.models.head_rows import logits_are_head_output, output_head
+    from rlhfkit.rl.logprobs import trunk_row_slices
+
+    ids, mask, start = rollout_batch(model.config.vocab_size)
+    expected = token_logprobs(model, ids, mask, start, 0.7).detach()  # gradients on: one plain forward
+    assert logits_are_head_output(model, ids)
+    trunk_rows, head_rows = [], []
+    hooks = [model.transformer.wte.register_forward_pre_hook(lambda m, a: trunk_rows.append(a[0].shape[0])),
+             output_head(model).register_forward_pre_hook(  # the caller's chunks: (n, H); the model's own call: (b, K, H)
+                 lambda m, a: head_rows.append(a[0].shape[0]) if a[0].dim() == 2 else None)]
+    width = model.config.n_embd
+    try:
+        for rows_per_trunk, positions_per_head in ((7, 4), (3, 1000)):
+            trunk_rows.clear()
+            head_rows.clear()
+            monkeypatch.setitem(logprobs_module.FROZEN_HIDDEN_ELEMENTS, "cpu", rows_per_trunk * ids.shape[1] * width)
+            monkeypatch.setitem(logprobs_module.FROZEN_LOGIT_ELEMENTS, "cpu", positions_per_head * model.config.vocab_size)
+            with torch.no_grad():
+                got = token_logprobs(model, ids, mask, start, 0.7)
+                slices = trunk_row_slices(model, ids)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+            assert bool((got[mask[:, start:] == 0] == 0).all())
+            real = int(mask[:, start:].sum())
+            if rows_per_trunk == 7:
+                assert slices is None and trunk_rows == [7]
+                assert head_rows == [4] * (real // 4) + ([real % 4] if real % 4 else [])
+            else:
+                assert slices == [slice(0, 3), slice(3, 5), slice(5, 7)] and trunk_rows == [3, 2, 2]
+                assert sum(head_rows) == real
+    finally:
+        for hook in hooks:
+            hook.remove()
