@@ -36,7 +36,7 @@ from typing import Any  # noqa: E402
 import matmuls  # noqa: E402
 import torch  # noqa: E402
 
-README_VS_TRL = "ppo=1.47,grpo=1.78,dpo=1.72"
+README_VS_TRL = "ppo=1.64,grpo=1.94,dpo=1.90"
 
 
 def result(workload: str, reference_s: tuple[float, float], ours_s: tuple[float, float], calls: list[matmuls.Call],

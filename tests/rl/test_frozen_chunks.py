@@ -108,3 +108,24 @@ def test_frozen_logprobs_run_the_trunk_in_hidden_budget_chunks_and_the_head_in_l
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def test_value_head_frozen_forward_matches_the_autograd_forward(model: torch.nn.Module,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """PPO's old log-probs and values from the value-head policy without gradients (trunk chunks of 3 rows, head
+    chunks of 4 positions) equal the ones the training forward computes."""
+    policy = PolicyWithValueHead(model)
+    ids, mask, start = rollout_batch(model.config.vocab_size)
+    expected = [t.detach() for t in policy_forward(policy, ids, mask, start, 0.7, with_entropy=True)]
+    monkeypatch.setitem(logprobs_module.FROZEN_HIDDEN_ELEMENTS, "cpu", 3 * ids.shape[1] * model.config.n_embd)
+    monkeypatch.setitem(logprobs_module.FROZEN_LOGIT_ELEMENTS, "cpu", 4 * model.config.vocab_size)
+    calls = []
+    frozen = logprobs_module.frozen_logprobs
+    monkeypatch.setattr("rlhfkit.rl.forward.frozen_logprobs", lambda *a, **k: calls.append(1) or frozen(*a, **k))
+    with torch.no_grad():
+        got = policy_forward(policy, ids, mask, start, 0.7, with_entropy=True)
+    assert calls == [1]
+    for a, b in zip(got, expected):
+        assert a is not None and a.shape == (7, 5)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        assert bool((a[mask[:, start:] == 0] == 0).all())

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from rlhfkit.models.value import CriticModel, PolicyWithValueHead
-from rlhfkit.rl.logprobs import (check_response_start, fused_logprobs, response_positions, row_slices, token_logprobs,
-                                 unpack)
+from rlhfkit.models.head_rows import logits_are_head_output
+from rlhfkit.rl.logprobs import (check_response_start, frozen_logprobs, fused_logprobs, prompt_prefix,
+                                 response_positions, row_slices, token_logprobs, unpack)
 
 
 def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -21,9 +22,17 @@ def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: t
     from ONE forward of the policy.
 
     Values come along for free when the policy carries a value head on its trunk; both heads then
-    run only at the positions predicting real response tokens. Without gradients the rows run in
-    chunks (:func:`rlhfkit.rl.logprobs.row_slices`), with the same per-row results.
+    run only at the positions predicting real response tokens. Without gradients a value-head policy runs as
+    :func:`rlhfkit.rl.logprobs.frozen_logprobs` (the trunk once, rows sharing a prompt run it once, the LM head in
+    chunks of positions) where its logits are its head's output, else in row chunks
+    (:func:`rlhfkit.rl.logprobs.row_slices`), with the same per-row results.
     """
+    if (isinstance(policy, PolicyWithValueHead) and not torch.is_grad_enabled() and input_ids.numel()
+            and logits_are_head_output(policy.policy, input_ids)):
+        check_response_start(input_ids.shape[1], response_start)
+        prefix = prompt_prefix(policy.policy, input_ids, attention_mask, response_start)
+        return frozen_logprobs(policy.policy, input_ids, attention_mask, response_start, prefix, temperature,
+                               with_entropy, policy.value_head)
     chunks = row_slices(policy, input_ids, response_start) if isinstance(policy, PolicyWithValueHead) else None
     if chunks is not None:
         parts = [policy_forward(policy, input_ids[rows], attention_mask[rows], response_start, temperature,

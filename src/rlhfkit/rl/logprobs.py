@@ -261,8 +261,8 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     check_response_start(input_ids.shape[1], response_start)
     prefix = prompt_prefix(model, input_ids, attention_mask, response_start)
     if not torch.is_grad_enabled() and input_ids.numel() and logits_are_head_output(model, input_ids):
-        logprobs, entropy = frozen_logprobs(model, input_ids, attention_mask, response_start, prefix, temperature,
-                                            with_entropy)
+        logprobs, entropy, _ = frozen_logprobs(model, input_ids, attention_mask, response_start, prefix, temperature,
+                                               with_entropy)
         return (logprobs, entropy) if with_entropy else logprobs  # type: ignore[return-value]
     parts = []
     for rows in row_slices(model, input_ids, response_start) or [slice(None)]:
@@ -279,18 +279,20 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
 
 
 def frozen_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int,
-                    prefix: SharedPrefix | None = None, temperature: float = 1.0, with_entropy: bool = False
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """No-grad (b, R) log-probs (and entropy) of a model whose logits are its head's output: the trunk over as
-    many rows at once as :func:`trunk_row_slices` allows, then the head and fused log-softmax over chunks of
-    the kept positions, so the (n, V) logits never exist at once (:data:`FROZEN_LOGIT_ELEMENTS`)."""
+                    prefix: SharedPrefix | None = None, temperature: float = 1.0, with_entropy: bool = False,
+                    value_head: nn.Module | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """No-grad (b, R) log-probs, entropy (or None) and values (or None) of a model whose logits are its head's
+    output: the trunk over as many rows at once as :func:`trunk_row_slices` allows, then the LM head and fused
+    log-softmax over chunks of the kept positions, so the (n, V) logits never exist at once
+    (:data:`FROZEN_LOGIT_ELEMENTS`); ``value_head`` (a value head on the trunk) reads the same hidden states."""
     head = output_head(model)
     assert head is not None
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if not isinstance(vocab, int):
         vocab = int(head.weight.shape[0])
     step = frozen_chunk_rows(1, vocab, input_ids.device)
-    logprob_parts, entropy_parts = [], []
+    parts: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
     for rows in trunk_row_slices(model, input_ids) or [slice(None)]:
         ids, attn = input_ids[rows], attention_mask[rows]
         hidden, mask, _ = response_logits(model, ids, attn, response_start,
@@ -305,9 +307,9 @@ def frozen_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
             logprobs[part] = chunk_logprobs
             if entropy is not None and chunk_entropy is not None:
                 entropy[part] = chunk_entropy
-        logprob_parts.append(unpack(logprobs, mask))
-        entropy_parts.append(None if entropy is None else unpack(entropy, mask))
-    joined = torch.cat(logprob_parts) if len(logprob_parts) > 1 else logprob_parts[0]
-    if not with_entropy:
-        return joined, None
-    return joined, torch.cat(entropy_parts) if len(entropy_parts) > 1 else entropy_parts[0]  # type: ignore[arg-type]
+        values = None if value_head is None else unpack(value_head(hidden), mask)
+        parts.append((unpack(logprobs, mask), None if entropy is None else unpack(entropy, mask), values))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(None if parts[0][i] is None else torch.cat([p[i] for p in parts])  # type: ignore[return-value,misc]
+                 for i in range(3))
