@@ -47,21 +47,26 @@ class StaticDecoder:
         self.cache = torch.zeros(cfg.n_layer, 2, batch, self.heads, total, self.dim, dtype=param.dtype)
         self.eps = cfg.layer_norm_epsilon
 
+    def _cached(self, index: int, k: torch.Tensor, v: torch.Tensor, start: int,
+                rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write (b, kv heads, t, d) keys and values at ``start`` of layer ``index``'s cache; return what the
+        queries attend to: the new keys alone in a prefill of some rows, else every row's cache up to them."""
+        end = start + k.shape[2]
+        if rows is not None:
+            self.cache[index, 0, rows, :, start:end] = k
+            self.cache[index, 1, rows, :, start:end] = v
+            return k, v
+        self.cache[index, 0, :, :, start:end] = k
+        self.cache[index, 1, :, :, start:end] = v
+        return self.cache[index, 0, :, :, :end], self.cache[index, 1, :, :, :end]
+
     def _block(self, index: int, block: nn.Module, x: torch.Tensor, start: int,
                rows: torch.Tensor | None = None) -> torch.Tensor:
         b, t, e = x.shape
         h = F.layer_norm(x, (e,), block.ln_1.weight, block.ln_1.bias, self.eps)
         qkv = torch.addmm(block.attn.c_attn.bias, h.view(-1, e), block.attn.c_attn.weight).view(b, t, 3, self.heads, self.dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        end = start + t
-        if rows is not None:  # a prefill of some rows only
-            self.cache[index, 0, rows, :, start:end] = k
-            self.cache[index, 1, rows, :, start:end] = v
-            keys, values = k, v
-        else:
-            self.cache[index, 0, :, :, start:end] = k
-            self.cache[index, 1, :, :, start:end] = v
-            keys, values = self.cache[index, 0, :, :, :end], self.cache[index, 1, :, :, :end]
+        keys, values = self._cached(index, k, v, start, rows)
         attn = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1)
         attn = attn.transpose(1, 2).reshape(b * t, e)
         x = x + torch.addmm(block.attn.c_proj.bias, attn, block.attn.c_proj.weight).view(b, t, e)
@@ -152,14 +157,7 @@ class LlamaStaticDecoder(StaticDecoder):
         end = start + t
         cos, sin = self.cos[:, :, start:end], self.sin[:, :, start:end]
         q, k = rotate_half_positions(q.transpose(1, 2), cos, sin), rotate_half_positions(k.transpose(1, 2), cos, sin)
-        if rows is not None:
-            self.cache[index, 0, rows, :, start:end] = k
-            self.cache[index, 1, rows, :, start:end] = v
-            keys, values = k, v
-        else:
-            self.cache[index, 0, :, :, start:end] = k
-            self.cache[index, 1, :, :, start:end] = v
-            keys, values = self.cache[index, 0, :, :, :end], self.cache[index, 1, :, :, :end]
+        keys, values = self._cached(index, k, v, start, rows)
         context = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1,
                                                  enable_gqa=self.kv_heads != self.heads)
         x = x + F.linear(context.transpose(1, 2).reshape(b, t, -1), attn.o_proj.weight)
