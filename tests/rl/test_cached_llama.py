@@ -74,3 +74,37 @@ def test_llama_step_only_for_the_family_in_eval_mode_without_sliding_windows(tok
     windowed = tiny_llama_family("Qwen2Config", tokenizer, use_sliding_window=True, sliding_window=4,
                                  max_window_layers=0, layer_types=["sliding_attention", "sliding_attention"])
     assert llama_parts(windowed) is None
+
+
+@pytest.mark.parametrize("config_class", ["Qwen2Config", "Qwen3Config"])
+def test_fused_projections_run_one_product_for_qkv_and_one_for_gate_up(config_class, tokenizer, monkeypatch) -> None:
+    """During a rollout each layer holds its query/key/value (Qwen2: with biases) and gate/up projections
+    concatenated and the step runs those, with the tokens and log-probs of the separate products; afterwards the
+    layers are as before. A layer with a hook keeps its own products (the hook must fire)."""
+    from rlhfkit.rl import cached_llama
+
+    model = tiny_llama_family(config_class, tokenizer)
+    params = SamplingParams(max_new_tokens=10, temperature=0.9)
+    separate = CachedSampler(shard_rows=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(cached_llama, "_concatenated", lambda layers: None)
+        expected = separate.sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(5))
+    fused_calls = []
+    original = cached_llama._projections
+    monkeypatch.setattr(cached_llama, "_projections", lambda attn, *a: fused_calls.append(
+        hasattr(attn, cached_llama.FUSED_QKV)) or original(attn, *a))
+    rollout = CachedSampler(shard_merge_work=0).sample(model, tokenizer, PROMPTS, params,
+                                                       generator=torch.Generator().manual_seed(5))
+    assert fused_calls and all(fused_calls)
+    assert torch.equal(rollout.response_ids, expected.response_ids)
+    torch.testing.assert_close(rollout.logprobs, expected.logprobs, atol=1e-5, rtol=0)
+    for layer in model.model.layers:
+        assert not hasattr(layer.self_attn, cached_llama.FUSED_QKV) and not hasattr(layer.mlp, cached_llama.FUSED_GATE_UP)
+    hooked = model.model.layers[0].self_attn.k_proj.register_forward_hook(lambda *a: None)
+    try:
+        with torch.no_grad(), cached_llama.fused_projections_while(model) as replaced:
+            first, second = model.model.layers
+            assert not hasattr(first.self_attn, cached_llama.FUSED_QKV) and hasattr(first.mlp, cached_llama.FUSED_GATE_UP)
+            assert hasattr(second.self_attn, cached_llama.FUSED_QKV) and len(replaced) == 3 + 2 + 2
+    finally:
+        hooked.remove()

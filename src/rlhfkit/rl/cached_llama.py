@@ -7,12 +7,16 @@ cached sampler was only ~1.2x HF ``generate`` on a Llama or Qwen3 model, against
 calls the decoder layers' submodules in the order they do (RMS norms, the projections, Qwen3's per-head
 query/key norms, the model's rotary embedding, grouped-query attention over the in-place cache, the MLP), so
 LoRA wrappers and autocast apply. Models it does not cover (other classes, sliding windows, training mode)
-keep the transformers forward.
+keep the transformers forward. While a rollout runs, plain (adapter-free, hook-free) query/key/value and
+gate/up projections also exist concatenated (:func:`fused_projections_while`): one product each instead of
+three and two.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -38,6 +42,78 @@ def llama_parts(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return trunk, base.lm_head
 
 
+#: The concatenated projections :func:`fused_projections_while` adds to a layer's attention and MLP modules.
+FUSED_QKV, FUSED_GATE_UP = "rlhfkit_fused_qkv", "rlhfkit_fused_gate_up"
+
+
+def _plain(layer: Any) -> bool:
+    """An ``nn.Linear`` itself (no peft wrapper, no subclass) without hooks, whose hooks would not fire fused."""
+    return type(layer) is nn.Linear and not layer._forward_hooks and not layer._forward_pre_hooks
+
+
+def _concatenated(layers: list[nn.Module]) -> nn.Linear | None:
+    """One frozen ``nn.Linear`` whose output is the layers' outputs side by side (their weights copied once), or
+    None when they are not all plain linear layers with the same input and all or none with a bias."""
+    if not all(_plain(layer) for layer in layers) or len({layer.in_features for layer in layers}) != 1:
+        return None
+    biases = [layer.bias for layer in layers]
+    if any(b is None for b in biases) and not all(b is None for b in biases):
+        return None
+    weight = torch.cat([layer.weight.detach() for layer in layers])
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=biases[0] is not None, device="meta")
+    fused.weight = nn.Parameter(weight, requires_grad=False)
+    if biases[0] is not None:
+        fused.bias = nn.Parameter(torch.cat([b.detach() for b in biases]), requires_grad=False)
+    return fused
+
+
+@contextlib.contextmanager
+def fused_projections_while(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Inside the block, each decoder layer of a Llama-family ``model`` (:func:`llama_parts`) whose query, key
+    and value projections (and gate and up projections) are plain linear layers also holds them concatenated,
+    which :func:`llama_step` then runs instead: three products become one and two one. Yields the layers
+    replaced so (they need no packing for the block); the concatenated ones are removed after. Inference only:
+    the copies do not follow later changes of the weights."""
+    parts = llama_parts(model)
+    added: list[tuple[nn.Module, str]] = []
+    replaced: list[nn.Module] = []
+    for layer in parts[0].layers if parts is not None else []:
+        attn, mlp = layer.self_attn, layer.mlp
+        for owner, name, names in ((attn, FUSED_QKV, ("q_proj", "k_proj", "v_proj")),
+                                   (mlp, FUSED_GATE_UP, ("gate_proj", "up_proj"))):
+            layers = [getattr(owner, n, None) for n in names]
+            fused = _concatenated(layers) if all(isinstance(x, nn.Module) for x in layers) else None  # type: ignore[arg-type]
+            if fused is not None and (name == FUSED_QKV or callable(getattr(mlp, "act_fn", None))):
+                owner.add_module(name, fused)
+                added.append((owner, name))
+                replaced.extend(layers)  # type: ignore[arg-type]
+    try:
+        yield replaced
+    finally:
+        for owner, name in added:
+            delattr(owner, name)
+
+
+def _projections(attn: nn.Module, normed: torch.Tensor, shape: tuple[int, ...]
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query (b, L, h, d), key and value (b, L, kv heads, d): one concatenated product when the layer holds it."""
+    fused = getattr(attn, FUSED_QKV, None)
+    if fused is None:
+        return attn.q_proj(normed).view(shape), attn.k_proj(normed).view(shape), attn.v_proj(normed).view(shape)
+    sizes = (attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features)
+    query, key, value = fused(normed).split(sizes, dim=-1)
+    return query.view(shape), key.view(shape), value.view(shape)
+
+
+def _mlp(mlp: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``down(act(gate(x)) * up(x))``, gate and up as one product when the layer holds them concatenated."""
+    fused = getattr(mlp, FUSED_GATE_UP, None)
+    if fused is None:
+        return mlp(hidden)
+    gate, up = fused(hidden).chunk(2, dim=-1)
+    return mlp.down_proj(mlp.act_fn(gate) * up)
+
+
 def llama_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
                bias: torch.Tensor) -> torch.Tensor:
     """ids (b, L) at positions (b, L) with an attention bias (b, 1, L, keys) -> the last position's (b, V)
@@ -51,15 +127,15 @@ def llama_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tens
         attn = layer.self_attn
         normed = layer.input_layernorm(hidden)
         shape = (*ids.shape, -1, attn.head_dim)
-        query, key = attn.q_proj(normed).view(shape), attn.k_proj(normed).view(shape)
+        query, key, value = _projections(attn, normed, shape)
         if head_norms:
             query, key = attn.q_norm(query), attn.k_norm(key)
-        value = attn.v_proj(normed).view(shape).transpose(1, 2)
+        value = value.transpose(1, 2)
         query, key = rotate(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
         keys, values = cache_layer.update(key, value)
         context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
         hidden = hidden + attn.o_proj(context)
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = hidden + _mlp(layer.mlp, layer.post_attention_layernorm(hidden))
     return lm_head(trunk.norm(hidden[:, -1])).float()
 
 

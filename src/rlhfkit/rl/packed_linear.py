@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import torch
 from torch import nn
@@ -79,9 +79,10 @@ def _is_adapter(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def packed_linears_while(model: nn.Module) -> Iterator[int]:
-    """Inside the block, every packable linear layer of ``model`` runs as a :class:`PackedLinear`; the
-    modules are put back after. Yields the count (0 off the CPU, under autocast, or without oneDNN).
+def packed_linears_while(model: nn.Module, skip: Collection[nn.Module] = ()) -> Iterator[int]:
+    """Inside the block, every packable linear layer of ``model`` (but those in ``skip``, which the caller will
+    not run) runs as a :class:`PackedLinear`; the modules are put back after. Yields the count (0 off the CPU,
+    under autocast, or without oneDNN).
 
     A model with adapters (peft's LoRA and the like) is left alone: LoRA is chosen to save memory, and the
     packed copies of its frozen weights would add their size to the rollout (bench/memory.py's PPO-LoRA
@@ -91,8 +92,9 @@ def packed_linears_while(model: nn.Module) -> Iterator[int]:
     sites = []
     if (device.type == "cpu" and not torch.is_autocast_enabled("cpu") and onednn_linear_available()
             and not any(_is_adapter(layer) for layer in model.modules())):
+        skipped = {id(layer) for layer in skip}
         sites = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-                 if packable(child)]
+                 if packable(child) and id(child) not in skipped]
     for (parent, name, _), layer in zip(sites, packed_in_parallel([child for _, _, child in sites])):
         setattr(parent, name, layer)
     try:

@@ -28,6 +28,7 @@ from rlhfkit.models.gelu import fused_gelu_while
 from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.models.recurrent import refuse_recurrent
 from rlhfkit.models.signature import cache_argument, forward_parameters
+from rlhfkit.rl.cached_llama import fused_projections_while
 from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
@@ -581,10 +582,15 @@ class CachedSampler:
         eos_ids = eos_token_ids(model, tokenizer)
         attention = self.attention or decode_attention(getattr(model.config, "_attn_implementation", None), device,
                                                        compiled=False)
-        fused = fused_gelu_while(model) if self.fuse_gelu else contextlib.nullcontext()
-        packed = packed_linears_while(model) if self.pack_weights else contextlib.nullcontext()
-        with torch.no_grad(), _eval_mode(model), attention_implementation(model, attention), fused, packed, \
-                intra_op_threads_restored():
+        with contextlib.ExitStack() as stack:
+            for context in (torch.no_grad(), _eval_mode(model), attention_implementation(model, attention),
+                            fused_gelu_while(model) if self.fuse_gelu else contextlib.nullcontext(),
+                            intra_op_threads_restored()):
+                stack.enter_context(context)
+            stepped = self.llama_step and self.inplace_kv and self.cache != "static"  # the Llama step may run
+            replaced = stack.enter_context(fused_projections_while(model)) if stepped else []
+            if self.pack_weights:
+                stack.enter_context(packed_linears_while(model, skip=replaced))
             response_ids, logprobs = self._decode(model, tokenizer, prompt_ids, prompt_mask, eos_ids, params, generator,
                                                   None if row_seeds is None else row_seeds.to(device))
         return finalize_rollout(tokenizer, prompts, prompt_ids, prompt_mask, response_ids, logprobs, eos_ids, params)
