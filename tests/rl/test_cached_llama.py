@@ -78,11 +78,14 @@ def test_llama_step_only_for_the_family_in_eval_mode_without_sliding_windows(tok
 
 @pytest.mark.parametrize("config_class", ["Qwen2Config", "Qwen3Config"])
 def test_fused_projections_run_one_product_for_qkv_and_one_for_gate_up(config_class, tokenizer, monkeypatch) -> None:
-    """During a rollout each layer holds its query/key/value (Qwen2: with biases) and gate/up projections
-    concatenated and the step runs those, with the tokens and log-probs of the separate products; afterwards the
+    """During a rollout on packed weights each layer holds its query/key/value (Qwen2: with biases) and gate/up
+    projections concatenated and the step runs those, with the tokens and log-probs of the separate products; afterwards the
     layers are as before. A layer with a hook keeps its own products (the hook must fire)."""
     from rlhfkit.rl import cached_llama
+    from rlhfkit.rl.packed_linear import onednn_linear_available
 
+    if not onednn_linear_available():
+        pytest.skip("the projections are concatenated only where the weights are packed for oneDNN")
     model = tiny_llama_family(config_class, tokenizer)
     params = SamplingParams(max_new_tokens=10, temperature=0.9)
     separate = CachedSampler(shard_rows=False)
@@ -100,6 +103,9 @@ def test_fused_projections_run_one_product_for_qkv_and_one_for_gate_up(config_cl
     torch.testing.assert_close(rollout.logprobs, expected.logprobs, atol=1e-5, rtol=0)
     for layer in model.model.layers:
         assert not hasattr(layer.self_attn, cached_llama.FUSED_QKV) and not hasattr(layer.mlp, cached_llama.FUSED_GATE_UP)
+    fused_calls.clear()  # unpacked weights (GPU, autocast, adapters) are not copied: the separate products run
+    CachedSampler(pack_weights=False).sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(5))
+    assert fused_calls and not any(fused_calls)
     hooked = model.model.layers[0].self_attn.k_proj.register_forward_hook(lambda *a: None)
     try:
         with torch.no_grad(), cached_llama.fused_projections_while(model) as replaced:

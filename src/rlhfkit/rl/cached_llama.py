@@ -7,9 +7,9 @@ cached sampler was only ~1.2x HF ``generate`` on a Llama or Qwen3 model, against
 calls the decoder layers' submodules in the order they do (RMS norms, the projections, Qwen3's per-head
 query/key norms, the model's rotary embedding, grouped-query attention over the in-place cache, the MLP), so
 LoRA wrappers and autocast apply. Models it does not cover (other classes, sliding windows, training mode)
-keep the transformers forward. While a rollout runs, plain (adapter-free, hook-free) query/key/value and
-gate/up projections also exist concatenated (:func:`fused_projections_while`): one product each instead of
-three and two.
+keep the transformers forward. While a rollout on packed weights runs (CPU, float32), plain (adapter-free,
+hook-free) query/key/value and gate/up projections exist concatenated and packed instead of packed one by one
+(:func:`fused_projections_while`): one product each instead of three and two, and no more memory.
 """
 
 from __future__ import annotations

@@ -78,6 +78,14 @@ def _is_adapter(module: nn.Module) -> bool:
     return isinstance(module, BaseTunerLayer)
 
 
+def packing_applies(model: nn.Module) -> bool:
+    """Whether :func:`packed_linears_while` packs ``model``'s layers here: on the CPU, outside autocast, with
+    oneDNN, and no adapters."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return (device.type == "cpu" and not torch.is_autocast_enabled("cpu") and onednn_linear_available()
+            and not any(_is_adapter(layer) for layer in model.modules()))
+
+
 @contextlib.contextmanager
 def packed_linears_while(model: nn.Module, skip: Collection[nn.Module] = ()) -> Iterator[int]:
     """Inside the block, every packable linear layer of ``model`` (but those in ``skip``, which the caller will
@@ -88,10 +96,8 @@ def packed_linears_while(model: nn.Module, skip: Collection[nn.Module] = ()) -> 
     packed copies of its frozen weights would add their size to the rollout (bench/memory.py's PPO-LoRA
     peak did not move beyond its +-10 MiB noise when they were packed, so this is caution, not a measurement).
     """
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     sites = []
-    if (device.type == "cpu" and not torch.is_autocast_enabled("cpu") and onednn_linear_available()
-            and not any(_is_adapter(layer) for layer in model.modules())):
+    if packing_applies(model):
         skipped = {id(layer) for layer in skip}
         sites = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
                  if packable(child) and id(child) not in skipped]

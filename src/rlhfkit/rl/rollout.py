@@ -29,7 +29,7 @@ from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.models.recurrent import refuse_recurrent
 from rlhfkit.models.signature import cache_argument, forward_parameters
 from rlhfkit.rl.cached_llama import fused_projections_while
-from rlhfkit.rl.packed_linear import packed_linears_while
+from rlhfkit.rl.packed_linear import packed_linears_while, packing_applies
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
 from rlhfkit.utils.memory import return_free_heap
@@ -587,8 +587,10 @@ class CachedSampler:
                             fused_gelu_while(model) if self.fuse_gelu else contextlib.nullcontext(),
                             intra_op_threads_restored()):
                 stack.enter_context(context)
-            stepped = self.llama_step and self.inplace_kv and self.cache != "static"  # the Llama step may run
-            replaced = stack.enter_context(fused_projections_while(model)) if stepped else []
+            # the Llama step may run, and its concatenated projections replace packed copies (no memory added)
+            fuse = self.llama_step and self.inplace_kv and self.cache != "static" and self.pack_weights \
+                and packing_applies(model)
+            replaced = stack.enter_context(fused_projections_while(model)) if fuse else []
             if self.pack_weights:
                 stack.enter_context(packed_linears_while(model, skip=replaced))
             response_ids, logprobs = self._decode(model, tokenizer, prompt_ids, prompt_mask, eos_ids, params, generator,
