@@ -129,3 +129,36 @@ def test_value_head_frozen_forward_matches_the_autograd_forward(model: torch.nn.
         assert a is not None and a.shape == (7, 5)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
         assert bool((a[mask[:, start:] == 0] == 0).all())
+
+
+def test_a_model_whose_logits_are_not_its_heads_output_keeps_whole_forwards() -> None:
+    """The probe sees logits scaled after the head (as Cohere's or soft-capped ones are) or a forward that fails on
+    its two tokens, and the frozen log-probs then come from the model's own logits."""
+    from rlhfkit.models.head_rows import logits_are_head_output
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module, scale: float = 0.5, fail_below: int = 0) -> None:
+            super().__init__()
+            self.inner, self.scale, self.fail_below, self.config = inner, scale, fail_below, inner.config
+
+        def get_output_embeddings(self) -> torch.nn.Module:
+            return self.inner.get_output_embeddings()
+
+        def get_input_embeddings(self) -> torch.nn.Module:
+            return self.inner.get_input_embeddings()
+
+        def forward(self, input_ids: torch.Tensor, **kwargs):
+            if input_ids.shape[1] < self.fail_below:
+                raise RuntimeError("too short")
+            out = self.inner(input_ids=input_ids, **kwargs)
+            out.logits = out.logits * self.scale
+            return out
+
+    inner = tiny_gpt2(tiny_tokenizer())
+    ids, mask, start = rollout_batch(inner.config.vocab_size)
+    for model in (Scaled(inner), Scaled(inner, scale=1.0, fail_below=3)):
+        assert not logits_are_head_output(model, ids)
+        expected = token_logprobs(model, ids, mask, start).detach()
+        with torch.no_grad():
+            torch.testing.assert_close(token_logprobs(model, ids, mask, start), expected, atol=1e-5, rtol=0)
+    assert logits_are_head_output(Scaled(inner, scale=1.0), ids)

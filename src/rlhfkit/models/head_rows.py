@@ -55,7 +55,8 @@ def logits_are_head_output(model: nn.Module, input_ids: torch.Tensor) -> bool:
     (Gemma 2's soft-capping, a logit scale): then a caller may run the head itself, in chunks of rows.
 
     Probed once per model on two tokens of ``input_ids``: the head's output is replaced by known values
-    spanning [-60, 60] and the returned logits must be exactly those (a forward hook; no gradients)."""
+    spanning [-60, 60] and the returned logits must be exactly those (a forward hook; no gradients). A model
+    whose probe forward fails counts as not (its callers then run it as before)."""
     head = output_head(model)
     if head is None:
         return False
@@ -76,6 +77,8 @@ def logits_are_head_output(model: nn.Module, input_ids: torch.Tensor) -> bool:
     try:
         with torch.no_grad():
             logits = getattr(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False), "logits", None)
+    except (RuntimeError, ValueError, TypeError, IndexError):  # a model that cannot run 2 tokens keeps its own head call
+        logits = None
     finally:
         handle.remove()
     verdict = (len(probes) == 1 and isinstance(logits, torch.Tensor) and logits.shape == probes[0].shape
