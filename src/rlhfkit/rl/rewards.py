@@ -76,11 +76,15 @@ def _as_head_scores(raw: Any, expected: int, name: str) -> torch.Tensor:
 class ModelReward:
     """Scores with a reward model's ``score_texts`` (rlhfkit RewardModel or compatible)."""
 
-    def __init__(self, model: Any, name: str, normalized: bool = True, batch_size: int = 64) -> None:
+    def __init__(self, model: Any, name: str, normalized: bool = True, batch_size: int = 64,
+                 pack_weights: bool = True) -> None:
         self.model = model
         self.name = name
         self.normalized = normalized
         self.batch_size = batch_size
+        #: Score on weights packed for oneDNN (CPU, float32; :mod:`rlhfkit.rl.packed_linear`): ~10% faster, but a
+        #: heap copy of the weights while scoring; off for a model kept on disk between scorings (``reward.offload``).
+        self.pack_weights = pack_weights
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         """Score in chunks of ``batch_size`` without gradients: the mean over the model's heads, (b,)."""
@@ -97,7 +101,8 @@ class ModelReward:
     def _chunks(self, prompts: Sequence[str], responses: Sequence[str], **kwargs: Any) -> list[tuple[int, Any]]:
         """(chunk size, raw ``score_texts`` output) per chunk of ``batch_size`` pairs, without gradients."""
         out = []
-        packed = packed_linears_while(self.model) if isinstance(self.model, nn.Module) else contextlib.nullcontext()
+        packed = packed_linears_while(self.model) if isinstance(self.model, nn.Module) and self.pack_weights \
+            else contextlib.nullcontext()
         with torch.no_grad(), packed:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = slice(start, start + self.batch_size)
