@@ -51,9 +51,10 @@ def _plain(layer: Any) -> bool:
     return type(layer) is nn.Linear and not layer._forward_hooks and not layer._forward_pre_hooks
 
 
-def _concatenated(layers: list[nn.Module]) -> nn.Linear | None:
+def _concatenated(layers: list[Any]) -> nn.Linear | None:
     """One frozen ``nn.Linear`` whose output is the layers' outputs side by side (their weights copied once), or
-    None when they are not all plain linear layers with the same input and all or none with a bias."""
+    None when they are not all plain linear layers (a missing one is None) with the same input and all or none with a
+    bias."""
     if not all(_plain(layer) for layer in layers) or len({layer.in_features for layer in layers}) != 1:
         return None
     biases = [layer.bias for layer in layers]
@@ -79,14 +80,15 @@ def fused_projections_while(model: nn.Module) -> Iterator[list[nn.Module]]:
     replaced: list[nn.Module] = []
     for layer in parts[0].layers if parts is not None else []:
         attn, mlp = layer.self_attn, layer.mlp
-        for owner, name, names in ((attn, FUSED_QKV, ("q_proj", "k_proj", "v_proj")),
-                                   (mlp, FUSED_GATE_UP, ("gate_proj", "up_proj"))):
+        for owner, name, names, runnable in ((attn, FUSED_QKV, ("q_proj", "k_proj", "v_proj"), True),
+                                             (mlp, FUSED_GATE_UP, ("gate_proj", "up_proj"),
+                                              callable(getattr(mlp, "act_fn", None)))):
             layers = [getattr(owner, n, None) for n in names]
-            fused = _concatenated(layers) if all(isinstance(x, nn.Module) for x in layers) else None  # type: ignore[arg-type]
-            if fused is not None and (name == FUSED_QKV or callable(getattr(mlp, "act_fn", None))):
+            fused = _concatenated(layers) if runnable else None
+            if fused is not None:
                 owner.add_module(name, fused)
                 added.append((owner, name))
-                replaced.extend(layers)  # type: ignore[arg-type]
+                replaced.extend(layers)
     try:
         yield replaced
     finally:
