@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from rlhfkit.rl import cached_prefill
+from rlhfkit.rl import cached_kv, cached_prefill
 from rlhfkit.models.gelu import fused_gelu_while
 from rlhfkit.rl.cached_gpt2 import gpt2_parts
 from rlhfkit.rl.cached_kv import PreallocatedLayer
@@ -121,6 +121,24 @@ def test_preallocated_layer_appends_in_place_and_selects_rows() -> None:
         layer.update(first[:2, :, :1], first[:2, :, :1])
 
 
+def test_a_layer_allocated_ahead_keeps_its_buffers_or_reallocates_for_other_states() -> None:
+    layer = PreallocatedLayer(batch=2, capacity=3)
+    layer.allocate(heads=2, key_dim=4, value_dim=4, dtype=torch.float32, device=torch.device("cpu"))
+    assert layer.is_initialized and layer.get_seq_length() == 0
+    buffer = layer.key_buffer
+    first = torch.randn(2, 2, 2, 4)
+    keys, _ = layer.update(first, -first)
+    assert layer.key_buffer is buffer and torch.equal(keys, first)
+    other = PreallocatedLayer(batch=2, capacity=3)
+    other.allocate(heads=2, key_dim=4, value_dim=4, dtype=torch.float64, device=torch.device("cpu"))
+    keys, values = other.update(first, -first)  # float32 states: the float64 buffers would round them
+    assert other.key_buffer.dtype == torch.float32 and torch.equal(keys, first) and torch.equal(values, -first)
+    narrow = PreallocatedLayer(batch=2, capacity=3)
+    narrow.allocate(heads=1, key_dim=4, value_dim=4, dtype=torch.float32, device=torch.device("cpu"))
+    keys, _ = narrow.update(first, -first)
+    assert narrow.key_buffer.shape == (2, 2, 3, 4) and torch.equal(keys, first)
+
+
 def test_fused_gelu_is_swapped_in_only_while_sampling(eos_model) -> None:
     from transformers.activations import GELUTanh, NewGELUActivation
 
@@ -143,16 +161,15 @@ def test_gpt2_step_only_for_plain_gpt2_in_eval_mode(eos_model) -> None:
 
 
 def test_only_the_prompt_columns_of_the_cache_start_zeroed(eos_model, tokenizer, monkeypatch) -> None:
-    """Unwritten positions past the prompt are never read: with buffers that start as NaN (what ``new_empty``
-    may hold), the grouped prefill's padding is still zero and the rollout equals the reference."""
+    """Unwritten positions past the prompt are never read: with buffers that start as NaN (what uninitialized
+    memory may hold), the grouped prefill's padding is still zero and the rollout equals the reference."""
     layer = PreallocatedLayer(batch=2, capacity=5, zeroed=2)
     keys = torch.ones(2, 1, 1, 3)
     layer.update(keys, keys)
     assert torch.equal(layer.key_buffer[:, :, 1:2], torch.zeros(2, 1, 1, 3))  # zeroed, not yet written
     monkeypatch.setattr(cached_prefill, "GROUP_COST", 0)
-    new_empty = torch.Tensor.new_empty
-    monkeypatch.setattr(torch.Tensor, "new_empty",
-                        lambda self, *args, **kwargs: new_empty(self, *args, **kwargs).fill_(float("nan")))
+    monkeypatch.setattr(cached_kv, "uninitialized",
+                        lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
     params = SamplingParams(max_new_tokens=10, temperature=1.0)
     expected = PLAIN.sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(6))
     for sampler in (CachedSampler(), CachedSampler(shard_merge_work=1), CachedSampler(inplace_kv=False)):

@@ -20,7 +20,7 @@ from rlhfkit.rl import onpolicy_memory
 from rlhfkit.rl.onpolicy_memory import offload_reward_models
 from rlhfkit.rl.rewards import EnsembleReward, FunctionReward, ModelReward
 from rlhfkit.rl.rollout import make_sampler
-from rlhfkit.utils.memory import mkl_cached_bytes, release_cached_memory, return_free_heap
+from rlhfkit.utils.memory import mkl_cached_bytes, release_cached_memory
 from rlhfkit.utils.offload import DiskOffload, filesystem_type
 
 
@@ -41,41 +41,6 @@ def test_release_frees_mkl_buffers():
     assert mkl_cached_bytes() > 0
     release_cached_memory()
     assert mkl_cached_bytes() == 0
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as handle:
-        return int(next(line for line in handle if line.startswith("VmRSS:")).split()[1]) / 1024
-
-
-def test_a_threads_freed_heap_goes_back_to_the_os():
-    """What a pool thread frees stays resident in its own arena until return_free_heap (glibc's malloc_trim)."""
-    import ctypes
-    import ctypes.util
-    import threading
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    if not hasattr(libc, "malloc_trim"):
-        pytest.skip("a C library without malloc_trim")
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    kept = []
-
-    def fill_and_free() -> None:  # 48 MiB of 64 KiB blocks, all freed but the last (which pins the heap's top)
-        blocks = [libc.malloc(64 * 1024) for _ in range(768)]
-        for block in blocks:
-            ctypes.memset(block, 1, 64 * 1024)
-        for block in blocks[:-1]:
-            libc.free(block)
-        kept.append(blocks[-1])
-
-    thread = threading.Thread(target=fill_and_free)
-    thread.start()
-    thread.join()
-    before = _rss_mib()
-    assert return_free_heap()
-    assert before - _rss_mib() > 24
-    libc.free(kept[0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -58,6 +58,24 @@ class GPT2Stepper:
         """The architecture's forward over the cache: :func:`gpt2_step`."""
         return gpt2_step(trunk, lm_head, cache, ids, positions, bias)
 
+    @staticmethod
+    def kv_heads_and_dim(trunk: nn.Module) -> tuple[int, int]:
+        """(key/value heads, head size) of the architecture's attention layers."""
+        attn = trunk.h[0].attn
+        return attn.num_heads, attn.head_dim
+
+    def allocate_cache(self) -> None:
+        """Allocate the cache's buffers now, in the calling thread, for the keys and values the step will write
+        (the projections' dtype, or autocast's): a shard's cache then lives in the caller's heap, not in the heap
+        of the thread that steps the shard, which would keep the freed buffers after the rollout."""
+        weight = self.trunk.get_input_embeddings().weight
+        device = weight.device
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if autocast else weight.dtype
+        heads, dim = self.kv_heads_and_dim(self.trunk)
+        for layer in self.cache.layers:
+            layer.allocate(heads, dim, dim, dtype, device)
+
     def select(self, keep: torch.Tensor) -> None:
         """Keep rows ``keep``, in the padding bias and the cache."""
         self.cache.batch_select_indices(keep)

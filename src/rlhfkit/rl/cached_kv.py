@@ -21,6 +21,11 @@ from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 
+def uninitialized(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A buffer whose contents are whatever the memory held (positions are written before they are read)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 class PreallocatedLayer(DynamicLayer):
     """One layer's keys/values in a buffer of ``capacity`` positions for ``batch`` rows, filled in place."""
 
@@ -36,14 +41,26 @@ class PreallocatedLayer(DynamicLayer):
         """Allocate buffers shaped after the first keys/values (their dtype and device), the first ``zeroed``
         positions zero: the padding a grouped prefill leaves unwritten is read (masked) and must be finite;
         later positions are written before they are read."""
-        _, heads, _, dim = key_states.shape
-        self.device = key_states.device
-        self.key_buffer = key_states.new_empty((self.batch, heads, self.capacity, dim))
-        self.value_buffer = value_states.new_empty((self.batch, heads, self.capacity, value_states.shape[-1]))
+        self.allocate(key_states.shape[1], key_states.shape[-1], value_states.shape[-1], key_states.dtype,
+                      key_states.device)
+
+    def allocate(self, heads: int, key_dim: int, value_dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Allocate the buffers now, in the calling thread (whose heap then holds them; see
+        :class:`~rlhfkit.rl.sharded_decode.ShardedStepper`), the first ``zeroed`` positions zero."""
+        self.device = device
+        self.key_buffer = uninitialized((self.batch, heads, self.capacity, key_dim), dtype, device)
+        self.value_buffer = uninitialized((self.batch, heads, self.capacity, value_dim), dtype, device)
         self.key_buffer[:, :, : self.zeroed].zero_()
         self.value_buffer[:, :, : self.zeroed].zero_()
         self._views()
         self.is_initialized = True
+
+    def _fits(self, key_states: torch.Tensor, value_states: torch.Tensor) -> bool:
+        """Whether the buffers hold keys/values of these heads, sizes, dtype and device."""
+        keys, values = self.key_buffer, self.value_buffer
+        return (keys.dtype == key_states.dtype and keys.device == key_states.device
+                and keys.shape[1] == key_states.shape[1] and keys.shape[-1] == key_states.shape[-1]
+                and values.dtype == value_states.dtype and values.shape[-1] == value_states.shape[-1])
 
     def _views(self) -> None:
         self.keys = self.key_buffer[:, :, : self.length]
@@ -52,8 +69,8 @@ class PreallocatedLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new keys/values in place; return the filled prefix (or, prefilling a group, its own)."""
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
+        if not self.is_initialized or (self.length == 0 and not self._fits(key_states, value_states)):
+            self.lazy_initialization(key_states, value_states)  # allocated ahead for other states: again for these
         width = key_states.shape[-2]
         if self.prefill_rows is not None:
             rows, start = self.prefill_rows

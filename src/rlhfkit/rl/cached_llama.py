@@ -145,3 +145,9 @@ class LlamaStepper(GPT2Stepper):
     """Decode steps of a Llama-family model over an in-place cache (the interface of :class:`GPT2Stepper`)."""
 
     step = staticmethod(llama_step)
+
+    @staticmethod
+    def kv_heads_and_dim(trunk: nn.Module) -> tuple[int, int]:
+        """(key/value heads, head size) of the decoder's attention layers (grouped-query: fewer key/value heads)."""
+        attn = trunk.layers[0].self_attn
+        return getattr(attn.config, "num_key_value_heads", None) or attn.config.num_attention_heads, attn.head_dim

@@ -32,7 +32,6 @@ from rlhfkit.rl.cached_llama import fused_projections_while
 from rlhfkit.rl.packed_linear import packed_linears_while, packing_applies
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
-from rlhfkit.utils.memory import return_free_heap
 from rlhfkit.utils.runtime import intra_op_threads_restored
 
 
@@ -477,8 +476,8 @@ class CachedSampler:
     this, the remaining steps run on one intra-op thread (see :func:`serial_decode_rows`; 0: never).
     ``shard_rows``: on CPU with several intra-op threads, a GPT-2 or Llama-family batch whose per-thread share of rows is in
     that one-thread regime is decoded as one shard of rows per thread (:mod:`rlhfkit.rl.sharded_decode`) while
-    rows x parameters is above ``shard_merge_work``; a sharded rollout ends by returning free heap pages to the
-    OS (:func:`rlhfkit.utils.memory.return_free_heap`), as the pool thread's own heap would keep them.
+    rows x parameters is above ``shard_merge_work``; the shards' caches are allocated by the calling thread, so
+    the rollout leaves no buffers in the heap of the pool thread that steps them.
     """
 
     cache: Literal["dynamic", "static"] = "dynamic"
@@ -699,9 +698,6 @@ class CachedSampler:
                 logits = model(input_ids=chosen.unsqueeze(1), attention_mask=step_mask, position_ids=next_position,
                                use_cache=True, **{cache_kw: cache}).logits[:, -1].float()
             next_position = next_position + 1
-        if shards > 1:
-            del fast, cache, picked
-            return_free_heap()  # the pool thread's heap keeps what its shard freed (PPO-LoRA peak: ~17 MiB)
         return tokens[:, : step + 1], token_logprobs[:, : step + 1]
 
 

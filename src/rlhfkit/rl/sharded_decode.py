@@ -68,6 +68,7 @@ class ShardedStepper:
             if cache is None:
                 raise ValueError("sharded decoding needs a model of plain full-attention layers")
             self.steppers.append(stepper(trunk, lm_head, cache, mask[start:start + size]))
+            self.steppers[-1].allocate_cache()  # here, not in the shard's thread (whose heap would keep it)
             start += size
 
     def _bounds(self) -> list[tuple[int, int]]:

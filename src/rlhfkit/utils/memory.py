@@ -47,18 +47,6 @@ def mkl_cached_bytes() -> int | None:
     return int(stat(ctypes.byref(buffers)))
 
 
-def return_free_heap() -> bool:
-    """Return glibc's free heap pages of every arena to the OS (``malloc_trim(0)``); False where there is none.
-
-    A thread that allocates gets a heap (arena) of its own, and what it frees stays resident in that heap,
-    out of reach of allocations in other threads: the sharded sampler's pool thread kept ~13 MiB so."""
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
-
-
 def release_cached_memory() -> None:
     """Free MKL's cached GEMM buffers and return glibc's free heap pages to the OS (each where available)."""
     for release, args in _releasers():
