@@ -68,6 +68,7 @@ class ValueHeadOutput:
 
     logits: torch.Tensor
     values: torch.Tensor
+    hidden: torch.Tensor | None = None  # (n, H) the head's input at the kept rows, when the head was deferred
 
 
 def hidden_size_of(config: Any) -> int:
@@ -103,13 +104,16 @@ class PolicyWithValueHead(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, logits_to_keep: int = 0, keep: torch.Tensor | None = None,
-                **kwargs: Any) -> ValueHeadOutput:
+                defer_head: bool = False, **kwargs: Any) -> ValueHeadOutput:
         """(b, T) ids -> logits (b, K, V) and values (b, K); K = T, or the last ``logits_to_keep`` positions.
 
         With ``keep`` (bool (b, T)), both heads run only at its True positions: logits (n, V) and values
-        (n,), row-major. Position ids default to generate's (``cumsum(mask) - 1``) so left-padded batches
-        score right.
+        (n,), row-major; with ``defer_head`` as well, the LM head does not run and ``hidden`` holds the (n, H)
+        states it would have read (for a caller that runs it in chunks). Position ids default to generate's
+        (``cumsum(mask) - 1``) so left-padded batches score right.
         """
+        if defer_head and keep is None:
+            raise ValueError("defer_head needs keep: the rows whose hidden states the caller scores")
         if position_ids is None and attention_mask is not None:
             position_ids = position_ids_from_mask(attention_mask)
         captured: list[torch.Tensor] = []
@@ -119,11 +123,13 @@ class PolicyWithValueHead(nn.Module):
             kwargs["logits_to_keep"] = logits_to_keep
         kwargs.setdefault("use_cache", False)
         try:
-            with lm_head_rows(self.policy, keep) if keep is not None else nullcontext():
+            with lm_head_rows(self.policy, keep, defer_head) if keep is not None else nullcontext() as rows:
                 output = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                      **kwargs)
         finally:
             handle.remove()
+        if defer_head:
+            return ValueHeadOutput(logits=output.logits, values=self.value_head(rows.hidden), hidden=rows.hidden)
         return ValueHeadOutput(logits=output.logits, values=self.value_head(captured[-1]))
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:

@@ -11,6 +11,7 @@ from torch import nn
 
 from rlhfkit.models.value import CriticModel, PolicyWithValueHead
 from rlhfkit.models.head_rows import logits_are_head_output
+from rlhfkit.rl.head_logprobs import head_logprobs, training_head
 from rlhfkit.rl.logprobs import (check_response_start, frozen_logprobs, fused_logprobs, prompt_prefix,
                                  response_positions, row_slices, token_logprobs, unpack)
 
@@ -43,10 +44,14 @@ def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: t
         check_response_start(input_ids.shape[1], response_start)
         num_response = input_ids.shape[1] - response_start
         keep = response_positions(attention_mask, response_start)
-        out = policy(input_ids, attention_mask, logits_to_keep=num_response + 1, keep=keep)
+        head = training_head(policy.policy, input_ids, attention_mask, response_start)
+        out = policy(input_ids, attention_mask, logits_to_keep=num_response + 1, keep=keep, defer_head=head is not None)
         mask = keep[:, response_start - 1:-1]
-        logprobs, entropy = fused_logprobs(out.logits, input_ids[:, response_start:][mask], temperature, with_entropy,
-                                           consume=True)
+        tokens = input_ids[:, response_start:][mask]
+        if head is not None and out.hidden is not None:  # large (n, V) logits: the LM head runs in chunks
+            logprobs, entropy = head_logprobs(out.hidden, head, tokens, temperature, with_entropy)
+        else:
+            logprobs, entropy = fused_logprobs(out.logits, tokens, temperature, with_entropy, consume=True)
         return (unpack(logprobs, mask), unpack(entropy, mask) if entropy is not None else None,
                 unpack(out.values, mask))
     result = token_logprobs(policy, input_ids, attention_mask, response_start, temperature, with_entropy)

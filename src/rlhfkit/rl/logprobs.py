@@ -21,6 +21,8 @@ from rlhfkit.models.head_rows import lm_head_rows, logits_are_head_output, outpu
 from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.models.shared_prefix import PrefixCache, SharedPrefix, shared_prefix
 from rlhfkit.models.signature import forward_parameters
+from rlhfkit.rl.head_logprobs import head_logprobs, training_head
+from rlhfkit.rl.token_softmax import chunk_gradient, chunk_statistics
 
 #: Logit elements per chunk: 2 MiB of float32 on a CPU (fastest of 2^15..2^21 for 512 x 4096 logits,
 #: fused forward+backward: 10 ms vs 21 ms unfused on 2 threads); large on accelerators, where each
@@ -105,14 +107,8 @@ class FusedLogprobs(torch.autograd.Function):
         step = chunk_rows(vocab, logits.device)
         for start in range(0, rows, step):
             part = slice(start, start + step)
-            z = _scaled(logits[part], temperature)
-            logp = torch.log_softmax(z, dim=-1)
-            token = tokens[part, None]
-            picked = logp.gather(1, token).squeeze(1)
-            logprobs[part] = picked
-            lse[part] = z.gather(1, token).squeeze(1) - picked
-            if with_entropy:
-                entropy[part] = -(logp.exp() * logp.clamp_min_(torch.finfo(torch.float32).min)).sum(-1)
+            chunk_statistics(_scaled(logits[part], temperature), tokens[part], logprobs[part], lse[part],
+                             entropy[part] if with_entropy else None)
         ctx.save_for_backward(logits, tokens, lse, entropy)
         ctx.temperature = temperature
         ctx.consume = consume
@@ -134,21 +130,11 @@ class FusedLogprobs(torch.autograd.Function):
         step = chunk_rows(logits.shape[1], logits.device)
         for start in range(0, logits.shape[0], step):
             part = slice(start, start + step)
-            logp = _scaled(logits[part], temperature) - lse[part, None]
-            p = torch.exp(logp, out=grad[part]) if grad.dtype == torch.float32 else logp.exp()
-            if grad_entropy is None:
-                assert grad_logprobs is not None
-                p.mul_(-grad_logprobs[part, None])
-            else:
-                coef = logp.clamp_min_(torch.finfo(torch.float32).min).add_(entropy[part, None])
-                coef.mul_(grad_entropy[part, None])
-                if grad_logprobs is not None:
-                    coef.add_(grad_logprobs[part, None])
-                p.mul_(coef).neg_()
-            if grad_logprobs is not None:
-                p.scatter_add_(1, tokens[part, None], grad_logprobs[part, None])
-            if temperature != 1.0:
-                p.div_(temperature)
+            p = chunk_gradient(_scaled(logits[part], temperature), tokens[part], lse[part],
+                               entropy[part] if grad_entropy is not None else None,
+                               None if grad_logprobs is None else grad_logprobs[part],
+                               None if grad_entropy is None else grad_entropy[part], temperature,
+                               grad[part] if grad.dtype == torch.float32 else None)
             if p.data_ptr() != grad[part].data_ptr():
                 grad[part] = p
         return grad, None, None, None, None
@@ -256,7 +242,9 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     With ``with_entropy`` returns ``(logprobs, entropy)``, both (b, R).
     Rows that share a prompt (a group's completions, a pair's responses) run it once (:func:`prompt_prefix`).
     Differentiable: call under ``torch.no_grad()`` for old/reference log-probs, which then run as
-    :func:`frozen_logprobs` (or in row chunks, :func:`row_slices`) with the same per-row results.
+    :func:`frozen_logprobs` (or in row chunks, :func:`row_slices`) with the same per-row results. With gradients,
+    logits above :data:`rlhfkit.rl.head_logprobs.HEAD_LOGIT_ELEMENTS` never exist at once
+    (:func:`rlhfkit.rl.head_logprobs.head_logprobs`).
     """
     check_response_start(input_ids.shape[1], response_start)
     prefix = prompt_prefix(model, input_ids, attention_mask, response_start)
@@ -264,13 +252,17 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
         logprobs, entropy, _ = frozen_logprobs(model, input_ids, attention_mask, response_start, prefix, temperature,
                                                with_entropy)
         return (logprobs, entropy) if with_entropy else logprobs  # type: ignore[return-value]
+    head = training_head(model, input_ids, attention_mask, response_start)
     parts = []
     for rows in row_slices(model, input_ids, response_start) or [slice(None)]:
         ids, attn = input_ids[rows], attention_mask[rows]
         logits, mask, _ = response_logits(model, ids, attn, response_start,
-                                          None if prefix is None else prefix.for_rows(rows))
-        logprobs, entropy = fused_logprobs(logits, ids[:, response_start:][mask], temperature, with_entropy,
-                                           consume=True)
+                                          None if prefix is None else prefix.for_rows(rows), defer_head=head is not None)
+        tokens = ids[:, response_start:][mask]
+        if head is not None:  # a training forward whose (n, V) logits would be large: the head runs in chunks
+            logprobs, entropy = head_logprobs(logits, head, tokens, temperature, with_entropy)
+        else:
+            logprobs, entropy = fused_logprobs(logits, tokens, temperature, with_entropy, consume=True)
         parts.append((unpack(logprobs, mask), None if entropy is None else unpack(entropy, mask)))
     logprobs = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     if not with_entropy:
