@@ -114,3 +114,15 @@ def test_fused_projections_run_one_product_for_qkv_and_one_for_gate_up(config_cl
             assert hasattr(second.self_attn, cached_llama.FUSED_QKV) and len(replaced) == 3 + 2 + 2
     finally:
         hooked.remove()
+
+
+def test_llama_step_under_bfloat16_autocast_keeps_keys_and_values_in_their_own_dtypes(tokenizer) -> None:
+    """Under autocast the rotary positions leave the keys in float32 while the values stay bfloat16: each cache
+    buffer takes its own states' dtype, and greedy tokens are transformers' forward's in the same precision."""
+    model = tiny_llama_family("Qwen2Config", tokenizer)
+    params = SamplingParams(max_new_tokens=8, do_sample=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = CachedSampler(llama_step=False).sample(model, tokenizer, PROMPTS, params)
+        rollout = CachedSampler().sample(model, tokenizer, PROMPTS, params)
+    assert torch.equal(rollout.response_ids, expected.response_ids)
+    assert torch.isfinite(rollout.logprobs).all()

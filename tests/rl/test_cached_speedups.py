@@ -123,18 +123,24 @@ def test_preallocated_layer_appends_in_place_and_selects_rows() -> None:
 
 def test_a_layer_allocated_ahead_keeps_its_buffers_or_reallocates_for_other_states() -> None:
     layer = PreallocatedLayer(batch=2, capacity=3)
-    layer.allocate(heads=2, key_dim=4, value_dim=4, dtype=torch.float32, device=torch.device("cpu"))
+    layer.allocate(heads=2, key_dim=4, value_dim=4, key_dtype=torch.float32, value_dtype=torch.float32,
+                   device=torch.device("cpu"))
     assert layer.is_initialized and layer.get_seq_length() == 0
     buffer = layer.key_buffer
     first = torch.randn(2, 2, 2, 4)
     keys, _ = layer.update(first, -first)
     assert layer.key_buffer is buffer and torch.equal(keys, first)
     other = PreallocatedLayer(batch=2, capacity=3)
-    other.allocate(heads=2, key_dim=4, value_dim=4, dtype=torch.float64, device=torch.device("cpu"))
-    keys, values = other.update(first, -first)  # float32 states: the float64 buffers would round them
-    assert other.key_buffer.dtype == torch.float32 and torch.equal(keys, first) and torch.equal(values, -first)
+    other.allocate(heads=2, key_dim=4, value_dim=4, key_dtype=torch.float32, value_dtype=torch.float64,
+                   device=torch.device("cpu"))
+    half = (-first).to(torch.bfloat16)  # values in another dtype than keys (autocast with rotary keys)
+    keys, values = other.update(first, half)
+    assert other.value_buffer.dtype == torch.bfloat16 and torch.equal(keys, first) and torch.equal(values, half)
+    keys, values = other.update(first[:, :, :1], half[:, :, :1])  # checked once: no reallocation after
+    assert torch.equal(values[:, :, :2], half)
     narrow = PreallocatedLayer(batch=2, capacity=3)
-    narrow.allocate(heads=1, key_dim=4, value_dim=4, dtype=torch.float32, device=torch.device("cpu"))
+    narrow.allocate(heads=1, key_dim=4, value_dim=4, key_dtype=torch.float32, value_dtype=torch.float32,
+                    device=torch.device("cpu"))
     keys, _ = narrow.update(first, -first)
     assert narrow.key_buffer.shape == (2, 2, 3, 4) and torch.equal(keys, first)
 

@@ -74,7 +74,7 @@ class GPT2Stepper:
         dtype = torch.get_autocast_dtype(device.type) if autocast else weight.dtype
         heads, dim = self.kv_heads_and_dim(self.trunk)
         for layer in self.cache.layers:
-            layer.allocate(heads, dim, dim, dtype, device)
+            layer.allocate(heads, dim, dim, dtype, dtype, device)
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep rows ``keep``, in the padding bias and the cache."""

@@ -36,20 +36,25 @@ class PreallocatedLayer(DynamicLayer):
         self.batch, self.capacity, self.length = batch, capacity, 0
         self.zeroed = capacity if zeroed is None else min(zeroed, capacity)
         self.prefill_rows: tuple[torch.Tensor, int] | None = None  # (rows, first column) while prefilling a group
+        self.unchecked = False  # allocated ahead, not yet checked against the states of a first update
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         """Allocate buffers shaped after the first keys/values (their dtype and device), the first ``zeroed``
         positions zero: the padding a grouped prefill leaves unwritten is read (masked) and must be finite;
         later positions are written before they are read."""
         self.allocate(key_states.shape[1], key_states.shape[-1], value_states.shape[-1], key_states.dtype,
-                      key_states.device)
+                      value_states.dtype, key_states.device)
 
-    def allocate(self, heads: int, key_dim: int, value_dim: int, dtype: torch.dtype, device: torch.device) -> None:
+    def allocate(self, heads: int, key_dim: int, value_dim: int, key_dtype: torch.dtype, value_dtype: torch.dtype,
+                 device: torch.device) -> None:
         """Allocate the buffers now, in the calling thread (whose heap then holds them; see
-        :class:`~rlhfkit.rl.sharded_decode.ShardedStepper`), the first ``zeroed`` positions zero."""
+        :class:`~rlhfkit.rl.sharded_decode.ShardedStepper`), the first ``zeroed`` positions zero. The first update
+        checks them against its states (autocast can leave keys and values in different dtypes: rotary positions
+        upcast the keys) and allocates again if they differ."""
         self.device = device
-        self.key_buffer = uninitialized((self.batch, heads, self.capacity, key_dim), dtype, device)
-        self.value_buffer = uninitialized((self.batch, heads, self.capacity, value_dim), dtype, device)
+        self.key_buffer = uninitialized((self.batch, heads, self.capacity, key_dim), key_dtype, device)
+        self.value_buffer = uninitialized((self.batch, heads, self.capacity, value_dim), value_dtype, device)
+        self.unchecked = True
         self.key_buffer[:, :, : self.zeroed].zero_()
         self.value_buffer[:, :, : self.zeroed].zero_()
         self._views()
@@ -69,8 +74,9 @@ class PreallocatedLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new keys/values in place; return the filled prefix (or, prefilling a group, its own)."""
-        if not self.is_initialized or (self.length == 0 and not self._fits(key_states, value_states)):
+        if not self.is_initialized or (self.unchecked and not self._fits(key_states, value_states)):
             self.lazy_initialization(key_states, value_states)  # allocated ahead for other states: again for these
+        self.unchecked = False
         width = key_states.shape[-2]
         if self.prefill_rows is not None:
             rows, start = self.prefill_rows
