@@ -136,14 +136,14 @@ def test_training_forward_over_the_budget_chunks_the_head_with_the_same_gradient
         grads = torch.autograd.grad(loss, list(scored.parameters()))
         return outputs, grads, sizes
 
-    assert training_head(model, ids, mask, start) is None  # the tiny logits are far below the budget
+    assert training_head(model, ids, positions) is None  # the tiny logits are far below the budget
     whole, whole_grads, whole_sizes = run()
     assert max(whole_sizes) == positions  # the whole-logits path saves them all
     monkeypatch.setitem(head_module.HEAD_LOGIT_ELEMENTS, "cpu", positions * vocab - 1)
     monkeypatch.setitem(head_module.HEAD_CHUNK_ELEMENTS, "cpu", positions * 70)  # blocks of 70 of 320 columns
-    assert training_head(model, ids, mask, start) is model.lm_head
+    assert training_head(model, ids, positions) is model.lm_head
     with torch.no_grad():
-        assert training_head(model, ids, mask, start) is None  # no gradients: the frozen path chunks on its own
+        assert training_head(model, ids, positions) is None  # no gradients: the frozen path chunks on its own
     chunked, chunked_grads, chunked_sizes = run()
     assert chunked_sizes == []  # only (positions,) statistics are kept
     for ours, want in zip(chunked, whole):

@@ -44,7 +44,7 @@ def policy_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: t
         check_response_start(input_ids.shape[1], response_start)
         num_response = input_ids.shape[1] - response_start
         keep = response_positions(attention_mask, response_start)
-        head = training_head(policy.policy, input_ids, attention_mask, response_start)
+        head = training_head(policy.policy, input_ids, int(keep.sum()))
         out = policy(input_ids, attention_mask, logits_to_keep=num_response + 1, keep=keep, defer_head=head is not None)
         mask = keep[:, response_start - 1:-1]
         tokens = input_ids[:, response_start:][mask]

@@ -45,15 +45,13 @@ def chunked_head_applies(head: nn.Module | None, positions: int, device: torch.d
     return positions * weight.shape[0] > budget
 
 
-def training_head(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  response_start: int) -> nn.Linear | None:
-    """``model``'s output head when a forward with gradients over (b, P + R) ``input_ids`` should score its response
-    tokens through :func:`head_logprobs` (:func:`chunked_head_applies`, and the model's logits are its head's
-    output unchanged: :func:`rlhfkit.models.head_rows.logits_are_head_output`), else None."""
+def training_head(model: nn.Module, input_ids: torch.Tensor, positions: int) -> nn.Linear | None:
+    """``model``'s output head when a forward with gradients over ``input_ids`` that scores ``positions`` tokens
+    should run it through :func:`head_logprobs` (:func:`chunked_head_applies`, and the model's logits are its
+    head's output unchanged: :func:`rlhfkit.models.head_rows.logits_are_head_output`), else None."""
     if not torch.is_grad_enabled() or not input_ids.numel():
         return None
     head = output_head(model)
-    positions = int(attention_mask[:, response_start:].sum())
     if not chunked_head_applies(head, positions, input_ids.device) or not logits_are_head_output(model, input_ids):
         return None
     return head  # type: ignore[return-value]

@@ -252,7 +252,7 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
         logprobs, entropy, _ = frozen_logprobs(model, input_ids, attention_mask, response_start, prefix, temperature,
                                                with_entropy)
         return (logprobs, entropy) if with_entropy else logprobs  # type: ignore[return-value]
-    head = training_head(model, input_ids, attention_mask, response_start)
+    head = training_head(model, input_ids, int(attention_mask[:, response_start:].sum()))
     parts = []
     for rows in row_slices(model, input_ids, response_start) or [slice(None)]:
         ids, attn = input_ids[rows], attention_mask[rows]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from rlhfkit.models.head_rows import lm_head_rows
+from rlhfkit.rl.head_logprobs import head_logprobs, training_head
+from rlhfkit.rl.logprobs import fused_logprobs
 
 IGNORE_INDEX = -100
 
@@ -22,3 +27,26 @@ def completion_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
                           ignore_index=IGNORE_INDEX, reduction="sum")
     return nll, (shift_labels != IGNORE_INDEX).sum()
+
+
+def model_nll_sum(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                  inner: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`completion_nll_sum` of ``model``'s forward, with the LM head run only at the positions that predict a
+    target token (no (b, T, V) logits at prompt or padding positions), log-softmax and gather fused
+    (:func:`rlhfkit.rl.logprobs.fused_logprobs`), and over vocabulary blocks where those positions' logits would be
+    large (:func:`rlhfkit.rl.head_logprobs.head_logprobs`). ``inner``: the model under a wrapper (DDP) whose head
+    the rows are chosen on; ``model`` itself by default."""
+    target = labels[:, 1:] != IGNORE_INDEX
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = target  # position t predicts the label at t + 1
+    tokens = labels[:, 1:][target]
+    scored = inner if inner is not None else model
+    head = training_head(scored, input_ids, int(tokens.numel()))
+    with lm_head_rows(scored, keep, defer=head is not None) as rows:
+        output = model(input_ids=input_ids, attention_mask=attention_mask)
+    if head is not None and rows.hidden is not None:
+        logprobs, _ = head_logprobs(rows.hidden, head, tokens)
+    else:
+        logits = output.logits if rows.keep is not None else output.logits[keep]  # an unhooked head: (b, T, V)
+        logprobs, _ = fused_logprobs(logits, tokens, consume=True)
+    return -logprobs.sum(), target.sum()

@@ -28,7 +28,7 @@ from rlhfkit.data.sft import SFTCollator, load_sft_dataset
 from rlhfkit.sft.checkpointing import (FINAL_DIR, MODEL_DIR, SFTError, TrainProgress, check_resumable,
                                        load_trainer_state, prepare_output_dir, save_checkpoint, save_final)
 from rlhfkit.sft.config import SFTConfig
-from rlhfkit.sft.loss import completion_nll_sum
+from rlhfkit.sft.loss import model_nll_sum
 from rlhfkit.sft.stream import global_batch_indices, rank_micro_batches, total_steps
 
 if TYPE_CHECKING:
@@ -214,8 +214,8 @@ class SFTTrainer:
             examples = [self.dataset.examples[i] for i in micro_indices]
             batch = {k: v.to(acc.device) for k, v in self.collate(examples).items()}
             with acc.accumulate(self.model):
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                nll, _ = completion_nll_sum(logits, batch["labels"])
+                nll, _ = model_nll_sum(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                       inner=acc.unwrap_model(self.model))
                 acc.backward(nll * scale)
             nll_total += nll.detach().float()
             tokens += batch["attention_mask"].sum()
