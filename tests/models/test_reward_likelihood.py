@@ -316,6 +316,27 @@ def test_token_logprobs_in_chunks_equal_one_log_softmax():
     assert head_token_logprobs(states[:0], tokens[:0], head).shape == (0,)
 
 
+def test_token_logprobs_with_gradients_past_the_budget_run_the_head_in_vocabulary_blocks(monkeypatch):
+    import rlhfkit.rl.head_logprobs as head_module
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    states, tokens = torch.randn(10, 8, requires_grad=True), torch.randint(0, 50, (10,))
+    expected = head_token_logprobs(states, tokens, head, chunk=3)
+    expected_grads = torch.autograd.grad(expected.sum(), [states, head.weight])
+    monkeypatch.setitem(head_module.HEAD_LOGIT_ELEMENTS, "cpu", 0)
+    monkeypatch.setitem(head_module.HEAD_CHUNK_ELEMENTS, "cpu", 10 * 16)  # blocks of 16 columns
+    calls = []
+    monkeypatch.setattr(head_module.HeadLogprobs, "apply",
+                        lambda *args, apply=head_module.HeadLogprobs.apply: calls.append(1) or apply(*args))
+    got = head_token_logprobs(states, tokens, head, chunk=3)
+    grads = torch.autograd.grad(got.sum(), [states, head.weight])
+    assert calls == [1]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    for grad, want in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, want, atol=1e-6, rtol=1e-5)
+
+
 def _bradley_terry_weight(differences: list[float]) -> float:
     """The maximum-likelihood w of P(chosen) = sigmoid(w * d), by bisection on the score sum d * sigmoid(-w d)."""
     d = torch.tensor(differences, dtype=torch.float64)

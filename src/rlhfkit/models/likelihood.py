@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhfkit.rl.head_logprobs import chunked_head_applies, head_logprobs
+
 
 def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
     """True at each row's response positions: from ``response_start[r]`` to its last non-pad token; (b, T) bool.
@@ -45,7 +47,11 @@ def mean_response_logprob(hidden: torch.Tensor, input_ids: torch.Tensor, attenti
 
 def head_token_logprobs(states: torch.Tensor, tokens: torch.Tensor, output_embeddings: nn.Module,
                    chunk: int = 1024) -> torch.Tensor:
-    """log p(token) (n,) float32 from the states (n, E) that predict them, ``chunk`` rows of logits at a time."""
+    """log p(token) (n,) float32 from the states (n, E) that predict them, ``chunk`` rows of logits at a time; with
+    gradients and logits past the training budget, a plain linear head runs over vocabulary blocks instead
+    (:func:`rlhfkit.rl.head_logprobs.head_logprobs`: no (n, V) logits kept for the backward)."""
+    if torch.is_grad_enabled() and chunked_head_applies(output_embeddings, states.shape[0], states.device):
+        return head_logprobs(states, output_embeddings, tokens)[0]  # type: ignore[arg-type]
     out = []
     for start in range(0, states.shape[0], chunk):
         logits = output_embeddings(states[start:start + chunk]).float()
