@@ -6,7 +6,7 @@ then backward), as a policy-gradient mini-batch does. Each side runs in its own 
 ``peak RSS - RSS before the pass`` (MiB, the model and its gradient buffers excluded) and the median seconds of
 ``--repeats`` passes after a warm-up:
 
-- ``chunked``: the defaults (over ``rlhfkit.rl.head_logprobs.HEAD_LOGIT_ELEMENTS`` the head runs in blocks);
+- ``chunked``: the defaults (over ``rlhfkit.models.head_logprobs.HEAD_LOGIT_ELEMENTS`` the head runs in blocks);
 - ``whole``: the budget raised so the (positions, vocabulary) logits and their gradient exist at once.
 
 ``--workload sft`` runs the SFT loss instead (``rlhfkit.sft.loss.model_nll_sum``, the prompt's labels ignored),
@@ -34,7 +34,7 @@ import rl_workload as wl  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 
-import rlhfkit.rl.head_logprobs as head_module  # noqa: E402
+import rlhfkit.models.head_logprobs as head_module  # noqa: E402
 from rlhfkit.rl.logprobs import token_logprobs  # noqa: E402
 from rlhfkit.sft.loss import IGNORE_INDEX, completion_nll_sum, model_nll_sum  # noqa: E402
 from rlhfkit.utils.runtime import configure_threads  # noqa: E402

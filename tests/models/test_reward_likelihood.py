@@ -317,7 +317,7 @@ def test_token_logprobs_in_chunks_equal_one_log_softmax():
 
 
 def test_token_logprobs_with_gradients_past_the_budget_run_the_head_in_vocabulary_blocks(monkeypatch):
-    import rlhfkit.rl.head_logprobs as head_module
+    import rlhfkit.models.head_logprobs as head_module
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)

@@ -1,4 +1,4 @@
-"""Training log-probs with the LM head run over vocabulary blocks (rlhfkit.rl.head_logprobs): the log-probs, entropy and
+"""Training log-probs with the LM head run over vocabulary blocks (rlhfkit.models.head_logprobs): the log-probs, entropy and
 gradients of the whole-logits path, without a (positions, vocabulary) tensor in the forward or the backward."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import torch
 from helpers_models import tiny_gpt2, tiny_tokenizer
 from torch import nn
 
-import rlhfkit.rl.head_logprobs as head_module
+import rlhfkit.models.head_logprobs as head_module
 from rlhfkit.models.value import PolicyWithValueHead
 from rlhfkit.rl.forward import policy_forward
-from rlhfkit.rl.head_logprobs import chunked_head_applies, head_logprobs, training_head
+from rlhfkit.models.head_logprobs import chunked_head_applies, head_logprobs, training_head
 from rlhfkit.rl.logprobs import token_logprobs
 
 CPU = torch.device("cpu")

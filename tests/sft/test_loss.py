@@ -8,7 +8,7 @@ import torch
 from helpers_models import tiny_gpt2, tiny_tokenizer
 from torch import nn
 
-import rlhfkit.rl.head_logprobs as head_module
+import rlhfkit.models.head_logprobs as head_module
 from rlhfkit.sft.loss import IGNORE_INDEX, completion_nll_sum, model_nll_sum
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhfkit.rl.head_logprobs import chunked_head_applies, head_logprobs
+from rlhfkit.models.head_logprobs import chunked_head_applies, head_logprobs
 
 
 def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ def head_token_logprobs(states: torch.Tensor, tokens: torch.Tensor, output_embed
                    chunk: int = 1024) -> torch.Tensor:
     """log p(token) (n,) float32 from the states (n, E) that predict them, ``chunk`` rows of logits at a time; with
     gradients and logits past the training budget, a plain linear head runs over vocabulary blocks instead
-    (:func:`rlhfkit.rl.head_logprobs.head_logprobs`: no (n, V) logits kept for the backward)."""
+    (:func:`rlhfkit.models.head_logprobs.head_logprobs`: no (n, V) logits kept for the backward)."""
     if torch.is_grad_enabled() and chunked_head_applies(output_embeddings, states.shape[0], states.device):
         return head_logprobs(states, output_embeddings, tokens)[0]  # type: ignore[arg-type]
     out = []

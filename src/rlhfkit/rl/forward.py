@@ -11,7 +11,7 @@ from torch import nn
 
 from rlhfkit.models.value import CriticModel, PolicyWithValueHead
 from rlhfkit.models.head_rows import logits_are_head_output
-from rlhfkit.rl.head_logprobs import head_logprobs, training_head
+from rlhfkit.models.head_logprobs import head_logprobs, training_head
 from rlhfkit.rl.logprobs import (check_response_start, frozen_logprobs, fused_logprobs, prompt_prefix,
                                  response_positions, row_slices, token_logprobs, unpack)
 

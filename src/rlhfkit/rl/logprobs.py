@@ -21,8 +21,8 @@ from rlhfkit.models.head_rows import lm_head_rows, logits_are_head_output, outpu
 from rlhfkit.models.positions import position_ids_from_mask
 from rlhfkit.models.shared_prefix import PrefixCache, SharedPrefix, shared_prefix
 from rlhfkit.models.signature import forward_parameters
-from rlhfkit.rl.head_logprobs import head_logprobs, training_head
-from rlhfkit.rl.token_softmax import chunk_gradient, chunk_statistics
+from rlhfkit.models.head_logprobs import head_logprobs, training_head
+from rlhfkit.models.token_softmax import chunk_gradient, chunk_statistics
 
 #: Logit elements per chunk: 2 MiB of float32 on a CPU (fastest of 2^15..2^21 for 512 x 4096 logits,
 #: fused forward+backward: 10 ms vs 21 ms unfused on 2 threads); large on accelerators, where each
@@ -243,8 +243,8 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     Rows that share a prompt (a group's completions, a pair's responses) run it once (:func:`prompt_prefix`).
     Differentiable: call under ``torch.no_grad()`` for old/reference log-probs, which then run as
     :func:`frozen_logprobs` (or in row chunks, :func:`row_slices`) with the same per-row results. With gradients,
-    logits above :data:`rlhfkit.rl.head_logprobs.HEAD_LOGIT_ELEMENTS` never exist at once
-    (:func:`rlhfkit.rl.head_logprobs.head_logprobs`).
+    logits above :data:`rlhfkit.models.head_logprobs.HEAD_LOGIT_ELEMENTS` never exist at once
+    (:func:`rlhfkit.models.head_logprobs.head_logprobs`).
     """
     check_response_start(input_ids.shape[1], response_start)
     prefix = prompt_prefix(model, input_ids, attention_mask, response_start)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlhfkit.models.head_rows import lm_head_rows
-from rlhfkit.rl.head_logprobs import head_logprobs, training_head
+from rlhfkit.models.head_logprobs import head_logprobs, training_head
 from rlhfkit.rl.logprobs import fused_logprobs
 
 IGNORE_INDEX = -100
@@ -34,7 +34,7 @@ def model_nll_sum(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     """:func:`completion_nll_sum` of ``model``'s forward, with the LM head run only at the positions that predict a
     target token (no (b, T, V) logits at prompt or padding positions), log-softmax and gather fused
     (:func:`rlhfkit.rl.logprobs.fused_logprobs`), and over vocabulary blocks where those positions' logits would be
-    large (:func:`rlhfkit.rl.head_logprobs.head_logprobs`). ``inner``: the model under a wrapper (DDP) whose head
+    large (:func:`rlhfkit.models.head_logprobs.head_logprobs`). ``inner``: the model under a wrapper (DDP) whose head
     the rows are chosen on; ``model`` itself by default."""
     target = labels[:, 1:] != IGNORE_INDEX
     keep = torch.zeros_like(labels, dtype=torch.bool)

@@ -6,7 +6,7 @@ a real vocabulary (151,936 for Qwen3) and 4,096 response positions that is 2.5 G
 over blocks of vocabulary columns, accumulating each row's log-sum-exp (and the entropy's ``E_p[z]``) online and
 picking its token's logit in the block that holds it, so only (n,) statistics outlive a block; the backward
 recomputes each block's logits (one more head product: the head's forward once more), turns them into the block's
-logit gradient (:func:`rlhfkit.rl.token_softmax.chunk_gradient`) and at once into the hidden states' gradient and
+logit gradient (:func:`rlhfkit.models.token_softmax.chunk_gradient`) and at once into the hidden states' gradient and
 the block's rows of the weight and bias gradients. No (n, V) tensor exists in either direction, and each pass
 reads the weight once, as a whole-logits product does. The trainers use it where the logits would exceed
 :data:`HEAD_LOGIT_ELEMENTS` (below that the recomputation costs more than it saves) and the head is a plain
@@ -20,7 +20,7 @@ from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlhfkit.models.head_rows import logits_are_head_output, output_head
-from rlhfkit.rl.token_softmax import chunk_gradient
+from rlhfkit.models.token_softmax import chunk_gradient
 
 #: Logit elements (positions x vocabulary) above which a training forward runs the head in blocks: 64 MiB of
 #: float32 on a CPU, 1 GiB on accelerators.

@@ -2,7 +2,7 @@
 
 Forward: ``log p(y) = z_y - logsumexp(z)`` and the entropy, keeping only (m,) statistics; backward: the
 gradient with respect to the logits rebuilt from those statistics and the logits themselves
-(:class:`rlhfkit.rl.logprobs.FusedLogprobs`, :class:`rlhfkit.rl.head_logprobs.HeadLogprobs`).
+(:class:`rlhfkit.rl.logprobs.FusedLogprobs`, :class:`rlhfkit.models.head_logprobs.HeadLogprobs`).
 """
 
 from __future__ import annotations
