@@ -19,7 +19,7 @@ steps) and whether the reward model was offloaded. Both processes import the sam
 before the after-imports mark, so the deltas hold memory for data and models only. One run's peak varies
 by up to ~10 MiB (heap layout), hence the medians.
 
-Run: python bench/memory.py [--steps 2] [--repeats 3]     (prints ONE JSON line)
+Run: python bench/memory.py [--steps 2] [--repeats 3] [--size 12x768]     (prints ONE JSON line)
 """
 
 from __future__ import annotations
@@ -130,9 +130,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="Fresh processes per side, alternating; each side reports its median run.")
     parser.add_argument("--part", choices=PARTS, help="Measure one side in this process.")
+    parser.add_argument("--size", default=f"{wl.LAYERS}x{wl.EMBD}",
+                        help="The GPT-2's LAYERSxWIDTH (heads: width / 64), for both sides: the bound holds on a "
+                             "model of some size (12x768: 1.008x in session 19) while fixed costs dominate at 4x256.")
     args = parser.parse_args()
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be >= 1")
+    try:
+        layers, width = (int(part) for part in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size must be LAYERSxWIDTH, e.g. 12x768, got {args.size!r}")
+    if layers < 1 or width < 64 or width % 64:
+        parser.error(f"--size {args.size}: at least one layer and a width that is a multiple of 64")
+    wl.LAYERS, wl.EMBD, wl.HEADS = layers, width, width // 64
     if args.part:
         print(json.dumps(measure(args.part, args.steps)))
         return
@@ -140,12 +150,14 @@ def main() -> None:
     runs: dict[str, list[dict[str, float | bool]]] = {part: [] for part in PARTS}
     for _ in range(args.repeats):
         for part in PARTS:
-            command = [sys.executable, os.path.abspath(__file__), "--part", part, "--steps", str(args.steps)]
+            command = [sys.executable, os.path.abspath(__file__), "--part", part, "--steps", str(args.steps),
+                       "--size", args.size]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs[part].append(json.loads(out.strip().splitlines()[-1]))
     sides = {part: median_run(part_runs) for part, part_runs in runs.items()}
     policy = sides["policy"]["delta_mb"]
-    print(json.dumps({"bench": "memory", "lora_rank": LORA_RANK, "steps": args.steps, "repeats": args.repeats,
+    print(json.dumps({"bench": "memory", "size": args.size, "lora_rank": LORA_RANK, "steps": args.steps,
+                      "repeats": args.repeats,
                       **sides,
                       "ratio": round(sides["ppo-lora"]["delta_mb"] / policy, 3),
                       "ratio_lowmem": round(sides["ppo-lora-lowmem"]["delta_mb"] / policy, 3),
