@@ -20,6 +20,7 @@ from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rlhfkit.models.head_rows import logits_are_head_output, output_head
+from rlhfkit.models.plain_layers import runs_as_its_class
 from rlhfkit.models.token_softmax import chunk_gradient
 
 #: Logit elements (positions x vocabulary) above which a training forward runs the head in blocks: 64 MiB of
@@ -36,9 +37,9 @@ def chunked_head_applies(head: nn.Module | None, positions: int, device: torch.d
     a plain ``nn.Linear`` with no hooks (adapters, offloading and sharding wrappers keep their own forward) and a
     whole 2-D weight (sharded parameters are not) whose (positions, V) logits would exceed the device's
     :data:`HEAD_LOGIT_ELEMENTS`."""
-    if type(head) is not nn.Linear or head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head):
-        return False  # an adapter, a hook, or a forward replaced on the instance (accelerate's offloading) must run
-    weight = head.weight
+    if not runs_as_its_class(head):
+        return False
+    weight = head.weight  # type: ignore[union-attr]
     if type(weight) is not nn.Parameter or weight.dim() != 2 or weight.is_meta:
         return False
     budget = HEAD_LOGIT_ELEMENTS.get(device.type, ACCELERATOR_HEAD_LOGIT_ELEMENTS)

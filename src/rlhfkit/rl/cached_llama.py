@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhfkit.models.plain_layers import runs_as_its_class
 from rlhfkit.rl.cached_gpt2 import GPT2Stepper, attend
 
 #: The causal LMs whose decoder layers this step reproduces, by transformers class name.
@@ -46,16 +47,11 @@ def llama_parts(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 FUSED_QKV, FUSED_GATE_UP = "rlhfkit_fused_qkv", "rlhfkit_fused_gate_up"
 
 
-def _plain(layer: Any) -> bool:
-    """An ``nn.Linear`` itself (no peft wrapper, no subclass) without hooks, whose hooks would not fire fused."""
-    return type(layer) is nn.Linear and not layer._forward_hooks and not layer._forward_pre_hooks
-
-
 def _concatenated(layers: list[Any]) -> nn.Linear | None:
     """One frozen ``nn.Linear`` whose output is the layers' outputs side by side (their weights copied once), or
     None when they are not all plain linear layers (a missing one is None) with the same input and all or none with a
     bias."""
-    if not all(_plain(layer) for layer in layers) or len({layer.in_features for layer in layers}) != 1:
+    if not all(runs_as_its_class(layer) for layer in layers) or len({layer.in_features for layer in layers}) != 1:
         return None
     biases = [layer.bias for layer in layers]
     if any(b is None for b in biases) and not all(b is None for b in biases):

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterator
 import torch
 from torch import nn
 
+from rlhfkit.models.plain_layers import runs_as_its_class
 from rlhfkit.utils.runtime import across_threads
 
 
@@ -61,14 +62,13 @@ class PackedLinear(nn.Module):
 
 
 def packable(layer: nn.Module) -> bool:
-    """A plain float32 CPU ``nn.Linear`` or ``Conv1D`` without hooks (a hooked layer keeps running, so its
-    hooks still fire)."""
+    """A plain float32 CPU ``nn.Linear`` or ``Conv1D`` (:func:`rlhfkit.models.plain_layers.runs_as_its_class`: a
+    hooked layer keeps running, so its hooks still fire)."""
     from transformers.pytorch_utils import Conv1D
 
     weight = getattr(layer, "weight", None)
-    return (type(layer) in (nn.Linear, Conv1D) and isinstance(weight, torch.Tensor)
-            and weight.dtype == torch.float32 and weight.device.type == "cpu"
-            and not layer._forward_hooks and not layer._forward_pre_hooks)
+    return (runs_as_its_class(layer, (nn.Linear, Conv1D)) and isinstance(weight, torch.Tensor)
+            and weight.dtype == torch.float32 and weight.device.type == "cpu")
 
 
 def _is_adapter(module: nn.Module) -> bool:
