@@ -172,7 +172,7 @@ def test_offloaded_reward_models_score_on_their_mapped_weights_not_packed_copies
     member = ModelReward(toy_reward_model(), "toy-rm", normalized=False)
     packs = []
     original = rewards_module.packed_linears_while
-    monkeypatch.setattr(rewards_module, "packed_linears_while", lambda model: packs.append(1) or original(model))
+    monkeypatch.setattr(rewards_module, "packed_linears_while", lambda model, **kwargs: packs.append(1) or original(model, **kwargs))
     owner = Owner()
     offloads = offload_reward_models(EnsembleReward([member]), setting=True, owner=owner)
     assert len(offloads) == 1 and member.pack_weights is False

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhfkit.rl.packed_linear import PackedLinear
+from rlhfkit.rl.packed_mlp import PackedGeluMLP, onednn_fusions_available
 
 #: Whether PyTorch's fused attention takes fewer key/value heads than query heads (``enable_gqa``, torch 2.5).
 _SDPA_GROUPS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -124,11 +126,18 @@ def gpt2_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tenso
     hidden = trunk.wte(ids) + trunk.wpe(positions)
     for block, layer in zip(trunk.h, cache.layers):
         attn = block.attn
-        query, key, value = attn.c_attn(block.ln_1(hidden)).split(attn.split_size, dim=2)
-        shape = (*ids.shape, -1, attn.head_dim)
-        query, key, value = (t.view(shape).transpose(1, 2) for t in (query, key, value))
+        heads = attn.split_size // attn.head_dim
+        # (b, L, 3 h d) -> three (b, h, L, d) views: fewer calls than split, view and transpose each (every call
+        # into PyTorch hands the GIL to the other shard's thread and back)
+        query, key, value = attn.c_attn(block.ln_1(hidden)).view(*ids.shape, 3, heads, attn.head_dim) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
         keys, values = layer.update(key, value)
         context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
-        hidden = hidden + attn.c_proj(context)
-        hidden = hidden + block.mlp(block.ln_2(hidden))
+        if isinstance(attn.c_proj, PackedLinear) and onednn_fusions_available():
+            hidden = attn.c_proj.plus(context, hidden)
+        else:
+            hidden = hidden + attn.c_proj(context)
+        mlp = block.mlp
+        hidden = mlp.plus(block.ln_2(hidden), hidden) if isinstance(mlp, PackedGeluMLP) \
+            else hidden + mlp(block.ln_2(hidden))
     return lm_head(trunk.ln_f(hidden[:, -1])).float()

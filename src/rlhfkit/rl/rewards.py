@@ -101,8 +101,10 @@ class ModelReward:
     def _chunks(self, prompts: Sequence[str], responses: Sequence[str], **kwargs: Any) -> list[tuple[int, Any]]:
         """(chunk size, raw ``score_texts`` output) per chunk of ``batch_size`` pairs, without gradients."""
         out = []
-        packed = packed_linears_while(self.model) if isinstance(self.model, nn.Module) and self.pack_weights \
-            else contextlib.nullcontext()
+        # PyTorch's own GELU (no fused MLPs): a model kept on disk scores unpacked, and ``reward.offload`` must
+        # change memory only, never a score
+        packed = packed_linears_while(self.model, fuse_mlps=False) \
+            if isinstance(self.model, nn.Module) and self.pack_weights else contextlib.nullcontext()
         with torch.no_grad(), packed:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = slice(start, start + self.batch_size)
