@@ -119,6 +119,14 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: 
     return torch.matmul(weights.type(values.dtype), values)
 
 
+def plus(layer: nn.Module, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``residual + layer(inputs)``, the addition inside a packed layer's product (oneDNN's binary post-op) when
+    this build has it: one call into PyTorch instead of two."""
+    if isinstance(layer, PackedLinear) and onednn_fusions_available():
+        return layer.plus(inputs, residual)
+    return residual + layer(inputs)
+
+
 def gpt2_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
               bias: torch.Tensor) -> torch.Tensor:
     """ids (b, L) at positions (b, L) with an attention bias (b, 1, L, keys) -> the last position's (b, V)
@@ -133,10 +141,7 @@ def gpt2_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tenso
             .permute(2, 0, 3, 1, 4).unbind(0)
         keys, values = layer.update(key, value)
         context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
-        if isinstance(attn.c_proj, PackedLinear) and onednn_fusions_available():
-            hidden = attn.c_proj.plus(context, hidden)
-        else:
-            hidden = hidden + attn.c_proj(context)
+        hidden = plus(attn.c_proj, context, hidden)
         mlp = block.mlp
         hidden = mlp.plus(block.ln_2(hidden), hidden) if isinstance(mlp, PackedGeluMLP) \
             else hidden + mlp(block.ln_2(hidden))

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rlhfkit.models.plain_layers import runs_as_its_class
-from rlhfkit.rl.cached_gpt2 import GPT2Stepper, attend
+from rlhfkit.rl.cached_gpt2 import GPT2Stepper, attend, plus
 
 #: The causal LMs whose decoder layers this step reproduces, by transformers class name.
 LLAMA_FAMILY = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM")
@@ -103,13 +103,14 @@ def _projections(attn: nn.Module, normed: torch.Tensor, shape: tuple[int, ...]
     return query.view(shape), key.view(shape), value.view(shape)
 
 
-def _mlp(mlp: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """``down(act(gate(x)) * up(x))``, gate and up as one product when the layer holds them concatenated."""
+def _mlp_plus(mlp: nn.Module, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``residual + down(act(gate(x)) * up(x))``, gate and up as one product when the layer holds them
+    concatenated, the residual added inside the down product where it is packed (:func:`plus`)."""
     fused = getattr(mlp, FUSED_GATE_UP, None)
     if fused is None:
-        return mlp(hidden)
+        return residual + mlp(hidden)
     gate, up = fused(hidden).chunk(2, dim=-1)
-    return mlp.down_proj(mlp.act_fn(gate) * up)
+    return plus(mlp.down_proj, mlp.act_fn(gate) * up, residual)
 
 
 def llama_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
@@ -132,8 +133,8 @@ def llama_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tens
         query, key = rotate(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
         keys, values = cache_layer.update(key, value)
         context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
-        hidden = hidden + attn.o_proj(context)
-        hidden = hidden + _mlp(layer.mlp, layer.post_attention_layernorm(hidden))
+        hidden = plus(attn.o_proj, context, hidden)
+        hidden = _mlp_plus(layer.mlp, layer.post_attention_layernorm(hidden), hidden)
     return lm_head(trunk.norm(hidden[:, -1])).float()
 
 
