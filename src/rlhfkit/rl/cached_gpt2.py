@@ -7,6 +7,9 @@ submodules (so LoRA wrappers, autocast and a fused GELU apply) in the order ``GP
 the attention of transformers (scaled q.k, additive padding mask, softmax, weights.v; fused in float32) over the
 filled prefix of the in-place cache (:mod:`rlhfkit.rl.cached_kv`). Models it does not cover (other
 architectures, cross-attention, ``reorder_and_upcast_attn``, training mode) keep the transformers forward.
+On packed weights (:mod:`rlhfkit.rl.packed_linear`) the residual additions run inside the output projections'
+oneDNN products and the MLP's GELU inside its first (:mod:`rlhfkit.rl.packed_mlp`): fewer calls into PyTorch,
+which matters most when row shards step on two threads, as each call hands the GIL to the other thread and back.
 """
 
 from __future__ import annotations
