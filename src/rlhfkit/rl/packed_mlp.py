@@ -86,11 +86,13 @@ def fusable_mlp(module: nn.Module) -> str | None:
 
 def fused_mlp_sites(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, PackedGeluMLP]]:
     """(parent, attribute, MLP, its fused replacement) for every fusable MLP of ``model`` (none where oneDNN's
-    post-ops are missing or disagree)."""
+    post-ops are missing or disagree). The post-ops are checked here, on the thread that packs, whatever the
+    model: the decode steps' residual additions (:func:`rlhfkit.rl.cached_gpt2.plus`) then find the answer
+    cached instead of checking on the shards' threads."""
+    if not onednn_fusions_available():
+        return []
     candidates = [(parent, name, child, fusable_mlp(child)) for parent in model.modules()
                   for name, child in parent.named_children()]
     candidates = [site for site in candidates if site[3] is not None]
-    if not candidates or not onednn_fusions_available():
-        return []
     return [(parent, name, child, PackedGeluMLP(child.c_fc, child.c_proj, algorithm))
             for parent, name, child, algorithm in candidates]
