@@ -26,7 +26,8 @@ import numpy as np
 from rlhfkit.tasks.aspects import normalized
 from rlhfkit.utils.text_metrics import ngrams as _ngrams
 from rlhfkit.utils.text_metrics import reference_streams as _reference_streams
-from rlhfkit.utils.text_metrics import repetition_rate, rouge_per_item
+from rlhfkit.utils.text_metrics import repetition_rate as repetition_rate  # re-exported: part of the metrics API
+from rlhfkit.utils.text_metrics import rouge_per_item
 
 if TYPE_CHECKING:  # torch is imported only by the KL helpers' callers, keeping text metrics light
     import torch

@@ -101,13 +101,13 @@ def parse_samples_jsonl(text: str, *, source: str) -> list[SampleSpec]:
         prompt, turns = prompt_turns(raw_prompt, f"{source}:{n}: field 'prompt'")
         if turns is not None:
             obj[PROMPT_MESSAGES] = turns
-        for field, value in (("prompt", prompt), ("response", response)):
+        for name, value in (("prompt", prompt), ("response", response)):
             if value is None:
                 hint = (" (one sample per line: write each of 'responses' as its own line)"
-                        if field == "response" and "responses" in keys else "")
-                raise InvalidError(f"{source}:{n}: missing field {field!r}; the record has {keys}{hint}")
+                        if name == "response" and "responses" in keys else "")
+                raise InvalidError(f"{source}:{n}: missing field {name!r}; the record has {keys}{hint}")
             if not isinstance(value, str):
-                raise InvalidError(f"{source}:{n}: field {field!r} must be a string, got {type(value).__name__}")
+                raise InvalidError(f"{source}:{n}: field {name!r} must be a string, got {type(value).__name__}")
         model, round_ = obj.pop("model", None), obj.pop("round", None)
         if model is not None and not isinstance(model, str):
             raise InvalidError(f"{source}:{n}: field 'model' must be a string")
