@@ -21,6 +21,32 @@ def test_tracker_writes_jsonl_and_tensorboard(tmp_path: Path) -> None:
     assert new_run_dir(tmp_path, "sft") != run
 
 
+def test_runs_started_in_the_same_second_each_get_a_directory(tmp_path: Path, monkeypatch) -> None:
+    """Seeds started side by side: every caller claims its own name, none fails on another's mkdir."""
+    import threading
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261207-150614")
+    (tmp_path / "demo-20261207-150614").mkdir()  # another process got there first
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # ... right after this process looked
+    made: list[Path] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            made.append(new_run_dir(tmp_path, "demo"))
+        except BaseException as exc:  # noqa: BLE001 - any failure is the test's
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(path.name for path in made) == sorted(f"demo-20261207-150614-{n}" for n in range(2, 10))
+
+
 def test_unknown_backend_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown backend"):
         Tracker(tmp_path, report_to="neptune")

@@ -17,16 +17,19 @@ BACKENDS = ("tensorboard", "wandb", "mlflow", "none")
 
 
 def new_run_dir(root: str | Path, command: str) -> Path:
-    """A fresh ``root/<command>-<timestamp>`` directory (suffixed when the name is taken)."""
+    """A fresh ``root/<command>-<timestamp>`` directory (suffixed when the name is taken). Each name is claimed by
+    ``mkdir`` itself, so runs started in the same second by several processes (seeds side by side) each get their
+    own directory instead of one of them failing on the other's."""
     root = Path(root)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = root / f"{command}-{stamp}"
+    name = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
-    while candidate.exists():
-        suffix += 1
-        candidate = root / f"{command}-{stamp}-{suffix}"
-    candidate.mkdir(parents=True)
-    return candidate
+    while True:
+        candidate = root / (name if suffix == 1 else f"{name}-{suffix}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            suffix += 1
 
 
 class Tracker:
