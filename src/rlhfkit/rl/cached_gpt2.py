@@ -123,9 +123,9 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: 
 
 
 def plus(layer: nn.Module, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """``residual + layer(inputs)``, the addition inside a packed layer's product (oneDNN's binary post-op) when
-    this build has it: one call into PyTorch instead of two."""
-    if isinstance(layer, PackedLinear) and onednn_fusions_available():
+    """``residual + layer(inputs)``, the addition inside the last product of a packed layer or fused MLP (oneDNN's
+    binary post-op) when this build has it: one call into PyTorch instead of two."""
+    if isinstance(layer, (PackedLinear, PackedGeluMLP)) and onednn_fusions_available():
         return layer.plus(inputs, residual)
     return residual + layer(inputs)
 
@@ -137,15 +137,12 @@ def gpt2_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tenso
     hidden = trunk.wte(ids) + trunk.wpe(positions)
     for block, layer in zip(trunk.h, cache.layers):
         attn = block.attn
-        heads = attn.split_size // attn.head_dim
         # (b, L, 3 h d) -> three (b, h, L, d) views: fewer calls than split, view and transpose each (every call
         # into PyTorch hands the GIL to the other shard's thread and back)
-        query, key, value = attn.c_attn(block.ln_1(hidden)).view(*ids.shape, 3, heads, attn.head_dim) \
+        query, key, value = attn.c_attn(block.ln_1(hidden)).view(*ids.shape, 3, attn.num_heads, attn.head_dim) \
             .permute(2, 0, 3, 1, 4).unbind(0)
         keys, values = layer.update(key, value)
         context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
         hidden = plus(attn.c_proj, context, hidden)
-        mlp = block.mlp
-        hidden = mlp.plus(block.ln_2(hidden), hidden) if isinstance(mlp, PackedGeluMLP) \
-            else hidden + mlp(block.ln_2(hidden))
+        hidden = plus(block.mlp, block.ln_2(hidden), hidden)
     return lm_head(trunk.ln_f(hidden[:, -1])).float()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rlhfkit.models.plain_layers import runs_as_its_class
-from rlhfkit.rl.packed_linear import PackedLinear
+from rlhfkit.rl.packed_linear import PackedLinear, agrees_with_modules, onednn_linear_available
 
 
 def gelu_algorithm(activation: nn.Module) -> str | None:
@@ -38,24 +38,15 @@ def gelu_algorithm(activation: nn.Module) -> str | None:
 @functools.cache
 def onednn_fusions_available() -> bool:
     """True when oneDNN's GELU and residual-add post-ops agree with PyTorch's ops on a first check."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a layer's init must not move the caller's RNG
-        layer = nn.Linear(16, 24)
-        layer.weight.copy_(torch.randn(24, 16, generator=generator) * 0.3)
-        inputs, residual = torch.randn(3, 16, generator=generator), torch.randn(3, 24, generator=generator)
-        try:
-            packed = PackedLinear(layer)
-            checks = [(packed.gelu(inputs, "tanh"), nn.functional.gelu(layer(inputs), approximate="tanh")),
-                      (packed.gelu(inputs, "none"), nn.functional.gelu(layer(inputs))),
-                      (packed.plus(inputs, residual), residual + layer(inputs))]
-        except RuntimeError:
-            return False
-    return all(torch.allclose(fused, reference, atol=1e-5) for fused, reference in checks)
+    return onednn_linear_available() and agrees_with_modules(lambda packed, layer, inputs, residual: [
+        (packed.gelu(inputs, "tanh"), nn.functional.gelu(layer(inputs), approximate="tanh")),
+        (packed.gelu(inputs, "none"), nn.functional.gelu(layer(inputs))),
+        (packed.plus(inputs, residual), residual + layer(inputs))])
 
 
 class PackedGeluMLP(nn.Module):
     """A GPT-2 MLP (``c_fc``, GELU, ``c_proj``; dropout inactive) whose products run packed, the GELU fused into
-    the first."""
+    the first. :func:`rlhfkit.rl.cached_gpt2.plus` adds a residual inside its second product."""
 
     def __init__(self, c_fc: PackedLinear, c_proj: PackedLinear, algorithm: str) -> None:
         super().__init__()
