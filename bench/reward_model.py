@@ -18,6 +18,8 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import rlhfkit  # noqa: E402, F401  (its process settings, e.g. MKL's allocator off, take effect when torch loads)
+
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402

@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import rlhfkit  # noqa: E402, F401  (its process settings, e.g. MKL's allocator off, take effect when torch loads)
 import resource  # noqa: E402
 from typing import Any  # noqa: E402
 

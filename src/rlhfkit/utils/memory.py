@@ -1,8 +1,9 @@
 """Hand memory a finished phase no longer uses back to the OS on a CPU run.
 
 Two caches outlive a phase and add to the next phase's peak RSS: MKL keeps the GEMM packing buffers
-of every matmul shape it has seen (12 MiB after a PPO rollout + value pass on the bench workload),
-and glibc keeps freed heap pages resident. :func:`release_cached_memory` frees both (about 3 ms);
+of every matmul shape it has seen (56 MiB after one PPO step on the bench workload; ``import rlhfkit`` before
+torch turns that manager off, so this matters where torch was loaded first), and glibc keeps freed heap pages
+resident. :func:`release_cached_memory` frees both (about 3 ms);
 each is skipped where the library or symbol is absent (non-glibc C library, torch without MKL).
 """
 
