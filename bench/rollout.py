@@ -2,7 +2,7 @@
 
 Run: OMP_WAIT_POLICY=PASSIVE python bench/rollout.py --threads 2
 Samplers: the names of ``SAMPLERS`` plus ``compiled:eager`` / ``compiled:compile`` (the compiled
-backend with compilation forced off / on) and ``cached:plain`` (``cached`` without its speed-ups), ``cached:threaded`` (``cached`` decoding small batches on all threads), ``cached:unpacked`` (``cached`` with MKL's products instead of packed oneDNN weights), ``cached:unsharded`` (``cached`` decoding all rows as one batch instead of a shard of rows per thread), ``cached:generic``
+backend with compilation forced off / on) and ``cached:plain`` (``cached`` without its speed-ups), ``cached:threaded`` (``cached`` decoding small batches on all threads), ``cached:unpacked`` (``cached`` with MKL's products instead of packed oneDNN weights), ``cached:unsharded`` (``cached`` decoding all rows as one batch instead of a shard of rows per thread), ``cached:unscripted`` (``cached`` with the eager GPT-2 decode step instead of the TorchScript one), ``cached:generic``
 (``cached`` with transformers' forward instead of the hand-written GPT-2 or Llama-family step); a ``@bf16`` suffix runs that sampler under bfloat16
 autocast, as the trainers sample with ``run.dtype=bfloat16`` (``hf@bf16`` is HF generate in the same
 precision; the summary gives bf16 samplers' ratio over it as ``warm_cpu_same_dtype``). Each
@@ -70,6 +70,8 @@ def sampler_named(name: str) -> Sampler:
         return CachedSampler(pack_weights=False, name=name)
     if name == "cached:unsharded":
         return CachedSampler(shard_rows=False, name=name)
+    if name == "cached:unscripted":
+        return CachedSampler(scripted_step=False, name=name)
     if name.startswith("compiled:"):
         mode = name.split(":", 1)[1]
         if mode not in ("eager", "compile"):

@@ -478,6 +478,8 @@ class CachedSampler:
     that one-thread regime is decoded as one shard of rows per thread (:mod:`rlhfkit.rl.sharded_decode`) while
     rows x parameters is above ``shard_merge_work``; the shards' caches are allocated by the calling thread, so
     the rollout leaves no buffers in the heap of the pool thread that steps them.
+    ``scripted_step``: the GPT-2 decode step on packed weights runs as one TorchScript function, which holds no
+    GIL while the shards' threads step (:mod:`rlhfkit.rl.scripted_gpt2`; the same logits as the eager step).
     """
 
     cache: Literal["dynamic", "static"] = "dynamic"
@@ -494,6 +496,7 @@ class CachedSampler:
     pack_weights: bool = True
     shard_rows: bool = True
     shard_merge_work: int = 75_000_000
+    scripted_step: bool = True
 
     def _new_cache(self, model: nn.Module, max_length: int) -> Any:
         from transformers import DynamicCache, StaticCache
@@ -517,9 +520,11 @@ class CachedSampler:
         own (:mod:`rlhfkit.rl.sharded_decode`) when above 1."""
         from rlhfkit.rl.cached_gpt2 import GPT2Stepper, gpt2_parts
         from rlhfkit.rl.cached_llama import LlamaStepper, llama_parts
+        from rlhfkit.rl.scripted_gpt2 import ScriptedGPT2Stepper
         from rlhfkit.rl.sharded_decode import ShardedStepper, shard_sizes
 
-        choices = ((self.gpt2_step, gpt2_parts, GPT2Stepper), (self.llama_step, llama_parts, LlamaStepper))
+        gpt2 = ScriptedGPT2Stepper if self.scripted_step else GPT2Stepper
+        choices = ((self.gpt2_step, gpt2_parts, gpt2), (self.llama_step, llama_parts, LlamaStepper))
         for enabled, parts_of, stepper in choices:
             parts = parts_of(model) if enabled else None
             if parts is not None:

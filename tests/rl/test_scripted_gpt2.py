@@ -1,0 +1,124 @@
+"""The TorchScript GPT-2 decode step: the eager step's logits and cache bit for bit, the same rollouts from the
+sampler (one batch and row shards), and the eager step wherever the script does not cover the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers_models import tiny_gpt2
+
+from rlhfkit.rl import scripted_gpt2
+from rlhfkit.rl.cached_gpt2 import GPT2Stepper, gpt2_parts
+from rlhfkit.rl.cached_kv import preallocated_cache
+from rlhfkit.rl.packed_linear import onednn_linear_available, packed_linears_while
+from rlhfkit.rl.packed_mlp import onednn_fusions_available
+from rlhfkit.rl.rollout import CachedSampler, SamplingParams
+from rlhfkit.rl.scripted_gpt2 import ScriptedGPT2Stepper, decode_weights, scripted_decode_step
+
+needs_script = pytest.mark.skipif(
+    not (onednn_linear_available() and onednn_fusions_available() and scripted_decode_step() is not None),
+    reason="this PyTorch build has no oneDNN post-ops or no TorchScript")
+PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop."]
+
+
+def counting_script(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make steppers built from now on count their scripted steps; returns the count list."""
+    calls: list[int] = []
+    script = scripted_decode_step()
+    monkeypatch.setattr(scripted_gpt2, "scripted_decode_step",
+                        lambda: lambda *args: calls.append(1) or script(*args))
+    return calls
+
+
+def stepped(stepper_class: type[GPT2Stepper], model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
+            steps: torch.Tensor) -> tuple[list[torch.Tensor], object]:
+    """Prefill ``ids`` (b, L) then decode the columns of ``steps`` (b, S): each step's logits, and the cache."""
+    batch, length = ids.shape
+    capacity = length + steps.shape[1]
+    full_mask = torch.ones(batch, capacity, dtype=mask.dtype)
+    full_mask[:, :length] = mask
+    cache = preallocated_cache(model, batch, capacity, zeroed=length)
+    stepper = stepper_class(*gpt2_parts(model), cache, full_mask)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    outputs = [stepper.prefill(ids, mask, positions)]
+    next_position = positions[:, -1:] + 1
+    for column in range(steps.shape[1]):
+        outputs.append(stepper(steps[:, column:column + 1], next_position, length + column + 1))
+        next_position = next_position + 1
+    return outputs, cache
+
+
+@needs_script
+def test_the_scripted_step_gives_the_eager_steps_logits_and_cache_bit_for_bit(tokenizer, monkeypatch) -> None:
+    model = tiny_gpt2(tokenizer, initializer_range=0.5)
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, model.config.vocab_size, (3, 5), generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
+    steps = torch.randint(3, model.config.vocab_size, (3, 4), generator=generator)
+    calls = counting_script(monkeypatch)
+    with torch.no_grad(), packed_linears_while(model):
+        eager, eager_cache = stepped(GPT2Stepper, model, ids, mask, steps)
+        scripted, scripted_cache = stepped(ScriptedGPT2Stepper, model, ids, mask, steps)
+    assert len(calls) == steps.shape[1]  # every decode step scripted, the prefill eager
+    for expected, actual in zip(eager, scripted):
+        assert torch.equal(actual, expected)
+    for expected, actual in zip(eager_cache.layers, scripted_cache.layers):
+        assert actual.length == expected.length == ids.shape[1] + steps.shape[1]
+        assert torch.equal(actual.keys, expected.keys) and torch.equal(actual.values, expected.values)
+
+
+@needs_script
+@pytest.mark.parametrize("shard_rows", [False, True], ids=["one-batch", "row-shards"])
+def test_the_sampler_samples_the_same_rollout_with_and_without_the_script(eos_model, tokenizer, monkeypatch,
+                                                                          shard_rows) -> None:
+    rollouts = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for scripted in (False, True):
+            calls = counting_script(monkeypatch)
+            sampler = CachedSampler(scripted_step=scripted, shard_rows=shard_rows, shard_merge_work=0)
+            rollouts.append(sampler.sample(eos_model, tokenizer, PROMPTS * 2,
+                                           SamplingParams(max_new_tokens=8, temperature=0.9),
+                                           generator=torch.Generator().manual_seed(0)))
+            assert bool(calls) == scripted
+    finally:
+        torch.set_num_threads(threads)
+    eager, scripted = rollouts
+    assert torch.equal(scripted.sequences, eager.sequences)
+    assert torch.equal(scripted.logprobs, eager.logprobs)
+
+
+@needs_script
+def test_models_the_script_does_not_cover_keep_the_eager_step(tokenizer) -> None:
+    model = tiny_gpt2(tokenizer)
+    trunk, head = gpt2_parts(model)
+    assert decode_weights(trunk, head) is None  # weights not packed
+    with torch.no_grad(), packed_linears_while(model):
+        assert decode_weights(*gpt2_parts(model)) is not None
+    handle = model.transformer.h[1].ln_2.register_forward_hook(lambda module, inputs, output: None)
+    with torch.no_grad(), packed_linears_while(model):
+        assert decode_weights(*gpt2_parts(model)) is None  # a hook the script would skip
+    handle.remove()
+    model.transformer.h[0].ln_1.eps = 1e-3
+    with torch.no_grad(), packed_linears_while(model):
+        assert decode_weights(*gpt2_parts(model)) is None  # the script takes one epsilon for every norm
+
+
+@needs_script
+def test_without_torchscript_the_sampler_runs_the_eager_step(eos_model, tokenizer, monkeypatch) -> None:
+    params = SamplingParams(max_new_tokens=6, temperature=0.9)
+    expected = CachedSampler(scripted_step=False).sample(eos_model, tokenizer, PROMPTS, params,
+                                                         generator=torch.Generator().manual_seed(1))
+
+    def unavailable(function: object) -> object:
+        raise RuntimeError("TorchScript is gone")
+
+    scripted_decode_step.cache_clear()
+    monkeypatch.setattr(torch.jit, "script", unavailable)
+    try:
+        assert scripted_decode_step() is None
+        rollout = CachedSampler().sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(1))
+    finally:
+        scripted_decode_step.cache_clear()
+    assert torch.equal(rollout.sequences, expected.sequences) and torch.equal(rollout.logprobs, expected.logprobs)
