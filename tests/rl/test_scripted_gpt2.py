@@ -14,6 +14,7 @@ from rlhfkit.rl.packed_linear import onednn_linear_available, packed_linears_whi
 from rlhfkit.rl.packed_mlp import onednn_fusions_available
 from rlhfkit.rl.rollout import CachedSampler, SamplingParams
 from rlhfkit.rl.scripted_gpt2 import ScriptedGPT2Stepper, decode_weights, scripted_decode_step
+from rlhfkit.utils.torchscript import scripted
 
 needs_script = pytest.mark.skipif(
     not (onednn_linear_available() and onednn_fusions_available() and scripted_decode_step() is not None),
@@ -114,11 +115,11 @@ def test_without_torchscript_the_sampler_runs_the_eager_step(eos_model, tokenize
     def unavailable(function: object) -> object:
         raise RuntimeError("TorchScript is gone")
 
-    scripted_decode_step.cache_clear()
+    scripted.cache_clear()
     monkeypatch.setattr(torch.jit, "script", unavailable)
     try:
         assert scripted_decode_step() is None
         rollout = CachedSampler().sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(1))
     finally:
-        scripted_decode_step.cache_clear()
+        scripted.cache_clear()
     assert torch.equal(rollout.sequences, expected.sequences) and torch.equal(rollout.logprobs, expected.logprobs)

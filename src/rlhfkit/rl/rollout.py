@@ -32,7 +32,9 @@ from rlhfkit.rl.cached_llama import fused_projections_while
 from rlhfkit.rl.packed_linear import packed_linears_while, packing_applies
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
+from rlhfkit.rl.token_draw import CDF_BLOCK, inverse_cdf_draw, sampled_pick
 from rlhfkit.utils.runtime import intra_op_threads_restored
+from rlhfkit.utils.torchscript import scripted
 
 
 class PromptTooLongError(ValueError):
@@ -322,13 +324,6 @@ def check_row_seeds(row_seeds: torch.Tensor | None, rows: int) -> None:
         raise ValueError(f"row_seeds has shape {tuple(row_seeds.shape)}; expected one seed per prompt ({rows},)")
 
 
-CDF_BLOCK = 64  # tokens per block of the two-level CDF in sample_from_probs
-
-
-def _last_positive(values: torch.Tensor) -> torch.Tensor:
-    """(b, n) non-negative values -> (b, 1) index of each row's last positive entry (0 if none)."""
-    positions = torch.arange(values.shape[-1], device=values.device)
-    return torch.where(values > 0, positions, 0).amax(dim=-1, keepdim=True)
 
 
 def step_uniforms(rows: int, device: torch.device, generator: torch.Generator | None = None, *,
@@ -347,30 +342,15 @@ def sample_from_probs(probs: torch.Tensor, generator: torch.Generator | None = N
     """Draw one index per row of (b, V) probabilities by inverse-CDF sampling -> (b,).
 
     Same distribution as ``torch.multinomial(probs, 1)`` but one uniform per row: on CPU,
-    multinomial over a 4096-token vocabulary took 24 ms for 64 rows, this takes 0.2 ms. The CDF is
-    two-level, in float64 so that small probabilities keep their share: one over blocks of
-    ``CDF_BLOCK`` tokens, then one inside the chosen block (a float64 cumsum over the whole
-    vocabulary cost 2.3 ms of a 10 ms CPU decode step). Zero-probability tokens have empty intervals
-    and are never drawn. With ``row_seeds`` (b,) int64 the uniforms are
+    multinomial over a 4096-token vocabulary took 24 ms for 64 rows, this takes 0.2 ms
+    (:func:`rlhfkit.rl.token_draw.inverse_cdf_draw`: a two-level CDF in float64). With ``row_seeds`` (b,) int64 the uniforms are
     :func:`rlhfkit.rl.row_seeds.row_uniforms` of (row seed, ``counter``) instead of ``generator``
     draws, so a row's token does not depend on the other rows of the batch. ``uniform`` (b, 1): draws made
     beforehand (:func:`step_uniforms`), which then replace both.
     """
-    rows, vocab = probs.shape
     if uniform is None:
-        uniform = step_uniforms(rows, probs.device, generator, row_seeds=row_seeds, counter=counter)
-    blocks = -(-vocab // CDF_BLOCK)
-    grid = torch.nn.functional.pad(probs, (0, blocks * CDF_BLOCK - vocab)).view(rows, blocks, CDF_BLOCK)
-    block_mass = grid.sum(dim=-1, dtype=torch.float64)
-    block_cdf = block_mass.cumsum(dim=-1)
-    target = uniform * block_cdf[:, -1:]
-    # rounding can put the target at the end of the CDF: fall back to the last block / token with mass
-    block = torch.minimum(torch.searchsorted(block_cdf, target, right=True), _last_positive(block_mass))
-    start = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp(min=0)), 0.0)
-    inside = grid.gather(1, block.unsqueeze(-1).expand(rows, 1, CDF_BLOCK)).squeeze(1).double()
-    offset = torch.minimum(torch.searchsorted(inside.cumsum(dim=-1), target - start, right=True),
-                           _last_positive(inside))
-    return (block * CDF_BLOCK + offset).squeeze(1)
+        uniform = step_uniforms(probs.shape[0], probs.device, generator, row_seeds=row_seeds, counter=counter)
+    return inverse_cdf_draw(probs, uniform, CDF_BLOCK)
 
 
 @contextlib.contextmanager
@@ -566,7 +546,13 @@ class CachedSampler:
     @staticmethod
     def _pick(logits: torch.Tensor, uniform: torch.Tensor | None, params: SamplingParams,
               block_eos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,)."""
+        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,); a plain sampling step
+        as one TorchScript function where it compiles (:mod:`rlhfkit.rl.token_draw`: no GIL taken per op while row
+        shards pick on two threads; the same tokens)."""
+        if (params.do_sample and block_eos is None and not params.top_k and params.top_p >= 1.0
+                and uniform is not None and logits.dtype == torch.float32):
+            pick = scripted(sampled_pick) or sampled_pick
+            return pick(logits, float(params.temperature), uniform, CDF_BLOCK)
         chosen, logprobs = CachedSampler._choose(logits, params, block_eos, None, uniform=uniform)
         return chosen, logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 

@@ -12,9 +12,6 @@ TorchScript) keeps the eager step; the prompt prefill always does.
 
 from __future__ import annotations
 
-import functools
-import logging
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
@@ -25,8 +22,7 @@ from rlhfkit.models.plain_layers import runs_as_its_class
 from rlhfkit.rl.cached_gpt2 import GPT2Stepper
 from rlhfkit.rl.packed_linear import PackedLinear
 from rlhfkit.rl.packed_mlp import PackedGeluMLP, onednn_fusions_available
-
-logger = logging.getLogger(__name__)
+from rlhfkit.utils.torchscript import scripted
 
 #: Tensors per block in :class:`DecodeWeights.blocks`: ln_1 weight, bias; c_attn packed, bias; attention c_proj
 #: packed, bias; ln_2 weight, bias; c_fc packed, bias; MLP c_proj packed, bias.
@@ -62,17 +58,10 @@ def _decode_step(ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor,
     return torch.ops.mkldnn._linear_pointwise(last, head, head_bias, "none", [], "").float()
 
 
-@functools.cache
 def scripted_decode_step() -> Callable[..., torch.Tensor] | None:
-    """:func:`_decode_step` compiled by TorchScript once per process, or None where that fails (a torch without
-    TorchScript, or one that no longer compiles it): the eager step then runs."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in favour of compile
-            return torch.jit.script(_decode_step)
-    except Exception as error:  # noqa: BLE001 (any failure to compile means: run eager)
-        logger.info("TorchScript decode step unavailable (%s); the eager GPT-2 step runs", error)
-        return None
+    """:func:`_decode_step` compiled by TorchScript (once per process), or None where that fails: the eager step
+    then runs."""
+    return scripted(_decode_step)
 
 
 @dataclass(frozen=True)
