@@ -458,8 +458,9 @@ class CachedSampler:
     that one-thread regime is decoded as one shard of rows per thread (:mod:`rlhfkit.rl.sharded_decode`) while
     rows x parameters is above ``shard_merge_work``; the shards' caches are allocated by the calling thread, so
     the rollout leaves no buffers in the heap of the pool thread that steps them.
-    ``scripted_step``: the GPT-2 decode step on packed weights runs as one TorchScript function, which holds no
-    GIL while the shards' threads step (:mod:`rlhfkit.rl.scripted_gpt2`; the same logits as the eager step).
+    ``scripted_step``: the GPT-2 or Llama-family decode step on packed weights runs as one TorchScript function,
+    which holds no GIL while the shards' threads step (:mod:`rlhfkit.rl.scripted_gpt2`,
+    :mod:`rlhfkit.rl.scripted_llama`; the same logits as the eager step).
     """
 
     cache: Literal["dynamic", "static"] = "dynamic"
@@ -501,10 +502,11 @@ class CachedSampler:
         from rlhfkit.rl.cached_gpt2 import GPT2Stepper, gpt2_parts
         from rlhfkit.rl.cached_llama import LlamaStepper, llama_parts
         from rlhfkit.rl.scripted_gpt2 import ScriptedGPT2Stepper
+        from rlhfkit.rl.scripted_llama import ScriptedLlamaStepper
         from rlhfkit.rl.sharded_decode import ShardedStepper, shard_sizes
 
-        gpt2 = ScriptedGPT2Stepper if self.scripted_step else GPT2Stepper
-        choices = ((self.gpt2_step, gpt2_parts, gpt2), (self.llama_step, llama_parts, LlamaStepper))
+        gpt2, llama = (ScriptedGPT2Stepper, ScriptedLlamaStepper) if self.scripted_step else (GPT2Stepper, LlamaStepper)
+        choices = ((self.gpt2_step, gpt2_parts, gpt2), (self.llama_step, llama_parts, llama))
         for enabled, parts_of, stepper in choices:
             parts = parts_of(model) if enabled else None
             if parts is not None:
