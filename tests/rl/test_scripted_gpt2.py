@@ -123,3 +123,22 @@ def test_without_torchscript_the_sampler_runs_the_eager_step(eos_model, tokenize
     finally:
         scripted.cache_clear()
     assert torch.equal(rollout.sequences, expected.sequences) and torch.equal(rollout.logprobs, expected.logprobs)
+
+
+@needs_script
+def test_under_bf16_autocast_the_sampler_runs_eager_and_the_post_op_check_still_answers_for_float32(
+        eos_model, tokenizer) -> None:
+    from rlhfkit.rl import packed_linear, packed_mlp
+
+    expected = packed_mlp.onednn_fusions_available()
+    packed_linear.onednn_linear_available.cache_clear()
+    packed_mlp.onednn_fusions_available.cache_clear()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert packed_mlp.onednn_fusions_available() == expected  # asked first under autocast: no dtype clash
+            rollout = CachedSampler().sample(eos_model, tokenizer, PROMPTS, SamplingParams(max_new_tokens=4),
+                                             generator=torch.Generator().manual_seed(0))
+    finally:
+        packed_linear.onednn_linear_available.cache_clear()
+        packed_mlp.onednn_fusions_available.cache_clear()
+    assert rollout.response_ids.shape[0] == len(PROMPTS)

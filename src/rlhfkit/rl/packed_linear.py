@@ -39,9 +39,10 @@ Results = Callable[["PackedLinear", nn.Linear, torch.Tensor, torch.Tensor], list
 def agrees_with_modules(results: Results) -> bool:
     """Whether each (packed, plain) pair of outputs ``results`` computes from a small random layer packed and plain,
     inputs (3, 16) and a residual (3, 24) agrees within 1e-5; False where an op is missing or fails. The layer's
-    initialisation leaves the caller's RNG alone (a resumed run draws what an uninterrupted one does)."""
+    initialisation leaves the caller's RNG alone (a resumed run draws what an uninterrupted one does), and the check
+    runs in float32 whatever autocast the caller is under (the answer is cached for the process)."""
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    with torch.no_grad(), torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False):
         layer = nn.Linear(16, 24)
         layer.weight.copy_(torch.randn(24, 16, generator=generator) * 0.3)
         inputs, residual = torch.randn(3, 16, generator=generator), torch.randn(3, 24, generator=generator)

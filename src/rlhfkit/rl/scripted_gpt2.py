@@ -100,8 +100,8 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
     packed with their GELU fused (:class:`PackedGeluMLP`), a packed head, all float32, and oneDNN's post-ops."""
     from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, GPT2Block
 
-    if not onednn_fusions_available() or trunk.training:
-        return None
+    if type(lm_head) is not PackedLinear or trunk.training or not onednn_fusions_available():
+        return None  # nothing packed (off the CPU, under autocast, adapters): the post-ops are not even asked about
     embeddings = [trunk.wte, trunk.wpe]
     if not all(runs_as_its_class(e, (nn.Embedding,)) and e.padding_idx is None and e.max_norm is None
                and e.weight.dtype == torch.float32 for e in embeddings):

@@ -155,8 +155,8 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
     and oneDNN's post-ops."""
     from transformers.activations import SiLUActivation
 
-    if not onednn_fusions_available() or trunk.training or _packed(lm_head) is None:
-        return None
+    if _packed(lm_head) is None or trunk.training or not onednn_fusions_available():
+        return None  # nothing packed (off the CPU, under autocast, adapters): the post-ops are not even asked about
     embed = trunk.embed_tokens
     if not runs_as_its_class(embed, (nn.Embedding,)) or embed.max_norm is not None \
             or embed.weight.dtype != torch.float32:
