@@ -13,7 +13,7 @@ TorchScript) keeps the eager step; the prompt prefill always does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from rlhfkit.models.plain_layers import runs_as_its_class
 from rlhfkit.rl.cached_gpt2 import GPT2Stepper
 from rlhfkit.rl.packed_linear import PackedLinear
 from rlhfkit.rl.packed_mlp import PackedGeluMLP, onednn_fusions_available
+from rlhfkit.rl.scripted_decoding import ScriptedDecoding
 from rlhfkit.utils.torchscript import scripted
 
 #: Tensors per block in :class:`DecodeWeights.blocks`: ln_1 weight, bias; c_attn packed, bias; attention c_proj
@@ -137,26 +138,18 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
                          algorithms.pop(), [final[0], final[1]], lm_head.packed, lm_head.bias_data)
 
 
-class ScriptedGPT2Stepper(GPT2Stepper):
+class ScriptedGPT2Stepper(ScriptedDecoding, GPT2Stepper):
     """:class:`GPT2Stepper` whose decode steps run :func:`_decode_step` from TorchScript when the model allows
     (:func:`decode_weights`); the prefill, and every step of a model it does not cover, run the eager step."""
 
-    def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor) -> None:
-        super().__init__(trunk, lm_head, cache, mask)
-        self.script = scripted_decode_step()
-        self.weights = decode_weights(trunk, lm_head) if self.script is not None else None
+    @staticmethod
+    def compiled_step() -> Callable[..., torch.Tensor] | None:
+        return scripted_decode_step()
 
-    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
-        layers = self.cache.layers
-        at = layers[0].length
-        ready = all(layer.is_initialized and not layer.unchecked and layer.length == at for layer in layers)
-        if self.weights is None or self.script is None or not ready or at + 1 != length \
-                or length > layers[0].capacity or ids.shape[1] != 1:
-            return super().__call__(ids, positions, length)
+    step_weights = staticmethod(decode_weights)
+
+    def scripted_logits(self, ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor,
+                        keys: list[torch.Tensor], values: list[torch.Tensor], at: int) -> torch.Tensor:
         w = self.weights
-        logits = self.script(ids, positions, self.bias[..., :length], w.wte, w.wpe, w.blocks,
-                             [layer.key_buffer for layer in layers], [layer.value_buffer for layer in layers], at,
-                             w.heads, w.scaling, w.eps, w.gelu, w.final_norm, w.head, w.head_bias)
-        for layer in layers:
-            layer.set_length(length)
-        return logits
+        return self.script(ids, positions, bias, w.wte, w.wpe, w.blocks, keys, values, at, w.heads, w.scaling, w.eps,
+                           w.gelu, w.final_norm, w.head, w.head_bias)
