@@ -14,7 +14,7 @@ from rlhfkit.rl.packed_linear import onednn_linear_available, packed_linears_whi
 from rlhfkit.rl.packed_mlp import onednn_fusions_available
 from rlhfkit.rl.rollout import CachedSampler, SamplingParams
 from rlhfkit.rl.scripted_gpt2 import ScriptedGPT2Stepper, decode_weights, scripted_decode_step
-from rlhfkit.utils.torchscript import scripted
+from rlhfkit.utils.torchscript import forget_compiled
 
 needs_script = pytest.mark.skipif(
     not (onednn_linear_available() and onednn_fusions_available() and scripted_decode_step() is not None),
@@ -115,13 +115,13 @@ def test_without_torchscript_the_sampler_runs_the_eager_step(eos_model, tokenize
     def unavailable(function: object) -> object:
         raise RuntimeError("TorchScript is gone")
 
-    scripted.cache_clear()
+    forget_compiled()
     monkeypatch.setattr(torch.jit, "script", unavailable)
     try:
         assert scripted_decode_step() is None
         rollout = CachedSampler().sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(1))
     finally:
-        scripted.cache_clear()
+        forget_compiled()
     assert torch.equal(rollout.sequences, expected.sequences) and torch.equal(rollout.logprobs, expected.logprobs)
 
 
