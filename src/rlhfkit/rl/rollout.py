@@ -325,7 +325,6 @@ def check_row_seeds(row_seeds: torch.Tensor | None, rows: int) -> None:
 
 
 
-
 def step_uniforms(rows: int, device: torch.device, generator: torch.Generator | None = None, *,
                   row_seeds: torch.Tensor | None = None, counter: int = 0) -> torch.Tensor:
     """(rows, 1) float64 uniforms of one sampling step: ``row_seeds``' counter-based draws when given, else

@@ -25,11 +25,6 @@ from rlhfkit.rl.packed_mlp import PackedGeluMLP, onednn_fusions_available
 from rlhfkit.rl.scripted_decoding import ScriptedDecoding
 from rlhfkit.utils.torchscript import scripted
 
-#: Tensors per block in :class:`DecodeWeights.blocks`: ln_1 weight, bias; c_attn packed, bias; attention c_proj
-#: packed, bias; ln_2 weight, bias; c_fc packed, bias; MLP c_proj packed, bias.
-PER_BLOCK = 12
-
-
 def _decode_step(ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor, wte: torch.Tensor,
                  wpe: torch.Tensor, blocks: List[torch.Tensor], keys: List[torch.Tensor],
                  values: List[torch.Tensor], at: int, heads: int, scaling: float, eps: float, gelu: str,
@@ -37,7 +32,8 @@ def _decode_step(ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor,
                  ) -> torch.Tensor:
     """(b, 1) ids at (b, 1) positions -> (b, V) float32 logits, writing each layer's key and value at column ``at``
     of its cache buffer (b, heads, capacity, d) and attending to columns ``:at + 1`` with ``bias`` (b, 1, 1, at + 1).
-    TorchScript: no module calls, every layer's tensors in ``blocks`` (:data:`PER_BLOCK` each)."""
+    TorchScript: no module calls; ``blocks`` holds 12 tensors per layer: ln_1 weight, bias; c_attn packed, bias;
+    attention c_proj packed, bias; ln_2 weight, bias; c_fc packed, bias; MLP c_proj packed, bias."""
     hidden = torch.nn.functional.embedding(ids, wte) + torch.nn.functional.embedding(positions, wpe)
     rows = ids.shape[0]
     width = hidden.shape[-1]
@@ -89,8 +85,8 @@ def _norm(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, float] | None:
 
 
 def _packed(layer: object) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(packed weight, bias) of a :class:`PackedLinear` with a bias, or None."""
-    if type(layer) is not PackedLinear or layer.bias_data is None or layer._forward_hooks or layer._forward_pre_hooks:
+    """(packed weight, bias) of a hook-free :class:`PackedLinear` with a bias, or None."""
+    if not runs_as_its_class(layer, (PackedLinear,)) or layer.bias_data is None:
         return None
     return layer.packed, layer.bias_data
 
@@ -101,13 +97,11 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
     packed with their GELU fused (:class:`PackedGeluMLP`), a packed head, all float32, and oneDNN's post-ops."""
     from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, GPT2Block
 
-    if type(lm_head) is not PackedLinear or trunk.training or not onednn_fusions_available():
+    if not runs_as_its_class(lm_head, (PackedLinear,)) or trunk.training or not onednn_fusions_available():
         return None  # nothing packed (off the CPU, under autocast, adapters): the post-ops are not even asked about
     embeddings = [trunk.wte, trunk.wpe]
     if not all(runs_as_its_class(e, (nn.Embedding,)) and e.padding_idx is None and e.max_norm is None
                and e.weight.dtype == torch.float32 for e in embeddings):
-        return None
-    if type(lm_head) is not PackedLinear or lm_head._forward_hooks or lm_head._forward_pre_hooks:
         return None
     final = _norm(trunk.ln_f)
     blocks: list[torch.Tensor] = []
@@ -115,9 +109,8 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
     algorithms, shapes = set(), set()
     for block in trunk.h:
         attn, mlp = block.attn, block.mlp
-        if type(block) is not GPT2Block or type(attn) is not GPT2Attention or type(mlp) is not PackedGeluMLP:
-            return None
-        if attn.is_cross_attention or mlp._forward_hooks or mlp._forward_pre_hooks:
+        if type(block) is not GPT2Block or type(attn) is not GPT2Attention or attn.is_cross_attention \
+                or not runs_as_its_class(mlp, (PackedGeluMLP,)):
             return None
         parts = [_norm(block.ln_1), _packed(attn.c_attn), _packed(attn.c_proj), _norm(block.ln_2),
                  _packed(mlp.c_fc), _packed(mlp.c_proj)]

@@ -133,9 +133,7 @@ class DecodeWeights:
 
 def _packed(layer: object) -> PackedLinear | None:
     """``layer`` if it is a hook-free :class:`PackedLinear`, else None."""
-    if type(layer) is not PackedLinear or layer._forward_hooks or layer._forward_pre_hooks:
-        return None
-    return layer
+    return layer if runs_as_its_class(layer, (PackedLinear,)) else None
 
 
 def _norm(module: object) -> tuple[torch.Tensor, float] | None:
@@ -151,8 +149,8 @@ def _norm(module: object) -> tuple[torch.Tensor, float] | None:
 
 def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None:
     """The packed model's tensors for the scripted step, or None unless every part is one it computes exactly as the
-    eager step does: concatenated and packed projections, packed output products and head (with or without a bias), RMS norms of one epsilon
-    that compute :func:`rms_norm`, a SiLU MLP, the modeling module's rotation :func:`rotated`, float32 embeddings,
+    eager step does: concatenated and packed projections, packed output products and head (with or without a
+    bias), RMS norms of one epsilon that compute :func:`rms_norm`, a SiLU MLP, the modeling module's rotation :func:`rotated`, float32 embeddings,
     and oneDNN's post-ops."""
     from transformers.activations import SiLUActivation
 
@@ -175,7 +173,7 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
     kv_heads, dim = LlamaStepper.kv_heads_and_dim(trunk)
     for layer in trunk.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        if type(mlp.act_fn) not in (SiLUActivation, nn.SiLU) or mlp.act_fn._forward_hooks:
+        if not runs_as_its_class(mlp.act_fn, (SiLUActivation, nn.SiLU)):
             return None
         norms = [_norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)]
         if hasattr(attn, "q_norm"):
