@@ -11,7 +11,7 @@ import rl_workload as wl  # (sets OMP_WAIT_POLICY before torch loads)
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    """--steps, --threads, --backend and --baseline, the options of every trainer benchmark."""
+    """--steps, --threads, --backend, --baseline and --set, the options of every trainer benchmark."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=3, help="Measured steps (after one warm-up step).")
     parser.add_argument("--threads", type=int, default=2)
@@ -19,13 +19,15 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--baseline", action="store_true",
                         help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
     parser.add_argument("--no-floor", action="store_true", help="Skip timing the floor (bench/floor.py).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override for an A/B run (repeatable), e.g. --set run.side_by_side=false.")
     return parser.parse_args()
 
 
 def speedup_overrides(args: argparse.Namespace) -> list[str]:
     """Config overrides for the rollout backend and the speedups (off with --baseline)."""
     return [f"generation.backend={args.backend}", f"run.fused_gelu={not args.baseline}",
-            f"optim.fused={not args.baseline}"]
+            f"optim.fused={not args.baseline}", *args.overrides]
 
 
 @dataclass

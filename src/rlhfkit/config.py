@@ -233,8 +233,10 @@ def load_config(cls: type[T], path: str | Path | None = None,
     try:
         values = apply_renames(cls, values)
         if overrides:
-            extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-            values = merge_values(values, apply_renames(cls, {k: v for k, v in extra.items() if v is not None}))
+            # a typer option that was not given arrives as None; a ``key=null`` string means None itself
+            extra = ({k: v for k, v in overrides.items() if v is not None} if isinstance(overrides, Mapping)
+                     else parse_overrides(overrides))
+            values = merge_values(values, apply_renames(cls, extra))
         return build_config(cls, values)
     except ConfigError as exc:
         where = f" (in {path})" if path else ""

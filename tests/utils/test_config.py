@@ -43,6 +43,15 @@ def test_mapping_overrides_skip_none() -> None:
     assert config.steps == 5 and config.name == "run"
 
 
+def test_string_override_null_sets_none_at_any_depth(tmp_path: Path) -> None:
+    """``limit=null`` clears a top-level optional field (it was once dropped like a typer option not given)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("limit: 7\n")
+    assert load_config(Example, path, ["limit=null"]).limit is None
+    assert load_config(Example, path, ["limit=none"]).limit is None
+    assert load_config(Example, path, []).limit == 7
+
+
 def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("stepz: 3\n")

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from rlhfkit.rl.forward import trim_batch
-from rlhfkit.rl.update import OptimizerStep, minibatch_indices
+from rlhfkit.rl.update import OptimizerStep, SeparateLosses, minibatch_indices
 from rlhfkit.utils.distributed import sum_floats
 
 
@@ -23,7 +23,7 @@ class MiniBatchLoss(Protocol):
     """A micro-batch's share of its mini-batch loss, given the mini-batch's denominator and token count."""
 
     def __call__(self, idx: torch.Tensor, denominator: float, tokens: float
-                 ) -> tuple[torch.Tensor, dict[str, float]]: ...
+                 ) -> tuple[torch.Tensor | SeparateLosses, dict[str, float]]: ...
 
 
 class TokenBatch(Protocol):

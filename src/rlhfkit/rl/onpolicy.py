@@ -42,9 +42,10 @@ from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, 
 from rlhfkit.rl.row_seeds import rollout_row_seeds
 from rlhfkit.rl.running_moments import RunningMoments
 from rlhfkit.rl.scoring import Scores, score_rollout
+from rlhfkit.rl.update import SeparateLosses
 from rlhfkit.utils.distributed import all_gather_rows, current_world, gather_objects, shard_range
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
-from rlhfkit.utils.runtime import pick_dtype
+from rlhfkit.utils.runtime import beside_each_other, pick_dtype, side_by_side
 from rlhfkit.utils.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class OnPolicyTrainer:
         self.device = device
         self.compute_dtype = pick_dtype(device, config.run.dtype)
         self.checkpointing = config.run.gradient_checkpointing and checkpoint_trained_models(bundle)
+        self.critic_beside = (config.run.side_by_side and not self.shared_trunk and not self.checkpointing
+                              and beside_each_other(bundle.policy, bundle.value_model))
         self.reward_offloads = offload_reward_models(reward, config.reward.offload, owner=self)
         self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
@@ -272,20 +275,33 @@ class OnPolicyTrainer:
         return metrics
 
     def loss(self, batch: RolloutBatch, idx: torch.Tensor, denominator: float,
-             tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+             tokens: float) -> tuple[torch.Tensor | SeparateLosses, dict[str, float]]:
         """This micro-batch's share of the mini-batch loss, and its share of the diagnostics."""
         cfg = self.config
         part = micro_batch(batch, idx)
         ids, attn, mask, rcols, start = part.ids, part.attn, part.mask, part.rcols, part.response_start
         model = self.bundle.value_model if self.shared_trunk else self.bundle.policy
         critic = self.bundle.value_model if self.uses_values and not self.shared_trunk else None
-        with (autocast(self.device, self.compute_dtype), train_mode(model, self.checkpointing)):
-            logprobs, entropy, values = policy_forward(model, ids, attn, start, cfg.generation.temperature,
-                                                       with_entropy=True)
-            if critic is not None:
-                assert isinstance(critic, CriticModel)
+        beside = critic is not None and self.critic_beside and torch.get_num_threads() > 1
+
+        def policy_outputs() -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+            with autocast(self.device, self.compute_dtype):
+                return policy_forward(model, ids, attn, start, cfg.generation.temperature, with_entropy=True)
+
+        def critic_values() -> torch.Tensor:
+            assert isinstance(critic, CriticModel)
+            with autocast(self.device, self.compute_dtype):
+                return critic_forward(critic, ids, attn, start)
+
+        with train_mode(model, self.checkpointing):
+            if critic is None:
+                logprobs, entropy, values = policy_outputs()
+            else:
                 with train_mode(critic, self.checkpointing):
-                    values = critic_forward(critic, ids, attn, start)
+                    if beside:
+                        (logprobs, entropy, _), values = side_by_side([policy_outputs, critic_values])
+                    else:
+                        (logprobs, entropy, _), values = policy_outputs(), critic_values()
         assert entropy is not None
         policy = ppo_policy_loss(logprobs, batch.old_logprobs[idx][:, rcols], batch.advantages[idx][:, rcols], mask,
                                  cfg.clip_range, cfg.clip_range_high)
@@ -303,15 +319,19 @@ class OnPolicyTrainer:
             kl_loss = mean(kl_estimate(logprobs, batch.ref_logprobs[idx][:, rcols], cfg.kl.estimator))
             loss = loss + self.kl_controller.value * kl_loss
             stats["loss/kl"] = kl_loss.item()
+        entropy_term = mean(entropy if cfg.entropy_coef else entropy.detach())
+        stats["policy/entropy"] = entropy_term.item()
         if self.uses_values:
             assert batch.old_values is not None and batch.returns is not None and values is not None
-            values = values.float()
-            value_tokens, value_clipfrac = clipped_value_loss(values, batch.old_values[idx][:, rcols],
+            value_tokens, value_clipfrac = clipped_value_loss(values.float(), batch.old_values[idx][:, rcols],
                                                               batch.returns[idx][:, rcols], mask, cfg.value_clip)
             value_loss = mean(value_tokens)
-            loss = loss + cfg.vf_coef * value_loss
             stats.update({"loss/value": value_loss.item(), "val/clipfrac": value_clipfrac.item() * share})
-        entropy_term = mean(entropy if cfg.entropy_coef else entropy.detach())
+            if beside:  # the critic's backward beside the policy's (disjoint parameters)
+                losses = SeparateLosses((loss - cfg.entropy_coef * entropy_term, cfg.vf_coef * value_loss))
+                stats["loss/total"] = losses.item()
+                return losses, stats
+            loss = loss + cfg.vf_coef * value_loss
         loss = loss - cfg.entropy_coef * entropy_term
-        stats.update({"loss/total": loss.item(), "policy/entropy": entropy_term.item()})
+        stats["loss/total"] = loss.item()
         return loss, stats

@@ -13,8 +13,31 @@ import torch
 from rlhfkit.rl.config import OptimConfig
 from rlhfkit.rl.guard import SkipGuard, first_non_finite
 from rlhfkit.utils.distributed import align_gradients, all_reduce_gradients, current_world, gather_objects, sum_floats
+from rlhfkit.utils.runtime import side_by_side
 
-LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+@dataclass(frozen=True)
+class SeparateLosses:
+    """A micro-batch loss made of terms over disjoint parameters (a policy's and a separate critic's): the loss is
+    their sum, and their backward passes run side by side, one intra-op thread each
+    (:func:`rlhfkit.utils.runtime.side_by_side`); each parameter receives exactly the gradient of the sum."""
+
+    terms: tuple[torch.Tensor, ...]
+
+    def detach(self) -> torch.Tensor:
+        """The summed loss's value."""
+        return torch.stack([term.detach().float() for term in self.terms]).sum()
+
+    def item(self) -> float:
+        """The summed loss as a Python float."""
+        return self.detach().item()
+
+    def backward(self) -> None:
+        """Every term's backward, concurrently."""
+        side_by_side([term.backward for term in self.terms if term.requires_grad])
+
+
+LossFn = Callable[[torch.Tensor], tuple[torch.Tensor | SeparateLosses, dict[str, float]]]
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
@@ -73,7 +96,8 @@ class OptimizerStep:
         """Backward ``loss_fn(idx)`` for every micro-batch, clip, check finiteness, then step or skip.
 
         ``loss_fn`` returns the micro-batch's share of the mini-batch loss (already divided by
-        the whole mini-batch's denominator) and float stats that are summed over micro-batches.
+        the whole mini-batch's denominator; a tensor or :class:`SeparateLosses`) and float stats that are summed
+        over micro-batches.
         Under several processes, stats and gradients are then summed across them before clipping
         (``micro_batches`` may be empty on a process that holds none of the mini-batch's rows).
         """

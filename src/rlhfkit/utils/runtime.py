@@ -56,15 +56,15 @@ def _pool_of_process(workers: int, pid: int) -> concurrent.futures.ThreadPoolExe
     return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_WORKER_PREFIX)
 
 
-def across_threads(works: Sequence[Callable[[], T]]) -> list[T]:
+def across_threads(works: Sequence[Callable[[], T]], grad: bool = False) -> list[T]:
     """Each work's result, in order: the first runs in the calling thread, the others on :func:`worker_pool`'s
-    threads (one intra-op thread each, without gradients). Returns, or raises the first failure, only once every
-    work has finished (none is left running on state the caller is about to change). Inside a pool worker all
-    run in place: a worker waiting on its own busy pool would wait forever."""
+    threads (one intra-op thread each, with gradients only when ``grad``). Returns, or raises the first failure,
+    only once every work has finished (none is left running on state the caller is about to change). Inside a
+    pool worker all run in place: a worker waiting on its own busy pool would wait forever."""
     if len(works) < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
         return [work() for work in works]
     pool = worker_pool(len(works) - 1)
-    futures = [pool.submit(_on_one_thread, work) for work in works[1:]]
+    futures = [pool.submit(_on_one_thread, work, grad) for work in works[1:]]
     try:
         first = works[0]()
     finally:
@@ -72,12 +72,40 @@ def across_threads(works: Sequence[Callable[[], T]]) -> list[T]:
     return [first, *(future.result() for future in futures)]
 
 
-def _on_one_thread(work: Callable[[], T]) -> T:
-    """``work`` on one intra-op thread without gradients (both are per-thread state in PyTorch)."""
+def beside_each_other(*models: torch.nn.Module | None) -> bool:
+    """Whether ``models`` may run side by side (:func:`side_by_side`): each given, all on the CPU, no parameter
+    shared (concurrent backward passes would add into one gradient in either order)."""
+    seen: set[int] = set()
+    for model in models:
+        if model is None:
+            return False
+        for parameter in model.parameters():
+            if parameter.device.type != "cpu" or id(parameter) in seen:
+                return False
+            seen.add(id(parameter))
+    return len(models) > 1
+
+
+def _on_one_thread(work: Callable[[], T], grad: bool = False) -> T:
+    """``work`` on one intra-op thread, without gradients unless ``grad`` (both are per-thread state in PyTorch)."""
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         return work()
+
+
+def side_by_side(works: Sequence[Callable[[], T]]) -> list[T]:
+    """Each work's result, the works run at once on one intra-op thread each, the calling thread's included (its
+    count restored after), in the caller's gradient mode: independent models' forwards or backward passes.
+
+    On a few cores a small model's products use two intra-op threads poorly (a PPO mini-batch of 16 rows on
+    ``bench/ppo.py``'s models: policy and critic forward+backward 245-251 ms one after the other on 2 threads,
+    201-208 ms side by side on one each). Autocast is per thread too: a work that needs it enters it itself."""
+    if len(works) < 2:
+        return [work() for work in works]
+    with intra_op_threads_restored():
+        torch.set_num_threads(1)
+        return across_threads(works, grad=torch.is_grad_enabled())
 
 
 def seed_everything(seed: int) -> None:

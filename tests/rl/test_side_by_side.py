@@ -1,0 +1,127 @@
+"""Independent models side by side on one intra-op thread each: the threads, the gradients, the PPO update."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import rlhfkit.rl.onpolicy as onpolicy
+import rlhfkit.rl.update as update
+from rlhfkit.config import load_config
+from rlhfkit.rl.config import PPOConfig
+from rlhfkit.rl.onpolicy import OnPolicyTrainer
+from rlhfkit.rl.rollout import make_sampler
+from rlhfkit.rl.update import SeparateLosses
+from rlhfkit.utils.runtime import beside_each_other, side_by_side
+
+from toy_problem import PROMPT, reward_table, run_config_overrides, table_reward, toy_bundle
+
+
+@pytest.fixture()
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_side_by_side_runs_each_work_on_its_own_thread_with_one_intra_op_thread(two_threads):
+    seen: list[tuple[int, int, bool]] = []
+    barrier = threading.Barrier(2, timeout=10)  # both works must be running at once to pass it
+
+    def work(index: int):
+        def run() -> int:
+            barrier.wait()
+            seen.append((threading.get_ident(), torch.get_num_threads(), torch.is_grad_enabled()))
+            return index
+        return run
+
+    assert side_by_side([work(0), work(1)]) == [0, 1]
+    assert len({ident for ident, _, _ in seen}) == 2
+    assert all(threads == 1 and grad for _, threads, grad in seen)
+    assert torch.get_num_threads() == 2  # the caller's count is restored
+    with torch.no_grad():
+        seen.clear()
+        side_by_side([work(0), work(1)])
+    assert not any(grad for _, _, grad in seen)  # the caller's gradient mode, in every thread
+
+
+def test_side_by_side_raises_a_work_failure_after_every_work_finished(two_threads):
+    finished = threading.Event()
+
+    def slow() -> None:
+        finished.wait(0.05)
+        finished.set()
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        side_by_side([fails, slow])
+    assert finished.is_set()
+    assert torch.get_num_threads() == 2
+
+
+def test_separate_losses_give_the_gradients_of_their_sum(two_threads):
+    torch.manual_seed(0)
+    first, second = nn.Linear(8, 4), nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    x = torch.randn(32, 8)
+
+    def terms() -> tuple[torch.Tensor, torch.Tensor]:
+        return first(x).pow(2).mean(), 0.5 * second(x).abs().mean()
+
+    a, b = terms()
+    (a + b).backward()
+    expected = [p.grad.clone() for p in [*first.parameters(), *second.parameters()]]
+    for p in [*first.parameters(), *second.parameters()]:
+        p.grad = None
+    losses = SeparateLosses(terms())
+    assert torch.allclose(losses.detach(), (a + b).detach())
+    losses.backward()
+    for want, p in zip(expected, [*first.parameters(), *second.parameters()]):
+        assert torch.allclose(p.grad, want, atol=1e-7, rtol=1e-6)
+
+
+def test_beside_each_other_needs_two_models_sharing_no_parameter():
+    first, second = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert beside_each_other(first, second)
+    assert not beside_each_other(first, None)
+    assert not beside_each_other(first)
+    assert not beside_each_other(first, nn.Sequential(first, second))  # a shared module
+
+
+def test_ppo_critic_beside_the_policy_makes_the_update_of_one_after_the_other(tmp_path, two_threads, monkeypatch):
+    """A separate critic's forward and backward beside the policy's: the same parameters after a step, and the
+    concurrent path really ran (forwards and backward passes side by side). Adam with eps=1 makes each update
+    ~ lr * gradient, so float noise in tiny gradient entries is not blown up to +-lr."""
+    calls: list[int] = []
+
+    def counted(works):
+        calls.append(len(works))
+        return side_by_side(works)
+
+    monkeypatch.setattr(onpolicy, "side_by_side", counted)
+    monkeypatch.setattr(update, "side_by_side", counted)
+    results = []
+    for beside in (True, False):
+        bundle = toy_bundle(value="critic")
+        config = load_config(PPOConfig, None, run_config_overrides(tmp_path / str(beside), 1) + [
+            "num_prompts=8", "value_model=critic", "epochs=2", "num_minibatches=2", "optim.lr=1.0", "optim.eps=1.0",
+            "optim.max_grad_norm=null", "approx_kl_stop=null", f"run.side_by_side={str(beside).lower()}"])
+        trainer = OnPolicyTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"))
+        metrics = trainer.train_step()
+        results.append(([p.detach().clone() for p in bundle.trainable_parameters()], metrics))
+        if beside:
+            assert calls == [2] * 8, metrics  # 4 mini-batches: a forward and a backward each
+    assert len(calls) == 8  # none when off
+    (side, side_metrics), (serial, serial_metrics) = results
+    moved = max(float((a - b).abs().max()) for a, b in zip(side, [p.detach() for p in
+                                                                  toy_bundle(value="critic").trainable_parameters()]))
+    assert moved > 1e-3
+    for a, b in zip(side, serial):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), float((a - b).abs().max())
+    for key in ("loss/total", "loss/value", "loss/policy", "policy/entropy"):
+        assert side_metrics[key] == pytest.approx(serial_metrics[key], rel=1e-5, abs=1e-6)
