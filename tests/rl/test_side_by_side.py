@@ -11,13 +11,16 @@ from torch import nn
 import rlhfkit.rl.onpolicy as onpolicy
 import rlhfkit.rl.update as update
 from rlhfkit.config import load_config
-from rlhfkit.rl.config import PPOConfig
+from rlhfkit.models.reward_model import RewardModel, RewardModelSettings
+from rlhfkit.rl.config import PolicyGradientConfig, PPOConfig
 from rlhfkit.rl.onpolicy import OnPolicyTrainer
 from rlhfkit.rl.rollout import make_sampler
 from rlhfkit.rl.update import SeparateLosses
-from rlhfkit.utils.runtime import beside_each_other, side_by_side
+from rlhfkit.rl.rewards import EnsembleReward, ModelReward
+from rlhfkit.utils.runtime import across_threads, beside_each_other, side_by_side
 
-from toy_problem import PROMPT, reward_table, run_config_overrides, table_reward, toy_bundle
+from toy_problem import PROMPT, reward_table, run_config_overrides, table_reward, toy_bundle, toy_tokenizer
+from transformers import GPT2Model
 
 
 @pytest.fixture()
@@ -47,6 +50,19 @@ def test_side_by_side_runs_each_work_on_its_own_thread_with_one_intra_op_thread(
         seen.clear()
         side_by_side([work(0), work(1)])
     assert not any(grad for _, _, grad in seen)  # the caller's gradient mode, in every thread
+
+
+def test_work_split_inside_a_share_runs_in_place(two_threads):
+    """A share that splits its own work (packing weights across threads) runs it on its one core: the pool's
+    workers are busy with the other shares."""
+    threads: list[set[int]] = []
+
+    def splitting() -> None:
+        threads.append(set(across_threads([threading.get_ident, threading.get_ident])))
+
+    side_by_side([splitting, lambda: None])
+    assert threads == [{threading.get_ident()}]
+    assert len(set(across_threads([threading.get_ident, threading.get_ident]))) == 2  # outside: two threads
 
 
 def test_side_by_side_raises_a_work_failure_after_every_work_finished(two_threads):
@@ -94,8 +110,8 @@ def test_beside_each_other_needs_two_models_sharing_no_parameter():
 
 
 def test_ppo_critic_beside_the_policy_makes_the_update_of_one_after_the_other(tmp_path, two_threads, monkeypatch):
-    """A separate critic's forward and backward beside the policy's: the same parameters after a step, and the
-    concurrent path really ran (forwards and backward passes side by side). Adam with eps=1 makes each update
+    """A separate critic's values beside the reference pass, and its forward and backward beside the policy's: the
+    same parameters after a step, and the concurrent paths really ran. Adam with eps=1 makes each update
     ~ lr * gradient, so float noise in tiny gradient entries is not blown up to +-lr."""
     calls: list[int] = []
 
@@ -115,13 +131,55 @@ def test_ppo_critic_beside_the_policy_makes_the_update_of_one_after_the_other(tm
         metrics = trainer.train_step()
         results.append(([p.detach().clone() for p in bundle.trainable_parameters()], metrics))
         if beside:
-            assert calls == [2] * 8, metrics  # 4 mini-batches: a forward and a backward each
-    assert len(calls) == 8  # none when off
+            assert calls == [2] * 9, metrics  # values beside the reference, then per mini-batch (4): forward, backward
+    assert len(calls) == 9  # none when off
     (side, side_metrics), (serial, serial_metrics) = results
     moved = max(float((a - b).abs().max()) for a, b in zip(side, [p.detach() for p in
                                                                   toy_bundle(value="critic").trainable_parameters()]))
     assert moved > 1e-3
     for a, b in zip(side, serial):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), float((a - b).abs().max())
-    for key in ("loss/total", "loss/value", "loss/policy", "policy/entropy"):
-        assert side_metrics[key] == pytest.approx(serial_metrics[key], rel=1e-5, abs=1e-6)
+    for key in ("loss/total", "loss/value", "loss/policy", "policy/entropy", "val/mean", "kl/mean"):
+        assert side_metrics[key] == pytest.approx(serial_metrics[key], rel=1e-5, abs=1e-6), key
+
+
+def torch_reward() -> EnsembleReward:
+    """A tiny GPT-2 reward model over the toy vocabulary, scored from text."""
+    torch.manual_seed(3)
+    trunk = GPT2Model(toy_bundle().policy.config).eval()
+    return EnsembleReward([ModelReward(RewardModel(trunk, toy_tokenizer(), RewardModelSettings(max_length=8)).eval(),
+                                       "rm", normalized=False)])
+
+
+@pytest.mark.parametrize("reward_kind,dtype", [("model", "float32"), ("model", "bfloat16"), ("function", "float32")])
+def test_grpo_scores_beside_the_reference_pass_with_the_results_of_one_after_the_other(tmp_path, two_threads,
+                                                                                       monkeypatch, reward_kind, dtype):
+    """A torch reward model scores beside the reference pass: the same scores, reference log-probs and update as
+    one after the other (under bf16 autocast too: the reference then runs unpacked, in its own thread's autocast);
+    a Python reward function (which could call any model) scores alone."""
+    calls: list[int] = []
+
+    def counted(works):
+        calls.append(len(works))
+        return side_by_side(works)
+
+    monkeypatch.setattr(onpolicy, "side_by_side", counted)
+    results = []
+    for beside in (True, False):
+        bundle = toy_bundle()
+        config = load_config(PolicyGradientConfig, None, run_config_overrides(tmp_path / str(beside), 1) + [
+            "algo=grpo", "recipe=grpo-paper", "num_prompts=4", "group_size=4", "kl.coef=0.1", "optim.lr=1.0",
+            "optim.eps=1.0", "optim.max_grad_norm=null", f"run.side_by_side={str(beside).lower()}",
+            f"run.dtype={dtype}"])
+        reward = torch_reward() if reward_kind == "model" else table_reward(reward_table())
+        trainer = OnPolicyTrainer(config, bundle, reward, [PROMPT], make_sampler("cached"))
+        metrics = trainer.train_step()
+        results.append(([p.detach().clone() for p in bundle.trainable_parameters()], metrics))
+    assert calls == ([2] if reward_kind == "model" else [])
+    (side, side_metrics), (serial, serial_metrics) = results
+    tolerance = 1e-6 if dtype == "float32" else 1e-4
+    for a, b in zip(side, serial):
+        assert torch.allclose(a, b, atol=tolerance, rtol=10 * tolerance)
+    for key in ("reward/raw_mean", "reward/raw_std", "kl/mean", "kl/k3_mean", "loss/policy", "loss/kl"):
+        assert side_metrics[key] == pytest.approx(serial_metrics[key], rel=10 * tolerance, abs=tolerance), key
+    assert side_metrics["reward/raw_std"] > 0  # the reward model tells the responses apart

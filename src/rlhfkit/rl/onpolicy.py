@@ -13,12 +13,14 @@ in ``objectives``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import torch
 
@@ -37,7 +39,7 @@ from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance,
 from rlhfkit.rl.onpolicy_memory import between_phases, lora_in_place, offload_reward_models, resident
 from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.prompts import PromptStream
-from rlhfkit.rl.rewards import EnsembleReward, RewardSource
+from rlhfkit.rl.rewards import EnsembleReward, ModelReward, RewardSource
 from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, Sampler
 from rlhfkit.rl.row_seeds import rollout_row_seeds
 from rlhfkit.rl.running_moments import RunningMoments
@@ -64,6 +66,14 @@ class RolloutBatch:
     old_values: torch.Tensor | None
     advantages: torch.Tensor
     returns: torch.Tensor | None
+
+
+class FrozenPasses(NamedTuple):
+    """What the frozen forwards give a rollout, each (b, R): old log-probs, PPO's old values, reference log-probs."""
+
+    old_logprobs: torch.Tensor
+    values: torch.Tensor | None
+    ref_logprobs: torch.Tensor | None
 
 
 def kl_metrics(k1_tokens: torch.Tensor, k3_tokens: torch.Tensor) -> dict[str, float]:
@@ -155,10 +165,11 @@ class OnPolicyTrainer:
         with h.timer.phase("generation"), autocast(self.device, self.compute_dtype):
             rollout = self.sample(prompts)
         between_phases(self.device, cfg.run.release_memory)
-        with h.timer.phase("scoring"), resident(self.reward_offloads):
-            scores = score_rollout(rollout, self.reward, cfg.reward, self.moments, self.gold)
+        scores, frozen = self.score_beside_reference(rollout)
+        if frozen is None:
+            scores = self.score(rollout)
         between_phases(self.device, cfg.run.release_memory)
-        batch, metrics = self.make_batch(rollout, scores)
+        batch, metrics = self.make_batch(rollout, scores, frozen)
         between_phases(self.device, cfg.run.release_memory)
         checked = {"advantages": batch.advantages, "old_logprobs": batch.old_logprobs}
         if batch.returns is not None:
@@ -210,8 +221,75 @@ class OnPolicyTrainer:
                 logprobs = rollout.logprobs
         return logprobs * mask, values.float() * mask
 
-    def make_batch(self, rollout: Rollout, scores: Scores) -> tuple[RolloutBatch, dict[str, float]]:
-        """Reference log-probs, old values, per-token rewards and advantages, once per rollout.
+    def score(self, rollout: Rollout) -> Scores:
+        """The rollout's scores (:func:`rlhfkit.rl.scoring.score_rollout`), offloaded reward models mapped in."""
+        with self.harness.timer.phase("scoring"), resident(self.reward_offloads):
+            return score_rollout(rollout, self.reward, self.config.reward, self.moments, self.gold)
+
+    def _with_reference(self) -> bool:
+        return self.kl_controller.value > 0 or self.config.kl.target is not None
+
+    def _side_by_side_now(self) -> bool:
+        """Whether this step's frozen passes may run side by side: asked for, 2+ intra-op threads, and peak memory
+        not the priority (``run.release_memory``)."""
+        run = self.config.run
+        return run.side_by_side and not run.release_memory and torch.get_num_threads() > 1
+
+    def _reference_module(self) -> torch.nn.Module | None:
+        return self.bundle.policy if self.bundle.uses_lora else self.bundle.frozen_reference
+
+    def _packed(self, reference: torch.nn.Module) -> contextlib.AbstractContextManager[object]:
+        """The reference's layers packed for its pass (:func:`packed_linears_while`) where that pass runs in float32:
+        a pass under autocast runs unpacked (the packing is decided here, outside the pass's own autocast)."""
+        if self.compute_dtype != torch.float32:
+            return contextlib.nullcontext()
+        return packed_linears_while(reference)
+
+    def _reference_logprobs(self, reference: torch.nn.Module, rollout: Rollout, mask: torch.Tensor) -> torch.Tensor:
+        with self.harness.timer.phase("reference"), autocast(self.device, self.compute_dtype):
+            return token_logprobs(reference, rollout.sequences, rollout.attention_mask, rollout.response_start,
+                                  self.config.generation.temperature) * mask
+
+    def score_beside_reference(self, rollout: Rollout) -> tuple[Scores | None, FrozenPasses | None]:
+        """Without a value model: the scores and the reference pass side by side (:func:`side_by_side`), scoring in
+        this thread, when every reward source is a torch reward model sharing no parameter with the reference (a
+        Python reward function could call anything); else (None, None) and the caller scores alone."""
+        if self.uses_values or not self._with_reference() or not self._side_by_side_now():
+            return None, None
+        members = [*self.reward.members, *([self.gold] if self.gold is not None else [])]
+        models = [getattr(member, "model", None) for member in members]
+        if not all(isinstance(member, ModelReward) and isinstance(model, torch.nn.Module)
+                   for member, model in zip(members, models)):
+            return None, None
+        if not beside_each_other(self._reference_module(), torch.nn.ModuleList(models)):
+            return None, None
+        mask = rollout.response_mask.to(torch.float32)
+        with self.bundle.reference() as reference, self._packed(reference):
+            scores, ref_logprobs = side_by_side([lambda: self.score(rollout),
+                                                 lambda: self._reference_logprobs(reference, rollout, mask)])
+        return scores, FrozenPasses(rollout.logprobs * mask, None, ref_logprobs)
+
+    def frozen_passes(self, rollout: Rollout, mask: torch.Tensor) -> FrozenPasses:
+        """Old log-probs, PPO's old values and (when the KL needs them) the reference log-probs, each (b, R): a
+        separate critic's pass beside the reference's when they share no parameter (:func:`side_by_side`)."""
+        if not self._with_reference():
+            return FrozenPasses(*self._old_logprobs_and_values(rollout, mask), None)
+        critic = self.bundle.value_model if self.critic_beside and self.uses_values else None
+        if critic is not None and self._side_by_side_now() and beside_each_other(self._reference_module(), critic):
+            with self.bundle.reference() as reference, self._packed(reference):
+                (old_logprobs, values), ref_logprobs = side_by_side(
+                    [lambda: self._old_logprobs_and_values(rollout, mask),
+                     lambda: self._reference_logprobs(reference, rollout, mask)])
+            return FrozenPasses(old_logprobs, values, ref_logprobs)
+        # values first: with LoRA and a value head they need the adapters the reference turns off
+        old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
+        with self.bundle.reference() as reference, self._packed(reference):
+            return FrozenPasses(old_logprobs, values, self._reference_logprobs(reference, rollout, mask))
+
+    def make_batch(self, rollout: Rollout, scores: Scores, frozen: FrozenPasses | None = None
+                   ) -> tuple[RolloutBatch, dict[str, float]]:
+        """Reference log-probs, old values (``frozen``, else run here), per-token rewards and advantages, once per
+        rollout.
 
         Under several processes ``rollout`` holds this process's rows; statistics are over all rows.
         """
@@ -219,15 +297,11 @@ class OnPolicyTrainer:
         gather = all_gather_rows
         seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
         mask = rollout.response_mask.to(torch.float32)
-        old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
         beta = self.kl_controller.value
-        ref_logprobs = None
+        old_logprobs, values, ref_logprobs = frozen if frozen is not None else self.frozen_passes(rollout, mask)
         kl = torch.zeros_like(mask)
         metrics: dict[str, float] = {}
-        if beta > 0 or cfg.kl.target is not None:
-            with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
-                  autocast(self.device, self.compute_dtype), packed_linears_while(reference)):
-                ref_logprobs = token_logprobs(reference, seqs, attn, start, cfg.generation.temperature) * mask
+        if ref_logprobs is not None:
             estimates = {name: kl_estimate(old_logprobs, ref_logprobs, name) * mask
                          for name in {"k1", "k3", cfg.kl.estimator}}
             kl = estimates[cfg.kl.estimator]

@@ -56,12 +56,21 @@ def _pool_of_process(workers: int, pid: int) -> concurrent.futures.ThreadPoolExe
     return concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_WORKER_PREFIX)
 
 
+class _Beside(threading.local):
+    """Whether this thread runs a share of :func:`side_by_side` (then work it would split runs in place)."""
+
+    active = False
+
+
+_beside = _Beside()
+
+
 def across_threads(works: Sequence[Callable[[], T]], grad: bool = False) -> list[T]:
     """Each work's result, in order: the first runs in the calling thread, the others on :func:`worker_pool`'s
     threads (one intra-op thread each, with gradients only when ``grad``). Returns, or raises the first failure,
     only once every work has finished (none is left running on state the caller is about to change). Inside a
     pool worker all run in place: a worker waiting on its own busy pool would wait forever."""
-    if len(works) < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
+    if len(works) < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX) or _beside.active:
         return [work() for work in works]
     pool = worker_pool(len(works) - 1)
     futures = [pool.submit(_on_one_thread, work, grad) for work in works[1:]]
@@ -103,9 +112,17 @@ def side_by_side(works: Sequence[Callable[[], T]]) -> list[T]:
     201-208 ms side by side on one each). Autocast is per thread too: a work that needs it enters it itself."""
     if len(works) < 2:
         return [work() for work in works]
+
+    def in_place(work: Callable[[], T]) -> T:  # the caller's share owns one core: what it splits runs in place
+        _beside.active = True
+        try:
+            return work()
+        finally:
+            _beside.active = False
+
     with intra_op_threads_restored():
         torch.set_num_threads(1)
-        return across_threads(works, grad=torch.is_grad_enabled())
+        return across_threads([functools.partial(in_place, works[0]), *works[1:]], grad=torch.is_grad_enabled())
 
 
 def seed_everything(seed: int) -> None:
