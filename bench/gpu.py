@@ -56,6 +56,7 @@ import torch  # noqa: E402
 
 T0 = time.perf_counter()
 RESULTS: dict[str, Any] = {}
+#: The trainer's phases; on a CPU some run side by side and are timed together ("scoring+reference", "values+reference")
 PHASES = ("generation", "scoring", "reference", "values", "training")
 
 # peak memory bandwidth in GB/s by device-name fragment (first match wins; override with --bandwidth-gbs)
@@ -374,8 +375,9 @@ def time_trainer(trainer: Any, steps: int, deadline: float, device: torch.device
     if warmup_only:  # no time for a timed step: report the warm-up step, flagged
         durations, totals = [warmup], warm_phases
     wall = sum(durations)
-    phase_seconds = {name: round(totals.get(f"time/{name}", 0.0) / len(durations), 4) for name in PHASES}
-    share = {name: round(totals.get(f"time/{name}", 0.0) / wall, 4) for name in PHASES}
+    names = [*PHASES, *sorted(key[5:] for key in totals if key.startswith("time/") and key[5:] not in PHASES)]
+    phase_seconds = {name: round(totals.get(f"time/{name}", 0.0) / len(durations), 4) for name in names}
+    share = {name: round(totals.get(f"time/{name}", 0.0) / wall, 4) for name in names}
     share["other"] = round(max(0.0, 1.0 - sum(share.values())), 4)
     return {"steps": len(durations), "warmup_only": warmup_only, "warmup_s": round(warmup, 2),
             "seconds_per_step": round(wall / len(durations), 4), "phase_seconds": phase_seconds,

@@ -52,13 +52,17 @@ def test_smoke_prints_every_section_as_json() -> None:
         assert line["completions_per_step"] == 8 and line["new_tokens"] == 8
         for key in ("completions_per_s", "episodes_per_s", "seconds_per_step"):
             assert line[key] > 0
-        assert set(line["phase_share"]) == {"generation", "scoring", "reference", "values", "training", "other"}
+        phases = {"generation", "scoring", "reference", "values", "training", "other"}
+        joint = set(line["phase_share"]) - phases  # passes timed together where they ran side by side (CPU)
+        assert phases <= set(line["phase_share"]) and all(set(name.split("+")) <= phases for name in joint), line
         assert math.isclose(sum(line["phase_share"].values()), 1.0, abs_tol=0.01)
         assert line["phase_share"]["generation"] > 0 and line["phase_share"]["training"] > 0
         assert "peak_gpu_mem_gib" in line  # None on CPU
         rollout = line["rollout"]
         assert rollout["tokens_per_s"] > 0 and rollout["floor_tokens_per_s"] > rollout["tokens_per_s"]
-    assert sections["ppo-124m"]["phase_share"]["values"] > 0 and sections["ppo-124m"]["optimizer_steps_per_step"] == 4
+    ppo_share = sections["ppo-124m"]["phase_share"]
+    assert ppo_share["values"] + ppo_share.get("values+reference", 0.0) > 0
+    assert sections["ppo-124m"]["optimizer_steps_per_step"] == 4
     assert sections["grpo-124m"]["optimizer_steps_per_step"] == 1
     summary = sections["summary"]
     assert summary["ok"] is True and set(summary["sections"]) == set(sections) - {"env", "summary"}

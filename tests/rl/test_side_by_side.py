@@ -129,10 +129,14 @@ def test_ppo_critic_beside_the_policy_makes_the_update_of_one_after_the_other(tm
             "optim.max_grad_norm=null", "approx_kl_stop=null", f"run.side_by_side={str(beside).lower()}"])
         trainer = OnPolicyTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"))
         metrics = trainer.train_step()
+        metrics.update(trainer.harness.timer.pop())
         results.append(([p.detach().clone() for p in bundle.trainable_parameters()], metrics))
         if beside:
             assert calls == [2] * 9, metrics  # values beside the reference, then per mini-batch (4): forward, backward
     assert len(calls) == 9  # none when off
+    # passes that ran side by side are timed as one phase, so the phases still add up to the step
+    assert "time/values+reference" in results[0][1] and "time/reference" not in results[0][1]
+    assert {"time/values", "time/reference"} <= set(results[1][1])
     (side, side_metrics), (serial, serial_metrics) = results
     moved = max(float((a - b).abs().max()) for a, b in zip(side, [p.detach() for p in
                                                                   toy_bundle(value="critic").trainable_parameters()]))
@@ -174,8 +178,10 @@ def test_grpo_scores_beside_the_reference_pass_with_the_results_of_one_after_the
         reward = torch_reward() if reward_kind == "model" else table_reward(reward_table())
         trainer = OnPolicyTrainer(config, bundle, reward, [PROMPT], make_sampler("cached"))
         metrics = trainer.train_step()
+        metrics.update(trainer.harness.timer.pop())
         results.append(([p.detach().clone() for p in bundle.trainable_parameters()], metrics))
     assert calls == ([2] if reward_kind == "model" else [])
+    assert ("time/scoring+reference" in results[0][1]) == (reward_kind == "model")
     (side, side_metrics), (serial, serial_metrics) = results
     tolerance = 1e-6 if dtype == "float32" else 1e-4
     for a, b in zip(side, serial):

@@ -167,7 +167,8 @@ class OnPolicyTrainer:
         between_phases(self.device, cfg.run.release_memory)
         scores, frozen = self.score_beside_reference(rollout)
         if frozen is None:
-            scores = self.score(rollout)
+            with h.timer.phase("scoring"):
+                scores = self.score(rollout)
         between_phases(self.device, cfg.run.release_memory)
         batch, metrics = self.make_batch(rollout, scores, frozen)
         between_phases(self.device, cfg.run.release_memory)
@@ -210,7 +211,7 @@ class OnPolicyTrainer:
         if not self.uses_values:
             return rollout.logprobs * mask, None
         seqs, attn, start = rollout.sequences, rollout.attention_mask, rollout.response_start
-        with self.harness.timer.phase("values"), torch.no_grad(), autocast(self.device, self.compute_dtype):
+        with torch.no_grad(), autocast(self.device, self.compute_dtype):
             if self.shared_trunk:
                 logprobs, _, values = policy_forward(self.bundle.value_model, seqs, attn, start,
                                                      self.config.generation.temperature)
@@ -223,7 +224,7 @@ class OnPolicyTrainer:
 
     def score(self, rollout: Rollout) -> Scores:
         """The rollout's scores (:func:`rlhfkit.rl.scoring.score_rollout`), offloaded reward models mapped in."""
-        with self.harness.timer.phase("scoring"), resident(self.reward_offloads):
+        with resident(self.reward_offloads):
             return score_rollout(rollout, self.reward, self.config.reward, self.moments, self.gold)
 
     def _with_reference(self) -> bool:
@@ -246,7 +247,7 @@ class OnPolicyTrainer:
         return packed_linears_while(reference)
 
     def _reference_logprobs(self, reference: torch.nn.Module, rollout: Rollout, mask: torch.Tensor) -> torch.Tensor:
-        with self.harness.timer.phase("reference"), autocast(self.device, self.compute_dtype):
+        with autocast(self.device, self.compute_dtype):
             return token_logprobs(reference, rollout.sequences, rollout.attention_mask, rollout.response_start,
                                   self.config.generation.temperature) * mask
 
@@ -264,7 +265,8 @@ class OnPolicyTrainer:
         if not beside_each_other(self._reference_module(), torch.nn.ModuleList(models)):
             return None, None
         mask = rollout.response_mask.to(torch.float32)
-        with self.bundle.reference() as reference, self._packed(reference):
+        with self.harness.timer.phase("scoring+reference"), self.bundle.reference() as reference, \
+                self._packed(reference):
             scores, ref_logprobs = side_by_side([lambda: self.score(rollout),
                                                  lambda: self._reference_logprobs(reference, rollout, mask)])
         return scores, FrozenPasses(rollout.logprobs * mask, None, ref_logprobs)
@@ -272,18 +274,21 @@ class OnPolicyTrainer:
     def frozen_passes(self, rollout: Rollout, mask: torch.Tensor) -> FrozenPasses:
         """Old log-probs, PPO's old values and (when the KL needs them) the reference log-probs, each (b, R): a
         separate critic's pass beside the reference's when they share no parameter (:func:`side_by_side`)."""
+        timer = self.harness.timer
+        values_phase = timer.phase("values") if self.uses_values else contextlib.nullcontext()
         if not self._with_reference():
-            return FrozenPasses(*self._old_logprobs_and_values(rollout, mask), None)
+            with values_phase:
+                return FrozenPasses(*self._old_logprobs_and_values(rollout, mask), None)
         critic = self.bundle.value_model if self.critic_beside and self.uses_values else None
         if critic is not None and self._side_by_side_now() and beside_each_other(self._reference_module(), critic):
-            with self.bundle.reference() as reference, self._packed(reference):
+            with timer.phase("values+reference"), self.bundle.reference() as reference, self._packed(reference):
                 (old_logprobs, values), ref_logprobs = side_by_side(
                     [lambda: self._old_logprobs_and_values(rollout, mask),
                      lambda: self._reference_logprobs(reference, rollout, mask)])
             return FrozenPasses(old_logprobs, values, ref_logprobs)
-        # values first: with LoRA and a value head they need the adapters the reference turns off
-        old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
-        with self.bundle.reference() as reference, self._packed(reference):
+        with values_phase:  # values first: with LoRA and a value head they need the adapters the reference turns off
+            old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
+        with timer.phase("reference"), self.bundle.reference() as reference, self._packed(reference):
             return FrozenPasses(old_logprobs, values, self._reference_logprobs(reference, rollout, mask))
 
     def make_batch(self, rollout: Rollout, scores: Scores, frozen: FrozenPasses | None = None
