@@ -138,8 +138,8 @@ class OnPolicyTrainer:
         self.device = device
         self.compute_dtype = pick_dtype(device, config.run.dtype)
         self.checkpointing = config.run.gradient_checkpointing and checkpoint_trained_models(bundle)
-        self.critic_beside = (config.run.side_by_side and not self.shared_trunk and not self.checkpointing
-                              and beside_each_other(bundle.policy, bundle.value_model))
+        self.critic_beside = (config.run.side_by_side and self.uses_values and not self.shared_trunk
+                              and not self.checkpointing and beside_each_other(bundle.policy, bundle.value_model))
         self.reward_offloads = offload_reward_models(reward, config.reward.offload, owner=self)
         self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
@@ -271,22 +271,25 @@ class OnPolicyTrainer:
                                                  lambda: self._reference_logprobs(reference, rollout, mask)])
         return scores, FrozenPasses(rollout.logprobs * mask, None, ref_logprobs)
 
+    def _values_phase(self) -> contextlib.AbstractContextManager[object]:
+        return self.harness.timer.phase("values") if self.uses_values else contextlib.nullcontext()
+
     def frozen_passes(self, rollout: Rollout, mask: torch.Tensor) -> FrozenPasses:
         """Old log-probs, PPO's old values and (when the KL needs them) the reference log-probs, each (b, R): a
         separate critic's pass beside the reference's when they share no parameter (:func:`side_by_side`)."""
         timer = self.harness.timer
-        values_phase = timer.phase("values") if self.uses_values else contextlib.nullcontext()
         if not self._with_reference():
-            with values_phase:
+            with self._values_phase():
                 return FrozenPasses(*self._old_logprobs_and_values(rollout, mask), None)
-        critic = self.bundle.value_model if self.critic_beside and self.uses_values else None
-        if critic is not None and self._side_by_side_now() and beside_each_other(self._reference_module(), critic):
+        if (self.critic_beside and self._side_by_side_now()
+                and beside_each_other(self._reference_module(), self.bundle.value_model)):
             with timer.phase("values+reference"), self.bundle.reference() as reference, self._packed(reference):
                 (old_logprobs, values), ref_logprobs = side_by_side(
                     [lambda: self._old_logprobs_and_values(rollout, mask),
                      lambda: self._reference_logprobs(reference, rollout, mask)])
             return FrozenPasses(old_logprobs, values, ref_logprobs)
-        with values_phase:  # values first: with LoRA and a value head they need the adapters the reference turns off
+        # values first: with LoRA and a value head they need the adapters the reference turns off
+        with self._values_phase():
             old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
         with timer.phase("reference"), self.bundle.reference() as reference, self._packed(reference):
             return FrozenPasses(old_logprobs, values, self._reference_logprobs(reference, rollout, mask))
@@ -361,7 +364,7 @@ class OnPolicyTrainer:
         ids, attn, mask, rcols, start = part.ids, part.attn, part.mask, part.rcols, part.response_start
         model = self.bundle.value_model if self.shared_trunk else self.bundle.policy
         critic = self.bundle.value_model if self.uses_values and not self.shared_trunk else None
-        beside = critic is not None and self.critic_beside and torch.get_num_threads() > 1
+        beside = self.critic_beside and torch.get_num_threads() > 1
 
         def policy_outputs() -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
             with autocast(self.device, self.compute_dtype):
