@@ -91,9 +91,11 @@ class RunConfig:
     log_every: int = field(1, help="Log metrics every N steps.")
     progress: bool = field(True, help="Show a progress bar.")
     fused_gelu: bool = field(True, help="Run gelu_new as PyTorch's fused tanh-GELU (same function, faster).")
-    side_by_side: bool = field(True, help="CPU, 2+ threads: a separate critic's forward and backward run beside the "
-                                          "policy's, one thread each (PPO updates ~15-20% faster on 2 cores; the "
-                                          "results differ from one after the other in float rounding only).")
+    side_by_side: bool = field(True, help="CPU, 2+ threads: independent models run at once, one thread each: a "
+                                          "separate critic beside the policy (training) and the reference pass "
+                                          "(values), a torch reward model beside the reference pass (PPO updates "
+                                          "~15-20% faster on 2 cores; results differ from one after the other in "
+                                          "float rounding only; off while run.release_memory is on).")
     release_memory: bool = field(False, help="CPU on-policy runs: between phases, free MKL's cached buffers and return "
                                              "free heap pages to the OS (lower peak RSS, 5-10% more CPU time).")
 
