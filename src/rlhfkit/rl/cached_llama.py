@@ -24,6 +24,7 @@ from torch import nn
 
 from rlhfkit.models.plain_layers import runs_as_its_class
 from rlhfkit.rl.cached_gpt2 import GPT2Stepper, attend, plus
+from rlhfkit.rl.row_packing import RowPacking
 
 #: The causal LMs whose decoder layers this step reproduces, by transformers class name.
 LLAMA_FAMILY = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM")
@@ -114,10 +115,12 @@ def _mlp_plus(mlp: nn.Module, hidden: torch.Tensor, residual: torch.Tensor) -> t
 
 
 def llama_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tensor, positions: torch.Tensor,
-               bias: torch.Tensor) -> torch.Tensor:
+               bias: torch.Tensor, packing: RowPacking | None = None) -> torch.Tensor:
     """ids (b, L) at positions (b, L) with an attention bias (b, 1, L, keys) -> the last position's (b, V)
-    float32 logits; L = 1 in a decode step, the prompt in a prefill."""
-    hidden = trunk.embed_tokens(ids)
+    float32 logits; L = 1 in a decode step, the prompt in a prefill. With ``packing`` (a prefill's padding),
+    every product runs over the real positions only and the last logits are each row's last real position's."""
+    rows = ids.shape
+    hidden = trunk.embed_tokens(ids if packing is None else packing.packed(ids))
     cos, sin = trunk.rotary_emb(hidden, positions)
     first = trunk.layers[0].self_attn
     rotate = sys.modules[type(first).__module__].apply_rotary_pos_emb
@@ -125,17 +128,21 @@ def llama_step(trunk: nn.Module, lm_head: nn.Module, cache: Any, ids: torch.Tens
     for layer, cache_layer in zip(trunk.layers, cache.layers):
         attn = layer.self_attn
         normed = layer.input_layernorm(hidden)
-        shape = (*ids.shape, -1, attn.head_dim)
-        query, key, value = _projections(attn, normed, shape)
+        query, key, value = _projections(attn, normed, (*hidden.shape[:-1], -1, attn.head_dim))
         if head_norms:
             query, key = attn.q_norm(query), attn.k_norm(key)
+        if packing is not None:
+            query, key, value = packing.padded(query), packing.padded(key), packing.padded(value)
         value = value.transpose(1, 2)
         query, key = rotate(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
         keys, values = cache_layer.update(key, value)
-        context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*ids.shape, -1)
+        context = attend(query, keys, values, bias, attn.scaling).transpose(1, 2).reshape(*rows, -1)
+        if packing is not None:
+            context = packing.packed(context)
         hidden = plus(attn.o_proj, context, hidden)
         hidden = _mlp_plus(layer.mlp, layer.post_attention_layernorm(hidden), hidden)
-    return lm_head(trunk.norm(hidden[:, -1])).float()
+    last = hidden[:, -1] if packing is None else packing.last_rows(hidden)
+    return lm_head(trunk.norm(last)).float()
 
 
 class LlamaStepper(GPT2Stepper):

@@ -5,7 +5,9 @@ prompts (4-23 words) about 40% of those row-positions are padding. Rows sorted b
 into at most a few groups, each run at its own longest length, and their keys/values are written
 right-aligned into the rollout's preallocated cache (:mod:`rlhfkit.rl.cached_kv`), so the decode
 steps see exactly the layout of a padded prefill. A prompt that several rows share (a GRPO group)
-runs once; its keys, values and last logits are copied to the other rows.
+runs once; its keys, values and last logits are copied to the other rows. The hand-written steps
+(:mod:`rlhfkit.rl.cached_gpt2`) skip the padding in every product (:mod:`rlhfkit.rl.row_packing`), so
+for them a padded row costs only its attention and the groups are chosen by that cost: mostly one.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ MAX_GROUPS = 4
 MAX_DISTINCT = 64
 
 
-def length_groups(lengths: list[int], group_cost: int = GROUP_COST, max_groups: int = MAX_GROUPS) -> list[list[int]]:
-    """Row indices grouped by length (shortest first) minimising sum(rows x longest) + group_cost per group.
+def length_groups(lengths: list[int], group_cost: float = GROUP_COST, max_groups: int = MAX_GROUPS,
+                  row_cost: Callable[[int], float] | None = None) -> list[list[int]]:
+    """Row indices grouped by length (shortest first) minimising sum(rows x row_cost(longest)) + group_cost per
+    group; ``row_cost`` defaults to the width itself (a padded forward computes every row at its group's width).
 
     Exact dynamic programme over the distinct lengths (a group always ends at a distinct length); past
     ``MAX_DISTINCT`` distinct lengths, over lengths rounded up to a coarser grid (so it stays quick).
@@ -41,6 +45,7 @@ def length_groups(lengths: list[int], group_cost: int = GROUP_COST, max_groups: 
     # rows_upto[j]: rows whose (rounded) length is <= distinct[j - 1]
     rows_upto = [0] + [bisect.bisect_right(rounded, value) for value in distinct]
     count = len(distinct)
+    width_cost = [float(width) if row_cost is None else row_cost(width) for width in distinct]
     inf = float("inf")
     best = [[inf] * (count + 1) for _ in range(max_groups + 1)]
     cut = [[0] * (count + 1) for _ in range(max_groups + 1)]
@@ -48,7 +53,7 @@ def length_groups(lengths: list[int], group_cost: int = GROUP_COST, max_groups: 
     for groups in range(1, max_groups + 1):
         for end in range(1, count + 1):
             for start in range(end):
-                cost = best[groups - 1][start] + (rows_upto[end] - rows_upto[start]) * distinct[end - 1] + group_cost
+                cost = best[groups - 1][start] + (rows_upto[end] - rows_upto[start]) * width_cost[end - 1] + group_cost
                 if cost < best[groups][end]:
                     best[groups][end], cut[groups][end] = cost, start
     groups = min(range(1, max_groups + 1), key=lambda g: best[g][count])
@@ -63,16 +68,18 @@ def length_groups(lengths: list[int], group_cost: int = GROUP_COST, max_groups: 
 def grouped_prefill(model: nn.Module, cache: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                     cache_kw: str, forward_kwargs: dict[str, Any],
                     forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                    ) -> torch.Tensor:
+                    row_cost: Callable[[int], float] | None = None) -> torch.Tensor:
     """Fill ``cache`` (preallocated, empty) with left-padded prompts (b, P), one forward per length group;
     returns the (b, V) float32 logits of each prompt's last token. ``forward(ids, mask, positions)`` -> last
-    logits replaces the model's forward (the GPT-2 fast path, :meth:`rlhfkit.rl.cached_gpt2.GPT2Stepper.prefill`)."""
+    logits replaces the model's forward (the fast path, :meth:`rlhfkit.rl.cached_gpt2.GPT2Stepper.prefill`);
+    ``row_cost`` is what a row costs at a group's width when that forward skips the padding in its products
+    (:meth:`~rlhfkit.rl.cached_gpt2.GPT2Stepper.padding_cost`: then mostly one group)."""
     batch, width = prompt_ids.shape
     lengths = prompt_mask.sum(-1).tolist()
     logits: torch.Tensor | None = None
     sources, targets = [], []
     try:
-        for group in length_groups(lengths, GROUP_COST, MAX_GROUPS):
+        for group in length_groups(lengths, GROUP_COST, MAX_GROUPS, row_cost):
             rows = torch.tensor(group, device=prompt_ids.device)
             start = width - max(lengths[i] for i in group)
             ids, mask = prompt_ids[rows, start:], prompt_mask[rows, start:]

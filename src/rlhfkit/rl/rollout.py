@@ -645,7 +645,8 @@ class CachedSampler:
                 picked = fast.prefill(prompt_ids, prompt_mask, cache_kw, prefill_kwargs, pick_for(0, rows))
             else:
                 logits = grouped_prefill(model, cache, prompt_ids, prompt_mask, cache_kw, prefill_kwargs,
-                                         None if fast is None else fast.prefill)
+                                         None if fast is None else fast.prefill,
+                                         None if fast is None else fast.padding_cost)
             if not self.inplace_kv:
                 as_dynamic(cache)
         else:

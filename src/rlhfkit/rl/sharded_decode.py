@@ -105,7 +105,7 @@ class ShardedStepper:
         """Each shard's prompts prefilled into its cache (grouped by length), then the first token chosen."""
         return self._picked(lambda stepper, start, end: grouped_prefill(
             None, stepper.cache, prompt_ids[start:end], prompt_mask[start:end], cache_kw, forward_kwargs,
-            stepper.prefill), pick)
+            stepper.prefill, stepper.padding_cost), pick)
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, length: int, pick: Pick
                  ) -> tuple[torch.Tensor, torch.Tensor]:
