@@ -7,8 +7,8 @@ import torch
 from helpers_models import tiny_gpt2
 
 from rlhfkit.rl.logprobs import token_logprobs
-from rlhfkit.rl.rollout import (CachedSampler, PromptTooLongError, Rollout, SamplingParams, filter_logits,
-                                make_sampler, sample_from_probs)
+from rlhfkit.rl.rollout import CachedSampler, PromptTooLongError, Rollout, SamplingParams, make_sampler, sample_from_probs
+from rlhfkit.rl.token_draw import filter_logits
 
 PROMPTS = ["The movie was great", "Hi", "What a lovely day! The sun is", "Stop.", "Please explain why", "I"]
 SAMPLERS = ["hf", "cached", "cached-static"]

@@ -23,17 +23,30 @@ def logits_and_uniforms(rows: int = 37, vocab: int = 300, seed: int = 0) -> tupl
     return logits, uniform
 
 
+CHOICES = [(1.0, None, 0, 1.0), (0.7, None, 0, 1.0), (1.0, [3, 5], 0, 1.0), (0.7, [5], 0, 1.0), (1.0, None, 7, 1.0),
+           (0.8, None, 0, 0.9), (0.9, [3], 20, 0.8)]
+
+
 @needs_script
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_the_scripted_pick_is_the_eager_pick_and_the_samplers_general_choice(temperature: float) -> None:
+@pytest.mark.parametrize("temperature, blocked, top_k, top_p", CHOICES)
+def test_the_scripted_pick_is_the_eager_pick_and_the_samplers_general_choice(temperature, blocked, top_k, top_p
+                                                                              ) -> None:
+    """Temperature, blocked ids (EOS before min_new_tokens), top-k and top-p: the scripted pick draws the tokens
+    of the eager one and of the sampler's general choice, with the unfiltered distribution's log-probs."""
     logits, uniform = logits_and_uniforms()
-    chosen, logprobs = scripted(sampled_pick)(logits, temperature, uniform, CDF_BLOCK)
-    eager_chosen, eager_logprobs = sampled_pick(logits, temperature, uniform, CDF_BLOCK)
-    general, full = CachedSampler._choose(logits, SamplingParams(temperature=temperature), None, None, uniform=uniform)
+    block = None if blocked is None else torch.tensor(blocked)
+    chosen, logprobs = scripted(sampled_pick)(logits, temperature, uniform, CDF_BLOCK, block, top_k, top_p)
+    eager_chosen, eager_logprobs = sampled_pick(logits, temperature, uniform, CDF_BLOCK, block, top_k, top_p)
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    general, full = CachedSampler._choose(logits, params, block, None, uniform=uniform)
     assert torch.equal(chosen, eager_chosen) and torch.equal(chosen, general)
     assert torch.equal(logprobs, eager_logprobs)
     assert torch.equal(logprobs, full.gather(-1, general.unsqueeze(-1)).squeeze(-1))
-    assert chosen[0] == 5
+    torch.testing.assert_close(full, torch.log_softmax(logits / temperature, dim=-1))  # unfiltered
+    if blocked is not None:
+        assert not bool(torch.isin(chosen, block).any())
+    if blocked is None or 5 not in blocked:
+        assert chosen[0] == 5
 
 
 @needs_script
@@ -45,18 +58,17 @@ def test_the_scripted_draw_is_the_eager_draw() -> None:
     assert bool((probs.gather(-1, drawn.unsqueeze(-1)) > 0).all())  # never a token without mass
 
 
-def test_the_samplers_pick_uses_the_plain_path_only_for_plain_sampling(monkeypatch) -> None:
+def test_the_samplers_pick_is_scripted_whenever_it_samples_from_drawn_uniforms(monkeypatch) -> None:
     from rlhfkit.rl import rollout
 
     calls = []
     monkeypatch.setattr(rollout, "scripted", lambda function: lambda *args: calls.append(1) or function(*args))
     logits, uniform = logits_and_uniforms()
-    CachedSampler._pick(logits, uniform, SamplingParams(temperature=0.8), None)
-    assert len(calls) == 1
-    for params, block in ((SamplingParams(top_k=5), None), (SamplingParams(top_p=0.9), None),
-                          (SamplingParams(), torch.tensor([3])), (SamplingParams(do_sample=False), None)):
+    for params, block in ((SamplingParams(temperature=0.8), None), (SamplingParams(top_k=5), None),
+                          (SamplingParams(top_p=0.9), None), (SamplingParams(), torch.tensor([3])),
+                          (SamplingParams(do_sample=False), None), (SamplingParams(do_sample=False), torch.tensor([3]))):
         chosen, logprobs = CachedSampler._pick(logits, None if not params.do_sample else uniform, params, block)
         expected, full = CachedSampler._choose(logits, params, block, None, uniform=uniform)
         assert torch.equal(chosen, expected)
         assert torch.equal(logprobs, full.gather(-1, expected.unsqueeze(-1)).squeeze(-1))
-    assert len(calls) == 1
+    assert len(calls) == 4  # every sampling choice; greedy picks eagerly

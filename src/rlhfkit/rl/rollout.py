@@ -32,7 +32,7 @@ from rlhfkit.rl.cached_llama import fused_projections_while
 from rlhfkit.rl.packed_linear import packed_linears_while, packing_applies
 from rlhfkit.rl.row_seeds import row_uniforms
 from rlhfkit.rl.sampling import SamplingConfig
-from rlhfkit.rl.token_draw import CDF_BLOCK, inverse_cdf_draw, sampled_pick
+from rlhfkit.rl.token_draw import CDF_BLOCK, inverse_cdf_draw, sampled_pick, sampling_probs
 from rlhfkit.utils.runtime import intra_op_threads_restored
 from rlhfkit.utils.torchscript import scripted
 
@@ -299,25 +299,6 @@ def finalize_rollout(tokenizer: Any, prompts: Sequence[str], prompt_ids: torch.T
                    prompts=list(prompts), responses=responses)
 
 
-def filter_logits(scores: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Top-k then top-p (nucleus, Holtzman et al. 2019) filtering: (b, V) -> (b, V) with -inf outside.
-
-    Top-p keeps the smallest most-likely set whose probability reaches ``top_p`` (at least one token),
-    the same rule as ``transformers``' TopPLogitsWarper.
-    """
-    if top_k and top_k < scores.shape[-1]:
-        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, dim=-1, descending=False)
-        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-        remove_sorted = cumulative <= (1 - top_p)
-        remove_sorted[..., -1] = False
-        remove = remove_sorted.scatter(-1, order, remove_sorted)
-        scores = scores.masked_fill(remove, float("-inf"))
-    return scores
-
-
 def check_row_seeds(row_seeds: torch.Tensor | None, rows: int) -> None:
     """A clear error unless ``row_seeds`` is None or one seed per prompt, shape (rows,)."""
     if row_seeds is not None and row_seeds.shape != (rows,):
@@ -537,23 +518,19 @@ class CachedSampler:
         if not params.do_sample:
             scores = logits if block_eos is None else logits.index_fill(-1, block_eos, float("-inf"))
             return scores.argmax(dim=-1), logprobs
-        if block_eos is None and not params.top_k and params.top_p >= 1.0:
-            probs = logprobs.exp()
-        else:
-            scores = scaled if block_eos is None else scaled.index_fill(-1, block_eos, float("-inf"))
-            probs = torch.softmax(filter_logits(scores, params.top_k, params.top_p), dim=-1)
+        probs = sampling_probs(scaled, logprobs, block_eos, params.top_k or 0, params.top_p)
         return sample_from_probs(probs, generator, row_seeds=row_seeds, counter=counter, uniform=uniform), logprobs
 
     @staticmethod
     def _pick(logits: torch.Tensor, uniform: torch.Tensor | None, params: SamplingParams,
               block_eos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,); a plain sampling step
-        as one TorchScript function where it compiles (:mod:`rlhfkit.rl.token_draw`: no GIL taken per op while row
-        shards pick on two threads; the same tokens)."""
-        if (params.do_sample and block_eos is None and not params.top_k and params.top_p >= 1.0
-                and uniform is not None and logits.dtype == torch.float32):
+        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,); a sampling step as one
+        TorchScript function where it compiles (:mod:`rlhfkit.rl.token_draw`: no GIL taken per op while row shards
+        pick on two threads; the same tokens)."""
+        if params.do_sample and uniform is not None and logits.dtype == torch.float32:
             pick = scripted(sampled_pick) or sampled_pick
-            return pick(logits, float(params.temperature), uniform, CDF_BLOCK)
+            return pick(logits, float(params.temperature), uniform, CDF_BLOCK, block_eos, int(params.top_k or 0),
+                        float(params.top_p))
         chosen, logprobs = CachedSampler._choose(logits, params, block_eos, None, uniform=uniform)
         return chosen, logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
