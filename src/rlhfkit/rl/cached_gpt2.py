@@ -64,6 +64,9 @@ class GPT2Stepper:
         """The architecture's forward over the cache: :func:`gpt2_step`."""
         return gpt2_step(trunk, lm_head, cache, ids, positions, bias, packing)
 
+    #: Whether the decode steps run a TorchScript function (:mod:`rlhfkit.rl.scripted_decoding`); this one is eager.
+    runs_scripted = False
+
     @staticmethod
     def kv_heads_and_dim(trunk: nn.Module) -> tuple[int, int]:
         """(key/value heads, head size) of the architecture's attention layers."""

@@ -523,11 +523,11 @@ class CachedSampler:
 
     @staticmethod
     def _pick(logits: torch.Tensor, uniform: torch.Tensor | None, params: SamplingParams,
-              block_eos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,); a sampling step as one
-        TorchScript function where it compiles (:mod:`rlhfkit.rl.token_draw`: no GIL taken per op while row shards
-        pick on two threads; the same tokens)."""
-        if params.do_sample and uniform is not None and logits.dtype == torch.float32:
+              block_eos: torch.Tensor | None, script: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, V) logits and drawn uniforms -> chosen tokens (b,) and their log-probs (b,); with ``script``, a
+        sampling step as one TorchScript function where it compiles (:mod:`rlhfkit.rl.token_draw`: no GIL taken per
+        op while row shards pick on two threads; the same tokens)."""
+        if script and params.do_sample and uniform is not None and logits.dtype == torch.float32:
             pick = scripted(sampled_pick) or sampled_pick
             return pick(logits, float(params.temperature), uniform, CDF_BLOCK, block_eos, int(params.top_k or 0),
                         float(params.top_p))
@@ -604,6 +604,9 @@ class CachedSampler:
         if sharded:
             torch.set_num_threads(1)  # each shard steps on one thread; the caller restores the count
         picked: tuple[torch.Tensor, torch.Tensor] | None = None  # a sharded step's (chosen, log-probs)
+        # TorchScript's interpreter adds ~10-20 MiB of resident memory the first time it runs a function: the picks
+        # run scripted only where the decode steps already do
+        script_picks = fast is not None and fast.runs_scripted
 
         def pick_for(step: int, rows: torch.Tensor) -> tuple[Callable[..., Any], torch.Tensor | None]:
             """The choice of step ``step`` from logits, and its uniforms drawn here for all ``rows`` in order
@@ -611,7 +614,7 @@ class CachedSampler:
             uniform = None if not params.do_sample else step_uniforms(
                 rows.numel(), device, generator, row_seeds=None if row_seeds is None else row_seeds[rows], counter=step)
             block_eos = eos if step < params.min_new_tokens else None
-            return functools.partial(self._pick, params=params, block_eos=block_eos), uniform
+            return functools.partial(self._pick, params=params, block_eos=block_eos, script=script_picks), uniform
 
         prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
         if grouped:

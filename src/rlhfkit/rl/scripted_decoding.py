@@ -25,6 +25,11 @@ class ScriptedDecoding:
         self.script = self.compiled_step()
         self.weights = self.step_weights(trunk, lm_head) if self.script is not None else None
 
+    @property
+    def runs_scripted(self) -> bool:
+        """Whether the decode steps run the scripted function (TorchScript's interpreter is in use)."""
+        return self.weights is not None and self.script is not None
+
     @staticmethod
     def compiled_step() -> Callable[..., torch.Tensor] | None:
         """The scripted decode step, or None where it does not compile."""

@@ -71,6 +71,11 @@ class ShardedStepper:
             self.steppers[-1].allocate_cache()  # here, not in the shard's thread (whose heap would keep it)
             start += size
 
+    @property
+    def runs_scripted(self) -> bool:
+        """Whether the shards' decode steps run a TorchScript function."""
+        return any(stepper.runs_scripted for stepper in self.steppers)
+
     def _bounds(self) -> list[tuple[int, int]]:
         bounds, start = [], 0
         for size in self.sizes:
