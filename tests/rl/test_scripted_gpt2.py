@@ -70,19 +70,28 @@ def test_the_scripted_step_gives_the_eager_steps_logits_and_cache_bit_for_bit(to
 
 @needs_script
 @pytest.mark.parametrize("shard_rows", [False, True], ids=["one-batch", "row-shards"])
+@pytest.mark.parametrize("min_new_tokens", [0, 3], ids=["eos-any-time", "eos-blocked-first"])
 def test_the_sampler_samples_the_same_rollout_with_and_without_the_script(eos_model, tokenizer, monkeypatch,
-                                                                          shard_rows) -> None:
+                                                                          shard_rows, min_new_tokens) -> None:
+    """The same rollout either way; the token picks run scripted exactly when the decode steps do (TorchScript's
+    interpreter costs resident memory the first time it runs, so an eager rollout does not start it for picks)."""
+    from rlhfkit.rl import rollout as rollout_module
+
     rollouts = []
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         for scripted in (False, True):
             calls = counting_script(monkeypatch)
+            picks: list[int] = []
+            monkeypatch.setattr(rollout_module, "scripted",
+                                lambda function: lambda *args: picks.append(1) or function(*args))
             sampler = CachedSampler(scripted_step=scripted, shard_rows=shard_rows, shard_merge_work=0)
             rollouts.append(sampler.sample(eos_model, tokenizer, PROMPTS * 2,
-                                           SamplingParams(max_new_tokens=8, temperature=0.9),
+                                           SamplingParams(max_new_tokens=8, min_new_tokens=min_new_tokens,
+                                                          temperature=0.9),
                                            generator=torch.Generator().manual_seed(0)))
-            assert bool(calls) == scripted
+            assert bool(calls) == scripted and bool(picks) == scripted
     finally:
         torch.set_num_threads(threads)
     eager, scripted = rollouts
