@@ -54,6 +54,9 @@ class GPT2Stepper:
     """Decode steps of a GPT-2 over an in-place cache; keeps the rows' padding bias (b, 1, 1, capacity).
     Subclasses for other architectures set ``step`` (same arguments as :func:`gpt2_step`)."""
 
+    #: Whether the decode steps run a TorchScript function (:mod:`rlhfkit.rl.scripted_decoding`); this one is eager.
+    runs_scripted = False
+
     def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor) -> None:
         self.trunk, self.lm_head, self.cache = trunk, lm_head, cache
         self.bias = padding_bias(mask, trunk.get_input_embeddings().weight.dtype)
@@ -63,9 +66,6 @@ class GPT2Stepper:
              bias: torch.Tensor, packing: RowPacking | None = None) -> torch.Tensor:
         """The architecture's forward over the cache: :func:`gpt2_step`."""
         return gpt2_step(trunk, lm_head, cache, ids, positions, bias, packing)
-
-    #: Whether the decode steps run a TorchScript function (:mod:`rlhfkit.rl.scripted_decoding`); this one is eager.
-    runs_scripted = False
 
     @staticmethod
     def kv_heads_and_dim(trunk: nn.Module) -> tuple[int, int]:
