@@ -70,3 +70,32 @@ def test_packed_prefill_equals_the_padded_one(architecture, eos_model, tokenizer
     for buffer, expected in zip(cache, expected_cache):
         torch.testing.assert_close(buffer * real, expected * real, atol=1e-5, rtol=0)
         assert bool((buffer.masked_fill(real, 0) == 0).all())  # padding: zero keys and values
+
+
+def test_the_sampler_prefills_prompts_of_mixed_lengths_in_one_packed_forward(eos_model, tokenizer, monkeypatch) -> None:
+    """With the hand-written step a padded row costs only its attention, so prompts of 1-9 tokens prefill as one
+    group (a padded forward would cut them into several), and the products see only the real positions."""
+    from rlhfkit.rl import cached_gpt2, cached_prefill
+    from rlhfkit.rl.rollout import CachedSampler, SamplingParams
+
+    groups: list[list[list[int]]] = []
+    real_positions: list[int] = []
+    original_groups, original_step = cached_prefill.length_groups, cached_gpt2.gpt2_step
+
+    def recorded_groups(*args, **kwargs):
+        groups.append(original_groups(*args, **kwargs))
+        return groups[-1]
+
+    def recorded_step(trunk, lm_head, cache, ids, positions, bias, packing=None):
+        if packing is not None:
+            real_positions.append(int(packing.real.numel()))
+        return original_step(trunk, lm_head, cache, ids, positions, bias, packing)
+
+    monkeypatch.setattr(cached_prefill, "length_groups", recorded_groups)
+    monkeypatch.setattr(cached_gpt2, "gpt2_step", recorded_step)
+    lengths = [len(tokenizer(p).input_ids) for p in PROMPTS]
+    assert len(original_groups(lengths)) > 1  # grouped by padded width they would split
+    CachedSampler(shard_rows=False).sample(eos_model, tokenizer, PROMPTS, SamplingParams(max_new_tokens=3),
+                                           generator=torch.Generator().manual_seed(0))
+    assert len(groups) == 1 and len(groups[0]) == 1
+    assert real_positions == [sum(lengths)]
