@@ -100,6 +100,24 @@ def test_the_sampler_samples_the_same_rollout_with_and_without_the_script(eos_mo
 
 
 @needs_script
+def test_a_lora_rollout_never_compiles_the_script(eos_model, tokenizer, monkeypatch) -> None:
+    """Adapters keep their weights unpacked, so the script cannot run them: the sampler does not compile it either
+    (TorchScript costs resident memory once started)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    compiled: list[int] = []
+    monkeypatch.setattr(scripted_gpt2, "scripted_decode_step", lambda: compiled.append(1) or scripted_decode_step())
+    model = get_peft_model(copy.deepcopy(eos_model), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True))
+    params = SamplingParams(max_new_tokens=4, temperature=0.9)
+    CachedSampler().sample(model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(0))
+    assert not compiled
+    CachedSampler().sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator().manual_seed(0))
+    assert compiled  # the plain model's packed weights are the script's
+
+
+@needs_script
 def test_models_the_script_does_not_cover_keep_the_eager_step(tokenizer) -> None:
     model = tiny_gpt2(tokenizer)
     trunk, head = gpt2_parts(model)

@@ -22,8 +22,10 @@ class ScriptedDecoding:
 
     def __init__(self, trunk: nn.Module, lm_head: nn.Module, cache: Any, mask: torch.Tensor) -> None:
         super().__init__(trunk, lm_head, cache, mask)  # type: ignore[call-arg]
-        self.script = self.compiled_step()
-        self.weights = self.step_weights(trunk, lm_head) if self.script is not None else None
+        # compiled only for a model the script covers: TorchScript costs resident memory once started
+        weights = self.step_weights(trunk, lm_head)
+        self.script = self.compiled_step() if weights is not None else None
+        self.weights = weights if self.script is not None else None
 
     @property
     def runs_scripted(self) -> bool:
