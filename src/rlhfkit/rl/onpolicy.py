@@ -18,9 +18,10 @@ import dataclasses
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -265,11 +266,15 @@ class OnPolicyTrainer:
         if not beside_each_other(self._reference_module(), torch.nn.ModuleList(models)):
             return None, None
         mask = rollout.response_mask.to(torch.float32)
-        with self.harness.timer.phase("scoring+reference"), self.bundle.reference() as reference, \
-                self._packed(reference):
-            scores, ref_logprobs = side_by_side([lambda: self.score(rollout),
-                                                 lambda: self._reference_logprobs(reference, rollout, mask)])
-        return scores, FrozenPasses(rollout.logprobs * mask, None, ref_logprobs)
+        scores, ref_logprobs = self._beside_reference("scoring+reference", lambda: self.score(rollout), rollout, mask)
+        return scores, FrozenPasses(*self._old_logprobs_and_values(rollout, mask), ref_logprobs)
+
+    def _beside_reference(self, phase: str, work: Callable[[], Any], rollout: Rollout, mask: torch.Tensor
+                          ) -> tuple[Any, torch.Tensor]:
+        """``work()`` and the reference pass side by side (:func:`side_by_side`), timed as one ``phase``."""
+        with self.harness.timer.phase(phase), self.bundle.reference() as reference, self._packed(reference):
+            work_result, ref_logprobs = side_by_side([work, lambda: self._reference_logprobs(reference, rollout, mask)])
+        return work_result, ref_logprobs
 
     def _values_phase(self) -> contextlib.AbstractContextManager[object]:
         return self.harness.timer.phase("values") if self.uses_values else contextlib.nullcontext()
@@ -283,10 +288,8 @@ class OnPolicyTrainer:
                 return FrozenPasses(*self._old_logprobs_and_values(rollout, mask), None)
         if (self.critic_beside and self._side_by_side_now()
                 and beside_each_other(self._reference_module(), self.bundle.value_model)):
-            with timer.phase("values+reference"), self.bundle.reference() as reference, self._packed(reference):
-                (old_logprobs, values), ref_logprobs = side_by_side(
-                    [lambda: self._old_logprobs_and_values(rollout, mask),
-                     lambda: self._reference_logprobs(reference, rollout, mask)])
+            (old_logprobs, values), ref_logprobs = self._beside_reference(
+                "values+reference", lambda: self._old_logprobs_and_values(rollout, mask), rollout, mask)
             return FrozenPasses(old_logprobs, values, ref_logprobs)
         # values first: with LoRA and a value head they need the adapters the reference turns off
         with self._values_phase():

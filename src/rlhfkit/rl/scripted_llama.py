@@ -150,8 +150,8 @@ def _norm(module: object) -> tuple[torch.Tensor, float] | None:
 def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None:
     """The packed model's tensors for the scripted step, or None unless every part is one it computes exactly as the
     eager step does: concatenated and packed projections, packed output products and head (with or without a
-    bias), RMS norms of one epsilon that compute :func:`rms_norm`, a SiLU MLP, the modeling module's rotation :func:`rotated`, float32 embeddings,
-    and oneDNN's post-ops."""
+    bias), RMS norms of one epsilon that compute :func:`rms_norm`, a SiLU MLP, the modeling module's rotation
+    :func:`rotated`, float32 embeddings, and oneDNN's post-ops."""
     from transformers.activations import SiLUActivation
 
     if _packed(lm_head) is None or trunk.training or not onednn_fusions_available():
