@@ -107,3 +107,25 @@ def test_shared_prompts_give_the_scores_and_gradients_of_whole_rows(monkeypatch:
     for name, grad in whole_grads.items():
         torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
     assert model(ids, mask).shape == (6, 1)  # without response starts: whole rows
+
+
+def test_two_threads_read_one_trunk_at_once_without_seeing_each_other() -> None:
+    """The trunk without its last block is a view, not a swap of the trunk's blocks: a second thread entering
+    while the first runs used to take the already-cut trunk for the whole one and cut a second block."""
+    import threading
+
+    from rlhfkit.utils.runtime import side_by_side
+
+    model = trunk(layers=4).eval()
+    ids, mask = batch()
+    index = last_token_index(mask)
+    alone = last_token_hidden(model, ids, mask, index)
+    barrier = threading.Barrier(2, timeout=10)
+    cut = model.h[2].register_forward_pre_hook(lambda module, args: (barrier.wait(), None)[1])  # both inside
+    try:
+        together = side_by_side([lambda: last_token_hidden(model, ids, mask, index)] * 2)
+    finally:
+        cut.remove()
+    assert len(model.h) == 4 and isinstance(model.ln_f, torch.nn.LayerNorm)
+    for hidden in together:
+        torch.testing.assert_close(hidden, alone, atol=1e-6, rtol=1e-6)

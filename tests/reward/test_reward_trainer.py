@@ -50,7 +50,7 @@ def test_one_forward_pass_per_micro_batch(tmp_path):
     rows = []
     model.backbone.register_forward_pre_hook(lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
                                              with_kwargs=True)
-    trainer = RewardTrainer(model, _config(tmp_path, batch_size=8, grad_accum=2), encoded)
+    trainer = RewardTrainer(model, _config(tmp_path, batch_size=8, grad_accum=2, row_halves=False), encoded)
     trainer.train_step()
     # chosen and rejected of a micro-batch's 8 pairs in one pass (after at most one pass over their distinct prompts)
     assert [n for n in rows if n == 16] == [16, 16] and len(rows) <= 4 and all(n < 8 for n in rows if n != 16)
@@ -102,6 +102,47 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     # into up to ~lr / 100 of movement, so the parameters are compared at that scale
     torch.testing.assert_close(accumulated, full, atol=3e-5, rtol=1e-5)
     assert accumulated_norm == pytest.approx(full_norm, rel=1e-5)
+
+
+@pytest.mark.parametrize("kinds", ["pairs", "mixed"])
+def test_micro_batch_halves_side_by_side_match_the_whole_micro_batch(tmp_path, monkeypatch, kinds):
+    """On 2+ threads each micro-batch's records run as two halves, one thread each: the step's gradient and stats
+    are those of the whole micro-batch up to float rounding, and both halves really ran."""
+    import rlhfkit.reward.trainer as trainer_module
+    from rlhfkit.utils.runtime import side_by_side
+
+    tokenizer = word_tokenizer()
+    rng = random.Random(2)
+    records = comparisons(16, rng) if kinds == "pairs" else comparisons(6, rng) + rankings(4, rng) + ratings(
+        3, rng) + labels(3, rng)
+    encoded, _ = _encode(records, tokenizer)
+    calls: list[int] = []
+
+    def counted(works):
+        calls.append(len(works))
+        return side_by_side(works)
+
+    monkeypatch.setattr(trainer_module, "side_by_side", counted)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    results = []
+    try:
+        for halves in (True, False):
+            model = tiny_reward_model(tokenizer, seed=0)
+            trainer = RewardTrainer(model, _config(tmp_path / str(halves), batch_size=8, grad_accum=2,
+                                                   row_halves=halves), encoded)
+            grads = []
+            step = trainer.optimizer.step
+            trainer.optimizer.step = lambda: (grads.append(torch.cat([p.grad.flatten() for p in model.parameters()])),
+                                              step())
+            results.append((trainer.train_step(), grads[0]))
+    finally:
+        torch.set_num_threads(previous)
+    assert calls == [2, 2, 1, 1]  # two micro-batches in halves, then each whole
+    (halved, halved_grad), (whole, whole_grad) = results
+    torch.testing.assert_close(halved_grad, whole_grad, atol=1e-6 * float(whole_grad.abs().max()), rtol=1e-5)
+    for key in ("loss/total", "grad/norm", "count/pairs"):
+        assert halved[key] == pytest.approx(whole[key], rel=1e-5), key
 
 
 class _Killed(Exception):

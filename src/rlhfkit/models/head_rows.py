@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhfkit.utils.runtime import this_thread_only
+
 
 class HeadRows:
     """What :func:`lm_head_rows` kept: the mask (b, K) over the positions the head was called on;
@@ -73,7 +75,7 @@ def logits_are_head_output(model: nn.Module, input_ids: torch.Tensor) -> bool:
         return probes[-1]
 
     ids = input_ids[:1, :2]
-    handle = head.register_forward_hook(replace)
+    handle = head.register_forward_hook(this_thread_only(replace))
     try:
         with torch.no_grad():
             logits = getattr(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False), "logits", None)
@@ -112,7 +114,7 @@ def lm_head_rows(model: nn.Module, keep: torch.Tensor, defer: bool = False) -> I
             rows.hidden, selected = selected, selected[:0]
         return (selected, *args[1:])
 
-    handle = head.register_forward_pre_hook(pre_hook)
+    handle = head.register_forward_pre_hook(this_thread_only(pre_hook))
     try:
         yield rows
     finally:

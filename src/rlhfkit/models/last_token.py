@@ -9,8 +9,7 @@ and gives the same function: the test checks scores and gradients against the fu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,15 +33,13 @@ def supports_last_token(trunk: nn.Module) -> bool:
     return not (trunk.training and live_dropout)
 
 
-@contextmanager
-def _without_last_block(trunk: nn.Module) -> Iterator[None]:
-    """Within the block ``trunk`` runs all blocks but the last and returns their output un-normalised."""
-    blocks, norm = trunk.h, trunk.ln_f
-    trunk.h, trunk.ln_f = blocks[:-1], nn.Identity()
-    try:
-        yield
-    finally:
-        trunk.h, trunk.ln_f = blocks, norm
+def _without_last_block(trunk: nn.Module) -> nn.Module:
+    """A view of ``trunk`` (same parameters, hooks and settings) that runs all blocks but the last and returns their
+    output un-normalised. A view, not a swap of ``trunk``'s blocks: another thread may be running ``trunk`` at the
+    same time (:func:`rlhfkit.rl.update.row_halves`)."""
+    view = copy.copy(trunk)
+    view.__dict__["_modules"] = {**trunk._modules, "h": trunk.h[:-1], "ln_f": nn.Identity()}
+    return view
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -95,6 +92,6 @@ def last_token_hidden(trunk: nn.Module, input_ids: torch.Tensor, attention_mask:
         kwargs = {prefix.argument: prefix.cache}
         last = prefix.cache.layers[len(trunk.h) - 1]
         cached = (last.keys, last.values)
-    with _without_last_block(trunk):
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).last_hidden_state
+    hidden = _without_last_block(trunk)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                                        **kwargs).last_hidden_state
     return trunk.ln_f(last_block_at(trunk.h[-1], hidden, attention_mask, index, cached))

@@ -19,6 +19,7 @@ from torch import nn
 
 from rlhfkit.models.head_rows import lm_head_rows
 from rlhfkit.models.positions import position_ids_from_mask
+from rlhfkit.utils.runtime import this_thread_only
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 CRITIC_CONFIG_FILE = "rlhfkit_critic.json"
@@ -118,7 +119,8 @@ class PolicyWithValueHead(nn.Module):
             position_ids = position_ids_from_mask(attention_mask)
         captured: list[torch.Tensor] = []
         lm_head = self.policy.get_output_embeddings()
-        handle = lm_head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+        capture = this_thread_only(lambda module, inputs, output: captured.append(inputs[0]))
+        handle = lm_head.register_forward_hook(capture)
         if logits_to_keep:
             kwargs["logits_to_keep"] = logits_to_keep
         kwargs.setdefault("use_cache", False)

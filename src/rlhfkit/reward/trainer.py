@@ -21,6 +21,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,13 @@ from rlhfkit.reward.losses import ordered_thresholds
 from rlhfkit.reward.objective import batch_objective
 from rlhfkit.reward.selection import EarlyStopping, check_interval
 from rlhfkit.reward.sharding import check_batch_size, local_records
+from rlhfkit.rl.update import SeparateLosses, halves_now
 from rlhfkit.utils.checkpoint import (all_finite, atomic_write_dir, capture_rng_state, latest_checkpoint, load_state,
                                       prune_checkpoints, restore_rng_state, save_state)
 from rlhfkit.utils.distributed import (World, align_gradients, all_reduce_gradients, barrier, broadcast_object,
                                        broadcast_parameters, current_world, sum_floats)
 from rlhfkit.utils.progress import make_progress
+from rlhfkit.utils.runtime import side_by_side
 from rlhfkit.utils.tracking import Tracker
 
 StepHook = Callable[[int, dict[str, float]], None]
@@ -58,6 +61,16 @@ class TrainSummary:
     best_step: int | None = None
     heldout_losses: list[tuple[int, float]] = field(default_factory=list)
 
+
+
+@dataclass
+class ScoredPart:
+    """Some records of a micro-batch: their batch, rewards, share of the step's loss and loss stats."""
+
+    batch: Batch
+    rewards: torch.Tensor
+    loss: torch.Tensor
+    stats: dict[str, float]
 
 
 def _threshold_name(key: str) -> str:
@@ -207,6 +220,17 @@ class RewardTrainer:
                 {r.scale_key for r in self.train_set if r.kind == "rating"}
                 if _threshold_name(key) in self.thresholds}
 
+    def _part_loss(self, records: list[EncodedRecord], thresholds: dict[str, torch.Tensor],
+                   denominators: Any) -> ScoredPart:
+        """``records``' share of the step's loss (divided by the step's ``denominators``), with its batch and rewards."""
+        batch = collate(records, self.model.pad_id).to(self.device)
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                    if self.autocast_dtype is not None else nullcontext())
+        with autocast:
+            rewards = self.model(batch.input_ids, batch.attention_mask, batch.response_start, batch.likelihood)
+        loss, stats = batch_objective(rewards.float(), batch, self.config.loss, thresholds, denominators)
+        return ScoredPart(batch, rewards, loss, stats)
+
     def train_step(self) -> dict[str, float]:
         """One optimizer step over ``optim.grad_accum`` micro-batches (this process's shards); returns its metrics."""
         self.model.train()
@@ -215,34 +239,34 @@ class RewardTrainer:
         denominators = step_denominators([r for mb in micro_batches for r in mb], self.model.num_heads)
         thresholds = self.thresholds_by_key()
         totals = dict.fromkeys([*SUM_STATS, *MEAN_STATS, *(f"n:{key}" for key in MEAN_STATS)], 0.0)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        halves = (halves_now(self.config.row_halves and not self.config.gradient_checkpointing, self.device,
+                             [self.model]))
         for micro in micro_batches:
             shard = local_records(micro, self.world)
             if not shard:
                 continue
-            batch = collate(shard, self.model.pad_id).to(self.device)
-            autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
-                        if self.autocast_dtype is not None else nullcontext())
-            with autocast:
-                rewards = self.model(batch.input_ids, batch.attention_mask, batch.response_start, batch.likelihood)
-            loss, stats = batch_objective(rewards.float(), batch, self.config.loss, thresholds, denominators)
-            if not torch.isfinite(loss):
+            parts = [shard[:len(shard) // 2], shard[len(shard) // 2:]] if halves and len(shard) > 1 else [shard]
+            scored = side_by_side([partial(self._part_loss, part, thresholds, denominators) for part in parts])
+            if not all(torch.isfinite(part.loss) for part in scored):
                 totals["count/non_finite"] += 1.0
                 break
-            if loss.requires_grad:
-                loss.backward()
-            for key, count in stat_counts(batch, rewards).items():
-                if key in stats:
-                    totals[key] += stats[key] * count
-                    totals[f"n:{key}"] += count
-            totals["loss/total"] += float(loss.detach())
-            totals["count/tokens"] += float(batch.attention_mask.sum())
-            totals["count/padded"] += float(batch.attention_mask.numel())
-            totals["count/pairs"] += float(batch.num_pairs)
-            totals["count/sequences"] += float(batch.input_ids.shape[0])
+            losses = tuple(part.loss for part in scored if part.loss.requires_grad)
+            if losses:
+                SeparateLosses(losses, tuple(params)).backward()
+            for part in scored:
+                for key, count in stat_counts(part.batch, part.rewards).items():
+                    if key in part.stats:
+                        totals[key] += part.stats[key] * count
+                        totals[f"n:{key}"] += count
+                totals["loss/total"] += float(part.loss.detach())
+                totals["count/tokens"] += float(part.batch.attention_mask.sum())
+                totals["count/padded"] += float(part.batch.attention_mask.numel())
+                totals["count/pairs"] += float(part.batch.num_pairs)
+                totals["count/sequences"] += float(part.batch.input_ids.shape[0])
         totals = sum_floats(totals, self.device)
         if totals["count/non_finite"]:
             raise FloatingPointError(f"non-finite reward-model loss at step {self.step + 1}")
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         align_gradients(params)
         all_reduce_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.clip_threshold())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,9 +22,10 @@ from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import dpo_loss
 from rlhfkit.rl.packed_linear import packed_linears_while
 from rlhfkit.rl.preference_pairs import EncodedPairs, Pair, dpo_total_steps, encode_pairs
+from rlhfkit.rl.update import SeparateLosses, halves_now, row_halves
 from rlhfkit.utils.distributed import all_gather_rows, current_world
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
-from rlhfkit.utils.runtime import pick_dtype
+from rlhfkit.utils.runtime import pick_dtype, side_by_side
 from rlhfkit.utils.tracking import Tracker
 
 
@@ -94,15 +96,23 @@ class DPOTrainer:
         """
         if self.reference.chosen is not None:
             return
-        mine = self.shard(torch.arange(len(self.data)))
-        chosen = [torch.zeros(0, device=self.device)]
-        rejected = [torch.zeros(0, device=self.device)]
+        mine = self.shard(torch.arange(len(self.data))).to(self.data.prompt_ids.device)
+        batches = list(mine.split(self.config.batch_size))
+
+        def logprobs(part: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            with autocast(self.device, self.compute_dtype):
+                return [sequence_logprobs(reference, self.data, idx, self.average) for idx in part]
+
         with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
-              autocast(self.device, self.compute_dtype), packed_linears_while(reference)):
-            for idx in mine.split(self.config.batch_size):
-                c, r = sequence_logprobs(reference, self.data, idx.to(self.data.prompt_ids.device), self.average)
-                chosen.append(c.float())
-                rejected.append(r.float())
+              packed_linears_while(reference)):
+            if self._halves_now() and len(batches) > 1:  # the batches' two halves side by side, one thread each
+                done = [pair for part in side_by_side([partial(logprobs, batches[:len(batches) // 2]),
+                                                       partial(logprobs, batches[len(batches) // 2:])])
+                        for pair in part]
+            else:
+                done = logprobs(batches)
+        chosen = [torch.zeros(0, device=self.device), *(c.float() for c, _ in done)]
+        rejected = [torch.zeros(0, device=self.device), *(r.float() for _, r in done)]
         self.reference.chosen = all_gather_rows(torch.cat(chosen))
         self.reference.rejected = all_gather_rows(torch.cat(rejected))
 
@@ -139,8 +149,19 @@ class DPOTrainer:
                         "perf/pairs_per_s": len(idx) / (time.perf_counter() - start)})
         return metrics
 
-    def loss(self, idx: torch.Tensor, batch_pairs: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """This micro-batch's share of the weighted mean DPO loss, and its share of the diagnostics."""
+    def loss(self, idx: torch.Tensor, batch_pairs: int) -> tuple[torch.Tensor | SeparateLosses, dict[str, float]]:
+        """This micro-batch's share of the weighted mean DPO loss, and its share of the diagnostics: on the CPU with
+        2+ intra-op threads, as two halves of its pairs side by side (:func:`rlhfkit.rl.update.row_halves`)."""
+        if self._halves_now() and not self.checkpointing and len(idx) > 1:
+            return row_halves(idx, partial(self._part_loss, batch_pairs=batch_pairs), self.harness.params)
+        return self._part_loss(idx, batch_pairs)
+
+    def _halves_now(self) -> bool:
+        run = self.config.run
+        return halves_now(run.row_halves and not run.release_memory, self.device, [self.bundle.policy])
+
+    def _part_loss(self, idx: torch.Tensor, batch_pairs: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Pairs ``idx``'s share of the weighted mean DPO loss and of the diagnostics."""
         ref_chosen, ref_rejected = self.reference.chosen, self.reference.rejected
         assert ref_chosen is not None and ref_rejected is not None
         cfg = self.config

@@ -45,7 +45,7 @@ from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, 
 from rlhfkit.rl.row_seeds import rollout_row_seeds
 from rlhfkit.rl.running_moments import RunningMoments
 from rlhfkit.rl.scoring import Scores, score_rollout
-from rlhfkit.rl.update import SeparateLosses
+from rlhfkit.rl.update import SeparateLosses, halves_now, row_halves
 from rlhfkit.utils.distributed import all_gather_rows, current_world, gather_objects, shard_range
 from rlhfkit.utils.precision import autocast, enable_gradient_checkpointing, train_mode
 from rlhfkit.utils.runtime import beside_each_other, pick_dtype, side_by_side
@@ -141,6 +141,7 @@ class OnPolicyTrainer:
         self.checkpointing = config.run.gradient_checkpointing and checkpoint_trained_models(bundle)
         self.critic_beside = (config.run.side_by_side and self.uses_values and not self.shared_trunk
                               and not self.checkpointing and beside_each_other(bundle.policy, bundle.value_model))
+        self.row_halves = not self.checkpointing and not self.critic_beside
         self.reward_offloads = offload_reward_models(reward, config.reward.offload, owner=self)
         self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
@@ -361,7 +362,19 @@ class OnPolicyTrainer:
 
     def loss(self, batch: RolloutBatch, idx: torch.Tensor, denominator: float,
              tokens: float) -> tuple[torch.Tensor | SeparateLosses, dict[str, float]]:
-        """This micro-batch's share of the mini-batch loss, and its share of the diagnostics."""
+        """This micro-batch's share of the mini-batch loss, and its share of the diagnostics: as two row halves side
+        by side when one model (or a policy and a critic that cannot run beside each other) trains on the CPU
+        (:func:`rlhfkit.rl.update.row_halves`)."""
+        part_loss = partial(self._part_loss, batch, denominator=denominator, tokens=tokens)
+        run, trained = self.config.run, (self.bundle.policy, self.bundle.value_model)
+        if not (self.row_halves and len(idx) > 1
+                and halves_now(run.row_halves and not run.release_memory, self.device, trained)):
+            return part_loss(idx)
+        return row_halves(idx, part_loss, self.harness.params)
+
+    def _part_loss(self, batch: RolloutBatch, idx: torch.Tensor, denominator: float,
+                   tokens: float) -> tuple[torch.Tensor | SeparateLosses, dict[str, float]]:
+        """Rows ``idx``'s share of the mini-batch loss and of the diagnostics."""
         cfg = self.config
         part = micro_batch(batch, idx)
         ids, attn, mask, rcols, start = part.ids, part.attn, part.mask, part.rcols, part.response_start

@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
+from rlhfkit.models.shared_prefix import live_dropout
 from rlhfkit.rl.config import OptimConfig
 from rlhfkit.rl.guard import SkipGuard, first_non_finite
 from rlhfkit.utils.distributed import align_gradients, all_reduce_gradients, current_world, gather_objects, sum_floats
@@ -18,11 +20,14 @@ from rlhfkit.utils.runtime import side_by_side
 
 @dataclass(frozen=True)
 class SeparateLosses:
-    """A micro-batch loss made of terms over disjoint parameters (a policy's and a separate critic's): the loss is
-    their sum, and their backward passes run side by side, one intra-op thread each
-    (:func:`rlhfkit.utils.runtime.side_by_side`); each parameter receives exactly the gradient of the sum."""
+    """A micro-batch loss made of terms whose backward passes run side by side, one intra-op thread each
+    (:func:`rlhfkit.utils.runtime.side_by_side`): a policy's and a separate critic's (disjoint parameters), or one
+    model's row halves (:func:`row_halves`, ``shared`` its trainable parameters). The loss is the terms' sum and each
+    parameter receives its gradient: terms over ``shared`` parameters add theirs in term order, whichever finishes
+    first, so a step is repeatable."""
 
     terms: tuple[torch.Tensor, ...]
+    shared: tuple[torch.nn.Parameter, ...] = ()
 
     def detach(self) -> torch.Tensor:
         """The summed loss's value."""
@@ -33,8 +38,46 @@ class SeparateLosses:
         return self.detach().item()
 
     def backward(self) -> None:
-        """Every term's backward, concurrently."""
-        side_by_side([term.backward for term in self.terms if term.requires_grad])
+        """Every term's backward, concurrently: the first into the gradients, the others (when parameters are
+        shared) into their own buffers, added after it in order."""
+        live = [term for term in self.terms if term.requires_grad]
+        if not self.shared or len(live) < 2:
+            side_by_side([term.backward for term in live])
+            return
+        params = [p for p in self.shared if p.requires_grad]
+
+        def own_gradients(term: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+            return torch.autograd.grad(term, params, allow_unused=True)
+
+        _, *others = side_by_side([live[0].backward, *(partial(own_gradients, term) for term in live[1:])])
+        for grads in others:
+            for param, grad in zip(params, grads):
+                if grad is not None:
+                    param.grad = grad if param.grad is None else param.grad.add_(grad)
+
+
+def halves_now(asked: bool, device: torch.device, models: Iterable[torch.nn.Module | None]) -> bool:
+    """Whether work may run as two halves side by side (:func:`row_halves`) now: ``asked`` (``run.row_halves``, and
+    memory not the priority), on the CPU with 2+ intra-op threads, and no model drawing dropout (two threads would
+    draw from the one generator in either order: a run would not repeat)."""
+    return (asked and device.type == "cpu" and torch.get_num_threads() > 1
+            and not any(model is not None and live_dropout(model) for model in models))
+
+
+def row_halves(idx: torch.Tensor, part_loss: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
+               shared: Iterable[torch.nn.Parameter]) -> tuple[SeparateLosses, dict[str, float]]:
+    """One model's micro-batch ``idx`` as two row halves, forward and backward side by side on one intra-op thread
+    each: ``part_loss(rows)`` is those rows' share of the loss and of the (summed) stats, as for gradient
+    accumulation. On 2 cores a small model's products use two intra-op threads poorly, and its many small
+    memory-bound ops not at all (``bench/grpo.py``'s update of 64 rows: 380-405 ms on 2 threads, 330-358 ms as
+    halves). ``idx`` is sorted first, so rows that share a prompt (a group's, a pair's) mostly stay together."""
+    halves = [half for half in idx.sort().values.chunk(2) if half.numel()]
+    results = side_by_side([partial(part_loss, half) for half in halves])
+    stats: dict[str, float] = {}
+    for _, part in results:
+        for key, value in part.items():
+            stats[key] = stats.get(key, 0.0) + value
+    return SeparateLosses(tuple(loss for loss, _ in results), tuple(shared)), stats
 
 
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor | SeparateLosses, dict[str, float]]]

@@ -81,6 +81,18 @@ def across_threads(works: Sequence[Callable[[], T]], grad: bool = False) -> list
     return [first, *(future.result() for future in futures)]
 
 
+def this_thread_only(hook: Callable[..., T]) -> Callable[..., T | None]:
+    """``hook`` acting only on calls from the thread that made it (None elsewhere): a module hook registered for one
+    call while another thread runs the same model (:func:`side_by_side` row halves) must not touch that thread's
+    pass."""
+    owner = threading.get_ident()
+
+    def bound(*args: object) -> T | None:
+        return hook(*args) if threading.get_ident() == owner else None
+
+    return bound
+
+
 def beside_each_other(*models: torch.nn.Module | None) -> bool:
     """Whether ``models`` may run side by side (:func:`side_by_side`): each given, all on the CPU, no parameter
     shared (concurrent backward passes would add into one gradient in either order)."""
