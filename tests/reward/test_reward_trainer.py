@@ -50,7 +50,7 @@ def test_one_forward_pass_per_micro_batch(tmp_path):
     rows = []
     model.backbone.register_forward_pre_hook(lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
                                              with_kwargs=True)
-    trainer = RewardTrainer(model, _config(tmp_path, batch_size=8, grad_accum=2, row_halves=False), encoded)
+    trainer = RewardTrainer(model, _config(tmp_path, batch_size=8, grad_accum=2, row_halves="never"), encoded)
     trainer.train_step()
     # chosen and rejected of a micro-batch's 8 pairs in one pass (after at most one pass over their distinct prompts)
     assert [n for n in rows if n == 16] == [16, 16] and len(rows) <= 4 and all(n < 8 for n in rows if n != 16)
@@ -130,7 +130,7 @@ def test_micro_batch_halves_side_by_side_match_the_whole_micro_batch(tmp_path, m
         for halves in (True, False):
             model = tiny_reward_model(tokenizer, seed=0)
             trainer = RewardTrainer(model, _config(tmp_path / str(halves), batch_size=8, grad_accum=2,
-                                                   row_halves=halves), encoded)
+                                                   row_halves="auto" if halves else "never"), encoded)
             grads = []
             step = trainer.optimizer.step
             trainer.optimizer.step = lambda: (grads.append(torch.cat([p.grad.flatten() for p in model.parameters()])),

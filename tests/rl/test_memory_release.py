@@ -134,7 +134,7 @@ def ppo_run(tmp_path, offload: bool | None, release: bool = False
     setting = [] if offload is None else [f"reward.offload={str(offload).lower()}"]
     config = load_config(PPOConfig, None, run_config_overrides(tmp_path, 2) + [
         "num_prompts=4", "epochs=1", "num_minibatches=2", "optim.lr=1e-2", *setting,
-        f"run.release_memory={str(release).lower()}", "run.row_halves=false"])  # release_memory turns them off
+        f"run.release_memory={str(release).lower()}", "run.row_halves=never"])  # release_memory turns them off
     trainer = OnPolicyTrainer(config, bundle, reward, [PROMPT], make_sampler("cached"))
     metrics = trainer.train()
     return trainer, metrics, torch.cat([p.detach().flatten() for p in bundle.policy.parameters()]), model

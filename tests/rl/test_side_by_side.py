@@ -127,7 +127,7 @@ def test_ppo_critic_beside_the_policy_makes_the_update_of_one_after_the_other(tm
         config = load_config(PPOConfig, None, run_config_overrides(tmp_path / str(beside), 1) + [
             "num_prompts=8", "value_model=critic", "epochs=2", "num_minibatches=2", "optim.lr=1.0", "optim.eps=1.0",
             "optim.max_grad_norm=null", "approx_kl_stop=null", f"run.side_by_side={str(beside).lower()}",
-            "run.row_halves=false"])
+            "run.row_halves=never"])
         trainer = OnPolicyTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached"))
         metrics = trainer.train_step()
         metrics.update(trainer.harness.timer.pop())

@@ -98,10 +98,11 @@ class RewardTrainConfig:
     disable_dropout: bool = field(True, help="Turn dropout off in the trunk (steadier reward training).")
     gradient_checkpointing: bool = field(False, help="Recompute the trunk's activations in the backward: less "
                                                      "memory, ~30% more compute.")
-    row_halves: bool = field(True, help="CPU, 2+ threads, no dropout: each micro-batch's records run as two halves "
-                                        "side by side, one thread each, forward and backward (the gradient of the "
-                                        "whole micro-batch up to float rounding; off under gradient "
-                                        "checkpointing).")
+    row_halves: Literal["auto", "always", "never"] = field(
+        "auto", help="CPU, 2+ threads, no dropout: each micro-batch's records run as two halves side by side, one "
+                     "thread each, forward and backward (the gradient of the whole micro-batch up to float "
+                     "rounding; never under gradient checkpointing; auto is always here: a reward model trains "
+                     "every parameter).")
     num_heads: int = field(1, help="Scalar heads on one trunk; >1 makes a k-head ensemble.")
     ensemble_size: int = field(1, help="Independent models trained with seeds seed..seed+k-1 (bootstrapped data).")
     bootstrap: bool = field(True, help="With several heads/members, weight records by Poisson(1) draws per member.")

@@ -222,7 +222,7 @@ class RewardTrainer:
 
     def _part_loss(self, records: list[EncodedRecord], thresholds: dict[str, torch.Tensor],
                    denominators: Any) -> ScoredPart:
-        """``records``' share of the step's loss (divided by the step's ``denominators``), with its batch and rewards."""
+        """``records``' share of the step's loss (over the step's ``denominators``), with its batch and rewards."""
         batch = collate(records, self.model.pad_id).to(self.device)
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
                     if self.autocast_dtype is not None else nullcontext())
@@ -240,8 +240,8 @@ class RewardTrainer:
         thresholds = self.thresholds_by_key()
         totals = dict.fromkeys([*SUM_STATS, *MEAN_STATS, *(f"n:{key}" for key in MEAN_STATS)], 0.0)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        halves = (halves_now(self.config.row_halves and not self.config.gradient_checkpointing, self.device,
-                             [self.model]))
+        halves = not self.config.gradient_checkpointing and halves_now(self.config.row_halves, self.device,
+                                                                        [self.model])
         for micro in micro_batches:
             shard = local_records(micro, self.world)
             if not shard:

@@ -158,7 +158,8 @@ class DPOTrainer:
 
     def _halves_now(self) -> bool:
         run = self.config.run
-        return halves_now(run.row_halves and not run.release_memory, self.device, [self.bundle.policy])
+        return not run.release_memory and halves_now(run.row_halves, self.device, [self.bundle.policy],
+                                                     self.bundle.uses_lora)
 
     def _part_loss(self, idx: torch.Tensor, batch_pairs: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Pairs ``idx``'s share of the weighted mean DPO loss and of the diagnostics."""

@@ -141,7 +141,7 @@ class OnPolicyTrainer:
         self.checkpointing = config.run.gradient_checkpointing and checkpoint_trained_models(bundle)
         self.critic_beside = (config.run.side_by_side and self.uses_values and not self.shared_trunk
                               and not self.checkpointing and beside_each_other(bundle.policy, bundle.value_model))
-        self.row_halves = not self.checkpointing and not self.critic_beside
+        self.halvable = not self.checkpointing and not self.critic_beside  # one model, or two not beside each other
         self.reward_offloads = offload_reward_models(reward, config.reward.offload, owner=self)
         self.sample_generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.run.seed + 1)
@@ -367,8 +367,8 @@ class OnPolicyTrainer:
         (:func:`rlhfkit.rl.update.row_halves`)."""
         part_loss = partial(self._part_loss, batch, denominator=denominator, tokens=tokens)
         run, trained = self.config.run, (self.bundle.policy, self.bundle.value_model)
-        if not (self.row_halves and len(idx) > 1
-                and halves_now(run.row_halves and not run.release_memory, self.device, trained)):
+        if not (self.halvable and not run.release_memory and len(idx) > 1
+                and halves_now(run.row_halves, self.device, trained, self.bundle.uses_lora)):
             return part_loss(idx)
         return row_halves(idx, part_loss, self.harness.params)
 

@@ -56,11 +56,15 @@ class SeparateLosses:
                     param.grad = grad if param.grad is None else param.grad.add_(grad)
 
 
-def halves_now(asked: bool, device: torch.device, models: Iterable[torch.nn.Module | None]) -> bool:
-    """Whether work may run as two halves side by side (:func:`row_halves`) now: ``asked`` (``run.row_halves``, and
-    memory not the priority), on the CPU with 2+ intra-op threads, and no model drawing dropout (two threads would
-    draw from the one generator in either order: a run would not repeat)."""
-    return (asked and device.type == "cpu" and torch.get_num_threads() > 1
+def halves_now(setting: str, device: torch.device, models: Iterable[torch.nn.Module | None],
+               adapters: bool = False) -> bool:
+    """Whether work may run as two halves side by side (:func:`row_halves`) now: ``setting`` (``run.row_halves``:
+    ``auto`` skips ``adapters`` training, whose peak memory the second thread's heap raises more than its speed
+    gains), on the CPU with 2+ intra-op threads, and no model drawing dropout (two threads would draw from the one
+    generator in either order: a run would not repeat)."""
+    if setting == "never" or (setting == "auto" and adapters):
+        return False
+    return (device.type == "cpu" and torch.get_num_threads() > 1
             and not any(model is not None and live_dropout(model) for model in models))
 
 
