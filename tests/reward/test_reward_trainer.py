@@ -109,20 +109,14 @@ def test_micro_batch_halves_side_by_side_match_the_whole_micro_batch(tmp_path, m
     """On 2+ threads each micro-batch's records run as two halves, one thread each: the step's gradient and stats
     are those of the whole micro-batch up to float rounding, and both halves really ran."""
     import rlhfkit.reward.trainer as trainer_module
-    from rlhfkit.utils.runtime import side_by_side
+    from helpers_threads import count_side_by_side
 
     tokenizer = word_tokenizer()
     rng = random.Random(2)
     records = comparisons(16, rng) if kinds == "pairs" else comparisons(6, rng) + rankings(4, rng) + ratings(
         3, rng) + labels(3, rng)
     encoded, _ = _encode(records, tokenizer)
-    calls: list[int] = []
-
-    def counted(works):
-        calls.append(len(works))
-        return side_by_side(works)
-
-    monkeypatch.setattr(trainer_module, "side_by_side", counted)
+    calls = count_side_by_side(monkeypatch, trainer_module)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     results = []

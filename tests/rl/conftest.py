@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from helpers_models import tiny_gpt2, tiny_tokenizer
 from toy_problem import toy_bundle
 
@@ -42,3 +43,12 @@ def eos_model(tokenizer):
 def peaky_model(tokenizer):
     """Larger initial weights: peaked next-token distributions, so top-k and top-p cut something."""
     return tiny_gpt2(tokenizer, initializer_range=0.2)
+
+
+@pytest.fixture()
+def two_threads():
+    """Two intra-op threads for the test (what side-by-side work needs), the count restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)

@@ -7,6 +7,9 @@ import threading
 
 import pytest
 import torch
+from helpers_models import tiny_tokenizer
+from helpers_threads import count_side_by_side
+from test_cached_llama import tiny_llama_family
 from test_dpo import exact_pairs, overrides
 from toy_problem import PROMPT, reward_table, run_config_overrides, table_reward, toy_bundle
 
@@ -17,18 +20,11 @@ from rlhfkit.models.loading import PolicyBundle
 from rlhfkit.models.lora import LoraSettings, apply_lora
 from rlhfkit.rl.config import DPOConfig, PolicyGradientConfig, PPOConfig
 from rlhfkit.rl.dpo import DPOTrainer
+from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.onpolicy import OnPolicyTrainer
 from rlhfkit.rl.rollout import make_sampler
 from rlhfkit.rl.update import SeparateLosses, row_halves
 from rlhfkit.utils.runtime import side_by_side, this_thread_only
-
-
-@pytest.fixture()
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture()
@@ -179,13 +175,7 @@ def test_row_halves_stay_off_for_low_memory_one_thread_or_when_asked(tmp_path, t
 
 
 def test_a_separate_critic_beside_the_policy_is_not_halved(tmp_path, two_threads, halves_counted, monkeypatch):
-    calls: list[int] = []
-
-    def counted(works):
-        calls.append(len(works))
-        return side_by_side(works)
-
-    monkeypatch.setattr(update, "side_by_side", counted)
+    calls = count_side_by_side(monkeypatch, update)
     config = load_config(PPOConfig, None, run_config_overrides(tmp_path, 1) + [
         "num_prompts=8", "value_model=critic", "epochs=1", "num_minibatches=2"])
     OnPolicyTrainer(config, toy_bundle(value="critic"), table_reward(reward_table()), [PROMPT],
@@ -197,13 +187,7 @@ def test_dpo_reference_pass_in_two_halves_of_its_batches_matches_one_pass(tmp_pa
     import rlhfkit.rl.dpo as dpo
 
     _, _, pairs = exact_pairs()
-    calls: list[int] = []
-
-    def counted(works):
-        calls.append(len(works))
-        return side_by_side(works)
-
-    monkeypatch.setattr(dpo, "side_by_side", counted)
+    calls = count_side_by_side(monkeypatch, dpo)
     references = []
     for halves in (True, False):
         config = load_config(DPOConfig, None, overrides(tmp_path / str(halves), "batch_size=32",
@@ -243,3 +227,28 @@ def test_adapters_train_whole_micro_batches_unless_asked(tmp_path, two_threads, 
         "algo=grpo", "recipe=grpo-paper", "num_prompts=4", "group_size=4", f"run.row_halves={setting}"])
     OnPolicyTrainer(config, bundle, table_reward(reward_table()), [PROMPT], make_sampler("cached")).train_step()
     assert halves_counted == ([16] if halved else [])
+
+
+@pytest.mark.parametrize("config_class", ["LlamaConfig", "Qwen3Config"])
+def test_llama_family_gradients_in_row_halves_are_those_of_the_whole_batch(two_threads, config_class):
+    """Grouped-query attention, rotary positions, RMS norms (and Qwen3's query/key norms) forward and backward in two
+    threads at once on one model: the gradient of the whole batch, left padding and a shared prompt included."""
+    model = tiny_llama_family(config_class, tiny_tokenizer())
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (8, 12), generator=generator)
+    ids[:4, :5] = ids[0, :5]  # four rows share their prompt
+    mask = torch.ones_like(ids)
+    mask[5, :2] = 0  # left padding
+    mask[6, 9:] = 0  # a response that ended early
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def part_loss(rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return token_logprobs(model, ids[rows], mask[rows], 5).sum(), {}
+
+    part_loss(torch.arange(8))[0].backward()
+    whole = [p.grad.clone() for p in params]
+    model.zero_grad(set_to_none=True)
+    losses, _ = row_halves(torch.arange(8), part_loss, params)
+    losses.backward()
+    for p, expected in zip(params, whole):
+        torch.testing.assert_close(p.grad, expected, atol=1e-5, rtol=1e-4)

@@ -19,16 +19,9 @@ from rlhfkit.rl.update import SeparateLosses
 from rlhfkit.rl.rewards import EnsembleReward, ModelReward
 from rlhfkit.utils.runtime import across_threads, beside_each_other, side_by_side
 
+from helpers_threads import count_side_by_side
 from toy_problem import PROMPT, reward_table, run_config_overrides, table_reward, toy_bundle, toy_tokenizer
 from transformers import GPT2Model
-
-
-@pytest.fixture()
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_side_by_side_runs_each_work_on_its_own_thread_with_one_intra_op_thread(two_threads):
@@ -113,14 +106,7 @@ def test_ppo_critic_beside_the_policy_makes_the_update_of_one_after_the_other(tm
     """A separate critic's values beside the reference pass, and its forward and backward beside the policy's: the
     same parameters after a step, and the concurrent paths really ran. Adam with eps=1 makes each update
     ~ lr * gradient, so float noise in tiny gradient entries is not blown up to +-lr."""
-    calls: list[int] = []
-
-    def counted(works):
-        calls.append(len(works))
-        return side_by_side(works)
-
-    monkeypatch.setattr(onpolicy, "side_by_side", counted)
-    monkeypatch.setattr(update, "side_by_side", counted)
+    calls = count_side_by_side(monkeypatch, onpolicy, update)
     results = []
     for beside in (True, False):
         bundle = toy_bundle(value="critic")
@@ -162,13 +148,7 @@ def test_grpo_scores_beside_the_reference_pass_with_the_results_of_one_after_the
     """A torch reward model scores beside the reference pass: the same scores, reference log-probs and update as
     one after the other (under bf16 autocast too: the reference then runs unpacked, in its own thread's autocast);
     a Python reward function (which could call any model) scores alone."""
-    calls: list[int] = []
-
-    def counted(works):
-        calls.append(len(works))
-        return side_by_side(works)
-
-    monkeypatch.setattr(onpolicy, "side_by_side", counted)
+    calls = count_side_by_side(monkeypatch, onpolicy)
     results = []
     for beside in (True, False):
         bundle = toy_bundle()
