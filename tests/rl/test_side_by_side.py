@@ -45,6 +45,19 @@ def test_side_by_side_runs_each_work_on_its_own_thread_with_one_intra_op_thread(
     assert not any(grad for _, _, grad in seen)  # the caller's gradient mode, in every thread
 
 
+def test_side_by_side_gives_each_work_an_equal_share_of_the_threads():
+    """On more cores each work gets its share of them, not one thread (two works on 4 threads: 2 each; 3 on 4: 1
+    each), and the caller's count comes back after."""
+    previous = torch.get_num_threads()
+    try:
+        for threads, works, share in ((4, 2, 2), (4, 3, 1), (5, 2, 2)):
+            torch.set_num_threads(threads)
+            assert side_by_side([torch.get_num_threads] * works) == [share] * works
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_work_split_inside_a_share_runs_in_place(two_threads):
     """A share that splits its own work (packing weights across threads) runs it on its one core: the pool's
     workers are busy with the other shares."""

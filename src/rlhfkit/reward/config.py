@@ -99,8 +99,8 @@ class RewardTrainConfig:
     gradient_checkpointing: bool = field(False, help="Recompute the trunk's activations in the backward: less "
                                                      "memory, ~30% more compute.")
     row_halves: Literal["auto", "always", "never"] = field(
-        "auto", help="CPU, 2+ threads, no dropout: each micro-batch's records run as two halves side by side, one "
-                     "thread each, forward and backward (the gradient of the whole micro-batch up to float "
+        "auto", help="CPU, 2+ threads, no dropout: each micro-batch's records run as two halves side by side, on "
+                     "half the threads each, forward and backward (the gradient of the whole micro-batch up to float "
                      "rounding; never under gradient checkpointing; auto is always here: a reward model trains "
                      "every parameter).")
     num_heads: int = field(1, help="Scalar heads on one trunk; >1 makes a k-head ensemble.")

@@ -91,15 +91,15 @@ class RunConfig:
     log_every: int = field(1, help="Log metrics every N steps.")
     progress: bool = field(True, help="Show a progress bar.")
     fused_gelu: bool = field(True, help="Run gelu_new as PyTorch's fused tanh-GELU (same function, faster).")
-    side_by_side: bool = field(True, help="CPU, 2+ threads: independent models run at once, one thread each: a "
-                                          "separate critic beside the policy (training) and the reference pass "
+    side_by_side: bool = field(True, help="CPU, 2+ threads: independent models run at once, on half the threads "
+                                          "each: a separate critic beside the policy (training) and the reference pass "
                                           "(values), a torch reward model beside the reference pass (PPO updates "
                                           "~15-20% faster on 2 cores; results differ from one after the other in "
                                           "float rounding only; off while run.release_memory is on).")
     row_halves: Literal["auto", "always", "never"] = field(
         "auto", help="CPU, 2+ threads, one trained model (no critic beside it): each micro-batch runs as two row "
-                     "halves side by side, one thread each, forward and backward, and DPO's reference pass as two "
-                     "halves of its batches (GRPO updates ~10% faster and DPO runs ~12% faster on 2 cores; the "
+                     "halves side by side, on half the threads each, forward and backward, and DPO's reference "
+                     "pass as halves of its batches (GRPO updates ~10% faster and DPO runs ~12% faster on 2 cores; the "
                      "gradient of the whole micro-batch up to float rounding, as with gradient accumulation; never "
                      "under run.release_memory, gradient checkpointing or live dropout; the second half's "
                      "gradients are held apart until added: one more set of the trained weights' gradients). auto: "

@@ -105,7 +105,7 @@ class DPOTrainer:
 
         with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
               packed_linears_while(reference)):
-            if self._halves_now() and len(batches) > 1:  # the batches' two halves side by side, one thread each
+            if self._halves_now() and len(batches) > 1:  # the batches' two halves side by side
                 done = [pair for part in side_by_side([partial(logprobs, batches[:len(batches) // 2]),
                                                        partial(logprobs, batches[len(batches) // 2:])])
                         for pair in part]

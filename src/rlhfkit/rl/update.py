@@ -20,11 +20,11 @@ from rlhfkit.utils.runtime import side_by_side
 
 @dataclass(frozen=True)
 class SeparateLosses:
-    """A micro-batch loss made of terms whose backward passes run side by side, one intra-op thread each
-    (:func:`rlhfkit.utils.runtime.side_by_side`): a policy's and a separate critic's (disjoint parameters), or one
-    model's row halves (:func:`row_halves`, ``shared`` its trainable parameters). The loss is the terms' sum and each
-    parameter receives its gradient: terms over ``shared`` parameters add theirs in term order, whichever finishes
-    first, so a step is repeatable."""
+    """A micro-batch loss made of terms whose backward passes run side by side, each on its share of the intra-op
+    threads (:func:`rlhfkit.utils.runtime.side_by_side`): a policy's and a separate critic's (disjoint parameters),
+    or one model's row halves (:func:`row_halves`, ``shared`` its trainable parameters). The loss is the terms' sum
+    and each parameter receives its gradient: terms over ``shared`` parameters add theirs in term order, whichever
+    finishes first, so a step is repeatable."""
 
     terms: tuple[torch.Tensor, ...]
     shared: tuple[torch.nn.Parameter, ...] = ()
@@ -70,8 +70,8 @@ def halves_now(setting: str, device: torch.device, models: Iterable[torch.nn.Mod
 
 def row_halves(idx: torch.Tensor, part_loss: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
                shared: Iterable[torch.nn.Parameter]) -> tuple[SeparateLosses, dict[str, float]]:
-    """One model's micro-batch ``idx`` as two row halves, forward and backward side by side on one intra-op thread
-    each: ``part_loss(rows)`` is those rows' share of the loss and of the (summed) stats, as for gradient
+    """One model's micro-batch ``idx`` as two row halves, forward and backward side by side on half the intra-op
+    threads each: ``part_loss(rows)`` is those rows' share of the loss and of the (summed) stats, as for gradient
     accumulation. On 2 cores a small model's products use two intra-op threads poorly, and its many small
     memory-bound ops not at all (``bench/grpo.py``'s update of 64 rows: 380-405 ms on 2 threads, 330-358 ms as
     halves). ``idx`` is sorted first, so rows that share a prompt (a group's, a pair's) mostly stay together."""

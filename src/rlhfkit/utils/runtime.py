@@ -65,15 +65,15 @@ class _Beside(threading.local):
 _beside = _Beside()
 
 
-def across_threads(works: Sequence[Callable[[], T]], grad: bool = False) -> list[T]:
+def across_threads(works: Sequence[Callable[[], T]], grad: bool = False, threads: int = 1) -> list[T]:
     """Each work's result, in order: the first runs in the calling thread, the others on :func:`worker_pool`'s
-    threads (one intra-op thread each, with gradients only when ``grad``). Returns, or raises the first failure,
-    only once every work has finished (none is left running on state the caller is about to change). Inside a
-    pool worker all run in place: a worker waiting on its own busy pool would wait forever."""
+    threads (``threads`` intra-op threads each, with gradients only when ``grad``). Returns, or raises the first
+    failure, only once every work has finished (none is left running on state the caller is about to change). Inside
+    a pool worker all run in place: a worker waiting on its own busy pool would wait forever."""
     if len(works) < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX) or _beside.active:
         return [work() for work in works]
     pool = worker_pool(len(works) - 1)
-    futures = [pool.submit(_on_one_thread, work, grad) for work in works[1:]]
+    futures = [pool.submit(_on_threads, work, grad, threads) for work in works[1:]]
     try:
         first = works[0]()
     finally:
@@ -107,25 +107,28 @@ def beside_each_other(*models: torch.nn.Module | None) -> bool:
     return len(models) > 1
 
 
-def _on_one_thread(work: Callable[[], T], grad: bool = False) -> T:
-    """``work`` on one intra-op thread, without gradients unless ``grad`` (both are per-thread state in PyTorch)."""
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
+def _on_threads(work: Callable[[], T], grad: bool = False, threads: int = 1) -> T:
+    """``work`` on ``threads`` intra-op threads, without gradients unless ``grad`` (both are per-thread state in
+    PyTorch)."""
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     with torch.set_grad_enabled(grad):
         return work()
 
 
 def side_by_side(works: Sequence[Callable[[], T]]) -> list[T]:
-    """Each work's result, the works run at once on one intra-op thread each, the calling thread's included (its
-    count restored after), in the caller's gradient mode: independent models' forwards or backward passes.
+    """Each work's result, the works run at once on an equal share of the intra-op threads each (one each on 2
+    cores), the calling thread's included (its count restored after), in the caller's gradient mode: independent
+    models' forwards or backward passes, or one model's row halves.
 
     On a few cores a small model's products use two intra-op threads poorly (a PPO mini-batch of 16 rows on
     ``bench/ppo.py``'s models: policy and critic forward+backward 245-251 ms one after the other on 2 threads,
     201-208 ms side by side on one each). Autocast is per thread too: a work that needs it enters it itself."""
     if len(works) < 2:
         return [work() for work in works]
+    share = max(1, torch.get_num_threads() // len(works))
 
-    def in_place(work: Callable[[], T]) -> T:  # the caller's share owns one core: what it splits runs in place
+    def in_place(work: Callable[[], T]) -> T:  # the caller's share owns its cores: what it splits runs in place
         _beside.active = True
         try:
             return work()
@@ -133,8 +136,9 @@ def side_by_side(works: Sequence[Callable[[], T]]) -> list[T]:
             _beside.active = False
 
     with intra_op_threads_restored():
-        torch.set_num_threads(1)
-        return across_threads([functools.partial(in_place, works[0]), *works[1:]], grad=torch.is_grad_enabled())
+        torch.set_num_threads(share)
+        return across_threads([functools.partial(in_place, works[0]), *works[1:]], grad=torch.is_grad_enabled(),
+                              threads=share)
 
 
 def seed_everything(seed: int) -> None:
