@@ -99,6 +99,25 @@ def test_shared_parameters_receive_the_terms_gradients_added_in_order(two_thread
     assert unused.grad is None
 
 
+def test_two_terms_onto_fresh_gradients_add_straight_in_and_repeat_bit_for_bit(two_threads):
+    """No gradient yet and two terms: both backward passes add straight into the shared gradients, in whichever order
+    they finish, and a + b == b + a in floats: every repeat equals one backward after the other, bit for bit."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Tanh(), torch.nn.Linear(256, 64))
+    x = torch.randn(2, 512, 64)
+
+    def terms() -> list[torch.Tensor]:
+        return [model(part).square().mean() for part in x]
+
+    for term in terms():
+        term.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    for _ in range(10):
+        model.zero_grad(set_to_none=True)
+        SeparateLosses(tuple(terms()), tuple(model.parameters())).backward()
+        assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), expected))
+
+
 def test_row_halves_split_the_sorted_rows_and_sum_their_stats(two_threads):
     seen: list[list[int]] = []
     weight = torch.nn.Parameter(torch.tensor(2.0))

@@ -101,8 +101,9 @@ class RunConfig:
                      "halves side by side, on half the threads each, forward and backward, and DPO's reference "
                      "pass as halves of its batches (GRPO updates ~10% faster and DPO runs ~12% faster on 2 cores; the "
                      "gradient of the whole micro-batch up to float rounding, as with gradient accumulation; never "
-                     "under run.release_memory, gradient checkpointing or live dropout; the second half's "
-                     "gradients are held apart until added: one more set of the trained weights' gradients). auto: "
+                     "under run.release_memory, gradient checkpointing or live dropout; with optim.grad_accum > 1 "
+                     "the later micro-batches hold the second half's gradients apart until added: one more set "
+                     "of the trained weights' gradients). auto: "
                      "not for adapters (LoRA), where the second thread's own heap raised PPO's peak memory by "
                      "10-20% for ~6% speed.")
     release_memory: bool = field(False, help="CPU on-policy runs: between phases, free MKL's cached buffers and return "

@@ -38,13 +38,14 @@ class SeparateLosses:
         return self.detach().item()
 
     def backward(self) -> None:
-        """Every term's backward, concurrently: the first into the gradients, the others (when parameters are
-        shared) into their own buffers, added after it in order."""
+        """Every term's backward, concurrently. Shared parameters without gradients yet and two terms: both add
+        straight into them (a + b and b + a are the same floats, and no gradient is held twice); else the first adds
+        into the gradients and the others into buffers of their own, added after it in order."""
         live = [term for term in self.terms if term.requires_grad]
-        if not self.shared or len(live) < 2:
+        params = [p for p in self.shared if p.requires_grad]
+        if len(live) < 2 or not params or (len(live) == 2 and all(p.grad is None for p in params)):
             side_by_side([term.backward for term in live])
             return
-        params = [p for p in self.shared if p.requires_grad]
 
         def own_gradients(term: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
             return torch.autograd.grad(term, params, allow_unused=True)
