@@ -13,6 +13,8 @@ from test_cached_llama import tiny_llama_family
 from test_dpo import exact_pairs, overrides
 from toy_problem import PROMPT, reward_table, run_config_overrides, table_reward, toy_bundle
 
+import rlhfkit.rl.dpo as dpo
+import rlhfkit.rl.onpolicy as onpolicy
 import rlhfkit.rl.update as update
 from rlhfkit.config import load_config
 from rlhfkit.models.head_rows import lm_head_rows
@@ -36,8 +38,6 @@ def halves_counted(monkeypatch) -> list[int]:
         sizes.append(len(idx))
         return row_halves(idx, part_loss, shared)
 
-    import rlhfkit.rl.dpo as dpo
-    import rlhfkit.rl.onpolicy as onpolicy
     monkeypatch.setattr(onpolicy, "row_halves", counted)
     monkeypatch.setattr(dpo, "row_halves", counted)
     return sizes
@@ -203,8 +203,6 @@ def test_a_separate_critic_beside_the_policy_is_not_halved(tmp_path, two_threads
 
 
 def test_dpo_reference_pass_in_two_halves_of_its_batches_matches_one_pass(tmp_path, two_threads, monkeypatch):
-    import rlhfkit.rl.dpo as dpo
-
     _, _, pairs = exact_pairs()
     calls = count_side_by_side(monkeypatch, dpo)
     references = []

@@ -23,8 +23,8 @@ class SeparateLosses:
     """A micro-batch loss made of terms whose backward passes run side by side, each on its share of the intra-op
     threads (:func:`rlhfkit.utils.runtime.side_by_side`): a policy's and a separate critic's (disjoint parameters),
     or one model's row halves (:func:`row_halves`, ``shared`` its trainable parameters). The loss is the terms' sum
-    and each parameter receives its gradient: terms over ``shared`` parameters add theirs in term order, whichever
-    finishes first, so a step is repeatable."""
+    and each parameter receives its gradient, the same floats whichever term finishes first (see :meth:`backward`),
+    so a step repeats bit for bit."""
 
     terms: tuple[torch.Tensor, ...]
     shared: tuple[torch.nn.Parameter, ...] = ()
