@@ -106,3 +106,25 @@ def test_reward_model_gradient_checkpointing_recomputes_and_keeps_the_gradient(t
         assert len(calls) == (2 if checkpointing else 1)
         gradients.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(gradients[0], gradients[1], atol=1e-6)
+
+
+def test_dpo_under_bf16_precomputes_the_reference_and_trains(tmp_path, two_threads):
+    """DPO's reference pass packs its frozen weights for oneDNN in float32 only: packed under a bf16 run, the
+    autocast pass handed them bfloat16 inputs and oneDNN failed. Its log-probs stay within bf16 rounding of
+    float32's, in two halves of the batches side by side as in one pass."""
+    from test_dpo import exact_pairs
+
+    from rlhfkit.rl.config import DPOConfig
+    from rlhfkit.rl.dpo import DPOTrainer
+
+    _, _, pairs = exact_pairs()
+    references = {}
+    for dtype in ("float32", "bfloat16"):
+        config = load_config(DPOConfig, None, [f"run.output_dir={tmp_path / dtype}", "run.progress=false",
+                                               "run.save_every=0", "run.steps=2", "batch_size=50",
+                                               f"run.dtype={dtype}", "run.device=cpu"])
+        trainer = DPOTrainer(config, toy_bundle(), pairs)
+        history = trainer.train()
+        references[dtype] = torch.cat([trainer.reference.chosen, trainer.reference.rejected])
+        assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss/dpo"])) for h in history)
+    assert float((references["bfloat16"] - references["float32"]).abs().max()) < 0.1

@@ -20,7 +20,7 @@ from rlhfkit.rl.config import DPOConfig
 from rlhfkit.rl.harness import Harness, StepHook, run_loop
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import dpo_loss
-from rlhfkit.rl.packed_linear import packed_linears_while
+from rlhfkit.rl.packed_linear import packed_for_pass
 from rlhfkit.rl.preference_pairs import EncodedPairs, Pair, dpo_total_steps, encode_pairs
 from rlhfkit.rl.update import SeparateLosses, halves_now, row_halves
 from rlhfkit.utils.distributed import all_gather_rows, current_world
@@ -104,7 +104,7 @@ class DPOTrainer:
                 return [sequence_logprobs(reference, self.data, idx, self.average) for idx in part]
 
         with (self.harness.timer.phase("reference"), self.bundle.reference() as reference,
-              packed_linears_while(reference)):
+              packed_for_pass(reference, self.compute_dtype)):
             if self._halves_now() and len(batches) > 1:  # the batches' two halves side by side
                 done = [pair for part in side_by_side([partial(logprobs, batches[:len(batches) // 2]),
                                                        partial(logprobs, batches[len(batches) // 2:])])

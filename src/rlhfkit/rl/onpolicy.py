@@ -38,7 +38,7 @@ from rlhfkit.rl.kl import kl_estimate, make_kl_controller
 from rlhfkit.rl.logprobs import token_logprobs
 from rlhfkit.rl.losses import aggregate, clipped_value_loss, explained_variance, ppo_policy_loss, shape_token_rewards
 from rlhfkit.rl.onpolicy_memory import between_phases, lora_in_place, offload_reward_models, resident
-from rlhfkit.rl.packed_linear import packed_linears_while
+from rlhfkit.rl.packed_linear import packed_for_pass
 from rlhfkit.rl.prompts import PromptStream
 from rlhfkit.rl.rewards import EnsembleReward, ModelReward, RewardSource
 from rlhfkit.rl.rollout import PER_ROW_UNSUPPORTED, HFGenerateSampler, Rollout, Sampler
@@ -242,11 +242,8 @@ class OnPolicyTrainer:
         return self.bundle.policy if self.bundle.uses_lora else self.bundle.frozen_reference
 
     def _packed(self, reference: torch.nn.Module) -> contextlib.AbstractContextManager[object]:
-        """The reference's layers packed for its pass (:func:`packed_linears_while`) where that pass runs in float32:
-        a pass under autocast runs unpacked (the packing is decided here, outside the pass's own autocast)."""
-        if self.compute_dtype != torch.float32:
-            return contextlib.nullcontext()
-        return packed_linears_while(reference)
+        """The reference's layers packed for its pass where that pass runs in float32 (:func:`packed_for_pass`)."""
+        return packed_for_pass(reference, self.compute_dtype)
 
     def _reference_logprobs(self, reference: torch.nn.Module, rollout: Rollout, mask: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.compute_dtype):

@@ -108,6 +108,13 @@ def packing_applies(model: nn.Module) -> bool:
             and not any(_is_adapter(layer) for layer in model.modules()))
 
 
+def packed_for_pass(model: nn.Module, compute_dtype: torch.dtype) -> contextlib.AbstractContextManager[object]:
+    """:func:`packed_linears_while` for a pass that will run in ``compute_dtype``: packed only in float32. The packed
+    weights are float32, and a pass under autocast (decided here, before the pass enters its own autocast) would
+    hand them bfloat16 inputs that oneDNN cannot take."""
+    return packed_linears_while(model) if compute_dtype == torch.float32 else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def packed_linears_while(model: nn.Module, skip: Collection[nn.Module] = (), fuse_mlps: bool = True
                          ) -> Iterator[int]:
