@@ -52,6 +52,7 @@ class StaticDecoder:
         """Write (b, kv heads, t, d) keys and values at ``start`` of layer ``index``'s cache; return what the
         queries attend to: the new keys alone in a prefill of some rows, else every row's cache up to them."""
         end = start + k.shape[2]
+        k, v = k.to(self.cache.dtype), v.to(self.cache.dtype)  # under autocast rotary keys may come out float32
         if rows is not None:
             self.cache[index, 0, rows, :, start:end] = k
             self.cache[index, 1, rows, :, start:end] = v
@@ -293,38 +294,45 @@ class PartTimer:
 
 def onpolicy_floor(policy: nn.Module, reward_model: nn.Module, prompt_ids: torch.Tensor, new_tokens: int,
                    minibatches: int, critic: nn.Module | None = None, eos_id: int | None = None,
-                   repeats: int = 3, lr: float = 1e-5) -> tuple[float, dict[str, float], float]:
+                   repeats: int = 3, lr: float = 1e-5, dtype: str = "float32") -> tuple[float, dict[str, float], float]:
     """Floor of one GRPO/PPO step on (B, P) prompts (rows already repeated per group):
     sample, reference forward, reward forward, [critic values], then per mini-batch one
-    forward+backward of the policy [and critic] and one optimizer step.
+    forward+backward of the policy [and critic] and one optimizer step; forwards in ``dtype`` (:func:`compute`).
     Returns (median seconds, mean seconds per part, decoder-vs-forward max log-prob error)."""
     batch, prompt_len = prompt_ids.shape
     policy_t = fast(trained_copy(policy))
     reference = fast(copy.deepcopy(policy).eval().requires_grad_(False))
     critic_t = fast(trained_copy(critic)) if critic is not None else None
     decoder = static_decoder(policy_t, batch, prompt_len, new_tokens, eos_id)
-    error = decoder.check(prompt_ids)
+    decoder.cache = decoder.cache.to(getattr(torch, dtype))  # keys and values in the compute dtype
+    with compute(dtype):
+        error = decoder.check(prompt_ids)
     optimizer = fused_adamw(policy_t, *([critic_t] if critic_t is not None else []), lr=lr)
     generator = torch.Generator().manual_seed(0)
     timer = PartTimer()
     size = batch // minibatches
 
     def step() -> None:
-        tokens, old_logps = timer.part("sample", lambda: decoder.sample(prompt_ids, generator))
+        with compute(dtype):
+            tokens, old_logps = timer.part("sample", lambda: decoder.sample(prompt_ids, generator))
         ids = torch.cat([prompt_ids, tokens], dim=1)
-        with torch.inference_mode():
-            ref = timer.part("reference", lambda: response_logprobs(reference, ids, prompt_len, eos_id))
+        with torch.inference_mode():  # the reward model scores in float32, as the trainers' does
+            with compute(dtype):
+                ref = timer.part("reference", lambda: response_logprobs(reference, ids, prompt_len, eos_id).float())
             scores = timer.part("reward", lambda: reward_scores(reward_model, ids, prompt_len))
-            values = timer.part("critic_values", lambda: critic_values(critic_t, ids, prompt_len)) \
-                if critic_t is not None else None
+            with compute(dtype):
+                values = timer.part("critic_values", lambda: critic_values(critic_t, ids, prompt_len).float()) \
+                    if critic_t is not None else None
         advantages = (scores[:, None] - 0.04 * (old_logps - ref)).clone()
         returns = values.clone() + advantages if values is not None else None
 
         def train(rows: slice) -> None:
-            logps = response_logprobs(policy_t, ids[rows], prompt_len, eos_id)
-            loss = -(torch.exp(logps - old_logps[rows]) * advantages[rows]).mean()
-            if critic_t is not None:
-                loss = loss + 0.5 * (critic_values(critic_t, ids[rows], prompt_len) - returns[rows]).square().mean()
+            with compute(dtype):
+                logps = response_logprobs(policy_t, ids[rows], prompt_len, eos_id).float()
+                loss = -(torch.exp(logps - old_logps[rows]) * advantages[rows]).mean()
+                if critic_t is not None:
+                    values_now = critic_values(critic_t, ids[rows], prompt_len).float()
+                    loss = loss + 0.5 * (values_now - returns[rows]).square().mean()
             loss.backward()
 
         for start in range(0, batch, size):

@@ -2,7 +2,8 @@
 
 Per step: 16 prompts x 4 completions, prompts of 16 tokens, exactly 32 new tokens (no early stop),
 reward model scoring, reference log-probs once, the published recipe pinned (recipe=grpo-paper: k3 KL
-as a loss term, beta 0.04, std-normalized group advantages, seq_mean), ONE optimizer step over all 64 completions. Float32, 2 threads, OMP_WAIT_POLICY=PASSIVE.
+as a loss term, beta 0.04, std-normalized group advantages, seq_mean), ONE optimizer step over all 64 completions. Float32 (``--dtype bfloat16``: run.dtype=bfloat16,
+the floor likewise), 2 threads, OMP_WAIT_POLICY=PASSIVE.
 
 Run: python bench/grpo.py [--steps 3] [--backend cached]   (prints ONE JSON line)
 """
@@ -46,9 +47,9 @@ def main() -> None:
     peak_rss = wl.peak_rss_mb()  # the trainer's peak, before the floor's own models
     floor_fields = {} if args.no_floor else bench.onpolicy_floor(timing.seconds / args.steps, timing.cpu_seconds / args.steps,
                                                                  PROMPTS, GROUP, 1,
-                                                                 critic=False)
+                                                                 critic=False, dtype=args.dtype)
     print(json.dumps({
-        "bench": "grpo", "backend": args.backend, "baseline": args.baseline, "threads": threads,
+        "bench": "grpo", "backend": args.backend, "baseline": args.baseline, "dtype": args.dtype, "threads": threads,
         "steps": args.steps, "prompts": PROMPTS, "group": GROUP, "prompt_tokens": wl.PROMPT_TOKENS,
         "new_tokens": wl.NEW_TOKENS, "seconds": round(timing.seconds, 3), "cpu_seconds": round(timing.cpu_seconds, 3),
         "completions_per_s": round(completions / timing.seconds, 2),

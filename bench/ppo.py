@@ -2,7 +2,8 @@
 
 Per step: 64 prompts of 16 tokens, exactly 32 new tokens sampled (EOS suppressed, no early stop),
 reward model scoring, reference + critic forwards once per rollout, 1 PPO epoch of 4 mini-batches
-of 16 (one optimizer step each). Float32, 2 threads, OMP_WAIT_POLICY=PASSIVE.
+of 16 (one optimizer step each). Float32 (``--dtype bfloat16``: run.dtype=bfloat16,
+the floor likewise), 2 threads, OMP_WAIT_POLICY=PASSIVE.
 
 Run: python bench/ppo.py [--steps 3] [--backend cached]   (prints ONE JSON line)
 """
@@ -46,9 +47,9 @@ def main() -> None:
     peak_rss = wl.peak_rss_mb()  # the trainer's peak, before the floor's own models
     floor_fields = {} if args.no_floor else bench.onpolicy_floor(timing.seconds / args.steps, timing.cpu_seconds / args.steps,
                                                                  BATCH, 1, MINIBATCHES,
-                                                                 critic=True)
+                                                                 critic=True, dtype=args.dtype)
     print(json.dumps({
-        "bench": "ppo", "backend": args.backend, "baseline": args.baseline, "threads": threads, "steps": args.steps, "batch": BATCH,
+        "bench": "ppo", "backend": args.backend, "baseline": args.baseline, "dtype": args.dtype, "threads": threads, "steps": args.steps, "batch": BATCH,
         "prompt_tokens": wl.PROMPT_TOKENS, "new_tokens": wl.NEW_TOKENS, "minibatches": MINIBATCHES,
         "seconds": round(timing.seconds, 3), "cpu_seconds": round(timing.cpu_seconds, 3),
         "episodes_per_s": round(episodes / timing.seconds, 2),

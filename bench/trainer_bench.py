@@ -11,7 +11,8 @@ import rl_workload as wl  # (sets OMP_WAIT_POLICY before torch loads)
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    """--steps, --threads, --backend, --baseline and --set, the options of every trainer benchmark."""
+    """--steps, --threads, --backend, --baseline, --no-floor, --dtype and --set, the options of every trainer
+    benchmark."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=3, help="Measured steps (after one warm-up step).")
     parser.add_argument("--threads", type=int, default=2)
@@ -19,6 +20,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--baseline", action="store_true",
                         help="Without the profile-driven speedups: gelu_new as 7 elementwise ops, foreach AdamW.")
     parser.add_argument("--no-floor", action="store_true", help="Skip timing the floor (bench/floor.py).")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="Compute dtype (run.dtype: forwards under autocast, float32 master weights); the floor "
+                             "runs in the same one.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="A config override for an A/B run (repeatable), e.g. --set run.side_by_side=false.")
     return parser.parse_args()
@@ -27,7 +31,7 @@ def parse_args(description: str) -> argparse.Namespace:
 def speedup_overrides(args: argparse.Namespace) -> list[str]:
     """Config overrides for the rollout backend and the speedups (off with --baseline)."""
     return [f"generation.backend={args.backend}", f"run.fused_gelu={not args.baseline}",
-            f"optim.fused={not args.baseline}", *args.overrides]
+            f"optim.fused={not args.baseline}", f"run.dtype={args.dtype}", *args.overrides]
 
 
 @dataclass
@@ -55,7 +59,7 @@ def time_steps(trainer: Any, steps: int) -> Timing:
 
 
 def onpolicy_floor(step_s: float, step_cpu_s: float, prompts: int, group: int, minibatches: int, critic: bool,
-                   repeats: int = 3) -> dict[str, Any]:
+                   repeats: int = 3, dtype: str = "float32") -> dict[str, Any]:
     """floor_s / overhead fields for a GRPO or PPO step (see bench/floor.py), on fresh copies of the
     same models and the same shapes: ``prompts`` x ``group`` rows, 16 prompt + 32 new tokens."""
     import floor
@@ -64,5 +68,6 @@ def onpolicy_floor(step_s: float, step_cpu_s: float, prompts: int, group: int, m
     reward_model = wl.reward().members[0].model
     ids = wl.tokenizer()(wl.prompts(prompts), return_tensors="pt").input_ids.repeat_interleave(group, dim=0)
     seconds, parts, error = floor.onpolicy_floor(models.policy, reward_model, ids, wl.NEW_TOKENS, minibatches,
-                                                 critic=models.value_model, eos_id=wl.EOS_ID, repeats=repeats)
+                                                 critic=models.value_model, eos_id=wl.EOS_ID, repeats=repeats,
+                                                 dtype=dtype)
     return floor.summary(step_s, seconds, parts, step_cpu_s) | {"floor_sampler_logprob_error": error}

@@ -12,8 +12,9 @@ Peak RSS is each process's own ru_maxrss (rlhfkit's before it times its floor). 
 ``cpu_ratio_*`` also compares process CPU seconds of the timed work (TRL's / rlhfkit's), which other load
 on the machine skews less than wall time.
 
-``--dtype bfloat16`` (DPO and reward models only) runs both sides' forwards under CPU autocast: rlhfkit's
-``run.dtype=bfloat16`` / RewardTrainer ``autocast_dtype``, TRL's ``bf16=True``.
+``--dtype bfloat16`` runs both sides' forwards under CPU autocast (float32 master weights): rlhfkit's
+``run.dtype=bfloat16`` / RewardTrainer ``autocast_dtype`` (our rollouts sample in bf16 too; reward models
+score in float32), TRL's ``bf16=True`` (whatever its trainer runs under autocast).
 
 ``RLHFKIT_BENCH_POLICY=llama|qwen3`` makes the policy (and reference) a Llama-family model of about the GPT-2's
 size on both sides (bench/rl_workload.py); rlhfkit's floors then decode with Llama-family blocks (bench/floor.py).
@@ -147,10 +148,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds per child run.")
     parser.add_argument("--no-install", action="store_true", help="Use existing TRL venvs only.")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="Both sides' compute precision (bfloat16: dpo and reward only).")
+                        help="Both sides' compute precision.")
     args = parser.parse_args()
-    if args.dtype != "float32" and set(args.workloads.split(",")) - {"dpo", "reward"}:
-        parser.error("--dtype bfloat16 applies to the dpo and reward workloads only")
     venvs = {"main": os.environ.get("RLHFKIT_TRL_VENV", "/work/.trl-venv"),
              "ppo": os.environ.get("RLHFKIT_TRL_PPO_VENV", "/work/.trl112-venv")}
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads),

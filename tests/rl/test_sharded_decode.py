@@ -1,6 +1,6 @@
 """Decoding a GPT-2 batch as row shards on threads: the same tokens and log-probs as one batch (greedy, sampled,
 filtered, EOS blocked, per-row seeds), shards merged back when the batch shrinks, the thread count restored,
-autocast and one-thread runs left unsharded."""
+one-thread runs left unsharded, shards under the caller's autocast."""
 
 from __future__ import annotations
 
@@ -94,24 +94,46 @@ def test_sharded_rollout_equals_one_batch_and_restores_threads(eos_model, tokeni
     assert torch.equal(sharded.response_mask, one_batch.response_mask)
 
 
-def test_no_shards_under_autocast_or_on_one_thread(eos_model, tokenizer, monkeypatch) -> None:
+def test_no_shards_on_one_thread(eos_model, tokenizer, monkeypatch) -> None:
     from rlhfkit.rl import sharded_decode
 
     built = []
     monkeypatch.setattr(sharded_decode.ShardedStepper, "__init__",
                         lambda self, *args, **kwargs: built.append(args) or pytest.fail("sharded"))
-    sampler = CachedSampler(shard_merge_work=1)
-    params = SamplingParams(max_new_tokens=4, temperature=1.0)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        _sample(sampler, eos_model, tokenizer, params, seed=0)
-        torch.set_num_threads(2)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast is per thread: shards would run in float32
-            _sample(sampler, eos_model, tokenizer, params, seed=0)
+        _sample(CachedSampler(shard_merge_work=1), eos_model, tokenizer, SamplingParams(max_new_tokens=4), seed=0)
     finally:
         torch.set_num_threads(threads)
     assert built == []
+
+
+def test_shards_under_bf16_autocast_step_in_bf16_like_one_batch(eos_model, tokenizer, monkeypatch) -> None:
+    """Autocast is per thread; the pool thread's shard runs under the caller's (:func:`across_threads`), so a
+    sharded bf16 rollout is one batch's: the same tokens, log-probs within bf16 rounding, and both away from
+    float32's (were one shard in float32, its rows would match float32 instead)."""
+    from rlhfkit.rl import sharded_decode
+
+    built = []
+    original_init = ShardedStepper.__init__
+    monkeypatch.setattr(sharded_decode.ShardedStepper, "__init__",
+                        lambda self, *args, **kwargs: built.append(1) or original_init(self, *args, **kwargs))
+    params = SamplingParams(max_new_tokens=6, do_sample=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sharded = _sample(CachedSampler(shard_merge_work=0), eos_model, tokenizer, params, seed=0)
+            one_batch = _sample(CachedSampler(shard_rows=False), eos_model, tokenizer, params, seed=0)
+        full = _sample(CachedSampler(shard_rows=False), eos_model, tokenizer, params, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert built == [1]
+    assert torch.equal(sharded.response_ids, one_batch.response_ids)
+    torch.testing.assert_close(sharded.logprobs, one_batch.logprobs, atol=0.05, rtol=0)
+    for row in range(len(PROMPTS)):  # every row's log-probs moved by bf16 rounding, so no shard ran in float32
+        assert not torch.equal(sharded.logprobs[row], full.logprobs[row]), row
 
 
 def test_concatenated_caches_hold_the_rows_in_turn() -> None:

@@ -45,6 +45,18 @@ def test_side_by_side_runs_each_work_on_its_own_thread_with_one_intra_op_thread(
     assert not any(grad for _, _, grad in seen)  # the caller's gradient mode, in every thread
 
 
+def test_the_callers_cpu_autocast_reaches_every_thread(two_threads):
+    """Autocast is per-thread state: a pool thread runs a work in the caller's CPU autocast dtype, or in none."""
+    def precision() -> torch.dtype | None:
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert across_threads([precision, precision]) == [torch.bfloat16, torch.bfloat16]
+        assert side_by_side([precision, precision]) == [torch.bfloat16, torch.bfloat16]
+        assert torch.matmul(*side_by_side([lambda: torch.ones(2, 2)] * 2)).dtype == torch.bfloat16
+    assert across_threads([precision, precision]) == [None, None]
+
+
 def test_side_by_side_gives_each_work_an_equal_share_of_the_threads():
     """On more cores each work gets its share of them, not one thread (two works on 4 threads: 2 each; 3 on 4: 1
     each), and the caller's count comes back after."""

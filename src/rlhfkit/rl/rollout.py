@@ -498,9 +498,8 @@ class CachedSampler:
         return stepper(*parts, cache, mask)
 
     def _shards(self, device: torch.device, batch: int, serial_rows: int, merge_rows: int) -> int:
-        """Row shards to decode in (:func:`rlhfkit.rl.sharded_decode.decode_shards`; 1 when off, off the CPU or
-        under autocast, whose state does not reach other threads)."""
-        if not self.shard_rows or device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        """Row shards to decode in (:func:`rlhfkit.rl.sharded_decode.decode_shards`; 1 when off or off the CPU)."""
+        if not self.shard_rows or device.type != "cpu":
             return 1
         from rlhfkit.rl.sharded_decode import decode_shards
 

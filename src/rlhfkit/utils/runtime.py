@@ -67,13 +67,15 @@ _beside = _Beside()
 
 def across_threads(works: Sequence[Callable[[], T]], grad: bool = False, threads: int = 1) -> list[T]:
     """Each work's result, in order: the first runs in the calling thread, the others on :func:`worker_pool`'s
-    threads (``threads`` intra-op threads each, with gradients only when ``grad``). Returns, or raises the first
+    threads (``threads`` intra-op threads each, with gradients only when ``grad``, under the caller's CPU autocast if
+    any: a bf16 rollout's row shards compute in bf16 on every thread). Returns, or raises the first
     failure, only once every work has finished (none is left running on state the caller is about to change). Inside
     a pool worker all run in place: a worker waiting on its own busy pool would wait forever."""
     if len(works) < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX) or _beside.active:
         return [work() for work in works]
     pool = worker_pool(len(works) - 1)
-    futures = [pool.submit(_on_threads, work, grad, threads) for work in works[1:]]
+    autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    futures = [pool.submit(_on_threads, work, grad, threads, autocast) for work in works[1:]]
     try:
         first = works[0]()
     finally:
@@ -107,12 +109,14 @@ def beside_each_other(*models: torch.nn.Module | None) -> bool:
     return len(models) > 1
 
 
-def _on_threads(work: Callable[[], T], grad: bool = False, threads: int = 1) -> T:
-    """``work`` on ``threads`` intra-op threads, without gradients unless ``grad`` (both are per-thread state in
-    PyTorch)."""
+def _on_threads(work: Callable[[], T], grad: bool = False, threads: int = 1,
+                autocast: torch.dtype | None = None) -> T:
+    """``work`` on ``threads`` intra-op threads, without gradients unless ``grad``, under CPU autocast to ``autocast``
+    when given (all three are per-thread state in PyTorch: the caller's would not reach a pool thread)."""
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    with torch.set_grad_enabled(grad):
+    precision = torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with torch.set_grad_enabled(grad), precision:
         return work()
 
 
@@ -123,7 +127,7 @@ def side_by_side(works: Sequence[Callable[[], T]]) -> list[T]:
 
     On a few cores a small model's products use two intra-op threads poorly (a PPO mini-batch of 16 rows on
     ``bench/ppo.py``'s models: policy and critic forward+backward 245-251 ms one after the other on 2 threads,
-    201-208 ms side by side on one each). Autocast is per thread too: a work that needs it enters it itself."""
+    201-208 ms side by side on one each). The caller's CPU autocast reaches every work (:func:`across_threads`)."""
     if len(works) < 2:
         return [work() for work in works]
     share = max(1, torch.get_num_threads() // len(works))
