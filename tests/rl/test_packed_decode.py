@@ -1,6 +1,6 @@
 """Sampling and frozen forwards on the CPU with packed oneDNN weights, small steps on one thread and the GPT-2
-prefill: the same products as the modules, the modules put back after, adapters and autocast left alone, the
-thread count restored, the prefill's mask causal."""
+prefill: the same products as the modules, the modules put back after, adapters left alone, bf16 packs under bf16
+autocast, the thread count restored, the prefill's mask causal."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from torch import nn
 from rlhfkit.rl.cached_gpt2 import attend
 from rlhfkit.rl.packed_linear import (
     PackedLinear,
+    onednn_bf16_linear_available,
     onednn_linear_available,
     packed_in_parallel,
     packed_linears_while,
+    packing_dtype,
 )
 from rlhfkit.rl.rollout import CachedSampler, SamplingParams, serial_decode_rows
 from rlhfkit.utils.runtime import intra_op_threads_restored, worker_pool
@@ -56,7 +58,7 @@ def test_packed_layers_compute_what_the_modules_do_and_are_put_back(eos_model) -
 
 
 @needs_onednn
-def test_lora_models_and_autocast_are_left_alone(eos_model) -> None:
+def test_lora_models_are_left_alone_also_under_autocast(eos_model) -> None:
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(copy.deepcopy(eos_model), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True))
@@ -72,6 +74,57 @@ def test_lora_models_and_autocast_are_left_alone(eos_model) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16), packed_linears_while(model) as under_autocast:
             assert under_autocast == 0
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
+
+
+needs_bf16 = pytest.mark.skipif(not onednn_linear_available() or not onednn_bf16_linear_available(),
+                                reason="this PyTorch build has no oneDNN bf16 linear")
+
+
+@needs_bf16
+def test_under_bf16_autocast_layers_pack_in_bf16_and_compute_what_autocast_does(eos_model) -> None:
+    """Under CPU bf16 autocast every layer packs in bf16 (inputs, weight and bias in bf16, a bf16 output, as
+    autocast's linear); MLPs stay unfused (the oneDNN post-ops are checked in float32 only); another autocast dtype
+    packs nothing. The model's logits stay within bf16 rounding of the unpacked autocast forward's."""
+    ids = torch.randint(0, eos_model.config.vocab_size, (3, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = eos_model(input_ids=ids).logits
+        assert packing_dtype(eos_model) == torch.bfloat16
+        with packed_linears_while(eos_model) as count:
+            assert count == 4 * eos_model.config.n_layer + 1
+            layers = [m for m in eos_model.modules() if type(m) is PackedLinear]
+            assert len(layers) == count and all(layer.dtype == torch.bfloat16 for layer in layers)
+            packed = eos_model(input_ids=ids).logits
+    assert packed.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(packed.float(), expected.float(), atol=0.1, rtol=0)
+    assert all(type(m) is not PackedLinear for m in eos_model.modules())  # put back
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert packing_dtype(eos_model) is None
+    assert packing_dtype(eos_model) == torch.float32
+
+
+@needs_bf16
+def test_a_bf16_rollout_on_bf16_packed_weights_is_the_unpacked_bf16_rollout(eos_model, tokenizer,
+                                                                           monkeypatch) -> None:
+    """The sampler under bf16 autocast packs its layers in bf16 (the eager step, not the float32 TorchScript one):
+    the same greedy tokens as without packing and log-probs within bf16 rounding, and still the model's."""
+    from rlhfkit.rl.logprobs import token_logprobs
+
+    packs = []
+    original = PackedLinear.__init__
+    monkeypatch.setattr(PackedLinear, "__init__", lambda self, layer, dtype=torch.float32:
+                        packs.append(dtype) or original(self, layer, dtype))
+    params = SamplingParams(max_new_tokens=6, do_sample=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        packed = CachedSampler().sample(eos_model, tokenizer, PROMPTS, params, generator=torch.Generator())
+        plain = CachedSampler(pack_weights=False).sample(eos_model, tokenizer, PROMPTS, params,
+                                                         generator=torch.Generator())
+        with torch.no_grad():
+            forward = token_logprobs(eos_model, packed.sequences, packed.attention_mask, packed.response_start)
+    assert packs and set(packs) == {torch.bfloat16}
+    assert torch.equal(packed.response_ids, plain.response_ids)
+    torch.testing.assert_close(packed.logprobs, plain.logprobs, atol=0.05, rtol=0)
+    mask = packed.response_mask.bool()
+    assert float((forward[mask] - packed.logprobs[mask]).abs().max()) < 0.1
 
 
 @needs_onednn

@@ -86,7 +86,7 @@ def _norm(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, float] | None:
 
 def _packed(layer: object) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(packed weight, bias) of a hook-free :class:`PackedLinear` with a bias, or None."""
-    if not runs_as_its_class(layer, (PackedLinear,)) or layer.bias_data is None:
+    if not runs_as_its_class(layer, (PackedLinear,)) or layer.bias_data is None or layer.dtype != torch.float32:
         return None
     return layer.packed, layer.bias_data
 
@@ -97,8 +97,9 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
     packed with their GELU fused (:class:`PackedGeluMLP`), a packed head, all float32, and oneDNN's post-ops."""
     from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, GPT2Block
 
-    if not runs_as_its_class(lm_head, (PackedLinear,)) or trunk.training or not onednn_fusions_available():
-        return None  # nothing packed (off the CPU, under autocast, adapters): the post-ops are not even asked about
+    if not runs_as_its_class(lm_head, (PackedLinear,)) or lm_head.dtype != torch.float32 or trunk.training \
+            or not onednn_fusions_available():
+        return None  # nothing packed in float32 (off the CPU, autocast, adapters): post-ops not even asked about
     embeddings = [trunk.wte, trunk.wpe]
     if not all(runs_as_its_class(e, (nn.Embedding,)) and e.padding_idx is None and e.max_norm is None
                and e.weight.dtype == torch.float32 for e in embeddings):

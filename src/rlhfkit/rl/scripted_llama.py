@@ -132,8 +132,8 @@ class DecodeWeights:
 
 
 def _packed(layer: object) -> PackedLinear | None:
-    """``layer`` if it is a hook-free :class:`PackedLinear`, else None."""
-    return layer if runs_as_its_class(layer, (PackedLinear,)) else None
+    """``layer`` if it is a hook-free float32 :class:`PackedLinear`, else None."""
+    return layer if runs_as_its_class(layer, (PackedLinear,)) and layer.dtype == torch.float32 else None
 
 
 def _norm(module: object) -> tuple[torch.Tensor, float] | None:
@@ -155,7 +155,7 @@ def decode_weights(trunk: nn.Module, lm_head: nn.Module) -> DecodeWeights | None
     from transformers.activations import SiLUActivation
 
     if _packed(lm_head) is None or trunk.training or not onednn_fusions_available():
-        return None  # nothing packed (off the CPU, under autocast, adapters): the post-ops are not even asked about
+        return None  # nothing packed in float32 (off the CPU, autocast, adapters): post-ops not even asked about
     embed = trunk.embed_tokens
     if not runs_as_its_class(embed, (nn.Embedding,)) or embed.max_norm is not None \
             or embed.weight.dtype != torch.float32:
