@@ -241,10 +241,6 @@ class OnPolicyTrainer:
     def _reference_module(self) -> torch.nn.Module | None:
         return self.bundle.policy if self.bundle.uses_lora else self.bundle.frozen_reference
 
-    def _packed(self, reference: torch.nn.Module) -> contextlib.AbstractContextManager[object]:
-        """The reference's layers packed for its pass where that pass runs in float32 (:func:`packed_for_pass`)."""
-        return packed_for_pass(reference, self.compute_dtype)
-
     def _reference_logprobs(self, reference: torch.nn.Module, rollout: Rollout, mask: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.compute_dtype):
             return token_logprobs(reference, rollout.sequences, rollout.attention_mask, rollout.response_start,
@@ -270,7 +266,8 @@ class OnPolicyTrainer:
     def _beside_reference(self, phase: str, work: Callable[[], Any], rollout: Rollout, mask: torch.Tensor
                           ) -> tuple[Any, torch.Tensor]:
         """``work()`` and the reference pass side by side (:func:`side_by_side`), timed as one ``phase``."""
-        with self.harness.timer.phase(phase), self.bundle.reference() as reference, self._packed(reference):
+        with (self.harness.timer.phase(phase), self.bundle.reference() as reference,
+              packed_for_pass(reference, self.compute_dtype)):
             work_result, ref_logprobs = side_by_side([work, lambda: self._reference_logprobs(reference, rollout, mask)])
         return work_result, ref_logprobs
 
@@ -292,7 +289,8 @@ class OnPolicyTrainer:
         # values first: with LoRA and a value head they need the adapters the reference turns off
         with self._values_phase():
             old_logprobs, values = self._old_logprobs_and_values(rollout, mask)
-        with timer.phase("reference"), self.bundle.reference() as reference, self._packed(reference):
+        with (timer.phase("reference"), self.bundle.reference() as reference,
+              packed_for_pass(reference, self.compute_dtype)):
             return FrozenPasses(old_logprobs, values, self._reference_logprobs(reference, rollout, mask))
 
     def make_batch(self, rollout: Rollout, scores: Scores, frozen: FrozenPasses | None = None

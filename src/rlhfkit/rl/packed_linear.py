@@ -36,21 +36,23 @@ def onednn_linear_available() -> bool:
 Results = Callable[["PackedLinear", nn.Linear, torch.Tensor, torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]
 
 
-def agrees_with_modules(results: Results) -> bool:
-    """Whether each (packed, plain) pair of outputs ``results`` computes from a small random layer packed and plain,
-    inputs (3, 16) and a residual (3, 24) agrees within 1e-5; False where an op is missing or fails. The layer's
-    initialisation leaves the caller's RNG alone (a resumed run draws what an uninterrupted one does), and the check
-    runs in float32 whatever autocast the caller is under (the answer is cached for the process)."""
+def agrees_with_modules(results: Results, dtype: torch.dtype = torch.float32, atol: float = 1e-5) -> bool:
+    """Whether each (packed, plain) pair of outputs ``results`` computes from a small random layer packed in ``dtype``
+    and plain, inputs (3, 16) and a residual (3, 24) has one dtype and agrees within ``atol``; False where an op is
+    missing or fails. The layer's initialisation leaves the caller's RNG alone (a resumed run draws what an
+    uninterrupted one does), and the check runs without the caller's autocast (``results`` enters what it compares
+    against; the answer is cached for the process)."""
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad(), torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False):
         layer = nn.Linear(16, 24)
         layer.weight.copy_(torch.randn(24, 16, generator=generator) * 0.3)
         inputs, residual = torch.randn(3, 16, generator=generator), torch.randn(3, 24, generator=generator)
         try:
-            pairs = results(PackedLinear(layer), layer, inputs, residual)
+            pairs = results(PackedLinear(layer, dtype), layer, inputs, residual)
         except (RuntimeError, AttributeError):
             return False
-    return all(torch.allclose(packed, plain, atol=1e-5) for packed, plain in pairs)
+    return all(packed.dtype == plain.dtype and torch.allclose(packed.float(), plain.float(), atol=atol)
+               for packed, plain in pairs)
 
 
 class PackedLinear(nn.Module):
@@ -130,18 +132,12 @@ def packing_applies(model: nn.Module) -> bool:
 @functools.cache
 def onednn_bf16_linear_available() -> bool:
     """True when oneDNN runs bf16 packed products here and they agree with autocast's linear within bf16 rounding."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        layer = nn.Linear(16, 24)
-        layer.weight.copy_(torch.randn(24, 16, generator=generator) * 0.3)
-        inputs = torch.randn(3, 16, generator=generator)
-        try:
-            packed = PackedLinear(layer, torch.bfloat16)(inputs)
-        except (RuntimeError, AttributeError):
-            return False
+    def under_autocast(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            plain = layer(inputs)
-    return packed.dtype == plain.dtype and torch.allclose(packed.float(), plain.float(), atol=0.05)
+            return layer(inputs)
+
+    return agrees_with_modules(lambda packed, layer, inputs, _: [(packed(inputs), under_autocast(layer, inputs))],
+                               dtype=torch.bfloat16, atol=0.05)
 
 
 def packed_for_pass(model: nn.Module, compute_dtype: torch.dtype) -> contextlib.AbstractContextManager[object]:
@@ -172,9 +168,9 @@ def packed_linears_while(model: nn.Module, skip: Collection[nn.Module] = (), fus
         skipped = {id(layer) for layer in skip}
         sites = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
                  if packable(child, dtype) and id(child) not in skipped]
-    for (parent, name, _), layer in zip(sites, packed_in_parallel([child for _, _, child in sites],
-                                                                  dtype or torch.float32)):
-        setattr(parent, name, layer)
+    if sites:
+        for (parent, name, _), layer in zip(sites, packed_in_parallel([child for _, _, child in sites], dtype)):
+            setattr(parent, name, layer)
     from rlhfkit.rl.packed_mlp import fused_mlp_sites
 
     mlps = fused_mlp_sites(model) if sites and fuse_mlps and dtype == torch.float32 else []
